@@ -1,0 +1,8 @@
+"""Backbone families; importing this package registers the built-in ones."""
+
+from components.backbones.config import BackboneConfig
+from components.backbones.registry import backbone_families, build_backbone, register_backbone
+from components.backbones.spec import BackboneSpec
+from components.backbones import timm_vit  # noqa: F401  (registers "timm_vit")
+
+__all__ = ["BackboneConfig", "BackboneSpec", "backbone_families", "build_backbone", "register_backbone"]

@@ -1,0 +1,72 @@
+"""timm ViT applied frame by frame, with features averaged over time."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from einops import rearrange, reduce
+from torch import nn
+
+from components.adapters.base import TokenLayout
+from components.backbones.config import BackboneConfig
+from components.backbones.registry import register_backbone
+from components.backbones.spec import BackboneSpec
+from components.backbones.weights import load_state_into, read_state_dict
+
+
+def describe_timm_vit(vit: nn.Module, prefix: str) -> BackboneSpec:
+    """Where a timm VisionTransformer keeps its blocks: ``blocks[i].attn`` (qkv/proj), ``blocks[i].mlp``."""
+    n = len(vit.blocks)
+    layout = TokenLayout(kind="frames", grid=tuple(vit.patch_embed.grid_size), num_prefix_tokens=vit.num_prefix_tokens)
+    cfg = getattr(vit, "pretrained_cfg", {}) or {}
+    return BackboneSpec(
+        family="timm_vit",
+        feature_dim=vit.num_features,
+        mean=tuple(cfg.get("mean", (0.5, 0.5, 0.5))),
+        std=tuple(cfg.get("std", (0.5, 0.5, 0.5))),
+        blocks=[f"{prefix}blocks.{i}" for i in range(n)],
+        sites={"block": "", "attn": "attn", "mlp": "mlp"},
+        block_dims=[vit.embed_dim] * n,
+        block_heads=[vit.blocks[0].attn.num_heads] * n,
+        layouts=[layout] * n,
+        total_params=sum(p.numel() for p in vit.parameters()),
+    )
+
+
+def create_timm_vit(config: BackboneConfig) -> nn.Module:
+    vit = timm.create_model(config.name, pretrained=False, num_classes=0, img_size=config.img_size, **config.kwargs)
+    if config.checkpoint:
+        state = read_state_dict(config.checkpoint)
+        try:  # timm's own filter resamples position embeddings to this img_size
+            from timm.models.vision_transformer import checkpoint_filter_fn
+
+            state = checkpoint_filter_fn(state, vit)
+        except Exception:
+            pass
+        load_state_into(vit, state, config.checkpoint)
+    return vit
+
+
+class TimmFrameViT(nn.Module):
+    """(B, T, C, H, W) -> per-frame ViT -> pooled token per frame -> mean over T -> (B, D)."""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.vit = create_timm_vit(config)
+        self.pool = config.pool
+        self.spec = describe_timm_vit(self.vit, prefix="vit.")
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        t = video.shape[1]
+        frames = rearrange(video, "b t c h w -> (b t) c h w")
+        tokens = self.vit.forward_features(frames)  # (b t) n d
+        if self.pool == "cls" and self.vit.num_prefix_tokens > 0:
+            per_frame = tokens[:, 0]
+        else:
+            per_frame = tokens[:, self.vit.num_prefix_tokens :].mean(dim=1)
+        return reduce(per_frame, "(b t) d -> b d", "mean", t=t)
+
+
+@register_backbone("timm_vit")
+def build_timm_frame_vit(config: BackboneConfig) -> nn.Module:
+    return TimmFrameViT(config)

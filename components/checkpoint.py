@@ -1,0 +1,99 @@
+"""Trainable-only weights in safetensors, with the model config stored alongside for rebuilding.
+
+A weights file holds just what trains (adapters, head, or the whole model under full fine-tuning)
+and, in its metadata, the model config as JSON. Loading checks both: a file made for another
+config fails with the keys that differ, instead of half-loading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CONFIG_KEY = "vidpeft_model_config"
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters that train plus every persistent tensor inside adapters and heads."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    state = model.state_dict()
+    out = {}
+    for key, value in state.items():
+        if key in names or ".adapters." in key or key.startswith("head."):
+            out[key] = value.detach().cpu().contiguous()
+    return out
+
+
+def save_weights(path: str | Path, state: dict[str, torch.Tensor], model_config: dict | None = None) -> None:
+    """Atomic: written beside the target, then renamed over it."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    metadata = {CONFIG_KEY: json.dumps(model_config, sort_keys=True)} if model_config is not None else None
+    save_file(state, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def read_weights_config(path: str | Path) -> dict | None:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta[CONFIG_KEY]) if CONFIG_KEY in meta else None
+
+
+def _diff(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        return out
+    return [] if a == b else [f"{prefix}: checkpoint {a!r} vs current {b!r}"]
+
+
+def config_differences(saved: dict | None, current: dict | None, ignore: tuple[str, ...] = ()) -> list[str]:
+    if saved is None or current is None:
+        return []
+    return [d for d in _diff(saved, current) if not d.startswith(ignore)]
+
+
+def load_weights(
+    model: nn.Module, path: str | Path, model_config: dict | None = None, strict: bool = True, prefix: str = ""
+) -> list[str]:
+    """Load a weights file into ``model``; returns the keys loaded.
+
+    With ``strict``, the model's trainable keys and the file's keys must match exactly and the saved
+    config (if any) must equal ``model_config`` (ignoring where the backbone weights came from).
+    ``prefix`` restricts loading to keys that start with it (initialise one adapter from a run).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if strict:
+        diffs = config_differences(read_weights_config(path), model_config, ignore=("backbone.checkpoint",))
+        if diffs:
+            raise ValueError(f"{path} was saved for a different model config:\n  " + "\n  ".join(diffs))
+    state = load_file(str(path))
+    own = model.state_dict()
+    if prefix:
+        state = {k: v for k, v in state.items() if prefix in k}
+    expected = set(trainable_state_dict(model)) if strict else set(state)
+    problems = []
+    missing = sorted(expected - set(state))
+    unexpected = sorted(k for k in state if k not in own)
+    shapes = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
+    if missing:
+        problems.append(f"missing {len(missing)} key(s), e.g. {missing[:4]}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} key(s), e.g. {unexpected[:4]}")
+    if shapes:
+        problems.append(
+            "shape mismatch: " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes[:4])
+        )
+    if problems:
+        raise ValueError(f"{path} does not fit this model: " + "; ".join(problems))
+    model.load_state_dict(state, strict=False)
+    return sorted(state)
