@@ -51,13 +51,23 @@ def _diff(a, b, prefix: str = "") -> list[str]:
         for k in sorted(set(a) | set(b)):
             out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
         return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and any(isinstance(v, dict) for v in a):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{prefix}.{i}")]  # adapters.0.key
     return [] if a == b else [f"{prefix}: checkpoint {a!r} vs current {b!r}"]
+
+
+# Keys that do not change what a weights file holds: where weights were first taken from, and
+# whether an adapter was frozen in the run that saved them (staged training).
+NEUTRAL_SUFFIXES = (".init_from", ".trainable")
 
 
 def config_differences(saved: dict | None, current: dict | None, ignore: tuple[str, ...] = ()) -> list[str]:
     if saved is None or current is None:
         return []
-    return [d for d in _diff(saved, current) if not d.startswith(ignore)]
+    return [
+        d for d in _diff(saved, current)
+        if not d.startswith(ignore) and not d.split(":", 1)[0].endswith(NEUTRAL_SUFFIXES)
+    ]
 
 
 def load_weights(
@@ -97,3 +107,62 @@ def load_weights(
         raise ValueError(f"{path} does not fit this model: " + "; ".join(problems))
     model.load_state_dict(state, strict=False)
     return sorted(state)
+
+
+WEIGHTS_NAMES = ("weights.safetensors", "model.safetensors", "best.safetensors", "last.safetensors")
+
+
+def resolve_weights_file(source: str | Path) -> Path:
+    """A ``.safetensors`` file, or a run directory holding one (a well-known name, else the only one)."""
+    source = Path(source)
+    if source.is_file():
+        return source
+    if not source.is_dir():
+        raise FileNotFoundError(f"weights file or run directory not found: {source}")
+    for sub in ("", "checkpoints"):
+        for name in WEIGHTS_NAMES:
+            if (source / sub / name).is_file():
+                return source / sub / name
+    found = sorted(source.rglob("*.safetensors"))
+    if len(found) == 1:
+        return found[0]
+    raise FileNotFoundError(
+        f"{source}: expected one of {list(WEIGHTS_NAMES)} or a single .safetensors file, found "
+        f"{[str(f.relative_to(source)) for f in found[:5]] or 'none'}"
+    )
+
+
+def init_adapter_from(model: nn.Module, key: str, source: str | Path) -> list[str]:
+    """Initialise every tensor of adapter ``key`` from another run's weights file (matched by name).
+
+    The file must hold this adapter's tensors for exactly the same modules and shapes (same backbone,
+    sites and layers); anything else is an error naming what differs. Returns the keys loaded.
+    """
+    path = resolve_weights_file(source)
+    marker = f".adapters.{key}."
+    # Match by module path without wrapper hops: ``blocks.0.mlp.adapters.x`` is stored as
+    # ``blocks.0.base_layer.mlp.adapters.x`` when another adapter also wraps the whole block.
+    canonical = lambda k: k.replace(".base_layer.", ".")  # noqa: E731
+    own_names = {canonical(k): k for k in model.state_dict() if marker in k}
+    own = {canonical(k): v for k, v in model.state_dict().items() if marker in k}
+    if not own:
+        raise ValueError(f"this model has no adapter named {key!r}")
+    state = load_file(str(path))
+    found = {canonical(k): v for k, v in state.items() if marker in k}
+    if not found:
+        keys = sorted({k.split(".adapters.", 1)[1].split(".", 1)[0] for k in state if ".adapters." in k})
+        raise ValueError(f"{path} holds no weights for adapter {key!r} (it has adapters {keys or 'none'})")
+    problems = []
+    missing = sorted(set(own) - set(found))
+    unexpected = sorted(set(found) - set(own))
+    shapes = sorted(k for k in found if k in own and own[k].shape != found[k].shape)
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s), e.g. {missing[:3]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensor(s) this model does not have, e.g. {unexpected[:3]}")
+    if shapes:
+        problems.append("shape mismatch: " + ", ".join(f"{k} {tuple(found[k].shape)} vs {tuple(own[k].shape)}" for k in shapes[:3]))
+    if problems:
+        raise ValueError(f"{path}: adapter {key!r} does not fit this model: " + "; ".join(problems))
+    model.load_state_dict({own_names[k]: v for k, v in found.items()}, strict=False)
+    return sorted(own_names[k] for k in found)

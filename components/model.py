@@ -16,6 +16,7 @@ from components.adapters import AdapterConfig, ForwardContext
 from components.adapters.inject import adapter_modules, inject_adapters
 from components.backbones import BackboneConfig, build_backbone
 from components.config import ConfigError, cfg
+from components.m2clip.config import M2ClipConfig
 from components.tasks import TASKS, task_loss
 
 FINETUNE_MODES = ("adapters", "full", "linear")
@@ -52,6 +53,7 @@ class ModelConfig:
     head: HeadConfig = cfg(factory=HeadConfig, help="task head")
     modalities: list[ModalityConfig] = cfg([], "side modalities read from the manifest and passed to adapters")
     finetune: str = cfg("adapters", "what trains: adapters (+head), full (whole backbone too), linear (head only)")
+    m2clip: M2ClipConfig = cfg(factory=M2ClipConfig, help="M2-CLIP text adapters, prompts and decoder heads (kind m2clip)")
 
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE_MODES:
@@ -71,10 +73,9 @@ class VideoModel(nn.Module):
         self.register_buffer("std", torch.tensor(spec.std).view(1, 1, 3, 1, 1), persistent=False)
         for p in self.backbone.parameters():
             p.requires_grad_(config.finetune == "full")
+        self.context.modality_dims = {m.name: m.dim for m in config.modalities}
         inject_adapters(self.backbone, spec, config.adapters, self.context)
-        for a in config.adapters:
-            for _, layer in adapter_modules(self.backbone, a.key):
-                layer.requires_grad_(a.trainable)
+        prepare_adapters(self, config.adapters)
         self.head = nn.Sequential(nn.Dropout(config.head.dropout), nn.Linear(spec.feature_dim, num_outputs))
 
     @property
@@ -111,6 +112,27 @@ class VideoModel(nn.Module):
         return out
 
 
+def prepare_adapters(model: nn.Module, adapters: list[AdapterConfig]) -> None:
+    """After injection: bind adapters that share weights, load ``init_from``, freeze ``trainable: false``.
+
+    Any model kind that injects adapters calls this, so sharing errors surface at build time and
+    staged training (e.g. train MHVA+PT, then only CAA initialised from that run) works everywhere.
+    """
+    from components.checkpoint import init_adapter_from
+
+    for _, layer in adapter_modules(model):
+        if hasattr(layer, "bind"):
+            layer.bind()
+    for n, a in enumerate(adapters):
+        if a.init_from:
+            try:
+                init_adapter_from(model, a.key, a.init_from)
+            except (FileNotFoundError, ValueError) as e:
+                raise ConfigError(f"model.adapters.{n}.init_from: {e}") from None
+        for _, layer in adapter_modules(model, a.key):
+            layer.requires_grad_(a.trainable)
+
+
 def side_inputs(batch: dict, modalities: list[ModalityConfig]) -> tuple[dict, dict]:
     side = {m.name: batch[f"side_{m.name}"] for m in modalities if f"side_{m.name}" in batch}
     mask = {m.name: batch[f"side_{m.name}_mask"] for m in modalities if f"side_{m.name}_mask" in batch}
@@ -144,3 +166,6 @@ def parameter_counts(model: nn.Module) -> dict[str, float]:
         "backbone_params": backbone,
         "trainable_pct": 100.0 * trainable / max(backbone, 1),
     }
+
+
+import components.m2clip.model  # noqa: E402,F401  (registers model kind "m2clip"; imports this module)

@@ -17,6 +17,10 @@ import torch.nn.functional as F
 
 TASKS = ("single_label", "multi_label", "regression")
 
+# UDIVA v0.5's regression targets (Big Five personality traits, OCEAN order); pass as ``names`` to
+# ``MetricAccumulator.compute`` (or a manifest's ``regression_names``) to get mse_openness, ...
+OCEAN_TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
+
 
 def task_loss(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if task == "single_label":

@@ -75,6 +75,24 @@ class ForwardContext:
         self.side: dict[str, torch.Tensor] = {}
         self.side_mask: dict[str, torch.Tensor] = {}
         self.extra: dict[str, Any] = {}
+        # Static, set once by the model before injection: side-modality feature widths by name
+        # (from ModelConfig.modalities), so cross-attention adapters can size their projections.
+        self.modality_dims: dict[str, int] = {}
+        # Every adapter layer built for this model, by (block index, adapter key): lets one adapter
+        # reuse another's weights in the same block (CAA sharing the MHVA down-projection).
+        self.layers: dict[tuple[int, str], list["AdapterLayer"]] = {}
+
+    def find_layer(self, block_index: int, key: str, site: str = "") -> "AdapterLayer":
+        """The adapter named ``key`` in block ``block_index`` (the one at ``site`` if there are several)."""
+        found = self.layers.get((block_index, key), [])
+        if len(found) > 1:
+            found = [layer for layer in found if layer.site.site == site] or found
+        if len(found) != 1:
+            where = sorted({layer.site.site for layer in found})
+            raise ValueError(
+                f"block {block_index}: expected one adapter named {key!r}, found {len(found)} (sites {where})"
+            )
+        return found[0]
 
     def set(self, num_frames: int, side: dict | None = None, side_mask: dict | None = None) -> None:
         self.num_frames = num_frames
@@ -92,6 +110,7 @@ class AdapterLayer(nn.Module):
         # A plain list hides the base module from nn.Module registration: its weights stay owned
         # (and frozen) by the backbone, not duplicated into this adapter's state_dict.
         self._base_holder = [site.base]
+        site.context.layers.setdefault((site.block_index, config.key), []).append(self)
 
     @property
     def base(self) -> nn.Module:

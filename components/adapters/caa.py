@@ -1,0 +1,173 @@
+"""Cross-attention adapters for side modalities (CAA, CM3T Sec. 3.3), fused with AdapterFusion.
+
+One cross-attention per modality listed in ``modalities`` (names from ``model.modalities``; their
+feature widths come from there through ``ForwardContext.modality_dims``), all inside one layer:
+
+    h   = ReLU(x W_down)                               Q = V = h: the clip's bottleneck tokens (B, L, r)
+    K_n = reshape(m_n W_K,n)                           modality n's clip feature -> M key tokens (B, M, r)
+    S   = h K_n^T / sqrt(r)                            (B, L, M)
+    c_n = softmax_L(S)^T h                             each key token gathers the video tokens it matches
+    z_n = softmax_M(S) c_n                             and every video token reads them back (B, L, r)
+    o   = AdapterFusion(h; z_1..z_N)                   softmax over the modalities present
+    delta = s * up(o)                                  up zero-initialised: identity at init
+
+Reading of the paper: it states Q = V = ReLU(x W_down) and K = the modality embedding. Attention
+weights (L x M) can only combine values indexed like the keys, so we normalise the scores over the
+video tokens (the axis of V) to pool the video, then distribute the M pooled vectors back to the
+tokens by the same scores normalised over M. The modality thus decides WHICH video features are
+pooled and broadcast; with one key token (``modality_tokens: 1``, per-clip features) every token
+receives the same modality-guided summary, mixed per token by the fusion.
+
+Tokens of one clip are attended together: per-frame sites (B*T, N, C) are regrouped to (B, T*N, C).
+``share_down_with: <adapter key>`` takes W_down from that MHVA in the same block (the paper: "W_down is
+the same as that in Equation 2"), applied to this site's input; otherwise the CAA has its own.
+
+Missing modalities: a modality absent from the batch, or a sample whose ``side_<name>_mask`` is false,
+is masked out of the fusion softmax (not zero-filled); its feature slot is zeroed before use, so
+garbage (even NaN) there cannot reach the output. A sample with no modality gets a zero delta
+(the up-projection's bias is masked too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo
+from components.adapters.fusion import ModalityFusion
+from components.adapters.registry import register_adapter
+from components.adapters.tokens import clip_tokens
+from components.config import ConfigError, cfg
+
+FUSIONS = ("adapterfusion", "sum")
+
+
+@dataclass
+class CAAConfig(AdapterConfig):
+    type: str = cfg("caa", "adapter type")
+    sites: list[str] = cfg(["block"], "backbone sites (CM3T: x is the input of the block)")
+    modalities: list[str] = cfg([], "side modalities, one cross-attention each (names from model.modalities)")
+    bottleneck: int = cfg(64, "width r of Q = V = ReLU(x W_down) and of the modality keys")
+    modality_tokens: int = cfg(1, "key tokens M each modality's clip feature is projected to")
+    share_down_with: str = cfg("", "adapter key (an MHVA in the same block) whose W_down gives Q = V; empty = own")
+    fusion: str = cfg("adapterfusion", "how modality outputs combine: adapterfusion (masked softmax) or sum")
+    scale: float = cfg(1.0, "initial value of the output scale s")
+    learnable_scale: bool = cfg(True, "learn s")
+    dropout: float = cfg(0.0, "dropout on the bottleneck activations")
+
+    def __post_init__(self) -> None:
+        if not self.modalities:
+            raise ValueError("a cross-attention adapter needs at least one entry in modalities")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities has duplicates: {self.modalities}")
+        if self.bottleneck <= 0 or self.modality_tokens <= 0:
+            raise ValueError("bottleneck and modality_tokens must be positive")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+
+
+def modality_dim(site: SiteInfo, name: str, key: str) -> int:
+    dims = site.context.modality_dims
+    if name not in dims:
+        raise ConfigError(
+            f"adapter {key!r}: modality {name!r} is not in model.modalities (configured: {sorted(dims)})"
+        )
+    if dims[name] <= 0:
+        raise ConfigError(f"model.modalities: {name!r} has no feature dim yet (dim: 0 must be resolved first)")
+    return dims[name]
+
+
+def side_feature(context, name: str, batch: int, dim: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (B, D) with absent samples zeroed, present (B,) bool) for one modality."""
+    feat = context.side.get(name)
+    if feat is None:
+        return like.new_zeros(batch, dim), torch.zeros(batch, dtype=torch.bool, device=like.device)
+    if feat.shape != (batch, dim):
+        raise ValueError(f"side input {name!r}: expected ({batch}, {dim}), got {tuple(feat.shape)}")
+    mask = context.side_mask.get(name)
+    present = torch.ones(batch, dtype=torch.bool, device=like.device) if mask is None else mask.to(like.device).bool()
+    feat = torch.where(present[:, None], feat.to(like), torch.zeros((), dtype=like.dtype, device=like.device))
+    return feat, present
+
+
+class SharedDown(nn.Module):
+    """ReLU(x W_down): own weights, or those of a sibling MHVA (resolved lazily, not registered twice)."""
+
+    def __init__(self, config, site: SiteInfo) -> None:
+        super().__init__()
+        self.key = config.share_down_with
+        self.site = site
+        self.bottleneck = config.bottleneck
+        self.own = None if self.key else nn.Sequential(nn.Linear(site.dim, config.bottleneck), nn.ReLU())
+        self._shared: list = []
+
+    def bind(self) -> None:
+        """Find the adapter to share with (called by the model after injection, or on first use)."""
+        if not self.key or self._shared:
+            return
+        other = self.site.context.find_layer(self.site.block_index, self.key, self.site.site)
+        if not hasattr(other, "hidden"):
+            raise ConfigError(f"share_down_with: adapter {self.key!r} ({type(other).__name__}) has no down-projection to share")
+        width = other.down_weight.shape[-1]
+        if width != self.bottleneck:
+            raise ConfigError(f"share_down_with: {self.key!r} has bottleneck {width}, this adapter {self.bottleneck}")
+        self._shared.append(other)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.own is not None:
+            return self.own(x)
+        self.bind()
+        return self._shared[0].hidden(x)
+
+
+class CrossAttentionAdapter(AdapterLayer):
+    def __init__(self, config: CAAConfig, site: SiteInfo) -> None:
+        super().__init__(config, site)
+        r, m = config.bottleneck, config.modality_tokens
+        self.down = SharedDown(config, site)
+        self.drop = nn.Dropout(config.dropout)
+        self.dims = {n: modality_dim(site, n, config.key) for n in config.modalities}
+        self.keys = nn.ModuleDict({n: nn.Linear(d, m * r) for n, d in self.dims.items()})
+        self.fusion = ModalityFusion(r) if config.fusion == "adapterfusion" else None
+        self.up = nn.Linear(r, site.dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        scale = torch.tensor(float(config.scale))
+        if config.learnable_scale:
+            self.scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("scale", scale)
+
+    def bind(self) -> None:
+        self.down.bind()
+
+    def cross_attend(self, h: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Q = V = h (B, L, r), keys k (B, M, r) -> (B, L, r)."""
+        scores = torch.einsum("blr,bmr->blm", h, k) * h.shape[-1] ** -0.5
+        pooled = torch.einsum("blm,blr->bmr", scores.softmax(dim=1), h)  # each key gathers video tokens
+        return torch.einsum("blm,bmr->blr", scores.softmax(dim=2), pooled)  # tokens read them back
+
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
+        h, restore = clip_tokens(self.down(x), self.site.layout, self.context.num_frames)  # b l r
+        h = self.drop(h)
+        b = h.shape[0]
+        outs, present = [], []
+        for name, proj in self.keys.items():
+            feat, here = side_feature(self.context, name, b, self.dims[name], h)
+            k = rearrange(proj(feat), "b (m r) -> b m r", r=h.shape[-1])
+            outs.append(self.cross_attend(h, k))
+            present.append(here)
+        z = torch.stack(outs, dim=2)  # b l n r
+        present = torch.stack(present, dim=1)  # b n
+        if self.fusion is not None:
+            o = self.fusion(h, z, present)
+        else:
+            o = (z * present[:, None, :, None]).sum(dim=2)
+        y = self.up(o) * present.any(dim=1)[:, None, None]  # no modality at all: zero, up's bias included
+        return self.scale * restore(y)
+
+
+register_adapter("caa", CAAConfig, CrossAttentionAdapter)

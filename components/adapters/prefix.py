@@ -1,0 +1,110 @@
+"""Gated prefix tuning on attention sites (He et al. 2021's form, as used by CM3T Sec. 3.2.1).
+
+Learned rows C (``prefix_length`` x d; Embedding + MLP reparameterisation, ReLU as in CM3T) become
+per-head prefix keys/values through the FROZEN attention's own projections: P_k = C W_k, P_v = C W_v
+(biases included, so a prefix row is treated exactly like a token). For every head, with the frozen
+attention's queries q, keys k and values v recomputed from the site input:
+
+    attn   = softmax(q k^T / sqrt(dh) + bias) v           (the frozen attention, bias = Swin's)
+    delta  = softmax(q P_k^T / sqrt(dh)) P_v              (prefix keys get no position bias)
+    lambda = sum exp(prefix logits) / (sum exp(prefix logits) + sum exp(self logits))
+           = sigmoid(logsumexp(prefix logits) - logsumexp(self logits))
+    heads  = (1 - lambda) attn + lambda delta             == attention over [P_k; k] with [P_v; v]
+
+The wrapped attention already returns W_o attn + b_o, so this adapter returns the residual
+``gate * W_o (lambda (delta - attn))`` (output projection without its bias).
+
+Identity at init: the residual of a random prefix is not zero, so it is multiplied by a learnable
+scalar ``gate`` initialised to 0 (``zero_init_gate: true``, the default); with gate = 1 the adapted
+attention is exactly attention over [prefix; tokens]. ``zero_init_gate: false`` fixes gate = 1 (plain
+prefix tuning; the model then differs from the frozen backbone from step 0).
+
+Which attention modules are supported is decided by ``components.backbones.attention`` (timm,
+nn.MultiheadAttention/open_clip, torchvision Video Swin windows), not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo
+from components.adapters.registry import register_adapter
+from components.backbones.attention import attention_internals
+from components.config import cfg
+
+
+@dataclass
+class PrefixConfig(AdapterConfig):
+    type: str = cfg("prefix", "adapter type")
+    sites: list[str] = cfg(["attn"], "attention sites only (the site's module must be an attention)")
+    prefix_length: int = cfg(16, "number of learned prefix rows L (prefix keys/values per head)")
+    reparameterize: bool = cfg(True, "produce C with Embedding + MLP (Li & Liang); false = C is a free parameter")
+    hidden: int = cfg(512, "hidden width of the reparameterisation MLP")
+    activation: str = cfg("relu", "reparameterisation MLP activation: relu (CM3T) or tanh (He et al.)")
+    dropout: float = cfg(0.1, "dropout inside the reparameterisation MLP (CM3T: lower than He et al.)")
+    zero_init_gate: bool = cfg(True, "multiply the residual by a learnable gate starting at 0 (identity at init)")
+
+    def __post_init__(self) -> None:
+        if self.prefix_length <= 0 or self.hidden <= 0:
+            raise ValueError(f"prefix_length and hidden must be positive, got {self.prefix_length}, {self.hidden}")
+        if self.activation not in ("relu", "tanh"):
+            raise ValueError(f"activation must be relu or tanh, got {self.activation!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class PrefixRows(nn.Module):
+    """C (L, d): an embedding table, optionally reparameterised by Linear -> act -> Dropout -> Linear."""
+
+    def __init__(self, config: PrefixConfig, dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(config.prefix_length, dim)
+        self.mlp = None
+        if config.reparameterize:
+            act = nn.ReLU() if config.activation == "relu" else nn.Tanh()
+            self.mlp = nn.Sequential(
+                nn.Linear(dim, config.hidden), act, nn.Dropout(config.dropout), nn.Linear(config.hidden, dim)
+            )
+
+    def forward(self) -> torch.Tensor:
+        c = self.embedding.weight  # L d
+        return self.mlp(c) if self.mlp is not None else c
+
+
+class PrefixTuning(AdapterLayer):
+    def __init__(self, config: PrefixConfig, site: SiteInfo) -> None:
+        super().__init__(config, site)
+        try:
+            self.internals = attention_internals(site.base)
+        except TypeError as e:
+            raise TypeError(f"prefix adapter at {site.path} (site {site.site!r}): {e}") from None
+        self.prefix = PrefixRows(config, site.dim)
+        if config.zero_init_gate:
+            self.gate = nn.Parameter(torch.zeros(()))
+        else:
+            self.register_buffer("gate", torch.ones(()))
+
+    def mixed_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """lambda * (delta - attn) per head, (B', H, N, dh), and the view that maps it back."""
+        view = self.internals.heads(x)
+        pk, pv = self.internals.prefix_kv(self.prefix())  # h l d each
+        scale = self.internals.scale
+        q = view.q * scale
+        self_logits = q @ view.k.transpose(-2, -1)  # b h n n
+        if view.logit_bias is not None:
+            self_logits = self_logits + view.logit_bias
+        prefix_logits = torch.einsum("bhnd,hld->bhnl", q, pk)  # b h n l
+        lam = torch.sigmoid(prefix_logits.logsumexp(-1) - self_logits.logsumexp(-1)).unsqueeze(-1)  # b h n 1
+        attn = self_logits.softmax(-1) @ view.v  # b h n d
+        delta = torch.einsum("bhnl,hld->bhnd", prefix_logits.softmax(-1), pv)
+        return lam * (delta - attn), view
+
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
+        mixed, view = self.mixed_heads(x)
+        return self.gate * self.internals.project(view.restore(mixed))
+
+
+register_adapter("prefix", PrefixConfig, PrefixTuning)

@@ -1,0 +1,161 @@
+"""Attention internals: how to recompute q, k, v of a frozen attention module, described once per type.
+
+Prefix tuning needs the per-head queries, keys and values a frozen attention computes, any additive
+logit bias it uses (Swin's relative position bias and shift mask), its key/value projections (to turn
+learned prefix rows into prefix keys/values) and its output projection. Each attention class gets one
+``AttentionInternals`` implementation, registered by module type; adapters look it up with
+``attention_internals(module)`` and never touch attribute paths themselves.
+
+Registered here: timm ``Attention`` (``qkv``/``proj``) and ``torch.nn.MultiheadAttention``
+(``in_proj_weight``/``out_proj``, used by open_clip towers). torchvision's Video Swin window
+attention is registered in ``video_swin.py``, next to the family that uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+@dataclass
+class HeadsView:
+    """One forward's per-head tensors, (B', H, N, dh) each, in the module's own attention groups."""
+
+    q: torch.Tensor  # unscaled queries
+    k: torch.Tensor
+    v: torch.Tensor
+    logit_bias: torch.Tensor | None  # added to q k^T * scale (broadcasts to (B', H, N, N)), or None
+    restore: Callable[[torch.Tensor], torch.Tensor]  # (B', H, N, dh) -> the input's layout, H*dh channels
+
+
+class AttentionInternals:
+    """Base class; one subclass per attention module type."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    num_heads: int
+    head_dim: int
+
+    @property
+    def scale(self) -> float:
+        return self.head_dim**-0.5
+
+    def heads(self, x: torch.Tensor) -> HeadsView:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def prefix_kv(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
+        """Learned prefix rows (L, D) -> keys and values (H, L, dh) through the frozen k/v projections."""
+        raise NotImplementedError
+
+    def project(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """The frozen output projection without its bias (applied to a residual)."""
+        raise NotImplementedError
+
+
+_INTERNALS: dict[type, type[AttentionInternals]] = {}
+
+
+def register_attention_internals(module_cls: type):
+    def deco(cls: type[AttentionInternals]):
+        _INTERNALS[module_cls] = cls
+        return cls
+
+    return deco
+
+
+def attention_internals(module: nn.Module) -> AttentionInternals:
+    for cls in type(module).__mro__:
+        if cls in _INTERNALS:
+            return _INTERNALS[cls](module)
+    raise TypeError(
+        f"prefix tuning does not know the internals of {type(module).__name__}; "
+        f"known attention types: {sorted(c.__name__ for c in _INTERNALS)}"
+    )
+
+
+def split_kv_weights(weight: torch.Tensor, bias: torch.Tensor | None, width: int):
+    """Rows [width:2w] and [2w:3w] of a fused (3w, D) qkv projection: the key and value projections."""
+    wk, wv = weight[width : 2 * width], weight[2 * width : 3 * width]
+    bk = bv = None
+    if bias is not None:
+        bk, bv = bias[width : 2 * width], bias[2 * width : 3 * width]
+    return wk, bk, wv, bv
+
+
+try:
+    from timm.layers.attention import Attention as TimmAttention
+except ImportError:  # pragma: no cover - timm is a dependency
+    TimmAttention = None
+
+if TimmAttention is not None:
+
+    @register_attention_internals(TimmAttention)
+    class TimmAttentionInternals(AttentionInternals):
+        """timm ``Attention``: fused ``qkv`` Linear, optional q/k norms, ``proj`` Linear; (B, N, D) tokens."""
+
+        def __init__(self, module: nn.Module) -> None:
+            super().__init__(module)
+            if not isinstance(module.norm, nn.Identity) or getattr(module, "gate", None) is not None:
+                raise NotImplementedError("prefix tuning: timm Attention with scale_norm or gating is not supported")
+            self.num_heads = module.num_heads
+            self.head_dim = module.head_dim
+
+        @property
+        def scale(self) -> float:
+            return self.module.scale
+
+        def heads(self, x: torch.Tensor) -> HeadsView:
+            m = self.module
+            qkv = rearrange(m.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+            q, k = m.q_norm(qkv[0]), m.k_norm(qkv[1])
+            return HeadsView(q, k, qkv[2], None, lambda y: rearrange(y, "b h n d -> b n (h d)"))
+
+        def prefix_kv(self, c):
+            m = self.module
+            wk, bk, wv, bv = split_kv_weights(m.qkv.weight, m.qkv.bias, m.attn_dim)
+            pk = rearrange(F.linear(c, wk, bk), "l (h d) -> h l d", h=self.num_heads)
+            pv = rearrange(F.linear(c, wv, bv), "l (h d) -> h l d", h=self.num_heads)
+            return m.k_norm(pk), pv
+
+        def project(self, y):
+            return F.linear(y, self.module.proj.weight)
+
+
+@register_attention_internals(nn.MultiheadAttention)
+class MultiheadAttentionInternals(AttentionInternals):
+    """``nn.MultiheadAttention`` used as self-attention (open_clip towers): fused ``in_proj_weight``."""
+
+    def __init__(self, module: nn.MultiheadAttention) -> None:
+        super().__init__(module)
+        if not module._qkv_same_embed_dim or module.bias_k is not None:
+            raise NotImplementedError("prefix tuning: MultiheadAttention needs a fused in_proj and no bias_k/v")
+        self.num_heads = module.num_heads
+        self.head_dim = module.head_dim
+
+    def heads(self, x: torch.Tensor) -> HeadsView:
+        m = self.module
+        if not m.batch_first:
+            x = rearrange(x, "n b c -> b n c")
+        qkv = F.linear(x, m.in_proj_weight, m.in_proj_bias)
+        q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        if m.batch_first:
+            restore = lambda y: rearrange(y, "b h n d -> b n (h d)")  # noqa: E731
+        else:
+            restore = lambda y: rearrange(y, "b h n d -> n b (h d)")  # noqa: E731
+        return HeadsView(q, k, v, None, restore)
+
+    def prefix_kv(self, c):
+        m = self.module
+        wk, bk, wv, bv = split_kv_weights(m.in_proj_weight, m.in_proj_bias, m.embed_dim)
+        pk = rearrange(F.linear(c, wk, bk), "l (h d) -> h l d", h=self.num_heads)
+        pv = rearrange(F.linear(c, wv, bv), "l (h d) -> h l d", h=self.num_heads)
+        return pk, pv
+
+    def project(self, y):
+        return F.linear(y, self.module.out_proj.weight)

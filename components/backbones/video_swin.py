@@ -1,0 +1,161 @@
+"""torchvision Video Swin (``swin3d_t/s/b``) as a frozen backbone, family "video_swin".
+
+Layout inside blocks: channels-last grids (B, T', H', W', C) with T' = T / patch_t, H' = H / 4 / 2^s
+at stage s; attention runs over 3-D windows (``window_size``, clipped to the input, shifted by half in
+every second block). Blocks are nested in stages: ``features[2s][j]`` (the odd entries of
+``features`` are PatchMerging layers); widths and head counts differ by stage.
+
+Tiny random models: ``kwargs`` override the variant's constructor arguments of
+``torchvision.models.video.SwinTransformer3d`` (embed_dim, depths, num_heads, window_size, patch_size,
+mlp_ratio, stochastic_depth_prob, ...), e.g. ``{embed_dim: 16, depths: [1, 1], num_heads: [1, 2],
+window_size: [2, 4, 4]}``. Pretrained weights: a local file holding torchvision's state dict
+(``swin3d_b-*.pth``, read with ``weights_only=True``); the K400 classifier head is dropped.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+from torchvision.models.video.swin_transformer import (
+    ShiftedWindowAttention3d,
+    SwinTransformer3d,
+    _compute_attention_mask_3d,
+    _compute_pad_size_3d,
+    _get_window_and_shift_size,
+)
+
+from components.adapters.base import TokenLayout
+from components.backbones.attention import (
+    AttentionInternals,
+    HeadsView,
+    split_kv_weights,
+    register_attention_internals,
+)
+from components.backbones.config import BackboneConfig
+from components.backbones.registry import register_backbone
+from components.backbones.spec import BackboneSpec
+from components.backbones.weights import load_state_into, read_state_dict
+
+# torchvision's swin3d_t/s/b constructor arguments (torchvision.models.video.swin3d_*).
+VARIANTS: dict[str, dict] = {
+    "swin3d_t": dict(patch_size=[2, 4, 4], embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+                     window_size=[8, 7, 7], stochastic_depth_prob=0.1),
+    "swin3d_s": dict(patch_size=[2, 4, 4], embed_dim=96, depths=[2, 2, 18, 2], num_heads=[3, 6, 12, 24],
+                     window_size=[8, 7, 7], stochastic_depth_prob=0.1),
+    "swin3d_b": dict(patch_size=[2, 4, 4], embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32],
+                     window_size=[8, 7, 7], stochastic_depth_prob=0.1),
+}
+KINETICS_MEAN = (0.485, 0.456, 0.406)
+KINETICS_STD = (0.229, 0.224, 0.225)
+
+
+def describe_video_swin(swin: SwinTransformer3d, arch: dict, prefix: str) -> BackboneSpec:
+    """Blocks ``features[2s][j]``; sites attn (window attention, qkv/proj), mlp, block."""
+    blocks, dims, heads, layouts = [], [], [], []
+    window = tuple(arch["window_size"])
+    for s, depth in enumerate(arch["depths"]):
+        for j in range(depth):
+            blocks.append(f"{prefix}features.{2 * s}.{j}")
+            dims.append(arch["embed_dim"] * 2**s)
+            heads.append(arch["num_heads"][s])
+            layouts.append(TokenLayout(kind="swin", window=window))
+    return BackboneSpec(
+        family="video_swin",
+        feature_dim=swin.num_features,
+        mean=KINETICS_MEAN,
+        std=KINETICS_STD,
+        blocks=blocks,
+        sites={"block": "", "attn": "attn", "mlp": "mlp"},
+        block_dims=dims,
+        block_heads=heads,
+        layouts=layouts,
+        total_params=sum(p.numel() for p in swin.parameters()),
+    )
+
+
+class VideoSwin(nn.Module):
+    """(B, T, C, H, W) -> Video Swin features -> final norm -> mean over (T', H', W') -> (B, D).
+
+    Swin has no class token: ``pool`` is always a mean over tokens.
+    """
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        if config.name not in VARIANTS:
+            raise ValueError(f"model.backbone.name: video_swin knows {sorted(VARIANTS)}, not {config.name!r}")
+        if config.temporal != "mean":
+            raise ValueError("model.backbone.temporal: video_swin models time itself; only 'mean' (the default) applies")
+        arch = {**VARIANTS[config.name], **config.kwargs}
+        self.swin = SwinTransformer3d(**arch)
+        self.swin.head = nn.Identity()  # the K400 classifier is replaced by the task head
+        if config.checkpoint:
+            load_state_into(self.swin, read_state_dict(config.checkpoint), config.checkpoint)
+        self.spec = describe_video_swin(self.swin, arch, prefix="swin.")
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        x = rearrange(video, "b t c h w -> b c t h w")
+        x = self.swin.patch_embed(x)  # b t' h' w' c
+        x = self.swin.pos_drop(x)
+        x = self.swin.features(x)  # b t' h' w' c (last stage)
+        x = self.swin.norm(x)
+        return x.mean(dim=(1, 2, 3))  # b c
+
+
+@register_backbone("video_swin")
+def build_video_swin(config: BackboneConfig) -> nn.Module:
+    return VideoSwin(config)
+
+
+@register_attention_internals(ShiftedWindowAttention3d)
+class SwinWindowAttentionInternals(AttentionInternals):
+    """torchvision ``ShiftedWindowAttention3d``: the same pad / cyclic shift / window partition as
+    ``shifted_window_attention_3d``; logits get the relative position bias and, in shifted blocks, the
+    shift mask. Prefix keys are shared by every window and get no position bias."""
+
+    def __init__(self, module: ShiftedWindowAttention3d) -> None:
+        super().__init__(module)
+        self.num_heads = module.num_heads
+        self.head_dim = module.qkv.in_features // module.num_heads
+
+    def heads(self, x: torch.Tensor) -> HeadsView:
+        m = self.module
+        b, t, h, w, c = x.shape
+        window, shift = _get_window_and_shift_size(list(m.shift_size), [t, h, w], list(m.window_size))
+        pad = _compute_pad_size_3d((t, h, w), tuple(window))
+        x = F.pad(x, (0, 0, 0, pad[2], 0, pad[1], 0, pad[0]))
+        padded = tuple(x.shape[1:4])
+        shifted = sum(shift) > 0
+        if shifted:
+            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
+        wt, wh, ww = window
+        # partition: b (nt wt) (nh wh) (nw ww) c -> (b nt nh nw) (wt wh ww) c, torchvision's window order
+        windows = rearrange(x, "b (nt wt) (nh wh) (nw ww) c -> (b nt nh nw) (wt wh ww) c", wt=wt, wh=wh, ww=ww)
+        qkv = F.linear(windows, m.qkv.weight, m.qkv.bias)
+        q, k, v = rearrange(qkv, "n l (three h d) -> three n h l d", three=3, h=self.num_heads)
+        bias = m.get_relative_position_bias(window)  # 1 h l l
+        if shifted:
+            mask = _compute_attention_mask_3d(x, padded, tuple(window), tuple(shift))  # nW l l
+            bias = bias + repeat(mask, "nw l m -> (b nw) 1 l m", b=b)
+        nt, nh, nw = padded[0] // wt, padded[1] // wh, padded[2] // ww
+
+        def restore(y: torch.Tensor) -> torch.Tensor:
+            # (b nt nh nw) h (wt wh ww) d -> b (nt wt) (nh wh) (nw ww) (h d), then unshift and unpad
+            y = rearrange(y, "(b nt nh nw) h (wt wh ww) d -> b (nt wt) (nh wh) (nw ww) (h d)",
+                          nt=nt, nh=nh, nw=nw, wt=wt, wh=wh, ww=ww)
+            if shifted:
+                y = torch.roll(y, shifts=tuple(shift), dims=(1, 2, 3))
+            return y[:, :t, :h, :w]
+
+        return HeadsView(q, k, v, bias, restore)
+
+    def prefix_kv(self, c):
+        m = self.module
+        wk, bk, wv, bv = split_kv_weights(m.qkv.weight, m.qkv.bias, m.qkv.in_features)
+        pk = rearrange(F.linear(c, wk, bk), "l (h d) -> h l d", h=self.num_heads)
+        pv = rearrange(F.linear(c, wv, bv), "l (h d) -> h l d", h=self.num_heads)
+        return pk, pv
+
+    def project(self, y):
+        return F.linear(y, self.module.proj.weight)

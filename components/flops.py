@@ -1,0 +1,47 @@
+"""Compute accounting: forward GFLOPs per clip and trainable parameters (the papers' tables).
+
+GFLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass of one clip
+(batch 1, eval mode, no grad), with every configured side modality present. FlopCounterMode counts
+a multiply-add as 2 FLOPs and covers matmul/conv/attention ops only (no softmax, norms, elementwise).
+Video papers (CM3T's table included, via fvcore/mmcv) usually report multiply-adds as "GFLOPs":
+``gmacs`` (= gflops / 2) is the number to compare with them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from components.model import parameter_counts
+
+
+def dummy_batch(model: nn.Module, num_frames: int, img_size: int) -> dict[str, torch.Tensor]:
+    """One all-zero uint8 clip plus a present feature for each of the model's side modalities."""
+    device = next(model.parameters()).device
+    batch = {"video": torch.zeros(1, num_frames, img_size, img_size, 3, dtype=torch.uint8, device=device)}
+    for m in getattr(getattr(model, "config", None), "modalities", []):
+        batch[f"side_{m.name}"] = torch.zeros(1, max(m.dim, 1), device=device)
+        batch[f"side_{m.name}_mask"] = torch.ones(1, dtype=torch.bool, device=device)
+    return batch
+
+
+def forward_flops(model: nn.Module, batch: dict[str, torch.Tensor]) -> int:
+    """FLOPs of ``model(batch)`` (FlopCounterMode's count); restores the model's train/eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(batch)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def accounting(model: nn.Module, num_frames: int | None = None, img_size: int | None = None) -> dict[str, float]:
+    """GFLOPs / GMACs per clip and trainable parameters (count and % of the frozen backbone)."""
+    backbone = getattr(getattr(model, "config", None), "backbone", None)
+    num_frames = num_frames or backbone.num_frames
+    img_size = img_size or backbone.img_size
+    flops = forward_flops(model, dummy_batch(model, num_frames, img_size))
+    return {"gflops": flops / 1e9, "gmacs": flops / 2e9, **parameter_counts(model)}

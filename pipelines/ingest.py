@@ -1,0 +1,138 @@
+"""Ray Data ingest: manifest rows -> decoded clips, streamed into Train workers.
+
+The manifest is validated on the driver (errors name row and column) and handed to Ray Data as
+Arrow blocks; a pool of decoder actors turns rows into uint8 clips with decord. A video that fails
+to decode does not stop the epoch: its row comes out with ``ok = False`` and an all-zero clip, and
+the training loop drops it from the batch and counts it, so the count reaches the run's metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from components.video.decode import ClipSpec, VideoDecodeError, decode_clip
+
+log = logging.getLogger("vidpeft.ingest")
+
+RANGE_COLUMNS = ("start_frame", "end_frame", "start_sec", "end_sec")
+
+
+@dataclass(frozen=True)
+class ModalityColumn:
+    name: str
+    column: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """Everything a decoder actor needs (small and picklable)."""
+
+    num_frames: int
+    size: int
+    sampling: str
+    stride: int
+    training: bool
+    seed: int
+    task: str
+    num_outputs: int
+    modalities: tuple[ModalityColumn, ...] = ()
+
+
+def _optional(value):
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
+
+
+class ClipDecoder:
+    """Ray Data callable class: a batch of manifest rows -> a batch of numeric training columns."""
+
+    def __init__(self, settings: DecodeSettings) -> None:
+        self.s = settings
+        self.spec = ClipSpec(num_frames=settings.num_frames, size=settings.size, sampling=settings.sampling,
+                             stride=settings.stride)
+        self.visits: dict[str, int] = {}
+
+    def _rng(self, clip_id: str) -> np.random.Generator | None:
+        if not self.s.training:
+            return None
+        # Seeded per (run seed, clip, visit): reproducible, and a new sample every epoch.
+        visit = self.visits.get(clip_id, 0)
+        self.visits[clip_id] = visit + 1
+        return np.random.default_rng([self.s.seed, zlib.crc32(clip_id.encode()), visit])
+
+    def _target(self, batch: dict, i: int):
+        if self.s.task == "single_label":
+            return np.int64(batch["label"][i])
+        if self.s.task == "multi_label":
+            hot = np.zeros(self.s.num_outputs, dtype=np.float32)
+            hot[np.asarray(batch["multi_label"][i], dtype=np.int64)] = 1.0
+            return hot
+        return np.asarray(batch["regression"][i], dtype=np.float32)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["clip_id"])
+        t, size = self.s.num_frames, self.s.size
+        videos = np.zeros((n, t, size, size, 3), dtype=np.uint8)
+        ok = np.ones(n, dtype=bool)
+        for i in range(n):
+            clip_id = str(batch["clip_id"][i])
+            ranges = {k: _optional(batch[k][i]) if k in batch else None for k in RANGE_COLUMNS}
+            try:
+                videos[i] = decode_clip(batch["video_path"][i], self.spec, rng=self._rng(clip_id), **ranges)
+            except VideoDecodeError as e:
+                ok[i] = False
+                log.warning("skipping clip %s: %s", clip_id, e)
+        out = {
+            "video": videos,
+            "ok": ok,
+            "target": np.stack([self._target(batch, i) for i in range(n)]),
+        }
+        for m in self.s.modalities:
+            feats = np.zeros((n, m.dim), dtype=np.float32)
+            present = np.zeros(n, dtype=bool)
+            for i, value in enumerate(batch[m.column]):
+                if value is not None:
+                    feats[i] = np.asarray(value, dtype=np.float32)
+                    present[i] = True
+            out[f"side_{m.name}"] = feats
+            out[f"side_{m.name}_mask"] = present
+        return out
+
+
+def target_column(task: str) -> str:
+    return {"single_label": "label", "multi_label": "multi_label", "regression": "regression"}[task]
+
+
+def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int, decode_cpus: float,
+                  decode_batch_size: int, limit: int = 0):
+    """A lazy Ray Dataset of decoded clips for one split (nothing is decoded until iterated)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # per-epoch progress comes from the train loop instead
+    if limit:
+        table = table.slice(0, limit)
+    keep = ["clip_id", "video_path", target_column(settings.task)]
+    keep += [c for c in RANGE_COLUMNS if c in table.column_names]
+    keep += [m.column for m in settings.modalities]
+    table = table.select(keep)
+    if settings.training:  # one seeded permutation; workers add a local shuffle buffer per epoch
+        perm = np.random.default_rng(settings.seed).permutation(table.num_rows)
+        table = table.take(pa.array(perm))
+    # Several small blocks, so more than one decoder actor can work at once.
+    rows_per_block = max(decode_batch_size * 2, 1)
+    blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
+    ds = ray.data.from_arrow(blocks)
+    return ds.map_batches(
+        ClipDecoder,
+        fn_constructor_kwargs={"settings": settings},
+        batch_size=decode_batch_size,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
+        num_cpus=decode_cpus,
+        batch_format="numpy",
+    )

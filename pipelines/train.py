@@ -1,0 +1,186 @@
+"""`vidpeft train`: the driver. Validates inputs, sets up tracking, runs the TorchTrainer, writes results.
+
+Output contract (later tooling relies on it): OUTPUT_DIR holds config.yaml (the resolved config),
+run_info.json (MLflow run id, tracking URI), weights.safetensors (final trainable weights with the
+model config in its metadata) and metrics.json (final metrics + MLflow run id).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from components.config import ConfigError, dump_yaml, to_dict
+from components.data.manifest import Manifest, read_manifest
+from pipelines import tracking
+from pipelines.config import ExperimentConfig
+from pipelines.ingest import DecodeSettings, ModalityColumn, build_dataset, target_column
+from pipelines.ray_env import ensure_ray, use_gpu
+from pipelines.train_loop import STATE, WEIGHTS, train_loop_per_worker
+
+
+def output_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.output_dir or Path("runs") / cfg.name).absolute()
+
+
+def prepare_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Manifest]:
+    """Load the manifest and fill what the config leaves to it (class count, feature widths)."""
+    if not cfg.data.manifest:
+        raise ConfigError("data.manifest: no manifest given (set it in the YAML or with --set data.manifest=PATH)")
+    task = cfg.model.head.task
+    modal_cols = [m.column for m in cfg.model.modalities]
+    manifest = read_manifest(cfg.data.manifest, check_files=cfg.data.check_files,
+                             required_columns=[target_column(task)], feature_columns=modal_cols)
+    for split in [cfg.data.train_split] + ([cfg.data.val_split] if cfg.data.val_split else []):
+        table = manifest.split(split)
+        if table.num_rows == 0:
+            raise ConfigError(f"data: split {split!r} of {manifest.path} has no rows")
+        col = table[target_column(task)]
+        if col.null_count:
+            raise ConfigError(f"{manifest.path}: column {target_column(task)} has {col.null_count} empty "
+                              f"value(s) in split {split!r}, but model.head.task={task} needs it")
+    num_outputs = cfg.model.head.num_outputs
+    if num_outputs == 0:
+        if task == "regression":
+            first = manifest.split(cfg.data.train_split)["regression"][0].as_py()
+            num_outputs = len(first)
+        else:
+            num_outputs = manifest.num_classes
+    modalities = []
+    for m in cfg.model.modalities:
+        dim = manifest.feature_dims.get(m.column, 0)
+        if m.dim and dim and m.dim != dim:
+            raise ConfigError(f"model.modalities: {m.name} has dim {m.dim} but {m.column} in the manifest has {dim}")
+        modalities.append(replace(m, dim=m.dim or dim))
+    model = replace(cfg.model, head=replace(cfg.model.head, num_outputs=num_outputs), modalities=modalities)
+    return replace(cfg, model=model), manifest
+
+
+def latest_checkpoint(storage: Path) -> Path | None:
+    """The newest complete checkpoint (highest epoch with weights and state) under ``storage``."""
+    best, best_epoch = None, -1
+    for state_file in storage.glob("*/checkpoint_*/" + STATE):
+        d = state_file.parent
+        if not (d / WEIGHTS).is_file():
+            continue
+        try:
+            epoch = json.loads(state_file.read_text())["epoch"]
+        except (ValueError, KeyError):
+            continue  # half-written: never chosen over a complete one
+        if epoch > best_epoch:
+            best, best_epoch = d, epoch
+    return best
+
+
+def _print_table(metrics: dict, out: Path, run_id: str | None) -> None:
+    keys = [k for k in ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "val_mAP",
+                        "val_mse", "skipped_clips_total", "clips_per_sec", "trainable_pct") if k in metrics]
+    width = max(len(k) for k in keys) if keys else 10
+    print("\n" + "-" * (width + 16))
+    for k in keys:
+        v = metrics[k]
+        print(f"{k:<{width}}  {v:>12.4f}" if isinstance(v, float) else f"{k:<{width}}  {v:>12}")
+    print("-" * (width + 16))
+    print(f"outputs: {out}" + (f"\nMLflow run: {run_id}" if run_id else ""))
+
+
+def run_train(cfg: ExperimentConfig, resume: bool = False) -> dict:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    out = output_dir(cfg)
+    storage = Path(cfg.scaling.storage_path or out / "ray")
+    # 1) inputs: manifest and config, checked before anything starts
+    cfg, manifest = prepare_config(cfg)
+    restore = latest_checkpoint(storage) if storage.exists() else None
+    if restore and not resume:
+        raise ConfigError(f"{out} already holds checkpoints of a run: add --resume to continue it, "
+                          f"or choose another output_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_yaml(cfg))
+    info_file = out / "run_info.json"
+    info = json.loads(info_file.read_text()) if (resume and info_file.exists()) else {}
+
+    # 2) tracking: the driver owns the MLflow run; workers log into it by id
+    uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri)
+    run_id = None
+    if cfg.tracking.enabled:
+        run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name,
+                                    tracking.flatten(to_dict(cfg)), tags={"vidpeft.output_dir": str(out)},
+                                    run_id=info.get("run_id"))
+        if not info.get("run_id"):
+            tracking.log_artifact(uri, run_id, out / "config.yaml")
+    info_file.write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}, indent=2))
+
+    # 3) Ray and the data pipeline
+    ensure_ray(cfg.scaling.ray_address)
+    task = cfg.model.head.task
+    mods = tuple(ModalityColumn(m.name, m.column, m.dim) for m in cfg.model.modalities)
+
+    def settings(training: bool) -> DecodeSettings:
+        return DecodeSettings(num_frames=cfg.model.backbone.num_frames, size=cfg.model.backbone.img_size,
+                              sampling=cfg.data.train_sampling if training else cfg.data.eval_sampling,
+                              stride=cfg.data.frame_stride, training=training, seed=cfg.seed, task=task,
+                              num_outputs=cfg.model.head.num_outputs, modalities=mods)
+
+    d = cfg.data
+    datasets = {"train": build_dataset(manifest.split(d.train_split), settings(True), d.decode_actors,
+                                       d.decode_cpus, d.decode_batch_size, d.limit)}
+    if d.val_split:
+        datasets["val"] = build_dataset(manifest.split(d.val_split), settings(False), d.decode_actors,
+                                        d.decode_cpus, d.decode_batch_size, d.limit)
+
+    # 4) the Ray Train run
+    gpu = use_gpu(cfg.scaling.use_gpu)
+    resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": to_dict(cfg),
+            "num_outputs": cfg.model.head.num_outputs,
+            "class_names": manifest.class_names,
+            "target_names": manifest.regression_names,
+            "tracking_uri": uri if run_id else None,
+            "run_id": run_id,
+            "has_val": bool(d.val_split),
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=f"train-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.scaling.keep_checkpoints),
+        ),
+        datasets=datasets,
+        resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(restore)) if restore else None,
+    )
+    if restore:
+        print(f"[vidpeft] resuming from {restore}", flush=True)
+    try:
+        result = trainer.fit()
+    except BaseException:
+        if run_id:
+            tracking.end_run(uri, run_id, status="FAILED")
+        raise
+
+    # 5) results: final weights, metrics.json, MLflow artifacts
+    final = dict(result.metrics or {})
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as ckpt_dir:
+            (out / WEIGHTS).write_bytes((Path(ckpt_dir) / WEIGHTS).read_bytes())
+    final.update(run_id=run_id, tracking_uri=uri if run_id else None, output_dir=str(out))
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(final, indent=2, default=str))
+    os.replace(tmp, out / "metrics.json")
+    if run_id:
+        if (out / WEIGHTS).exists():
+            tracking.log_artifact(uri, run_id, out / WEIGHTS, "weights")
+        tracking.log_artifact(uri, run_id, out / "metrics.json")
+        tracking.end_run(uri, run_id)
+    _print_table(final, out, run_id)
+    return final
+

@@ -1,0 +1,209 @@
+"""The per-worker training loop run by Ray Train (one copy per worker).
+
+Steps: 1) rebuild config and model, 2) restore from a checkpoint if there is one, 3) per epoch:
+train on this worker's shard, evaluate, combine metrics across workers, 4) rank 0 writes the
+checkpoint and logs to MLflow; every worker reports the same number of times.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from components.checkpoint import load_weights, save_weights, trainable_state_dict
+from components.config import from_dict, to_dict
+from components.model import build_model, parameter_counts
+from components.tasks import MetricAccumulator
+from pipelines.config import ExperimentConfig
+
+WEIGHTS = "weights.safetensors"
+STATE = "state.json"
+
+
+def lr_lambda(epochs: int, warmup: int, min_ratio: float):
+    """Per-epoch multiplier: linear warm-up, then cosine down to ``min_ratio``."""
+
+    def f(epoch: int) -> float:
+        if epoch < warmup:
+            return (epoch + 1) / (warmup + 1)
+        progress = (epoch - warmup) / max(epochs - warmup, 1)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def autocast_for(device: torch.device, amp: str):
+    if amp == "off" or (amp == "auto" and (device.type != "cuda" or not torch.cuda.is_bf16_supported())):
+        return nullcontext()
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _gather(acc: MetricAccumulator) -> MetricAccumulator:
+    """Combine accumulators from all workers (exact: sums, and all scores for mAP)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return acc
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, acc)
+    total = MetricAccumulator(acc.task, acc.num_outputs)
+    for p in parts:
+        total.merge(p)
+    return total
+
+
+def _sum(values: list[float]) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _batches(shard, batch_size: int, device, shuffle: int, seed: int):
+    kwargs = {"local_shuffle_buffer_size": shuffle, "local_shuffle_seed": seed} if shuffle else {}
+    return shard.iter_torch_batches(batch_size=batch_size, device=device, drop_last=False, **kwargs)
+
+
+def _run_epoch(model, shard, cfg: ExperimentConfig, device, task, num_outputs, optimizer=None, epoch: int = 0):
+    """One pass over a shard; returns (metric accumulator, clips seen, clips skipped, seconds)."""
+    training = optimizer is not None
+    model.train(training)
+    acc = MetricAccumulator(task, num_outputs)
+    seen = skipped = 0
+    start = time.perf_counter()
+    bs = cfg.data.batch_size if training else cfg.data.eval_batch_size
+    shuffle = cfg.data.shuffle_buffer if training else 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    for batch in _batches(shard, bs, device, shuffle, cfg.seed + epoch):
+        ok = batch.pop("ok").bool()
+        n_ok = int(ok.sum())
+        skipped += int(ok.numel() - n_ok)
+        seen += n_ok
+        if n_ok > 0:
+            batch = {k: v[ok] for k, v in batch.items()}
+        with torch.set_grad_enabled(training), autocast_for(device, cfg.optim.amp):
+            out = model(batch)
+            # A batch of only unreadable clips still runs forward/backward (scaled to zero) so
+            # data-parallel workers stay in step; it contributes nothing.
+            loss = out["loss"] if n_ok > 0 else out["loss"] * 0.0
+        if training:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            optimizer.step()
+        if n_ok > 0:
+            acc.update(out["logits"].float(), batch["target"], loss.item())
+    return acc, seen, skipped, time.perf_counter() - start
+
+
+def _save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, model_config: dict) -> None:
+    save_weights(directory / WEIGHTS, trainable_state_dict(_unwrap(model)), model_config)
+    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    torch.save(scheduler.state_dict(), directory / "scheduler.pt")
+    (directory / STATE).write_text(json.dumps(state, indent=2))
+
+
+def _restore(directory: Path, model, optimizer, scheduler, model_config: dict) -> dict:
+    load_weights(_unwrap(model), directory / WEIGHTS, model_config)
+    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
+    return json.loads((directory / STATE).read_text())
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from pipelines import tracking
+
+    # 1) config and model
+    cfg: ExperimentConfig = from_dict(ExperimentConfig, loop_config["config"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    if cfg.scaling.torch_threads > 0:
+        torch.set_num_threads(cfg.scaling.torch_threads)
+    torch.manual_seed(cfg.seed)
+    num_outputs = loop_config["num_outputs"]
+    task = cfg.model.head.task
+    model_config = to_dict(cfg.model)
+    model = build_model(cfg.model, num_outputs, loop_config.get("class_names"))
+    counts = parameter_counts(model)
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    device = ray.train.torch.get_device()
+    inner = _unwrap(model)
+    groups = inner.param_groups(cfg.optim.lr) if hasattr(inner, "param_groups") else None
+    params = groups or [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.optim.epochs, cfg.optim.warmup_epochs, cfg.optim.min_lr_ratio)
+    )
+
+    # 2) resume: Ray's checkpoint (worker restart or --resume) carries weights, optimizer, schedule
+    start_epoch, skipped_total = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = _restore(Path(d), model, optimizer, scheduler, model_config)
+        start_epoch, skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
+        if rank == 0:
+            print(f"[vidpeft] resumed from epoch {state['epoch']} checkpoint", flush=True)
+
+    uri, run_id = loop_config.get("tracking_uri"), loop_config.get("run_id")
+    log_to_mlflow = rank == 0 and uri and run_id
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val") if loop_config.get("has_val") else None
+    names = loop_config.get("target_names")
+
+    if start_epoch >= cfg.optim.epochs:  # resuming a finished run: report its final state again
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                _save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(state["metrics"], checkpoint=ckpt)
+        return
+
+    # 3) epochs
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        lr = optimizer.param_groups[0]["lr"]
+        acc, seen, skipped, secs = _run_epoch(model, train_shard, cfg, device, task, num_outputs, optimizer, epoch)
+        scheduler.step()
+        seen, skipped, secs = _sum([seen, skipped, secs])
+        metrics = {f"train_{k}": v for k, v in _gather(acc).compute(names).items()}
+        metrics.update(epoch=epoch, lr=lr, clips_per_sec=seen / max(secs / ctx.get_world_size(), 1e-9))
+        if val_shard is not None:
+            vacc, vseen, vskipped, _ = _run_epoch(model, val_shard, cfg, device, task, num_outputs)
+            vseen, vskipped = _sum([vseen, vskipped])
+            skipped += vskipped
+            metrics.update({f"val_{k}": v for k, v in _gather(vacc).compute(names).items()})
+        skipped_total += int(skipped)
+        metrics.update(skipped_clips=int(skipped), skipped_clips_total=skipped_total, **counts)
+
+        # 4) checkpoint + report (all workers report; only rank 0 attaches files)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                state = {"epoch": epoch, "skipped_total": skipped_total, "metrics": metrics}
+                _save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+                if log_to_mlflow:
+                    tracking.log_metrics(uri, run_id, metrics, step=epoch)
+                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+                print(f"[vidpeft] epoch {epoch + 1}/{cfg.optim.epochs} {shown}", flush=True)
+            ray.train.report(metrics, checkpoint=ckpt)
+    if rank == 0 and os.environ.get("VIDPEFT_DEBUG"):
+        print("[vidpeft] worker done", flush=True)

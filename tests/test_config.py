@@ -1,0 +1,65 @@
+"""Config layering (defaults < YAML < --set) and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from components.config import ConfigError, dump_yaml, resolve, to_dict
+from pipelines.config import ExperimentConfig
+
+
+def write(tmp_path, data, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_layering_order(tmp_path):
+    f1 = write(tmp_path, {"optim": {"lr": 0.1, "epochs": 3}, "data": {"batch_size": 4}}, "a.yaml")
+    f2 = write(tmp_path, {"optim": {"lr": 0.2}}, "b.yaml")
+    cfg = resolve(ExperimentConfig, [f1, f2], ["optim.lr=0.5", "model.adapters=[{type: bottleneck, bottleneck: 4}]"])
+    assert cfg.optim.lr == 0.5  # CLI wins over both files
+    assert cfg.optim.epochs == 3  # first file, untouched by the second
+    assert cfg.data.batch_size == 4
+    assert cfg.scaling.num_workers == 1  # default
+    assert cfg.model.adapters[0].bottleneck == 4 and cfg.model.adapters[0].sites == ["mlp"]
+
+
+def test_override_into_list_item(tmp_path):
+    f = write(tmp_path, {"model": {"adapters": [{"type": "bottleneck", "bottleneck": 8}]}})
+    cfg = resolve(ExperimentConfig, [f], ["model.adapters.0.bottleneck=16"])
+    assert cfg.model.adapters[0].bottleneck == 16
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["optim.lrr=1"], "optim.lrr"),
+        (["optim.lr=fast"], "optim.lr"),
+        (["data.batch_size=2.5"], "data.batch_size"),
+        (["model.adapters=[{type: nope}]"], "model.adapters.0.type"),
+        (["model.adapters=[{type: bottleneck, bottlenek: 3}]"], "model.adapters.0.bottlenek"),
+        (["model.backbone.pool=max"], "model.backbone"),
+        (["data.train_sampling=random"], "data"),
+        (["optim.lr"], "key=value"),
+        (["model.adapters.3.bottleneck=1"], "model.adapters.3"),
+    ],
+)
+def test_errors_name_the_key(overrides, fragment):
+    with pytest.raises(ConfigError) as e:
+        resolve(ExperimentConfig, [], overrides)
+    assert fragment in str(e.value)
+
+
+def test_unknown_key_in_yaml_file_names_it(tmp_path):
+    f = write(tmp_path, {"model": {"backbone": {"familly": "timm_vit"}}})
+    with pytest.raises(ConfigError, match="model.backbone.familly"):
+        resolve(ExperimentConfig, [f])
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    cfg = resolve(ExperimentConfig, [], ["model.adapters=[{type: bottleneck, sites: [attn, mlp]}]", "seed=3"])
+    saved = write(tmp_path, yaml.safe_load(dump_yaml(cfg)), "resolved.yaml")
+    again = resolve(ExperimentConfig, [saved])
+    assert to_dict(again) == to_dict(cfg)
