@@ -61,6 +61,7 @@ class MetricAccumulator:
         self.sums: dict[str, float] = {}
         self.scores: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
+        self.parts: dict[str, float] = {}  # sums of named loss terms (multi-task models), weighted by clips
 
     def update(self, logits: torch.Tensor, target: torch.Tensor, loss: float | None = None) -> None:
         n = logits.shape[0]
@@ -84,6 +85,9 @@ class MetricAccumulator:
             for i, v in enumerate(sq):
                 self._add(f"mse_{i}", float(v))
 
+    def add_part(self, name: str, value: float, n: int) -> None:
+        self.parts[name] = self.parts.get(name, 0.0) + value * n
+
     def _add(self, key: str, value: float) -> None:
         self.sums[key] = self.sums.get(key, 0.0) + value
 
@@ -94,11 +98,14 @@ class MetricAccumulator:
             self._add(k, v)
         self.scores += other.scores
         self.targets += other.targets
+        for k, v in other.parts.items():
+            self.parts[k] = self.parts.get(k, 0.0) + v
 
     def compute(self, names: list[str] | None = None) -> dict[str, float]:
         if self.count == 0:
             return {}
         out = {"loss": self.loss_sum / self.count}
+        out.update({f"loss_{k}": v / self.count for k, v in self.parts.items()})
         if self.task == "single_label":
             out["top1"] = self.sums.get("top1", 0.0) / self.count
             out["top5"] = self.sums.get("top5", 0.0) / self.count

@@ -8,6 +8,7 @@ process-global "active run", so Ray processes never open a second run by acciden
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,46 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+# Secret-looking names: these words anywhere in the last dotted part, or a name that is/ends in "key".
+SECRET_WORDS = ("token", "secret", "password", "passwd", "credential", "apikey", "api_key", "private_key")
+REDACTED = "***"
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)[^@/\s]+@")
+
+
+def _secret_name(name: str) -> bool:
+    last = name.rsplit(".", 1)[-1].lower().replace("-", "_")
+    if last.endswith(("_path", "_file", "_dir")):  # where a secret lives, not the secret
+        return False
+    return any(w in last for w in SECRET_WORDS) or last == "key" or last.endswith("_key")
+
+
+def _plain_value(v: str) -> bool:
+    """Empty, a number or a boolean: nothing a secret could be (``key_dim: 64`` stays visible)."""
+    if v.lower() in ("", "none", "null", "true", "false"):
+        return True
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def redact(params: dict[str, str]) -> dict[str, str]:
+    """Params safe to log: values of secret-looking keys, any value of a secret-looking environment
+    variable (e.g. MLFLOW_TRACKING_PASSWORD, AWS_SECRET_ACCESS_KEY, RAY_AUTH_TOKEN) wherever it appears,
+    and passwords inside URLs (``https://user:***@host``) are replaced by ``***``."""
+    env_secrets = sorted((v for k, v in os.environ.items() if _secret_name(k) and len(v) >= 6), key=len, reverse=True)
+    out = {}
+    for key, value in params.items():
+        if _secret_name(key) and not _plain_value(value):
+            out[key] = REDACTED
+            continue
+        for secret in env_secrets:
+            value = value.replace(secret, REDACTED)
+        out[key] = _URL_PASSWORD.sub(r"\g<head>" + REDACTED + "@", value)
+    return out
+
+
 def artifact_root(uri: str) -> str | None:
     """Artifacts beside a local sqlite store (absolute), not in whatever the cwd happens to be."""
     if uri.startswith("sqlite:///"):
@@ -64,7 +105,7 @@ def start_run(uri: str, experiment: str, run_name: str, params: dict[str, str], 
     exp = c.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else c.create_experiment(experiment, artifact_location=artifact_root(uri))
     run = c.create_run(exp_id, run_name=run_name, tags=tags or {})
-    items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
+    items = [Param(k, v[:6000]) for k, v in sorted(redact(params).items())]
     for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
         c.log_batch(run.info.run_id, params=items[i : i + 100])
     if tags:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +23,9 @@ from pipelines import tracking
 from pipelines.config import ExperimentConfig
 from pipelines.ingest import DecodeSettings, ModalityColumn, build_dataset, target_column
 from pipelines.ray_env import ensure_ray, use_gpu
-from pipelines.train_loop import STATE, WEIGHTS, train_loop_per_worker
+from pipelines.train_loop import STATE, WEIGHTS, checkpoint_complete, train_loop_per_worker
+
+STORAGE_ENV = "VIDPEFT_STORAGE_PATH"
 
 
 def output_dir(cfg: ExperimentConfig) -> Path:
@@ -59,20 +65,73 @@ def prepare_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Manifest]:
     return replace(cfg, model=model), manifest
 
 
-def latest_checkpoint(storage: Path) -> Path | None:
-    """The newest complete checkpoint (highest epoch with weights and state) under ``storage``."""
+def storage_location(cfg: ExperimentConfig, out: Path) -> str:
+    """Where Ray keeps this run's checkpoints: a local dir or a URI (s3://, gs://, file://, ...).
+
+    scaling.storage_path, else VIDPEFT_STORAGE_PATH, is shared storage that many runs use, so each run
+    gets its own folder ``<storage>/<name>``; neither set = OUTPUT_DIR/ray.
+    """
+    root = cfg.scaling.storage_path or os.environ.get(STORAGE_ENV, "")
+    if not root:
+        return str(out / "ray")
+    if "://" not in root:
+        root = str(Path(root).absolute())  # pyarrow (and Ray) take absolute local paths only
+    return root.rstrip("/") + "/" + cfg.name
+
+
+def latest_checkpoint(storage: str | Path) -> str | None:
+    """The newest complete checkpoint (highest epoch) under ``storage``, a local dir or a URI.
+
+    Complete = state.json parses and every file it lists is there at its recorded size, so a dir
+    left by a kill during a save or during Ray's copy to storage is never chosen.
+    """
+    import pyarrow.fs as pafs
+
+    location = str(storage)
+    fs, root = pafs.FileSystem.from_uri(location if "://" in location else str(Path(location).absolute()))
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return None
+    sizes: dict[str, dict[str, int]] = {}  # <run>/checkpoint_* -> file name -> size
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        parts = info.path[len(root):].strip("/").split("/")
+        if info.type == pafs.FileType.File and len(parts) == 3 and parts[1].startswith("checkpoint_"):
+            sizes.setdefault(f"{parts[0]}/{parts[1]}", {})[parts[2]] = info.size
     best, best_epoch = None, -1
-    for state_file in storage.glob("*/checkpoint_*/" + STATE):
-        d = state_file.parent
-        if not (d / WEIGHTS).is_file():
+    for rel, files in sorted(sizes.items()):
+        if STATE not in files:
             continue
         try:
-            epoch = json.loads(state_file.read_text())["epoch"]
-        except (ValueError, KeyError):
-            continue  # half-written: never chosen over a complete one
-        if epoch > best_epoch:
-            best, best_epoch = d, epoch
+            with fs.open_input_stream(f"{root.rstrip('/')}/{rel}/{STATE}") as f:
+                state = json.loads(f.read())
+        except (OSError, ValueError):
+            continue  # unreadable or half-written: never chosen over a complete one
+        if isinstance(state, dict) and checkpoint_complete(state, files) and state["epoch"] > best_epoch:
+            best, best_epoch = f"{location.rstrip('/')}/{rel}", state["epoch"]
     return best
+
+
+@contextmanager
+def _stop_like_ctrl_c():
+    """During fit, SIGTERM (`ray job stop`, a pod shutting down) stops the run as Ctrl-C does: Ray Train
+    aborts its workers and the checkpoints written so far stay resumable. Ray's SIGINT handler is
+    removed afterwards so it does not outlive the run."""
+    if threading.current_thread() is not threading.main_thread():  # e.g. a Tune trial: its runner owns signals
+        yield
+        return
+    old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
 
 
 def _print_table(metrics: dict, out: Path, run_id: str | None) -> None:
@@ -87,15 +146,24 @@ def _print_table(metrics: dict, out: Path, run_id: str | None) -> None:
     print(f"outputs: {out}" + (f"\nMLflow run: {run_id}" if run_id else ""))
 
 
-def run_train(cfg: ExperimentConfig, resume: bool = False) -> dict:
+def _run_tags(cfg: ExperimentConfig, out: Path) -> dict[str, str]:
+    """Output dir, the config's extra tags, and the parent run that nests this one (tune/ablate)."""
+    tags = {"vidpeft.output_dir": str(out), **cfg.tracking.tags}
+    if cfg.tracking.parent_run_id:
+        tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+    return tags
+
+
+def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | None = None) -> dict:
+    """One Ray Train run. ``callbacks``: Ray Train callbacks (a Tune trial passes its reporter)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     out = output_dir(cfg)
-    storage = Path(cfg.scaling.storage_path or out / "ray")
+    storage = storage_location(cfg, out)
     # 1) inputs: manifest and config, checked before anything starts
     cfg, manifest = prepare_config(cfg)
-    restore = latest_checkpoint(storage) if storage.exists() else None
+    restore = latest_checkpoint(storage)
     if restore and not resume:
         raise ConfigError(f"{out} already holds checkpoints of a run: add --resume to continue it, "
                           f"or choose another output_dir")
@@ -109,7 +177,7 @@ def run_train(cfg: ExperimentConfig, resume: bool = False) -> dict:
     run_id = None
     if cfg.tracking.enabled:
         run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name,
-                                    tracking.flatten(to_dict(cfg)), tags={"vidpeft.output_dir": str(out)},
+                                    tracking.flatten(to_dict(cfg)), tags=_run_tags(cfg, out),
                                     run_id=info.get("run_id"))
         if not info.get("run_id"):
             tracking.log_artifact(uri, run_id, out / "config.yaml")
@@ -151,17 +219,25 @@ def run_train(cfg: ExperimentConfig, resume: bool = False) -> dict:
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=f"train-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(storage),
+            storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.scaling.keep_checkpoints),
+            callbacks=callbacks or None,
         ),
         datasets=datasets,
-        resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(restore)) if restore else None,
+        resume_from_checkpoint=ray.train.Checkpoint(restore) if restore else None,
     )
     if restore:
         print(f"[vidpeft] resuming from {restore}", flush=True)
     try:
-        result = trainer.fit()
+        with _stop_like_ctrl_c():
+            result = trainer.fit()
+    except (KeyboardInterrupt, SystemExit):  # Ray Train's SIGINT handler ends with sys.exit
+        if run_id:
+            tracking.end_run(uri, run_id, status="KILLED")
+        print(f"[vidpeft] interrupted; the checkpoints so far are kept: rerun with --resume to continue "
+              f"(output_dir {out})", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     except BaseException:
         if run_id:
             tracking.end_run(uri, run_id, status="FAILED")

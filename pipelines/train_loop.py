@@ -20,7 +20,8 @@ import torch.distributed as dist
 
 from components.checkpoint import load_weights, save_weights, trainable_state_dict
 from components.config import from_dict, to_dict
-from components.model import build_model, parameter_counts
+from components.flops import accounting
+from components.model import build_model
 from components.tasks import MetricAccumulator
 from pipelines.config import ExperimentConfig
 
@@ -98,7 +99,7 @@ def _run_epoch(model, shard, cfg: ExperimentConfig, device, task, num_outputs, o
             # A batch of only unreadable clips still runs forward/backward (scaled to zero) so
             # data-parallel workers stay in step; it contributes nothing.
             loss = out["loss"] if n_ok > 0 else out["loss"] * 0.0
-        if training:
+        if training and params:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip > 0:
@@ -106,14 +107,37 @@ def _run_epoch(model, shard, cfg: ExperimentConfig, device, task, num_outputs, o
             optimizer.step()
         if n_ok > 0:
             acc.update(out["logits"].float(), batch["target"], loss.item())
+            for k, v in out.items():  # multi-task models report their loss terms as "loss/<name>"
+                if k.startswith("loss/"):
+                    acc.add_part(k.removeprefix("loss/"), float(v), n_ok)
     return acc, seen, skipped, time.perf_counter() - start
 
 
 def _save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, model_config: dict) -> None:
+    """Write a checkpoint dir whose state.json, written last and atomically, lists every file's size.
+
+    A kill mid-save (or a copy to storage cut short, in whatever order Ray copies the files) leaves a
+    dir that `checkpoint_complete` rejects, so the previous checkpoint stays the one resumed from.
+    """
     save_weights(directory / WEIGHTS, trainable_state_dict(_unwrap(model)), model_config)
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     torch.save(scheduler.state_dict(), directory / "scheduler.pt")
-    (directory / STATE).write_text(json.dumps(state, indent=2))
+    files = {name: (directory / name).stat().st_size for name in (WEIGHTS, "optimizer.pt", "scheduler.pt")}
+    tmp = directory / (STATE + ".tmp")
+    tmp.write_text(json.dumps({**state, "files": files}, indent=2))
+    os.replace(tmp, directory / STATE)
+
+
+def checkpoint_complete(state: dict, sizes: dict[str, int]) -> bool:
+    """True when every file that ``state`` (a parsed state.json) lists is present at its recorded size.
+
+    ``sizes``: file name -> size of what the checkpoint dir actually holds. A state.json without a
+    file list (older checkpoints) needs the weights file only.
+    """
+    expected = state.get("files") or {WEIGHTS: None}
+    return "epoch" in state and all(
+        name in sizes and (size is None or sizes[name] == size) for name, size in expected.items()
+    )
 
 
 def _restore(directory: Path, model, optimizer, scheduler, model_config: dict) -> dict:
@@ -140,12 +164,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     task = cfg.model.head.task
     model_config = to_dict(cfg.model)
     model = build_model(cfg.model, num_outputs, loop_config.get("class_names"))
-    counts = parameter_counts(model)
+    counts = accounting(model)  # GFLOPs per clip and trainable parameters, logged with every epoch
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     device = ray.train.torch.get_device()
     inner = _unwrap(model)
     groups = inner.param_groups(cfg.optim.lr) if hasattr(inner, "param_groups") else None
     params = groups or [p for p in model.parameters() if p.requires_grad]
+    if not params:  # e.g. a frozen zero-shot baseline: epochs only evaluate
+        params = [torch.nn.Parameter(torch.zeros(1))]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.optim.epochs, cfg.optim.warmup_epochs, cfg.optim.min_lr_ratio)

@@ -30,13 +30,8 @@ BACKBONES = {
         "kwargs": {"embed_dim": 16, "depths": [2, 1], "num_heads": [1, 2], "window_size": [2, 4, 4],
                    "stochastic_depth_prob": 0.0},
     },
+    "openclip_vit": {"family": "openclip_vit", "name": "vidpeft-tiny-clip", "img_size": S, "num_frames": T},
 }
-try:  # the CLIP visual tower (family "openclip_vit", owned by the M2-CLIP work)
-    import components.backbones.openclip_vit  # noqa: F401  (registers the family)
-
-    BACKBONES["openclip_vit"] = {"family": "openclip_vit", "name": "vidpeft-tiny-clip", "img_size": S, "num_frames": T}
-except ImportError:  # pragma: no cover
-    pass
 
 MHVA = {"type": "mhva", "heads": 4, "bottleneck": 8}
 # single types, then CM3T's combinations (MHVA + PT is inside "cm3t") and the AdaptFormer baseline

@@ -61,9 +61,12 @@ def copy_shared(src, dst):
     dst.load_state_dict({k: v for k, v in src.state_dict().items() if k in own}, strict=True)
 
 
-@pytest.mark.parametrize("kind", ["caa", "mmca"])
-def test_no_modality_present_gives_the_frozen_output(kind):
-    model, v = make(kind, ["audio", "flow"]), video()
+KINDS = [("caa", {}), ("caa", {"values": "modality"}), ("mmca", {})]
+
+
+@pytest.mark.parametrize("kind, extra", KINDS)
+def test_no_modality_present_gives_the_frozen_output(kind, extra):
+    model, v = make(kind, ["audio", "flow"], **extra), video()
     base = frozen(model, v)
     assert torch.equal(logits(model, v), base)  # 0 modalities in the batch
     absent = {"audio": (torch.randn(2, 6), [False, False]), "flow": (torch.full((2, 5), float("nan")), [False, False])}
@@ -72,12 +75,12 @@ def test_no_modality_present_gives_the_frozen_output(kind):
     assert not torch.allclose(logits(model, v, **present), base)  # 1 modality: the adapter acts
 
 
-@pytest.mark.parametrize("kind", ["caa", "mmca"])
-def test_missing_modality_equals_model_without_it(kind):
+@pytest.mark.parametrize("kind, extra", KINDS)
+def test_missing_modality_equals_model_without_it(kind, extra):
     v = video()
     audio, flow = torch.randn(2, 6), torch.randn(2, 5)
-    both = make(kind, ["audio", "flow"])
-    only_audio = make(kind, ["audio"], seed=1)
+    both = make(kind, ["audio", "flow"], **extra)
+    only_audio = make(kind, ["audio"], seed=1, **extra)
     copy_shared(both, only_audio)
     # sample 0 has no flow (garbage in its slot), sample 1 has both
     garbage = flow.clone()
@@ -93,6 +96,15 @@ def test_missing_modality_equals_model_without_it(kind):
     torch.testing.assert_close(logits(both, v, audio=(audio, [True, True]), flow=(other, [False, True])), out)
     # a modality absent from the batch altogether == masked for every sample
     torch.testing.assert_close(logits(both, v, audio=(audio, [True, True]))[0], ref[0], rtol=1e-5, atol=1e-6)
+
+
+def test_modality_values_carry_the_modality_content():
+    """values: modality — two clips with the same video but different features get different outputs
+    even with one key token (where the paper's form only re-weights video tokens)."""
+    model, v = make("caa", ["audio"], values="modality"), video(b=1)
+    v2 = v.expand(2, *v.shape[1:]).contiguous()
+    out = logits(model, v2, audio=(torch.randn(2, 6), [True, True]))
+    assert not torch.allclose(out[0], out[1])
 
 
 def test_adding_a_modality_is_a_config_entry():

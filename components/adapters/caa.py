@@ -18,6 +18,11 @@ tokens by the same scores normalised over M. The modality thus decides WHICH vid
 pooled and broadcast; with one key token (``modality_tokens: 1``, per-clip features) every token
 receives the same modality-guided summary, mixed per token by the fusion.
 
+``values: modality`` is offered as a documented deviation: standard cross-attention (Q from the
+video bottleneck, K and V from the modality), which lets the modality's content, not only its
+choice of video features, reach the tokens. On the synthetic set, whose side feature codes the
+class, the paper's form barely learns from it while this form does (README, "What the demo shows").
+
 Tokens of one clip are attended together: per-frame sites (B*T, N, C) are regrouped to (B, T*N, C).
 ``share_down_with: <adapter key>`` takes W_down from that MHVA in the same block (the paper: "W_down is
 the same as that in Equation 2"), applied to this site's input; otherwise the CAA has its own.
@@ -43,6 +48,7 @@ from components.adapters.tokens import clip_tokens
 from components.config import ConfigError, cfg
 
 FUSIONS = ("adapterfusion", "sum")
+VALUES = ("video", "modality")
 
 
 @dataclass
@@ -57,8 +63,12 @@ class CAAConfig(AdapterConfig):
     scale: float = cfg(1.0, "initial value of the output scale s")
     learnable_scale: bool = cfg(True, "learn s")
     dropout: float = cfg(0.0, "dropout on the bottleneck activations")
+    values: str = cfg("video", "attention values: video (the paper: Q = V = ReLU(x W_down)) or modality "
+                      "(standard cross-attention, K and V from the modality: its content reaches the tokens)")
 
     def __post_init__(self) -> None:
+        if self.values not in VALUES:
+            raise ValueError(f"values must be one of {VALUES}, got {self.values!r}")
         if not self.modalities:
             raise ValueError("a cross-attention adapter needs at least one entry in modalities")
         if len(set(self.modalities)) != len(self.modalities):
@@ -131,6 +141,9 @@ class CrossAttentionAdapter(AdapterLayer):
         self.drop = nn.Dropout(config.dropout)
         self.dims = {n: modality_dim(site, n, config.key) for n in config.modalities}
         self.keys = nn.ModuleDict({n: nn.Linear(d, m * r) for n, d in self.dims.items()})
+        self.values = None
+        if config.values == "modality":
+            self.values = nn.ModuleDict({n: nn.Linear(d, m * r) for n, d in self.dims.items()})
         self.fusion = ModalityFusion(r) if config.fusion == "adapterfusion" else None
         self.up = nn.Linear(r, site.dim)
         nn.init.zeros_(self.up.weight)
@@ -144,9 +157,11 @@ class CrossAttentionAdapter(AdapterLayer):
     def bind(self) -> None:
         self.down.bind()
 
-    def cross_attend(self, h: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Q = V = h (B, L, r), keys k (B, M, r) -> (B, L, r)."""
+    def cross_attend(self, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        """Q = V = h (B, L, r), keys k (B, M, r) -> (B, L, r); with modality values v (B, M, r), Q = h only."""
         scores = torch.einsum("blr,bmr->blm", h, k) * h.shape[-1] ** -0.5
+        if v is not None:  # standard cross-attention: each token reads the modality's value tokens
+            return torch.einsum("blm,bmr->blr", scores.softmax(dim=2), v)
         pooled = torch.einsum("blm,blr->bmr", scores.softmax(dim=1), h)  # each key gathers video tokens
         return torch.einsum("blm,bmr->blr", scores.softmax(dim=2), pooled)  # tokens read them back
 
@@ -158,7 +173,8 @@ class CrossAttentionAdapter(AdapterLayer):
         for name, proj in self.keys.items():
             feat, here = side_feature(self.context, name, b, self.dims[name], h)
             k = rearrange(proj(feat), "b (m r) -> b m r", r=h.shape[-1])
-            outs.append(self.cross_attend(h, k))
+            v = rearrange(self.values[name](feat), "b (m r) -> b m r", r=h.shape[-1]) if self.values else None
+            outs.append(self.cross_attend(h, k, v))
             present.append(here)
         z = torch.stack(outs, dim=2)  # b l n r
         present = torch.stack(present, dim=1)  # b n
