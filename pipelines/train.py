@@ -214,6 +214,9 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
             "tracking_uri": uri if run_id else None,
             "run_id": run_id,
             "has_val": bool(d.val_split),
+            # Train V2 refuses resume_from_checkpoint: the workers load this checkpoint themselves
+            # unless Ray hands them a newer one of this run (after a worker failure).
+            "resume_from": str(restore) if restore else None,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
                                                resources_per_worker=resources),
@@ -225,7 +228,6 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
             callbacks=callbacks or None,
         ),
         datasets=datasets,
-        resume_from_checkpoint=ray.train.Checkpoint(restore) if restore else None,
     )
     if restore:
         print(f"[vidpeft] resuming from {restore}", flush=True)

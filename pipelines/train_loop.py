@@ -180,6 +180,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # 2) resume: Ray's checkpoint (worker restart or --resume) carries weights, optimizer, schedule
     start_epoch, skipped_total = 0, 0
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and loop_config.get("resume_from"):
+        checkpoint = ray.train.Checkpoint(loop_config["resume_from"])  # a local dir or a storage URI
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = _restore(Path(d), model, optimizer, scheduler, model_config)
