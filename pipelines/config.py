@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from components.config import cfg
 from components.model import ModelConfig
 
-SAMPLINGS = ("segment", "uniform", "strided")
+SAMPLINGS = ("segment", "uniform", "strided", "fps")
 
 
 @dataclass
@@ -17,9 +17,19 @@ class DataConfig:
     val_split: str = cfg("val", "manifest split evaluated after every epoch (empty = none)")
     batch_size: int = cfg(8, "clips per training batch on each worker")
     eval_batch_size: int = cfg(16, "clips per evaluation batch on each worker")
-    train_sampling: str = cfg("segment", "frame sampling for training: segment (TSN), uniform or strided")
+    train_sampling: str = cfg("segment", "frame sampling for training: segment (TSN), uniform, strided, "
+                                         "or fps (frames at data.target_fps)")
     eval_sampling: str = cfg("uniform", "frame sampling for evaluation")
     frame_stride: int = cfg(2, "frame step for strided sampling")
+    target_fps: float = cfg(0.0, "frame rate of the sampled frames for fps sampling (same seconds per clip "
+                                 "whatever the video's rate)")
+    augment: bool = cfg(False, "training clips: decode at img_size * decode_scale, random resized crop "
+                               "(+ flip, colour jitter); evaluation clips: centre crop of the same decode")
+    decode_scale: float = cfg(1.15, "with augment: decode side / crop side")
+    crop_scale: list[float] = cfg([0.5, 1.0], "with augment: range of the crop's share of the frame area")
+    flip: bool = cfg(True, "with augment: random horizontal flip (off for direction-sensitive "
+                           "labels, e.g. Something-Something)")
+    color_jitter: float = cfg(0.0, "with augment: brightness/contrast/saturation jitter strength (0 = off)")
     decode_actors: int = cfg(1, "maximum decoder actors (each decodes whole clips with decord)")
     decode_cpus: float = cfg(0.5, "CPUs reserved per decoder actor; keep some CPU free of train workers")
     decode_batch_size: int = cfg(4, "clips per decoder call")
@@ -36,6 +46,15 @@ class DataConfig:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
         if self.decode_cpus <= 0:
             raise ValueError("decode_cpus must be positive (0 CPUs would oversubscribe the machine)")
+        if "fps" in (self.train_sampling, self.eval_sampling) and self.target_fps <= 0:
+            raise ValueError("fps sampling needs target_fps > 0")
+        lo_hi = self.crop_scale
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
+            raise ValueError(f"crop_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {lo_hi}")
+        if self.decode_scale < 1:
+            raise ValueError(f"decode_scale must be >= 1, got {self.decode_scale}")
+        if not 0 <= self.color_jitter < 1:
+            raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
 
 
 @dataclass
@@ -60,7 +79,7 @@ class OptimConfig:
 @dataclass
 class ScalingConfig:
     num_workers: int = cfg(1, "Ray Train workers (data-parallel)")
-    use_gpu: str = cfg("auto", "auto (if the cluster has GPUs), true or false")
+    use_gpu: bool | str = cfg("auto", "auto (if the cluster has GPUs), true or false")
     cpus_per_worker: float = cfg(1.0, "CPUs each Train worker reserves")
     torch_threads: int = cfg(0, "intra-op threads per worker; 0 = Ray's default (= cpus_per_worker)")
     ray_address: str = cfg("", "Ray cluster to join (ray://... or auto); empty = RAY_ADDRESS or a local instance")
@@ -71,8 +90,11 @@ class ScalingConfig:
     def __post_init__(self) -> None:
         if self.num_workers < 1:
             raise ValueError("num_workers must be at least 1")
-        if self.use_gpu not in ("auto", "true", "false"):
-            raise ValueError(f"use_gpu must be auto, true or false, got {self.use_gpu!r}")
+        if isinstance(self.use_gpu, str):  # "true"/"false" strings from older configs are accepted too
+            if self.use_gpu not in ("auto", "true", "false"):
+                raise ValueError(f"use_gpu must be auto, true or false, got {self.use_gpu!r}")
+            if self.use_gpu != "auto":
+                self.use_gpu = self.use_gpu == "true"
 
 
 @dataclass
@@ -81,6 +103,8 @@ class TrackingConfig:
     experiment: str = cfg("vidpeft", "MLflow experiment name")
     run_name: str = cfg("", "MLflow run name; empty = the experiment config's name")
     enabled: bool = cfg(True, "log to MLflow at all")
+    parent_run_id: str = cfg("", "MLflow run to nest this run under (set by `vidpeft tune`/`ablate` for their trials)")
+    tags: dict[str, str] = cfg({}, "extra MLflow tags on the run (tune/ablate mark trials and cells with them)")
 
 
 @dataclass

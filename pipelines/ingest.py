@@ -4,11 +4,15 @@ The manifest is validated on the driver (errors name row and column) and handed 
 Arrow blocks; a pool of decoder actors turns rows into uint8 clips with decord. A video that fails
 to decode does not stop the epoch: its row comes out with ``ok = False`` and an all-zero clip, and
 the training loop drops it from the batch and counts it, so the count reaches the run's metrics.
+With ``augment`` on, training clips are decoded a little larger and randomly cropped/flipped/jittered
+on the decoder actors (seeded per clip and visit); evaluation clips get the centre crop of the same
+decode, so both see objects at the same scale. No decord reader outlives one clip (decord leaks).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -16,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from components.video.decode import ClipSpec, VideoDecodeError, decode_clip
+from components.video.transforms import ClipAugment, center_crop
 
 log = logging.getLogger("vidpeft.ingest")
 
@@ -42,6 +47,31 @@ class DecodeSettings:
     task: str
     num_outputs: int
     modalities: tuple[ModalityColumn, ...] = ()
+    target_fps: float = 0.0
+    augment: bool = False
+    decode_scale: float = 1.15
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    flip: bool = True
+    color_jitter: float = 0.0
+    datasets: tuple[str, ...] = ()  # non-empty: emit a `dataset_index` column (per-dataset counts)
+
+    @property
+    def decode_size(self) -> int:
+        return math.ceil(self.size * self.decode_scale) if self.augment else self.size
+
+
+def decode_settings(cfg, training: bool, datasets: tuple[str, ...] = ()) -> DecodeSettings:
+    """DecodeSettings for a split from a prepared ExperimentConfig (num_outputs and modality dims
+    filled in by the manifest)."""
+    d = cfg.data
+    return DecodeSettings(
+        num_frames=cfg.model.backbone.num_frames, size=cfg.model.backbone.img_size,
+        sampling=d.train_sampling if training else d.eval_sampling, stride=d.frame_stride,
+        training=training, seed=cfg.seed, task=cfg.model.head.task, num_outputs=cfg.model.head.num_outputs,
+        modalities=tuple(ModalityColumn(m.name, m.column, m.dim) for m in cfg.model.modalities),
+        target_fps=d.target_fps, augment=d.augment, decode_scale=d.decode_scale,
+        crop_scale=(float(d.crop_scale[0]), float(d.crop_scale[1])), flip=d.flip,
+        color_jitter=d.color_jitter, datasets=tuple(datasets))
 
 
 def _optional(value):
@@ -53,8 +83,11 @@ class ClipDecoder:
 
     def __init__(self, settings: DecodeSettings) -> None:
         self.s = settings
-        self.spec = ClipSpec(num_frames=settings.num_frames, size=settings.size, sampling=settings.sampling,
-                             stride=settings.stride)
+        self.spec = ClipSpec(num_frames=settings.num_frames, size=settings.decode_size,
+                             sampling=settings.sampling, stride=settings.stride, target_fps=settings.target_fps)
+        self.augment = (ClipAugment(settings.size, settings.crop_scale, flip=settings.flip,
+                                    color_jitter=settings.color_jitter) if settings.augment else None)
+        self.dataset_index = {name: i for i, name in enumerate(settings.datasets)}
         self.visits: dict[str, int] = {}
 
     def _rng(self, clip_id: str) -> np.random.Generator | None:
@@ -82,16 +115,25 @@ class ClipDecoder:
         for i in range(n):
             clip_id = str(batch["clip_id"][i])
             ranges = {k: _optional(batch[k][i]) if k in batch else None for k in RANGE_COLUMNS}
+            rng = self._rng(clip_id)
             try:
-                videos[i] = decode_clip(batch["video_path"][i], self.spec, rng=self._rng(clip_id), **ranges)
+                clip = decode_clip(batch["video_path"][i], self.spec, rng=rng, **ranges)
             except VideoDecodeError as e:
                 ok[i] = False
-                log.warning("skipping clip %s: %s", clip_id, e)
+                dataset = f" of dataset {batch['dataset'][i]}" if "dataset" in batch else ""
+                log.warning("skipping clip %s%s: %s", clip_id, dataset, e)
+                continue
+            if self.augment is not None:
+                clip = self.augment(clip, rng) if rng is not None else center_crop(clip, size)
+            videos[i] = clip
         out = {
             "video": videos,
             "ok": ok,
             "target": np.stack([self._target(batch, i) for i in range(n)]),
         }
+        if self.dataset_index:
+            out["dataset_index"] = np.array([self.dataset_index[str(d)] for d in batch["dataset"]],
+                                            dtype=np.int64)
         for m in self.s.modalities:
             feats = np.zeros((n, m.dim), dtype=np.float32)
             present = np.zeros(n, dtype=bool)
@@ -120,6 +162,7 @@ def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int,
     keep = ["clip_id", "video_path", target_column(settings.task)]
     keep += [c for c in RANGE_COLUMNS if c in table.column_names]
     keep += [m.column for m in settings.modalities]
+    keep += ["dataset"] if settings.datasets else []
     table = table.select(keep)
     if settings.training:  # one seeded permutation; workers add a local shuffle buffer per epoch
         perm = np.random.default_rng(settings.seed).permutation(table.num_rows)

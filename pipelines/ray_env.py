@@ -20,10 +20,10 @@ def ensure_ray(address: str = "") -> None:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
 
 
-def use_gpu(setting: str) -> bool:
+def use_gpu(setting: bool | str) -> bool:
     """auto: only when the cluster actually offers GPUs."""
-    if setting in ("true", "false"):
-        return setting == "true"
+    if isinstance(setting, bool):
+        return setting
     import ray
 
     return ray.cluster_resources().get("GPU", 0) > 0

@@ -46,7 +46,7 @@ REDACTED = "***"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)[^@/\s]+@")
 
 
-def _secret_name(name: str) -> bool:
+def looks_secret(name: str) -> bool:
     last = name.rsplit(".", 1)[-1].lower().replace("-", "_")
     if last.endswith(("_path", "_file", "_dir")):  # where a secret lives, not the secret
         return False
@@ -68,10 +68,10 @@ def redact(params: dict[str, str]) -> dict[str, str]:
     """Params safe to log: values of secret-looking keys, any value of a secret-looking environment
     variable (e.g. MLFLOW_TRACKING_PASSWORD, AWS_SECRET_ACCESS_KEY, RAY_AUTH_TOKEN) wherever it appears,
     and passwords inside URLs (``https://user:***@host``) are replaced by ``***``."""
-    env_secrets = sorted((v for k, v in os.environ.items() if _secret_name(k) and len(v) >= 6), key=len, reverse=True)
+    env_secrets = sorted((v for k, v in os.environ.items() if looks_secret(k) and len(v) >= 6), key=len, reverse=True)
     out = {}
     for key, value in params.items():
-        if _secret_name(key) and not _plain_value(value):
+        if looks_secret(key) and not _plain_value(value):
             out[key] = REDACTED
             continue
         for secret in env_secrets:

@@ -21,7 +21,7 @@ from components.config import ConfigError, dump_yaml, to_dict
 from components.data.manifest import Manifest, read_manifest
 from pipelines import tracking
 from pipelines.config import ExperimentConfig
-from pipelines.ingest import DecodeSettings, ModalityColumn, build_dataset, target_column
+from pipelines.ingest import DecodeSettings, build_dataset, decode_settings, target_column
 from pipelines.ray_env import ensure_ray, use_gpu
 from pipelines.train_loop import STATE, WEIGHTS, checkpoint_complete, train_loop_per_worker
 
@@ -185,14 +185,12 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
 
     # 3) Ray and the data pipeline
     ensure_ray(cfg.scaling.ray_address)
-    task = cfg.model.head.task
-    mods = tuple(ModalityColumn(m.name, m.column, m.dim) for m in cfg.model.modalities)
+
+    # Datasets by index, so skipped clips are counted per dataset on the workers.
+    dataset_names = tuple(sorted(set(manifest.table["dataset"].to_pylist())))
 
     def settings(training: bool) -> DecodeSettings:
-        return DecodeSettings(num_frames=cfg.model.backbone.num_frames, size=cfg.model.backbone.img_size,
-                              sampling=cfg.data.train_sampling if training else cfg.data.eval_sampling,
-                              stride=cfg.data.frame_stride, training=training, seed=cfg.seed, task=task,
-                              num_outputs=cfg.model.head.num_outputs, modalities=mods)
+        return decode_settings(cfg, training, dataset_names)
 
     d = cfg.data
     datasets = {"train": build_dataset(manifest.split(d.train_split), settings(True), d.decode_actors,
@@ -214,9 +212,11 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
             "tracking_uri": uri if run_id else None,
             "run_id": run_id,
             "has_val": bool(d.val_split),
+            "dataset_names": list(dataset_names),
             # Train V2 refuses resume_from_checkpoint: the workers load this checkpoint themselves
             # unless Ray hands them a newer one of this run (after a worker failure).
             "resume_from": str(restore) if restore else None,
+            "storage": storage,  # where a checkpoint Ray's controller never heard of may be found
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
                                                resources_per_worker=resources),

@@ -77,20 +77,26 @@ def _batches(shard, batch_size: int, device, shuffle: int, seed: int):
     return shard.iter_torch_batches(batch_size=batch_size, device=device, drop_last=False, **kwargs)
 
 
-def _run_epoch(model, shard, cfg: ExperimentConfig, device, task, num_outputs, optimizer=None, epoch: int = 0):
-    """One pass over a shard; returns (metric accumulator, clips seen, clips skipped, seconds)."""
+def _run_epoch(model, shard, cfg: ExperimentConfig, device, task, num_outputs, optimizer=None, epoch: int = 0,
+               num_datasets: int = 0):
+    """One pass over a shard; returns (metric accumulator, clips seen, skipped per dataset, seconds)."""
     training = optimizer is not None
     model.train(training)
     acc = MetricAccumulator(task, num_outputs)
-    seen = skipped = 0
+    seen = 0
+    skipped = torch.zeros(max(num_datasets, 1), dtype=torch.long)
     start = time.perf_counter()
     bs = cfg.data.batch_size if training else cfg.data.eval_batch_size
     shuffle = cfg.data.shuffle_buffer if training else 0
     params = [p for p in model.parameters() if p.requires_grad]
     for batch in _batches(shard, bs, device, shuffle, cfg.seed + epoch):
         ok = batch.pop("ok").bool()
+        dataset_index = batch.pop("dataset_index", None)
         n_ok = int(ok.sum())
-        skipped += int(ok.numel() - n_ok)
+        if dataset_index is not None:
+            skipped += torch.bincount(dataset_index[~ok].long().cpu(), minlength=len(skipped))
+        else:
+            skipped[0] += int(ok.numel() - n_ok)
         seen += n_ok
         if n_ok > 0:
             batch = {k: v[ok] for k, v in batch.items()}
@@ -147,6 +153,33 @@ def _restore(directory: Path, model, optimizer, scheduler, model_config: dict) -
     return json.loads((directory / STATE).read_text())
 
 
+def _epoch_of(checkpoint) -> int:
+    with checkpoint.filesystem.open_input_stream(checkpoint.path.rstrip("/") + "/" + STATE) as f:
+        return json.loads(f.read())["epoch"]
+
+
+def _newer_in_storage(checkpoint, storage: str | None):
+    """The newest complete checkpoint in this run's storage when it is newer than ``checkpoint``.
+
+    A worker reports a checkpoint after copying it to storage, and Ray's controller learns of it only
+    at its next poll: a worker that dies in between leaves a complete checkpoint Ray does not hand
+    to the restarted workers, whose epoch would then be trained (and logged) again.
+    """
+    import ray.train
+
+    if not storage:
+        return checkpoint
+    from pipelines.train import latest_checkpoint  # pipelines.train imports this module
+
+    newest = latest_checkpoint(storage)
+    if newest is None:
+        return checkpoint
+    newest_ckpt = ray.train.Checkpoint(newest)
+    if checkpoint is None or _epoch_of(newest_ckpt) > _epoch_of(checkpoint):
+        return newest_ckpt
+    return checkpoint
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -182,6 +215,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and loop_config.get("resume_from"):
         checkpoint = ray.train.Checkpoint(loop_config["resume_from"])  # a local dir or a storage URI
+    checkpoint = _newer_in_storage(checkpoint, loop_config.get("storage"))
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = _restore(Path(d), model, optimizer, scheduler, model_config)
@@ -195,6 +229,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if loop_config.get("has_val") else None
     names = loop_config.get("target_names")
+    dataset_names = loop_config.get("dataset_names") or []
 
     if start_epoch >= cfg.optim.epochs:  # resuming a finished run: report its final state again
         with tempfile.TemporaryDirectory() as tmp:
@@ -208,18 +243,22 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # 3) epochs
     for epoch in range(start_epoch, cfg.optim.epochs):
         lr = optimizer.param_groups[0]["lr"]
-        acc, seen, skipped, secs = _run_epoch(model, train_shard, cfg, device, task, num_outputs, optimizer, epoch)
+        acc, seen, skipped, secs = _run_epoch(model, train_shard, cfg, device, task, num_outputs, optimizer, epoch,
+                                              len(dataset_names))
         scheduler.step()
-        seen, skipped, secs = _sum([seen, skipped, secs])
+        seen, secs = _sum([seen, secs])
         metrics = {f"train_{k}": v for k, v in _gather(acc).compute(names).items()}
         metrics.update(epoch=epoch, lr=lr, clips_per_sec=seen / max(secs / ctx.get_world_size(), 1e-9))
         if val_shard is not None:
-            vacc, vseen, vskipped, _ = _run_epoch(model, val_shard, cfg, device, task, num_outputs)
-            vseen, vskipped = _sum([vseen, vskipped])
+            vacc, _, vskipped, _ = _run_epoch(model, val_shard, cfg, device, task, num_outputs,
+                                              num_datasets=len(dataset_names))
             skipped += vskipped
             metrics.update({f"val_{k}": v for k, v in _gather(vacc).compute(names).items()})
-        skipped_total += int(skipped)
-        metrics.update(skipped_clips=int(skipped), skipped_clips_total=skipped_total, **counts)
+        per_dataset = [int(v) for v in _sum(skipped.tolist())]  # summed over workers
+        skipped_total += sum(per_dataset)
+        metrics.update(skipped_clips=sum(per_dataset), skipped_clips_total=skipped_total, **counts)
+        if len(dataset_names) > 1:  # one dataset: the plain count says it all
+            metrics.update({f"skipped_clips_{n}": v for n, v in zip(dataset_names, per_dataset)})
 
         # 4) checkpoint + report (all workers report; only rank 0 attaches files)
         with tempfile.TemporaryDirectory() as tmp:

@@ -9,6 +9,7 @@ frozen-CLIP preset (the paper's zero-shot baseline).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from components.data.manifest import read_manifest
 from components.model import build_model
 from components.tasks import MetricAccumulator
 from pipelines.config import ExperimentConfig
-from pipelines.ingest import DecodeSettings, build_dataset
+from pipelines.ingest import build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray
 
 
@@ -67,9 +68,9 @@ def run_zeroshot(checkpoint: str | None, classes: str, manifest: str, files: lis
     templates = templates or None
 
     ensure_ray(cfg.scaling.ray_address)
-    settings = DecodeSettings(num_frames=cfg.model.backbone.num_frames, size=cfg.model.backbone.img_size,
-                              sampling=cfg.data.eval_sampling, stride=cfg.data.frame_stride, training=False,
-                              seed=cfg.seed, task="single_label", num_outputs=len(names))
+    # The run's evaluation decoding (sampling, crop), with this label set and no side modalities.
+    settings = replace(decode_settings(cfg, training=False), task="single_label", num_outputs=len(names),
+                       modalities=())
     ds = build_dataset(table, settings, cfg.data.decode_actors, cfg.data.decode_cpus, cfg.data.decode_batch_size)
     acc, skipped = MetricAccumulator("single_label", len(names)), 0
     for batch in ds.iter_torch_batches(batch_size=cfg.data.eval_batch_size):

@@ -63,3 +63,8 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     saved = write(tmp_path, yaml.safe_load(dump_yaml(cfg)), "resolved.yaml")
     again = resolve(ExperimentConfig, [saved])
     assert to_dict(again) == to_dict(cfg)
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("false", False), ("auto", "auto")])
+def test_use_gpu_accepts_yaml_booleans(value, expected):
+    assert resolve(ExperimentConfig, [], [f"scaling.use_gpu={value}"]).scaling.use_gpu == expected

@@ -15,9 +15,9 @@ from typing import Literal
 
 import numpy as np
 
-from components.video.sampling import segment_indices, strided_indices, uniform_indices
+from components.video.sampling import fps_indices, segment_indices, strided_indices, uniform_indices
 
-Sampling = Literal["uniform", "segment", "strided"]
+Sampling = Literal["uniform", "segment", "strided", "fps"]
 IndicesFn = Callable[[int, int], np.ndarray]
 
 
@@ -37,27 +37,35 @@ class ClipSpec:
     """How to turn a frame range into a clip.
 
     size: square output side in pixels (decoder resizes; aspect ratio is not kept), or None
-    for native resolution. stride: only used by "strided" sampling.
+    for native resolution. stride: only used by "strided" sampling; target_fps only by "fps"
+    sampling (T frames at that rate, whatever the video's own rate).
     """
 
     num_frames: int = 8
     size: int | None = 64
     sampling: Sampling = "uniform"
     stride: int = 2
+    target_fps: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
             raise ValueError(f"ClipSpec.num_frames must be >= 1, got {self.num_frames}")
         if self.size is not None and self.size < 1:
             raise ValueError(f"ClipSpec.size must be >= 1 or None, got {self.size}")
-        if self.sampling not in ("uniform", "segment", "strided"):
-            raise ValueError(f"ClipSpec.sampling must be uniform|segment|strided, "
+        if self.sampling not in ("uniform", "segment", "strided", "fps"):
+            raise ValueError(f"ClipSpec.sampling must be uniform|segment|strided|fps, "
                              f"got {self.sampling!r}")
+        if self.sampling == "fps" and not self.target_fps > 0:
+            raise ValueError(f"ClipSpec.target_fps must be > 0 for fps sampling, got {self.target_fps}")
         if self.stride < 1:
             raise ValueError(f"ClipSpec.stride must be >= 1, got {self.stride}")
 
-    def indices(self, start: int, end: int, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Frame indices for [start, end); rng=None gives the deterministic (eval) variant."""
+    def indices(self, start: int, end: int, rng: np.random.Generator | None = None,
+                fps: float = 0.0) -> np.ndarray:
+        """Frame indices for [start, end); rng=None gives the deterministic (eval) variant;
+        fps is the video's frame rate (needed by "fps" sampling only)."""
+        if self.sampling == "fps":
+            return fps_indices(start, end, self.num_frames, fps, self.target_fps, rng)
         if self.sampling == "strided":
             return strided_indices(start, end, self.num_frames, self.stride, rng)
         if self.sampling == "segment" and rng is not None:
@@ -181,7 +189,8 @@ def decode_clip(path: str | os.PathLike, spec: ClipSpec, start_frame: int | None
                                      start_sec, end_sec)
             except ValueError as err:
                 raise VideoDecodeError(path, str(err)) from err
-            idx = indices_fn(s, e) if indices_fn is not None else spec.indices(s, e, rng)
+            idx = (indices_fn(s, e) if indices_fn is not None
+                   else spec.indices(s, e, rng, float(vr.get_avg_fps())))
             idx = np.asarray(idx, dtype=np.int64)
             flat = np.clip(idx.reshape(-1), 0, n - 1)  # (V*T,) or (T,)
             frames = _get_batch(vr, flat, path)  # (V*T, H, W*factor, C)

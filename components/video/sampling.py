@@ -82,3 +82,31 @@ def multiview_indices(start: int, end: int, num_frames: int, num_clips: int,
             offsets = np.round(np.linspace(0, slack, num_clips)).astype(np.int64)  # (V,)
         idx = offsets[:, None] + np.arange(num_frames, dtype=np.int64)[None, :] * stride  # (V, T)
     return start + np.clip(idx, 0, n - 1)
+
+
+def fps_indices(start: int, end: int, num_frames: int, video_fps: float, target_fps: float,
+                rng: np.random.Generator | None = None) -> np.ndarray:
+    """T frames as if the video ran at `target_fps`: one every video_fps / target_fps source
+    frames (fractional steps rounded per frame), so clip duration in seconds is the same for
+    videos of any frame rate. Random window with rng, centred without; a range too short for
+    the window keeps the step and repeats the last frame."""
+    return fps_multiview_indices(start, end, num_frames, 1, video_fps, target_fps, rng)[0]
+
+
+def fps_multiview_indices(start: int, end: int, num_frames: int, num_clips: int, video_fps: float,
+                          target_fps: float, rng: np.random.Generator | None = None) -> np.ndarray:
+    """(num_clips, num_frames) windows at `target_fps`: evenly spread from the first possible
+    window to the last (one view: centred, or random with rng)."""
+    n = _check(start, end, num_frames)
+    if not (video_fps > 0 and target_fps > 0):
+        raise ValueError(f"fps must be positive, got video_fps={video_fps}, target_fps={target_fps}")
+    if num_clips < 1:
+        raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+    step = video_fps / target_fps
+    slack = max(n - 1 - (num_frames - 1) * step, 0.0)
+    if num_clips == 1:
+        offsets = np.array([rng.uniform(0, slack) if rng is not None else slack / 2])
+    else:
+        offsets = np.linspace(0, slack, num_clips)  # (V,)
+    idx = np.round(offsets[:, None] + np.arange(num_frames)[None, :] * step).astype(np.int64)  # (V, T)
+    return start + np.clip(idx, 0, n - 1)

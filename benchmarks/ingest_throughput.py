@@ -1,0 +1,321 @@
+"""Ingest throughput: the Ray Data pipeline vs a plain single-process decord loop.
+
+Both decode the same clips (same files, same ClipSpec, same per-clip seeded sampling, same batch
+size) pinned to the same CPU cores, each in a fresh subprocess so their memory is measured
+apart. Measured per mode: clips/s over whole epochs (start-up included) and in steady state
+(from the first batch on), and the peak memory of the whole process tree (driver, Ray's
+raylet/GCS and decoder workers) as PSS, which counts shared pages (the object store) once.
+
+    python benchmarks/ingest_throughput.py                    # synthetic data, defaults
+    python benchmarks/ingest_throughput.py --manifest M.parquet --split train --clips 500
+
+Writes benchmarks/results/ingest_throughput.json and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "benchmarks" / "results" / "ingest_throughput.json"
+
+
+# ---------------------------------------------------------------- memory of a process tree
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name field may contain spaces
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_pss_mb(root: int) -> float:
+    kids, todo, total = _children(), [root], 0
+    while todo:
+        pid = todo.pop()
+        total += _pss_kb(pid)
+        todo.extend(kids.get(pid, []))
+    return total / 1024
+
+
+class MemoryMonitor:
+    """Samples the PSS of this process and all its descendants every `period` seconds."""
+
+    def __init__(self, period: float = 0.25) -> None:
+        self.period, self.samples = period, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        start = time.perf_counter()
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter() - start, tree_pss_mb(os.getpid())))
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> MemoryMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def mark(self) -> float:
+        """Peak PSS (MB) since the previous mark: per-epoch peaks show whether memory grows."""
+        start = getattr(self, "_mark", 0)
+        self._mark = len(self.samples)
+        self.samples.append((0.0, tree_pss_mb(os.getpid())))
+        return round(max(m for _, m in self.samples[start:]), 1)
+
+    def summary(self) -> dict:
+        return {"peak_pss_mb": round(max([m for _, m in self.samples] or [0.0]), 1)}
+
+
+# ---------------------------------------------------------------- the two modes (subprocesses)
+
+def _rng(seed: int, clip_id: str, visit: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(clip_id.encode()), visit])  # as ClipDecoder
+
+
+def run_plain(rows: list[dict], a) -> dict:
+    """The baseline: open, sample, get_batch, release; one clip after another, in batches."""
+    import decord
+
+    from components.video.decode import ClipSpec, resolve_range
+
+    spec = ClipSpec(num_frames=a.num_frames, size=a.img_size, sampling=a.sampling, stride=a.stride)
+    epochs = []
+    with MemoryMonitor() as mon:
+        for epoch in range(a.epochs):
+            start, batch, clips, first = time.perf_counter(), [], 0, None
+            for r in rows:
+                try:
+                    vr = decord.VideoReader(r["video_path"], width=a.img_size, height=a.img_size, num_threads=1)
+                    n = len(vr)
+                    s, e = resolve_range(n, float(vr.get_avg_fps()), r["start_frame"], r["end_frame"],
+                                         r["start_sec"], r["end_sec"])
+                    idx = np.clip(spec.indices(s, e, _rng(a.seed, r["clip_id"], epoch)), 0, n - 1)
+                    batch.append(vr.get_batch(idx).asnumpy())
+                    vr.seek(0)
+                    del vr
+                except Exception:  # the pipeline skips broken files; so does the loop
+                    batch.append(np.zeros((a.num_frames, a.img_size, a.img_size, 3), np.uint8))
+                if len(batch) == a.batch_size:
+                    np.stack(batch)
+                    clips += len(batch)
+                    batch = []
+                    first = first or (time.perf_counter(), clips)
+            if batch:
+                np.stack(batch)
+                clips += len(batch)
+            epochs.append({**_epoch(start, first, clips), "peak_pss_mb": mon.mark()})
+    return {"epochs": epochs, **_totals(epochs), **mon.summary()}
+
+
+def run_ray(rows_table, a) -> dict:
+    import ray
+
+    from pipelines.ingest import DecodeSettings, build_dataset
+
+    ray.init(num_cpus=len(a.cores), include_dashboard=False, log_to_driver=False,
+             object_store_memory=a.object_store_mb * 1024 * 1024)
+    settings = DecodeSettings(num_frames=a.num_frames, size=a.img_size, sampling=a.sampling, stride=a.stride,
+                              training=True, seed=a.seed, task="single_label", num_outputs=1)
+    epochs = []
+    with MemoryMonitor() as mon:
+        for _ in range(a.epochs):
+            ds = build_dataset(rows_table, settings, decode_actors=a.actors, decode_cpus=a.decode_cpus,
+                               decode_batch_size=a.decode_batch_size)
+            start, clips, first = time.perf_counter(), 0, None
+            for b in ds.iter_batches(batch_size=a.batch_size, batch_format="numpy", drop_last=False):
+                clips += len(b["video"])
+                first = first or (time.perf_counter(), clips)
+            epochs.append({**_epoch(start, first, clips), "peak_pss_mb": mon.mark()})
+    ray.shutdown()
+    return {"epochs": epochs, **_totals(epochs), **mon.summary()}
+
+
+def _epoch(start: float, first: tuple[float, int] | None, clips: int) -> dict:
+    end = time.perf_counter()
+    out = {"clips": clips, "seconds": round(end - start, 3)}
+    if first is not None:
+        t0, c0 = first
+        out["first_batch_s"] = round(t0 - start, 3)
+        out["steady_clips"], out["steady_seconds"] = clips - c0, round(end - t0, 3)
+    return out
+
+
+def _totals(epochs: list[dict]) -> dict:
+    clips = sum(e["clips"] for e in epochs)
+    secs = sum(e["seconds"] for e in epochs)
+    sc = sum(e.get("steady_clips", 0) for e in epochs)
+    ss = sum(e.get("steady_seconds", 0.0) for e in epochs)
+    return {"clips": clips, "seconds": round(secs, 3), "clips_per_s": round(clips / secs, 2),
+            "steady_clips_per_s": round(sc / ss, 2) if ss > 0 else None,
+            "mean_first_batch_s": round(float(np.mean([e.get("first_batch_s", 0.0) for e in epochs])), 3)}
+
+
+def worker_main(a) -> None:
+    """Runs inside the pinned subprocess; prints one JSON line."""
+    os.sched_setaffinity(0, a.cores)
+    import pyarrow as pa
+
+    from components.data.manifest import read_manifest
+
+    table = read_manifest(a.manifest, check_files=False).split(a.split)
+    if a.clips:
+        table = table.slice(0, a.clips)
+    if a.tile > 1:
+        tiles = []
+        for k in range(a.tile):
+            ids = pa.array([f"{c}#{k}" for c in table["clip_id"].to_pylist()], pa.string())
+            tiles.append(table.set_column(table.schema.get_field_index("clip_id"), "clip_id", ids))
+        table = pa.concat_tables(tiles)
+    if a.mode == "plain":
+        cols = ["clip_id", "video_path", "start_frame", "end_frame", "start_sec", "end_sec"]
+        result = run_plain(table.select(cols).to_pylist(), a)
+    else:
+        result = run_ray(table, a)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------- driver
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", default="", help="benchmark these clips (default: a synthetic set)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--data-dir", default="", help="where the synthetic set goes (default: a /tmp folder "
+                                                  "named after its size; reused when present)")
+    p.add_argument("--synth-clips", type=int, default=96, help="synthetic clips (4 classes)")
+    p.add_argument("--synth-frames", type=int, default=64, help="frames per synthetic video")
+    p.add_argument("--synth-size", type=int, default=128, help="synthetic video side (px)")
+    p.add_argument("--clips", type=int, default=0, help="use the first N clips of the split (0 = all)")
+    p.add_argument("--tile", type=int, default=1,
+                   help="repeat the clips N times per epoch (new clip ids, so new seeded samples): long "
+                        "epochs from a small set of files")
+    p.add_argument("--num-frames", type=int, default=8)
+    p.add_argument("--img-size", type=int, default=112)
+    p.add_argument("--sampling", default="segment", choices=("segment", "uniform", "strided"))
+    p.add_argument("--stride", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--decode-batch-size", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="runs per mode, interleaved (plain, ray, plain, ray, ...) so a change in machine "
+                        "load hits every mode alike; the median run is reported")
+    p.add_argument("--actors", type=int, nargs="+", default=[1], help="decoder actor counts to run")
+    p.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs reserved per decoder actor")
+    p.add_argument("--cores", type=int, nargs="+", default=sorted(os.sched_getaffinity(0)),
+                   help="CPU cores both modes are pinned to")
+    p.add_argument("--object-store-mb", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--mode", choices=("plain", "ray"), help=argparse.SUPPRESS)  # subprocess role
+    return p.parse_args(argv)
+
+
+def _subprocess(a, mode: str, actors: int = 1) -> dict:
+    argv = [sys.executable, __file__, "--mode", mode, "--manifest", a.manifest, "--split", a.split,
+            "--clips", str(a.clips), "--tile", str(a.tile), "--num-frames", str(a.num_frames), "--img-size", str(a.img_size),
+            "--sampling", a.sampling, "--stride", str(a.stride), "--batch-size", str(a.batch_size),
+            "--decode-batch-size", str(a.decode_batch_size), "--epochs", str(a.epochs),
+            "--actors", str(actors), "--decode-cpus", str(a.decode_cpus), "--seed", str(a.seed),
+            "--object-store-mb", str(a.object_store_mb), "--cores", *map(str, a.cores)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # always a private local Ray
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"{mode} run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if a.mode:
+        a.actors = a.actors[0]
+        worker_main(a)
+        return 0
+    if not a.manifest:
+        from components.data.synth import make_synthetic_dataset
+
+        data = Path(a.data_dir or f"/tmp/vidpeft_bench_{a.synth_clips}x{a.synth_frames}x{a.synth_size}")
+        manifest = data / "manifest.parquet"
+        if not manifest.is_file():
+            make_synthetic_dataset(data, num_classes=4, clips_per_class=max(a.synth_clips // 4, 1),
+                                   frames=a.synth_frames, size=a.synth_size, seed=0, val_fraction=0.0)
+        a.manifest = str(manifest)
+    runs: dict[str, list[dict]] = {}
+    for _ in range(a.repeats):
+        runs.setdefault("plain", []).append(_subprocess(a, "plain"))
+        for n in a.actors:
+            runs.setdefault(f"ray_{n}_actor{'s' if n > 1 else ''}", []).append(_subprocess(a, "ray", n))
+    results = {}
+    for name, rs in runs.items():
+        best = sorted(rs, key=lambda r: r["clips_per_s"])[len(rs) // 2]  # the median run
+        steady = [r["steady_clips_per_s"] for r in rs if r["steady_clips_per_s"]]
+        results[name] = {**best, "steady_clips_per_s": float(np.median(steady)) if steady else None,
+                         "all_clips_per_s": [r["clips_per_s"] for r in rs], "all_steady_clips_per_s": steady}
+    plain = results["plain"]
+    summary = {name: {"ratio_vs_plain": round(r["clips_per_s"] / plain["clips_per_s"], 3),
+                      "steady_ratio_vs_plain": (round(r["steady_clips_per_s"] / plain["steady_clips_per_s"], 3)
+                                                if r["steady_clips_per_s"] and plain["steady_clips_per_s"] else None)}
+               for name, r in results.items() if name != "plain"}
+    record = {
+        "command": " ".join([Path(sys.executable).name, "benchmarks/ingest_throughput.py", *(argv or sys.argv[1:])]),
+        "machine": {"cpus": os.cpu_count(), "cores_used": a.cores, "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "settings": {k: getattr(a, k) for k in ("manifest", "split", "clips", "tile", "num_frames", "img_size", "sampling",
+                                                "batch_size", "decode_batch_size", "epochs", "repeats",
+                                                "decode_cpus", "object_store_mb")},
+        "load_average_after": os.getloadavg(),
+        "results": results, "summary": summary, "target_ratio": 0.9,
+    }
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    print(f"{'mode':<14}{'clips/s':>9}{'steady':>9}{'ratio':>7}{'steady':>8}{'1st batch s':>13}"
+          f"   peak PSS MB per epoch")
+    for name, r in results.items():
+        s = summary.get(name, {"ratio_vs_plain": 1.0, "steady_ratio_vs_plain": 1.0})
+        peaks = ", ".join(str(e["peak_pss_mb"]) for e in r["epochs"])
+        print(f"{name:<14}{r['clips_per_s']:>9}{str(r['steady_clips_per_s']):>9}{s['ratio_vs_plain']:>7}"
+              f"{str(s['steady_ratio_vs_plain']):>8}{r['mean_first_batch_s']:>13}   {peaks}")
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
