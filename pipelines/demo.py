@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from components.config import resolve
+from pipelines import tracking
 from pipelines.config import ExperimentConfig
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
@@ -22,8 +24,10 @@ def run_demo(workdir: str = ".", overrides: list[str] = ()) -> dict:
         make_synthetic_dataset(data_dir, num_classes=4, clips_per_class=32, frames=8, size=32, seed=0,
                                progress=True)
     # The demo's paths are fixed under workdir; --set overrides still win.
-    cfg = resolve(ExperimentConfig, [DEMO_CONFIG], [f"data.manifest={manifest}",
-                                                    f"output_dir={work / 'runs' / 'demo'}", *overrides])
+    fixed = [f"data.manifest={manifest}", f"output_dir={work / 'runs' / 'demo'}"]
+    if not os.environ.get(tracking.ENV_URI):  # the local store lives in the workdir, like the rest
+        fixed.append(f"tracking.tracking_uri={tracking.resolve_tracking_uri('', work)}")
+    cfg = resolve(ExperimentConfig, [DEMO_CONFIG], [*fixed, *overrides])
     out = Path(cfg.output_dir)
     resume = (out / "run_info.json").exists()
     if resume:
