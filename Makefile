@@ -25,3 +25,13 @@ test-fast: $(STAMP)
 
 clean:
 	rm -rf runs demo_data mlflow.db mlartifacts
+
+# Benchmarks with small settings (a few minutes on 2 cores); results go to benchmarks/results/quick/
+# so the full-size figures quoted in the README stay. Full-size commands: benchmarks/README.md.
+.PHONY: bench
+BENCH_OUT ?= benchmarks/results/quick
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_step.py --cases full,mhva_pt,full_clip,m2clip --frames 4 --steps 2 --repeats 1 --out $(BENCH_OUT)/train_step.json
+	$(BIN)/python benchmarks/mfu.py --cases full --frames 4 --steps 2 --repeats 1 --out $(BENCH_OUT)/mfu.json
+	$(BIN)/python benchmarks/ray_overhead.py --repeats 1 --steps 20 --out $(BENCH_OUT)/ray_overhead.json
+	$(BIN)/python benchmarks/ingest_throughput.py --repeats 1 --epochs 1 --out $(BENCH_OUT)/ingest_throughput.json

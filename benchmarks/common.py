@@ -1,0 +1,141 @@
+"""Shared helpers for the benchmark scripts: timing statistics, machine facts, isolated runs, JSON output.
+
+Every benchmark writes ``benchmarks/results/<name>.json`` with a ``machine`` block (load average,
+CPU count, torch version and threads, device) so a figure can be read next to how busy the machine
+was when it was taken. Timings are summarised as median and spread over repetitions, never a mean
+of a single run: on a small shared machine one slow repetition is common.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median, min, max and relative spread ((max - min) / median) of repeated measurements."""
+    if not values:
+        return {"n": 0}
+    med = statistics.median(values)
+    return {
+        "median": med,
+        "min": min(values),
+        "max": max(values),
+        "spread": (max(values) - min(values)) / med if med else 0.0,
+        "n": len(values),
+        "values": list(values),
+    }
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: Callable[[], None] | None = None) -> list[float]:
+    """Seconds per call of ``fn`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def current_rss() -> int:
+    """Resident set size of this process now, bytes (Linux /proc; falls back to the peak)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_rss()
+
+
+def peak_rss() -> int:
+    """High-water mark of this process's resident set size, bytes (ru_maxrss is KiB on Linux)."""
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def machine(device: str = "cpu") -> dict[str, Any]:
+    """What the numbers were measured on, including how loaded the machine was (1/5/15-min load)."""
+    import torch
+
+    info: dict[str, Any] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loadavg": list(os.getloadavg()),
+        "cpu_count": os.cpu_count(),
+        "processor": _cpu_model(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["bf16_supported"] = torch.cuda.is_bf16_supported()
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def pick_device(name: str) -> str:
+    """``auto`` -> cuda when available, else cpu."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def run_isolated(script: Path, args: list[str], timeout: float = 1800) -> dict[str, Any]:
+    """Run ``script ARGS`` in a fresh interpreter; its last stdout line is a JSON result.
+
+    A fresh process per configuration keeps one run's allocator state and peak RSS out of the next.
+    """
+    cmd = [sys.executable, str(script), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout)[-3000:]
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(lines[-1])
+
+
+def emit(result: dict[str, Any]) -> None:
+    """A worker's result: one JSON line on stdout (read by ``run_isolated``)."""
+    print(json.dumps(result), flush=True)
+
+
+def write_result(name: str, data: dict[str, Any], out: Path | None = None) -> Path:
+    """Write ``results/<name>.json`` (or ``out``) atomically; returns the path."""
+    path = Path(out) if out else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def fmt_mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"

@@ -1,0 +1,261 @@
+"""Training-step benchmark: adapter tuning (MHVA+PT, CM3T, M2-CLIP) against full fine-tuning.
+
+Every case is one real training step of the model the pipeline builds (``components.model.build_model``
+from the shipped presets, moved to a ViT-B backbone): forward with the task loss, backward, gradient
+clipping, AdamW step, exactly as ``pipelines/train_loop.py`` does it. Each (case, repetition) runs in a
+fresh interpreter so peak memory is that configuration's alone:
+
+- GPU: ``torch.cuda.max_memory_allocated`` (weights + gradients + optimizer state + activations).
+- CPU: peak RSS (``getrusage`` high-water mark) minus the RSS before the model was built: the same
+  things plus allocator slack.
+
+Reported per case: step time (wall and process CPU seconds; CPU time is less distorted by other
+processes on a shared machine), peak memory, trainable parameters and their share of the frozen
+backbone, and each adapter case's ratios to the full fine-tuning case on the same backbone.
+
+    python benchmarks/train_step.py                       # ViT-B/16, 1 clip x 8 frames, 224 px
+    python benchmarks/train_step.py --cases full,mhva_pt --amp off,bf16 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, current_rss, emit, fmt_mib, machine, peak_rss, pick_device, run_isolated, summary, write_result  # noqa: E402
+
+PRESETS = ROOT / "pipelines" / "configs" / "presets"
+
+# case -> (preset file or None, backbone kind, finetune, the full-FT case it is compared with)
+CASES: dict[str, dict] = {
+    "full": {"preset": None, "backbone": "timm", "finetune": "full", "baseline": None},
+    "linear": {"preset": None, "backbone": "timm", "finetune": "linear", "baseline": "full"},
+    "mhva_pt": {"preset": "cm3t/mhva_pt.yaml", "backbone": "timm", "finetune": "adapters", "baseline": "full"},
+    # the two halves of MHVA+PT alone, to see which one costs the time
+    "mhva": {"preset": "cm3t/mhva_pt.yaml", "only": "mhva", "backbone": "timm", "finetune": "adapters", "baseline": "full"},
+    "prefix": {"preset": "cm3t/mhva_pt.yaml", "only": "prefix", "backbone": "timm", "finetune": "adapters",
+               "baseline": "full"},
+    "cm3t": {"preset": "cm3t/cm3t.yaml", "backbone": "timm", "finetune": "adapters", "baseline": "full"},
+    "full_clip": {"preset": None, "backbone": "clip", "finetune": "full", "baseline": None},
+    "m2clip": {"preset": "m2clip/m2clip_full.yaml", "backbone": "clip", "finetune": "adapters", "baseline": "full_clip"},
+}
+DEFAULT_CASES = "full,mhva_pt,cm3t,full_clip,m2clip"
+
+
+def experiment(case: str, args) -> "object":
+    """The ExperimentConfig of a case: the preset's model section on the benchmark's backbone and size."""
+    from pipelines.cli import load_experiment
+
+    spec = CASES[case]
+    files = [str(PRESETS / spec["preset"])] if spec["preset"] else []
+    if spec["backbone"] == "timm":
+        bb = {"family": "timm_vit", "name": args.model}
+    else:
+        bb = {"family": "openclip_vit", "name": args.clip_model}
+    sets = [f"model.backbone.{k}={v}" for k, v in bb.items()]
+    sets += [f"model.backbone.img_size={args.img_size}", f"model.backbone.num_frames={args.frames}",
+             f"model.finetune={spec['finetune']}", f"optim.amp='{args.amp}'"]  # quoted: YAML reads off as false
+    if spec["backbone"] == "clip" and not spec["preset"]:
+        sets.append("model.backbone.pool=cls")
+    cfg = load_experiment(files, sets)
+    if spec.get("only"):
+        cfg.model.adapters = [a for a in cfg.model.adapters if a.type == spec["only"]]
+    for m in cfg.model.modalities:  # a manifest would supply these widths (CM3T: 1024-d audio / flow)
+        m.dim = m.dim or args.modality_dim
+    return cfg
+
+
+def synthetic_batch(cfg, batch: int, num_classes: int, device) -> dict:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    bb = cfg.model.backbone
+    out = {
+        "video": torch.randint(0, 256, (batch, bb.num_frames, bb.img_size, bb.img_size, 3), dtype=torch.uint8, generator=g),
+        "target": torch.randint(0, num_classes, (batch,), generator=g),
+    }
+    for m in cfg.model.modalities:
+        out[f"side_{m.name}"] = torch.randn(batch, m.dim, generator=g)
+        out[f"side_{m.name}_mask"] = torch.ones(batch, dtype=torch.bool)
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def make_step(model, cfg, batch, device):
+    """One optimisation step as pipelines/train_loop.py runs it (autocast, backward, clip, AdamW)."""
+    import torch
+
+    from pipelines.train_loop import autocast_for
+
+    groups = model.param_groups(cfg.optim.lr) if hasattr(model, "param_groups") else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(groups or params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+
+    def step() -> float:
+        with autocast_for(device, cfg.optim.amp):
+            loss = model(batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        optimizer.step()
+        return float(loss)
+
+    return step
+
+
+def worker(args) -> dict:
+    """One (case, repetition) in this fresh process: build, warm up, time ``steps`` steps, peak memory."""
+    import torch
+
+    from components.model import build_model, parameter_counts
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(pick_device(args.device))
+    cfg = experiment(args.case, args)
+    names = [f"class {i}" for i in range(args.classes)]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = current_rss()
+    model = build_model(cfg.model, args.classes, names).to(device).train()
+    after_build = torch.cuda.memory_allocated() if device.type == "cuda" else current_rss()
+    batch = synthetic_batch(cfg, args.batch, args.classes, device)
+    step = make_step(model, cfg, batch, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(args.warmup):
+        step()
+    sync()
+    wall, cpu = [], []
+    for _ in range(args.steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        sync()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else peak_rss()
+    return {
+        "case": args.case,
+        "amp": args.amp,
+        "device": device.type,
+        "step_wall_s": wall,
+        "step_cpu_s": cpu,
+        "peak_mem_bytes": peak - base,
+        "model_mem_bytes": after_build - base,
+        **parameter_counts(model),
+        "loadavg": list(os.getloadavg()),
+    }
+
+
+def ratios(cases: dict, key: str) -> dict:
+    """Adapter case / its full-FT baseline, for a summarised field (median over repetitions)."""
+    out = {}
+    for name, r in cases.items():
+        base = CASES[r["case"]]["baseline"]
+        base_key = f"{base}@{r['amp']}"
+        if base and base_key in cases and CASES[r["case"]]["finetune"] != "full":
+            out[name] = cases[name][key]["median"] / cases[base_key][key]["median"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", default=DEFAULT_CASES, help=f"comma-separated, from {sorted(CASES)}")
+    p.add_argument("--model", default="vit_base_patch16_224", help="timm backbone for full/linear/mhva_pt/cm3t")
+    p.add_argument("--clip-model", default="ViT-B-16-quickgelu", help="open_clip backbone for full_clip/m2clip")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=1, help="clips per step")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--modality-dim", type=int, default=1024, help="CM3T side feature width (audio, flow)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per repetition")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (allocator, kernels)")
+    p.add_argument("--repeats", type=int, default=3, help="fresh processes per case (interleaved across cases)")
+    p.add_argument("--amp", default="off", help="comma-separated optim.amp values to measure: off, bf16, fp16")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    p.add_argument("--out", default="", help="result file (default benchmarks/results/train_step.json)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--case", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        emit(worker(args))
+        return 0
+
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        p.error(f"unknown case(s) {unknown}; known: {sorted(CASES)}")
+    amps = [a.strip() for a in args.amp.split(",") if a.strip()]
+    common_args = [f"--model={args.model}", f"--clip-model={args.clip_model}", f"--frames={args.frames}",
+                   f"--img-size={args.img_size}", f"--batch={args.batch}", f"--classes={args.classes}",
+                   f"--modality-dim={args.modality_dim}", f"--steps={args.steps}", f"--warmup={args.warmup}",
+                   f"--device={args.device}", f"--threads={args.threads}"]
+    runs: dict[str, list[dict]] = {}
+    started = time.time()
+    info = machine(pick_device(args.device))
+    for rep in range(args.repeats):  # interleaved, so slow drifts in machine load hit every case alike
+        for amp in amps:
+            for case in cases:
+                r = run_isolated(Path(__file__), ["--worker", *common_args, f"--case={case}", f"--amp={amp}"])
+                runs.setdefault(f"{case}@{amp}", []).append(r)
+                print(f"[{rep + 1}/{args.repeats}] {case:10s} amp={amp:4s} step {min(r['step_wall_s']):6.2f}s "
+                      f"peak {fmt_mib(r['peak_mem_bytes'])} load {r['loadavg'][0]:.1f}", flush=True)
+
+    table = {}
+    for key, rs in runs.items():
+        first = rs[0]
+        table[key] = {
+            "case": first["case"], "amp": first["amp"],
+            # per repetition: the median step of that process; then median/spread over repetitions
+            "step_wall_s": summary([statistics.median(r["step_wall_s"]) for r in rs]),
+            "step_cpu_s": summary([statistics.median(r["step_cpu_s"]) for r in rs]),
+            # the least disturbed step of all repetitions: on a shared machine the closest to the true cost
+            "step_best_s": {"median": min(min(r["step_wall_s"]) for r in rs)},
+            "peak_mem_bytes": summary([r["peak_mem_bytes"] for r in rs]),
+            "model_mem_bytes": summary([r["model_mem_bytes"] for r in rs]),
+            "trainable_params": first["trainable_params"],
+            "backbone_params": first["backbone_params"],
+            "trainable_pct": first["trainable_pct"],
+            "loadavg_during": [r["loadavg"][0] for r in rs],
+        }
+    result = {
+        "benchmark": "train_step",
+        "command": "python benchmarks/train_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "case")},
+        "machine": info,
+        "loadavg_end": list(os.getloadavg()),
+        "seconds": time.time() - started,
+        "cases": table,
+        "ratio_to_full_ft": {
+            "step_wall": ratios(table, "step_wall_s"),
+            "step_cpu": ratios(table, "step_cpu_s"),
+            "step_best": ratios(table, "step_best_s"),
+            "peak_mem": ratios(table, "peak_mem_bytes"),
+        },
+        "targets": {"step_time_ratio_max": 0.67, "peak_mem_ratio_max": 0.8},
+    }
+    path = write_result("train_step", result, Path(args.out) if args.out else None)
+    print(f"\n{'case':16s} {'step wall s':>16s} {'best s':>7s} {'cpu s':>7s} {'peak mem':>11s} {'trainable':>10s} "
+          f"{'x full (wall/best/cpu/mem)':>27s}")
+    rw, rb, rc, rm = (result["ratio_to_full_ft"][k] for k in ("step_wall", "step_best", "step_cpu", "peak_mem"))
+    for key, t in table.items():
+        w = t["step_wall_s"]
+        rel = f"{rw[key]:.2f}/{rb[key]:.2f}/{rc[key]:.2f}/{rm[key]:.2f}" if key in rw else "-"
+        print(f"{key:16s} {w['median']:7.2f} ±{w['spread'] * 100:4.0f}%   {t['step_best_s']['median']:7.2f} "
+              f"{t['step_cpu_s']['median']:7.2f} "
+              f"{fmt_mib(t['peak_mem_bytes']['median']):>11s} {t['trainable_pct']:9.2f}% {rel:>22s}")
+    print(f"targets: step <= 0.67x, peak memory <= 0.8x of full FT; load {info['loadavg'][0]:.1f} -> "
+          f"{result['loadavg_end'][0]:.1f}; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
