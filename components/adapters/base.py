@@ -100,6 +100,14 @@ class ForwardContext:
         self.side_mask = dict(side_mask or {})
 
 
+def zero_linear(in_features: int, out_features: int) -> nn.Linear:
+    """A linear layer that starts at exactly zero (weight and bias): what makes an adapter the identity at init."""
+    layer = nn.Linear(in_features, out_features)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 class AdapterLayer(nn.Module):
     """Base class: keeps a non-registered handle to the frozen module it adapts."""
 
@@ -115,6 +123,14 @@ class AdapterLayer(nn.Module):
     @property
     def base(self) -> nn.Module:
         return self._base_holder[0]
+
+    def register_scale(self, value: float, learnable: bool) -> None:
+        """The output scale s: a parameter (CM3T's learnable s) or a fixed buffer (AdaptFormer)."""
+        scale = torch.tensor(float(value))
+        if learnable:
+            self.scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("scale", scale)
 
     @property
     def context(self) -> ForwardContext:

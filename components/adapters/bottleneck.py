@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo
+from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo, zero_linear
 from components.adapters.registry import register_adapter
 from components.config import cfg
 
@@ -35,14 +35,8 @@ class BottleneckAdapter(AdapterLayer):
         self.down = nn.Linear(site.dim, config.bottleneck)
         self.act = nn.ReLU()
         self.drop = nn.Dropout(config.dropout)
-        self.up = nn.Linear(config.bottleneck, site.dim)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-        scale = torch.tensor(float(config.scale))
-        if config.learnable_scale:
-            self.scale = nn.Parameter(scale)
-        else:
-            self.register_buffer("scale", scale)
+        self.up = zero_linear(config.bottleneck, site.dim)
+        self.register_scale(config.scale, config.learnable_scale)
 
     def forward(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
         return self.scale * self.up(self.drop(self.act(self.down(x))))

@@ -41,7 +41,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo
+from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo, zero_linear
 from components.adapters.fusion import ModalityFusion
 from components.adapters.registry import register_adapter
 from components.adapters.tokens import clip_tokens
@@ -145,14 +145,8 @@ class CrossAttentionAdapter(AdapterLayer):
         if config.values == "modality":
             self.values = nn.ModuleDict({n: nn.Linear(d, m * r) for n, d in self.dims.items()})
         self.fusion = ModalityFusion(r) if config.fusion == "adapterfusion" else None
-        self.up = nn.Linear(r, site.dim)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-        scale = torch.tensor(float(config.scale))
-        if config.learnable_scale:
-            self.scale = nn.Parameter(scale)
-        else:
-            self.register_buffer("scale", scale)
+        self.up = zero_linear(r, site.dim)
+        self.register_scale(config.scale, config.learnable_scale)
 
     def bind(self) -> None:
         self.down.bind()

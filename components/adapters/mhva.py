@@ -71,11 +71,7 @@ class MultiHeadVisionAdapter(AdapterLayer):
         self.up_bias = nn.Parameter(torch.zeros(g, d))
         self.act = nn.ReLU()
         self.drop = nn.Dropout(config.dropout)
-        scale = torch.tensor(float(config.scale))
-        if config.learnable_scale:
-            self.scale = nn.Parameter(scale)
-        else:
-            self.register_buffer("scale", scale)
+        self.register_scale(config.scale, config.learnable_scale)
         self._plans: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property

@@ -26,7 +26,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo
+from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo, zero_linear
 from components.adapters.caa import SharedDown, modality_dim, side_feature
 from components.adapters.registry import register_adapter
 from components.adapters.tokens import clip_tokens
@@ -68,14 +68,8 @@ class MultiModalCrossAttention(AdapterLayer):
         self.q = nn.Linear(r, r)
         self.kv = nn.Linear(r, 2 * r)
         self.out = nn.Linear(r, r)
-        self.up = nn.Linear(r, site.dim)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-        scale = torch.tensor(float(config.scale))
-        if config.learnable_scale:
-            self.scale = nn.Parameter(scale)
-        else:
-            self.register_buffer("scale", scale)
+        self.up = zero_linear(r, site.dim)
+        self.register_scale(config.scale, config.learnable_scale)
 
     def bind(self) -> None:
         self.down.bind()
