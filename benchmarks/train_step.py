@@ -28,7 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, current_rss, emit, fmt_mib, machine, peak_rss, pick_device, run_isolated, summary, write_result  # noqa: E402
+from common import (  # noqa: E402
+    ROOT, current_rss, emit, fmt_mib, machine, peak_rss, pick_device, run_isolated, summary, write_result,
+)
 
 PRESETS = ROOT / "pipelines" / "configs" / "presets"
 
@@ -38,12 +40,14 @@ CASES: dict[str, dict] = {
     "linear": {"preset": None, "backbone": "timm", "finetune": "linear", "baseline": "full"},
     "mhva_pt": {"preset": "cm3t/mhva_pt.yaml", "backbone": "timm", "finetune": "adapters", "baseline": "full"},
     # the two halves of MHVA+PT alone, to see which one costs the time
-    "mhva": {"preset": "cm3t/mhva_pt.yaml", "only": "mhva", "backbone": "timm", "finetune": "adapters", "baseline": "full"},
+    "mhva": {"preset": "cm3t/mhva_pt.yaml", "only": "mhva", "backbone": "timm", "finetune": "adapters",
+             "baseline": "full"},
     "prefix": {"preset": "cm3t/mhva_pt.yaml", "only": "prefix", "backbone": "timm", "finetune": "adapters",
                "baseline": "full"},
     "cm3t": {"preset": "cm3t/cm3t.yaml", "backbone": "timm", "finetune": "adapters", "baseline": "full"},
     "full_clip": {"preset": None, "backbone": "clip", "finetune": "full", "baseline": None},
-    "m2clip": {"preset": "m2clip/m2clip_full.yaml", "backbone": "clip", "finetune": "adapters", "baseline": "full_clip"},
+    "m2clip": {"preset": "m2clip/m2clip_full.yaml", "backbone": "clip", "finetune": "adapters",
+               "baseline": "full_clip"},
 }
 DEFAULT_CASES = "full,mhva_pt,cm3t,full_clip,m2clip"
 
@@ -77,7 +81,8 @@ def synthetic_batch(cfg, batch: int, num_classes: int, device) -> dict:
     g = torch.Generator().manual_seed(0)
     bb = cfg.model.backbone
     out = {
-        "video": torch.randint(0, 256, (batch, bb.num_frames, bb.img_size, bb.img_size, 3), dtype=torch.uint8, generator=g),
+        "video": torch.randint(0, 256, (batch, bb.num_frames, bb.img_size, bb.img_size, 3), dtype=torch.uint8,
+                               generator=g),
         "target": torch.randint(0, num_classes, (batch,), generator=g),
     }
     for m in cfg.model.modalities:
