@@ -4,8 +4,9 @@ Parts (each in a fresh interpreter, so one Ray instance never serves two measure
 
 1. ``ray.init``: import time and start-up of a local Ray as the pipeline starts it (``ensure_ray``).
 2. The same training loop (the demo's model: a tiny frozen ViT with adapters, synthetic in-memory clips,
-   so no data pipeline is involved) run (a) in-process without Ray, (b) as a ``TorchTrainer`` with one
-   worker holding all threads, (c) with two workers of one thread each (DDP over gloo). For each: clips/s
+   so no data pipeline is involved) run (a) in-process without Ray (all threads, and one thread), (b) as
+   a ``TorchTrainer`` with one worker holding all threads, (c) with two workers of one thread each (DDP
+   over gloo). For each: clips/s
    inside the loop, and the fit's fixed overhead = fit wall time - the loop's own time
    (worker-group start-up, process-group set-up, reporting, teardown).
 3. Tune per trial: ``vidpeft train`` against ``vidpeft tune --trials 1`` on the same config and a small
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -119,11 +119,13 @@ def worker_ray_init() -> dict:
 
 
 def worker_loop(mode: str, args) -> dict:
-    """``plain``: the loop in this process; ``trainN``: a TorchTrainer with N workers."""
+    """``plain``: the loop in this process (all cores' threads; ``plain1``: one thread, as each worker of
+    ``train2`` has); ``trainN``: a TorchTrainer with N workers sharing the cores."""
     cpus = os.cpu_count() or 1
     config = {"model": demo_model(args.classes), "classes": args.classes, "batch": args.batch,
               "steps": args.steps, "warmup": args.warmup, "threads": cpus}
-    if mode == "plain":
+    if mode in ("plain", "plain1"):
+        config["threads"] = 1 if mode == "plain1" else cpus
         t0 = time.time()
         r = bench_loop(config)
         return {**r, "total_s": time.time() - t0, "overhead_s": 0.0}
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine("cpu")
     started = time.time()
     runs: dict[str, list[dict]] = {}
-    modes = ["init", "plain", "train1", "train2"] + ([] if args.skip_tune else ["train", "tune"])
+    modes = ["init", "plain", "plain1", "train1", "train2"] + ([] if args.skip_tune else ["train", "tune"])
     for rep in range(args.repeats):
         for mode in modes:
             r = run_isolated(Path(__file__), [f"--worker={mode}", *shared], timeout=3600)
@@ -230,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
 
     loops = {m: {"clips_per_s": s(m, "clips_per_s"), "loop_s": s(m, "loop_s"), "overhead_s": s(m, "overhead_s"),
                  **({"startup_s": s(m, "startup_s"), "teardown_s": s(m, "teardown_s"), "fit_s": s(m, "fit_s")}
-                    if m != "plain" else {})}
-             for m in ("plain", "train1", "train2")}
+                    if not m.startswith("plain") else {})}
+             for m in ("plain", "plain1", "train1", "train2")}
     init = {"import_s": s("init", "import_s"), "init_s": s("init", "init_s"), "shutdown_s": s("init", "shutdown_s")}
     plain = loops["plain"]["clips_per_s"]["median"]
     fixed = init["init_s"]["median"] + loops["train1"]["overhead_s"]["median"]
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nray import {init['import_s']['median']:.1f}s, ray.init {init['init_s']['median']:.1f}s "
           f"(spread {init['init_s']['spread']:.0%})")
     for m, v in loops.items():
-        extra = "" if m == "plain" else (f"  fit overhead {v['overhead_s']['median']:.1f}s (start-up "
+        extra = "" if m.startswith("plain") else (f"  fit overhead {v['overhead_s']['median']:.1f}s (start-up "
                                          f"{v['startup_s']['median']:.1f}s, teardown {v['teardown_s']['median']:.1f}s)")
         print(f"{m:7s} {v['clips_per_s']['median']:8.1f} clips/s (spread {v['clips_per_s']['spread']:.0%}){extra}")
     print(f"2 vs 1 workers: {result['scaling_2_vs_1_workers']:.2f}x clips/s")
