@@ -89,7 +89,14 @@ def test_adapter_contract(backbone, adapters, tmp_path):
     with torch.no_grad():
         logits = model(data)["logits"]
         assert logits.shape == (2, 3) and torch.isfinite(logits).all()
-        assert torch.equal(logits, frozen_logits(model, data))
+        frozen = frozen_logits(model, data)
+        if any(a["type"] == "prefix" for a in ADAPTERS[adapters]):
+            # prefix tuning computes its site in one fused pass, with the frozen attention's own
+            # result at gate 0 but through other kernels (SDPA vs MHA's fast path / Swin's explicit
+            # softmax): equal up to float32 rounding; its residual path is exactly zero (test_prefix)
+            torch.testing.assert_close(logits, frozen, rtol=0, atol=1e-5)
+        else:
+            assert torch.equal(logits, frozen)
 
     # only adapter and head weights train
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

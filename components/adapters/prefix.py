@@ -14,6 +14,14 @@ attention's queries q, keys k and values v recomputed from the site input:
 The wrapped attention already returns W_o attn + b_o, so this adapter returns the residual
 ``gate * W_o (lambda (delta - attn))`` (output projection without its bias).
 
+One pass (the default path): recomputing the attention beside the frozen module doubles the
+site's work and an unfused softmax keeps the (N x N) maps for backward. So where the call is plain
+self-attention, the adapter replaces the frozen call (``replace_base``): it computes q, k, v once and
+runs two fused attentions (``F.scaled_dot_product_attention``), over the tokens (``attn``, the frozen
+output) and over [prefix; tokens] (``joint``); since joint = (1 - lambda) attn + lambda delta,
+``attn + gate (joint - attn)`` is the adapted output, equal to the two-pass result. The frozen
+module's other uses (masks, attention weights, dropout) fall back to the two-pass residual.
+
 Identity at init: the residual of a random prefix is not zero, so it is multiplied by a learnable
 scalar ``gate`` initialised to 0 (``zero_init_gate: true``, the default); with gate = 1 the adapted
 attention is exactly attention over [prefix; tokens]. ``zero_init_gate: false`` fixes gate = 1 (plain
@@ -28,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo
@@ -105,6 +114,33 @@ class PrefixTuning(AdapterLayer):
     def forward(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
         mixed, view = self.mixed_heads(x)
         return self.gate * self.internals.project(view.restore(mixed))
+
+    def replace_base(self, x: torch.Tensor, args: tuple, kwargs: dict, need_frozen: bool):
+        """(adapted output, frozen output or None) in one pass, or None where the call is not plain."""
+        if not self.internals.plain_call(x, args, kwargs):
+            return None
+        view = self.internals.heads(x)
+        pk, pv = self.internals.prefix_kv(self.prefix())  # h l d each
+        q, k, v, bias = view.q, view.k, view.v, view.logit_bias
+        b, _, n, _ = q.shape  # (B', H, N, dh)
+        length = pk.shape[1]
+        joint_bias = None
+        if bias is not None:  # prefix columns get no position bias: pad the (.., N, N) bias on the left
+            joint_bias = F.pad(bias.expand(*bias.shape[:-2], n, n), (length, 0))
+        k2 = torch.cat([pk.unsqueeze(0).expand(b, -1, -1, -1), k], dim=2)  # b h (l+n) d
+        v2 = torch.cat([pv.unsqueeze(0).expand(b, -1, -1, -1), v], dim=2)
+        scale = self.internals.scale
+        joint = F.scaled_dot_product_attention(q, k2, v2, attn_mask=joint_bias, scale=scale)
+        if isinstance(self.gate, nn.Parameter) or need_frozen:
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+            heads = attn + self.gate * (joint - attn)
+        else:  # gate fixed at 1: plain prefix tuning needs the joint attention only
+            attn, heads = None, joint
+        out = self.internals.pack(self.internals.project(view.restore(heads), bias=True))
+        frozen = None
+        if need_frozen:
+            frozen = self.internals.pack(self.internals.project(view.restore(attn), bias=True))
+        return out, frozen
 
 
 register_adapter("prefix", PrefixConfig, PrefixTuning)

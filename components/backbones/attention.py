@@ -53,9 +53,19 @@ class AttentionInternals:
         """Learned prefix rows (L, D) -> keys and values (H, L, dh) through the frozen k/v projections."""
         raise NotImplementedError
 
-    def project(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        """The frozen output projection without its bias (applied to a residual)."""
+    def project(self, y: torch.Tensor, bias: bool = False) -> torch.Tensor:  # pragma: no cover
+        """The frozen output projection, without its bias for a residual, with it for a whole output."""
         raise NotImplementedError
+
+    def plain_call(self, x: torch.Tensor, args: tuple, kwargs: dict) -> bool:
+        """True when ``module(x, *args, **kwargs)`` is plain self-attention over ``x`` (no mask, no
+        attention weights asked for), so an adapter may compute the module's output itself from
+        ``heads(x)``; otherwise the adapter must let the frozen module run. False unless a type says."""
+        return False
+
+    def pack(self, out: torch.Tensor):
+        """The module's return value from its attention output (e.g. MultiheadAttention's tuple)."""
+        return out
 
 
 _INTERNALS: dict[type, type[AttentionInternals]] = {}
@@ -123,8 +133,14 @@ if TimmAttention is not None:
             pv = rearrange(F.linear(c, wv, bv), "l (h d) -> h l d", h=self.num_heads)
             return m.k_norm(pk), pv
 
-        def project(self, y):
-            return F.linear(y, self.module.proj.weight)
+        def project(self, y, bias=False):
+            return F.linear(y, self.module.proj.weight, self.module.proj.bias if bias else None)
+
+        def plain_call(self, x, args, kwargs):
+            # attn_drop is inert in a frozen eval-style backbone only when its p is 0 (timm's default).
+            return (not args and kwargs.get("attn_mask") is None and not kwargs.get("is_causal", False)
+                    and set(kwargs) <= {"attn_mask", "is_causal"}
+                    and not (self.module.training and self.module.attn_drop.p > 0))
 
 
 @register_attention_internals(nn.MultiheadAttention)
@@ -157,5 +173,20 @@ class MultiheadAttentionInternals(AttentionInternals):
         pv = rearrange(F.linear(c, wv, bv), "l (h d) -> h l d", h=self.num_heads)
         return pk, pv
 
-    def project(self, y):
-        return F.linear(y, self.module.out_proj.weight)
+    def project(self, y, bias=False):
+        return F.linear(y, self.module.out_proj.weight, self.module.out_proj.bias if bias else None)
+
+    def plain_call(self, x, args, kwargs):
+        # open_clip calls attn(x, x, x, need_weights=False, attn_mask=None) in its visual tower.
+        m = self.module
+        qkv = list(args[:2]) + [kwargs.get(k) for k in ("key", "value") if k in kwargs]
+        return (len(qkv) == 2 and all(t is x for t in qkv)
+                and kwargs.get("need_weights", True) is False
+                and kwargs.get("attn_mask") is None and kwargs.get("key_padding_mask") is None
+                and not kwargs.get("is_causal", False)
+                and set(kwargs) <= {"key", "value", "need_weights", "attn_mask", "key_padding_mask",
+                                    "is_causal", "average_attn_weights"}
+                and not (m.training and m.dropout > 0))
+
+    def pack(self, out):
+        return out, None

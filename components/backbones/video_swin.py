@@ -157,5 +157,9 @@ class SwinWindowAttentionInternals(AttentionInternals):
         pv = rearrange(F.linear(c, wv, bv), "l (h d) -> h l d", h=self.num_heads)
         return pk, pv
 
-    def project(self, y):
-        return F.linear(y, self.module.proj.weight)
+    def project(self, y, bias=False):
+        return F.linear(y, self.module.proj.weight, self.module.proj.bias if bias else None)
+
+    def plain_call(self, x, args, kwargs):
+        m = self.module
+        return not args and not kwargs and not (m.training and (m.attention_dropout > 0 or m.dropout > 0))
