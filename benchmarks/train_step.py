@@ -95,11 +95,11 @@ def make_step(model, cfg, batch, device):
     """One optimisation step as pipelines/train_loop.py runs it (autocast, backward, clip, AdamW)."""
     import torch
 
-    from pipelines.train_loop import autocast_for
+    from pipelines.train_loop import autocast_for, make_optimizer
 
     groups = model.param_groups(cfg.optim.lr) if hasattr(model, "param_groups") else None
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(groups or params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    optimizer = make_optimizer(groups or params, cfg)
 
     def step() -> float:
         with autocast_for(device, cfg.optim.amp):

@@ -46,6 +46,8 @@ def read_weights_config(path: str | Path) -> dict | None:
 
 
 def _diff(a, b, prefix: str = "") -> list[str]:
+    if a is None and isinstance(b, (list, dict)) and not b:  # a list field newer than the file, left empty
+        return []
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):

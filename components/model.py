@@ -17,6 +17,7 @@ from components.adapters.inject import adapter_modules, inject_adapters
 from components.backbones import BackboneConfig, build_backbone
 from components.config import ConfigError, cfg
 from components.m2clip.config import M2ClipConfig
+from components.multihead.config import DatasetHeadConfig
 from components.tasks import TASKS, task_loss
 
 FINETUNE_MODES = ("adapters", "full", "linear")
@@ -54,6 +55,8 @@ class ModelConfig:
     modalities: list[ModalityConfig] = cfg([], "side modalities read from the manifest and passed to adapters")
     finetune: str = cfg("adapters", "what trains: adapters (+head), full (whole backbone too), linear (head only)")
     m2clip: M2ClipConfig = cfg(factory=M2ClipConfig, help="M2-CLIP text adapters, prompts and decoder heads (kind m2clip)")
+    heads: list[DatasetHeadConfig] = cfg([], "kind multi_dataset: one head per dataset, in data.datasets order "
+                                             "(filled from data.datasets by `vidpeft train`)")
 
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE_MODES:
@@ -169,3 +172,4 @@ def parameter_counts(model: nn.Module) -> dict[str, float]:
 
 
 import components.m2clip.model  # noqa: E402,F401  (registers model kind "m2clip"; imports this module)
+import components.multihead.model  # noqa: E402,F401  (registers model kind "multi_dataset")

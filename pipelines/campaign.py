@@ -99,9 +99,23 @@ def load_campaign(path: str | Path) -> Campaign:
     return camp
 
 
+def _without_defaults(data, defaults):
+    """``data`` without the entries equal to ``defaults`` (dicts recursively; lists compared whole)."""
+    if not isinstance(data, dict) or not isinstance(defaults, dict):
+        return data
+    out = {}
+    for k, v in data.items():
+        if k in defaults and v == defaults[k]:
+            continue
+        out[k] = _without_defaults(v, defaults.get(k)) if isinstance(v, dict) else v
+    return out
+
+
 def cell_key(data: dict) -> str:
-    """Identity of a cell: its resolved config without the UNKEYED entries."""
-    data = json.loads(json.dumps(data))
+    """Identity of a cell: its resolved config without the UNKEYED entries and without what equals
+    the built-in defaults, so a config field added in a later version (at its default) leaves the
+    keys of finished cells unchanged and they are not rerun."""
+    data = _without_defaults(json.loads(json.dumps(data)), to_dict(ExperimentConfig()))
     for dotted in UNKEYED:
         *parents, last = dotted.split(".")
         node = data

@@ -6,13 +6,45 @@ from dataclasses import dataclass
 
 from components.config import cfg
 from components.model import ModelConfig
+from components.multihead.config import NAME_PATTERN
+from components.tasks import TASKS
 
 SAMPLINGS = ("segment", "uniform", "strided", "fps")
 
 
 @dataclass
+class DatasetEntry:
+    """One dataset of a multi-dataset run (``data.datasets``; pipelines/multi_dataset.py)."""
+
+    name: str = cfg("", "dataset name: its head and its metrics (val_<name>_top1, skipped_clips_<name>); "
+                        "letters, digits, _ and -")
+    manifest: str = cfg("", "this dataset's clip manifest (Parquet)")
+    task: str = cfg("single_label", "this dataset's head and loss: single_label, multi_label or regression")
+    num_outputs: int = cfg(0, "classes / targets of its head; 0 = from the manifest")
+    weight: float = cfg(1.0, "mixing ratio: its share of every training epoch is weight / sum of weights")
+    train_split: str = cfg("", "split trained on; empty = data.train_split")
+    val_split: str = cfg("", "split evaluated; empty = data.val_split, none = this dataset is not evaluated")
+
+    def __post_init__(self) -> None:
+        if not NAME_PATTERN.match(self.name):
+            raise ValueError(f"name must be letters, digits, _ or -, got {self.name!r}")
+        if not self.manifest:
+            raise ValueError("manifest: no manifest given")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.num_outputs < 0:
+            raise ValueError(f"num_outputs must be >= 0, got {self.num_outputs}")
+        if not self.weight > 0:
+            raise ValueError(f"weight must be positive, got {self.weight}")
+
+
+@dataclass
 class DataConfig:
     manifest: str = cfg("", "clip manifest (Parquet); relative paths resolve against the working directory")
+    datasets: list[DatasetEntry] = cfg([], "several manifests in one run, one head each, mixed by weight "
+                                           "(instead of data.manifest; README: Several datasets in one run)")
+    mix_epoch_clips: int = cfg(0, "with data.datasets: training clips per epoch drawn from them by weight; "
+                                  "0 = their training clips' total")
     train_split: str = cfg("train", "manifest split used for training")
     val_split: str = cfg("val", "manifest split evaluated after every epoch (empty = none)")
     batch_size: int = cfg(8, "clips per training batch on each worker")
@@ -36,6 +68,10 @@ class DataConfig:
     shuffle_buffer: int = cfg(32, "local shuffle buffer (clips) on each worker; 0 = no shuffle")
     limit: int = cfg(0, "use at most this many clips per split (0 = all); for smoke runs")
     check_files: bool = cfg(True, "check that every video file exists when the manifest is loaded")
+    eval_clips: int = cfg(1, "evaluation: temporal clips per video, spread over its range; scores are "
+                             "averaged over clips x crops views (softmax/sigmoid) before the metrics")
+    eval_crops: int = cfg(1, "evaluation: spatial img_size crops per clip, spread along a decode of "
+                             "img_size * decode_scale (> 1 needs decode_scale > 1)")
 
     def __post_init__(self) -> None:
         for key in ("train_sampling", "eval_sampling"):
@@ -53,8 +89,21 @@ class DataConfig:
             raise ValueError(f"crop_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {lo_hi}")
         if self.decode_scale < 1:
             raise ValueError(f"decode_scale must be >= 1, got {self.decode_scale}")
+        for key in ("eval_clips", "eval_crops"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.eval_crops > 1 and self.decode_scale <= 1:
+            raise ValueError(f"eval_crops={self.eval_crops} needs decode_scale > 1 (crops of a larger decode)")
         if not 0 <= self.color_jitter < 1:
             raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
+        names = [d.name for d in self.datasets]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"datasets.{i}.name: {name!r} is already the name of datasets.{names.index(name)}")
+        if self.datasets and self.manifest:
+            raise ValueError("set manifest or datasets, not both (each of data.datasets names its manifest)")
+        if self.mix_epoch_clips < 0:
+            raise ValueError(f"mix_epoch_clips must be >= 0, got {self.mix_epoch_clips}")
 
 
 @dataclass
@@ -108,6 +157,15 @@ class TrackingConfig:
 
 
 @dataclass
+class ZeroShotConfig:
+    manifest: str = cfg("", "after training, zero-shot evaluation on this manifest's held-out label set "
+                            "(model.kind m2clip; empty = none); metrics zeroshot_top1/top5")
+    classes: str = cfg("", "class names file, one per line in label order; empty = the manifest's class_names")
+    split: str = cfg("test", "manifest split evaluated")
+    templates: list[str] = cfg([], "prompt templates with one {} (averaged); empty = model.m2clip.eval_templates")
+
+
+@dataclass
 class ExperimentConfig:
     name: str = cfg("run", "run name (also the default output directory name)")
     output_dir: str = cfg("", "where the run writes config, checkpoints and metrics.json; empty = runs/<name>")
@@ -117,3 +175,5 @@ class ExperimentConfig:
     optim: OptimConfig = cfg(factory=OptimConfig, help="optimisation")
     scaling: ScalingConfig = cfg(factory=ScalingConfig, help="Ray resources")
     tracking: TrackingConfig = cfg(factory=TrackingConfig, help="MLflow")
+    zeroshot: ZeroShotConfig = cfg(factory=ZeroShotConfig, help="zero-shot evaluation closing the run "
+                                                                "(pipelines/zeroshot_close.py)")

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from components.video.decode import ClipSpec, VideoDecodeError, decode_clip
 from components.video.transforms import ClipAugment, center_crop
+from pipelines import eval_views
 
 log = logging.getLogger("vidpeft.ingest")
 
@@ -54,6 +55,8 @@ class DecodeSettings:
     flip: bool = True
     color_jitter: float = 0.0
     datasets: tuple[str, ...] = ()  # non-empty: emit a `dataset_index` column (per-dataset counts)
+    eval_clips: int = 1  # evaluation views (pipelines/eval_views.py): clips x crops per video
+    eval_crops: int = 1
 
     @property
     def decode_size(self) -> int:
@@ -67,11 +70,13 @@ def decode_settings(cfg, training: bool, datasets: tuple[str, ...] = ()) -> Deco
     return DecodeSettings(
         num_frames=cfg.model.backbone.num_frames, size=cfg.model.backbone.img_size,
         sampling=d.train_sampling if training else d.eval_sampling, stride=d.frame_stride,
-        training=training, seed=cfg.seed, task=cfg.model.head.task, num_outputs=cfg.model.head.num_outputs,
+        # several datasets (model.heads): targets come packed in one float vector (pipelines/multi_dataset.py)
+        training=training, seed=cfg.seed, task="regression" if cfg.model.heads else cfg.model.head.task,
+        num_outputs=cfg.model.head.num_outputs,
         modalities=tuple(ModalityColumn(m.name, m.column, m.dim) for m in cfg.model.modalities),
         target_fps=d.target_fps, augment=d.augment, decode_scale=d.decode_scale,
         crop_scale=(float(d.crop_scale[0]), float(d.crop_scale[1])), flip=d.flip,
-        color_jitter=d.color_jitter, datasets=tuple(datasets))
+        color_jitter=d.color_jitter, datasets=tuple(datasets), eval_clips=d.eval_clips, eval_crops=d.eval_crops)
 
 
 def _optional(value):
@@ -89,6 +94,7 @@ class ClipDecoder:
                                     color_jitter=settings.color_jitter) if settings.augment else None)
         self.dataset_index = {name: i for i, name in enumerate(settings.datasets)}
         self.visits: dict[str, int] = {}
+        self.views = eval_views.view_decoding(settings)  # None: one clip per video
 
     def _rng(self, clip_id: str) -> np.random.Generator | None:
         if not self.s.training:
@@ -110,13 +116,17 @@ class ClipDecoder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["clip_id"])
         t, size = self.s.num_frames, self.s.size
-        videos = np.zeros((n, t, size, size, 3), dtype=np.uint8)
+        views = (eval_views.num_views(self.s),) if self.views else ()
+        videos = np.zeros((n, *views, t, size, size, 3), dtype=np.uint8)  # (n, [V,] T, S, S, 3)
         ok = np.ones(n, dtype=bool)
         for i in range(n):
             clip_id = str(batch["clip_id"][i])
             ranges = {k: _optional(batch[k][i]) if k in batch else None for k in RANGE_COLUMNS}
             rng = self._rng(clip_id)
             try:
+                if self.views:
+                    videos[i] = eval_views.decode_eval_views(batch["video_path"][i], self.views, ranges)
+                    continue
                 clip = decode_clip(batch["video_path"][i], self.spec, rng=rng, **ranges)
             except VideoDecodeError as e:
                 ok[i] = False

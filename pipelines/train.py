@@ -19,7 +19,7 @@ from pathlib import Path
 
 from components.config import ConfigError, dump_yaml, to_dict
 from components.data.manifest import Manifest, read_manifest
-from pipelines import tracking
+from pipelines import multi_dataset, tracking, zeroshot_close
 from pipelines.config import ExperimentConfig
 from pipelines.ingest import DecodeSettings, build_dataset, decode_settings, target_column
 from pipelines.ray_env import ensure_ray, use_gpu
@@ -34,6 +34,8 @@ def output_dir(cfg: ExperimentConfig) -> Path:
 
 def prepare_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Manifest]:
     """Load the manifest and fill what the config leaves to it (class count, feature widths)."""
+    if cfg.data.datasets or cfg.model.heads or cfg.model.kind == "multi_dataset":  # several manifests, a head each
+        return multi_dataset.prepare_multi_dataset(cfg)
     if not cfg.data.manifest:
         raise ConfigError("data.manifest: no manifest given (set it in the YAML or with --set data.manifest=PATH)")
     task = cfg.model.head.task
@@ -134,9 +136,11 @@ def _stop_like_ctrl_c():
         signal.signal(signal.SIGTERM, old_term)
 
 
-def _print_table(metrics: dict, out: Path, run_id: str | None) -> None:
+def _print_table(metrics: dict, out: Path, run_id: str | None, datasets: list[str] = ()) -> None:
     keys = [k for k in ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "val_mAP",
-                        "val_mse", "skipped_clips_total", "clips_per_sec", "trainable_pct") if k in metrics]
+                        "val_mse", "zeroshot_top1", "zeroshot_top5", "skipped_clips_total", "clips_per_sec",
+                        "trainable_pct") if k in metrics]
+    keys += multi_dataset.table_keys(metrics, list(datasets))  # several datasets: each one's headline metric
     width = max(len(k) for k in keys) if keys else 10
     print("\n" + "-" * (width + 16))
     for k in keys:
@@ -163,6 +167,7 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
     storage = storage_location(cfg, out)
     # 1) inputs: manifest and config, checked before anything starts
     cfg, manifest = prepare_config(cfg)
+    held_out = zeroshot_close.prepare(cfg)  # the zeroshot section's label set, checked before training
     restore = latest_checkpoint(storage)
     if restore and not resume:
         raise ConfigError(f"{out} already holds checkpoints of a run: add --resume to continue it, "
@@ -186,8 +191,9 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
     # 3) Ray and the data pipeline
     ensure_ray(cfg.scaling.ray_address)
 
-    # Datasets by index, so skipped clips are counted per dataset on the workers.
-    dataset_names = tuple(sorted(set(manifest.table["dataset"].to_pylist())))
+    # Datasets by index, so skipped clips are counted per dataset on the workers (several datasets: in
+    # model.heads order, since the index also routes each clip to its head).
+    dataset_names = tuple(h.name for h in cfg.model.heads) or tuple(sorted(set(manifest.table["dataset"].to_pylist())))
 
     def settings(training: bool) -> DecodeSettings:
         return decode_settings(cfg, training, dataset_names)
@@ -209,6 +215,7 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
             "num_outputs": cfg.model.head.num_outputs,
             "class_names": manifest.class_names,
             "target_names": manifest.regression_names,
+            "dataset_target_names": multi_dataset.dataset_target_names(manifest),
             "tracking_uri": uri if run_id else None,
             "run_id": run_id,
             "has_val": bool(d.val_split),
@@ -251,6 +258,8 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
         with result.checkpoint.as_directory() as ckpt_dir:
             (out / WEIGHTS).write_bytes((Path(ckpt_dir) / WEIGHTS).read_bytes())
     final.update(run_id=run_id, tracking_uri=uri if run_id else None, output_dir=str(out))
+    if held_out is not None:  # zero-shot on the held-out label set with the trained adapters
+        final.update(zeroshot_close.evaluate(cfg, held_out, out / WEIGHTS, uri, run_id, final.get("epoch", 0)))
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(final, indent=2, default=str))
     os.replace(tmp, out / "metrics.json")
@@ -259,6 +268,6 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
             tracking.log_artifact(uri, run_id, out / WEIGHTS, "weights")
         tracking.log_artifact(uri, run_id, out / "metrics.json")
         tracking.end_run(uri, run_id)
-    _print_table(final, out, run_id)
+    _print_table(final, out, run_id, [h.name for h in cfg.model.heads])
     return final
 

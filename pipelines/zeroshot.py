@@ -3,7 +3,10 @@
 Clips stream through the same Ray Data decoder pool as training; scores are the cosine similarity
 between the video embedding and each class's prompt embeddings (templates averaged), so any list of
 names works. Run on a trained run directory (its adapters are loaded, its heads skipped) or on a
-frozen-CLIP preset (the paper's zero-shot baseline).
+frozen-CLIP preset (the paper's zero-shot baseline). With several views per video (clips x crops,
+``data.eval_clips`` / ``data.eval_crops``, or ``--clips`` / ``--crops``) the views' softmax scores
+are averaged per video before top-1/top-5. ``evaluate_zeroshot`` is also what closes a training run
+on a held-out label set (``pipelines/zeroshot_close.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
 import torch
 
 from components.config import ConfigError, resolve
@@ -19,6 +23,7 @@ from components.data.manifest import read_manifest
 from components.model import build_model
 from components.tasks import MetricAccumulator
 from pipelines.config import ExperimentConfig
+from pipelines.eval_views import flatten_views, video_scores
 from pipelines.ingest import build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray
 
@@ -37,6 +42,25 @@ def read_class_names(path: str | Path) -> list[str]:
     return names
 
 
+def load_label_set(manifest: str, classes: str | None, split: str, check_files: bool = True,
+                   split_hint: str = "--split") -> tuple[list[str], pa.Table]:
+    """(class names, the split's rows) of a labelled manifest. Names come from ``classes`` (a file) or,
+    when it is empty, from the manifest's own class_names; their count must match the labels'."""
+    data = read_manifest(manifest, check_files=check_files, required_columns=["label"])
+    if classes:
+        names, source = read_class_names(classes), str(classes)
+    else:
+        names, source = list(data.class_names), f"{manifest} (metadata class_names)"
+        if not names:
+            raise ConfigError(f"{manifest} names no classes in its metadata: give a classes file")
+    if data.num_classes != len(names):
+        raise ConfigError(f"{manifest} labels index {data.num_classes} classes but {source} names {len(names)}")
+    table = data.split(split)
+    if table.num_rows == 0:
+        raise ConfigError(f"{manifest} has no rows in split {split!r} (choose one with {split_hint})")
+    return names, table
+
+
 def resolve_config(checkpoint: str | None, files: list[str], overrides: list[str]) -> ExperimentConfig:
     run_files = []
     if checkpoint:
@@ -50,41 +74,50 @@ def resolve_config(checkpoint: str | None, files: list[str], overrides: list[str
     return cfg
 
 
+def evaluate_zeroshot(cfg: ExperimentConfig, model, table: pa.Table, names: list[str], templates: list[str] | None,
+                      device: torch.device | str = "cpu") -> dict:
+    """Top-1/top-5 of ``model.zero_shot_logits`` over ``names`` on ``table``'s clips, decoded as the
+    run evaluates (sampling, crop, data.eval_clips x eval_crops views, averaged per video)."""
+    # The run's evaluation decoding, with this label set and no side modalities.
+    settings = replace(decode_settings(cfg, training=False), task="single_label", num_outputs=len(names),
+                       modalities=(), datasets=())
+    ds = build_dataset(table, settings, cfg.data.decode_actors, cfg.data.decode_cpus, cfg.data.decode_batch_size)
+    model = model.to(device).eval()
+    acc, skipped, views_seen = MetricAccumulator("single_label", len(names)), 0, 0
+    for batch in ds.iter_torch_batches(batch_size=cfg.data.eval_batch_size):
+        ok = batch["ok"].bool()
+        skipped += int((~ok).sum())
+        if ok.any():
+            flat, views = flatten_views({"video": batch["video"][ok]})  # (B[, V], T, S, S, 3) -> (B*V, ...)
+            with torch.no_grad():
+                logits = model.zero_shot_logits(flat["video"].to(device), names, templates)  # (B*V, C)
+            acc.update(video_scores(logits.float().cpu(), views, "single_label"), batch["target"][ok])
+            views_seen = max(views_seen, views)
+    result = {k: v for k, v in acc.compute().items() if k != "loss"}
+    result.update(clips=acc.count, skipped_clips=skipped, classes=len(names), views=views_seen)  # views per video
+    return result
+
+
 def run_zeroshot(checkpoint: str | None, classes: str, manifest: str, files: list[str] = (), overrides: list[str] = (),
-                 split: str = "test", templates: list[str] | None = None, output: str | None = None) -> dict:
-    cfg = resolve_config(checkpoint, list(files), list(overrides))
-    names = read_class_names(classes)
-    data = read_manifest(manifest, check_files=cfg.data.check_files, required_columns=["label"])
-    if data.num_classes != len(names):
-        raise ConfigError(f"{manifest} labels index {data.num_classes} classes but {classes} names {len(names)}")
-    table = data.split(split)
-    if table.num_rows == 0:
-        raise ConfigError(f"{manifest} has no rows in split {split!r} (choose one with --split)")
+                 split: str = "test", templates: list[str] | None = None, output: str | None = None,
+                 clips: int | None = None, crops: int | None = None) -> dict:
+    """``clips`` / ``crops``: views per video (None = the config's data.eval_clips / eval_crops)."""
+    views = [f"data.eval_{k}={v}" for k, v in (("clips", clips), ("crops", crops)) if v is not None]
+    cfg = resolve_config(checkpoint, list(files), [*overrides, *views])
+    names, table = load_label_set(manifest, classes, split, cfg.data.check_files)
 
     model = build_model(cfg.model, len(names), names).eval()
     loaded = []
     if checkpoint and (Path(checkpoint) / "weights.safetensors").is_file():
         loaded = model.load_transfer_weights(str(Path(checkpoint) / "weights.safetensors"))
-    templates = templates or None
 
     ensure_ray(cfg.scaling.ray_address)
-    # The run's evaluation decoding (sampling, crop), with this label set and no side modalities.
-    settings = replace(decode_settings(cfg, training=False), task="single_label", num_outputs=len(names),
-                       modalities=())
-    ds = build_dataset(table, settings, cfg.data.decode_actors, cfg.data.decode_cpus, cfg.data.decode_batch_size)
-    acc, skipped = MetricAccumulator("single_label", len(names)), 0
-    for batch in ds.iter_torch_batches(batch_size=cfg.data.eval_batch_size):
-        ok = batch["ok"].bool()
-        skipped += int((~ok).sum())
-        if ok.any():
-            with torch.no_grad():
-                logits = model.zero_shot_logits(batch["video"][ok], names, templates)
-            acc.update(logits, batch["target"][ok])
-    result = {k: v for k, v in acc.compute().items() if k != "loss"}
-    result.update(clips=acc.count, skipped_clips=skipped, classes=len(names), split=split,
-                  adapters_loaded=len(loaded), checkpoint=checkpoint, manifest=str(Path(manifest).absolute()))
+    result = evaluate_zeroshot(cfg, model, table, names, templates or None)
+    result.update(split=split, adapters_loaded=len(loaded), checkpoint=checkpoint,
+                  manifest=str(Path(manifest).absolute()))
     out = Path(output) if output else (Path(checkpoint) if checkpoint else Path(".")) / "zeroshot.json"
     out.write_text(json.dumps(result, indent=2))
-    print(f"zero-shot over {len(names)} classes, {acc.count} clips ({skipped} skipped): "
-          f"top1 {result.get('top1', float('nan')):.4f}  top5 {result.get('top5', float('nan')):.4f}\nwritten: {out}")
+    print(f"zero-shot over {len(names)} classes, {result['clips']} clips x {result['views']} view(s) "
+          f"({result['skipped_clips']} skipped): top1 {result.get('top1', float('nan')):.4f}  "
+          f"top5 {result.get('top5', float('nan')):.4f}\nwritten: {out}")
     return result

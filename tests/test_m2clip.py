@@ -18,7 +18,7 @@ from components.adapters.base import ForwardContext, SiteInfo, TokenLayout
 from components.adapters.ted import TEDAdapter, TEDConfig
 from components.checkpoint import save_weights, trainable_state_dict
 from components.config import ConfigError, from_dict, load_yaml
-from components.m2clip import M2ClipConfig, average_views
+from components.m2clip import M2ClipConfig
 from components.m2clip.cmlm import mask_label_tokens
 from components.m2clip.losses import (
     contrastive_kl_loss,
@@ -298,17 +298,13 @@ def test_class_texts_recomputed_while_text_adapters_train():
     assert model.text_encode_calls == calls + 4
 
 
-def test_eval_heads_and_view_averaging():
+def test_eval_heads():
     batch = {"video": clip_video(4)}
     for head in ("vc", "xm", "both"):
         logits = make(eval_head=head).eval()(batch)["logits"]
         assert logits.shape == (4, 3) and torch.isfinite(logits).all()
         if head == "both":
             assert torch.allclose(logits.exp().sum(dim=1), torch.ones(4), atol=1e-5)
-    views = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0], [1.0, 1.0]])  # 2 videos x 2 views
-    avg = average_views(views, 2)
-    assert avg.shape == (2, 2) and torch.allclose(avg.exp()[0], torch.tensor([0.5, 0.5]))
-    assert torch.allclose(average_views(views, 2, mode="logit"), torch.tensor([[1.0, 1.0], [1.0, 1.0]]))
 
 
 def test_transfer_weights_load_into_a_model_for_other_classes(tmp_path):
@@ -356,3 +352,38 @@ def test_presets_parse_and_the_full_preset_builds_on_a_tiny_clip():
     model = build_model(from_dict(ModelConfig, full), 3, NAMES)
     out = model({"video": clip_video(), "target": torch.tensor([0, 1])})
     assert set(out) == {"logits", "loss", "loss/contrastive", "loss/cmc", "loss/cmlm", "loss/vc"}
+
+
+def test_training_reuses_the_frozen_text_blocks_and_matches_the_full_tower():
+    """With text adapters in the last block only, the blocks before it see the same prompts and
+    frozen weights at every step: they run once, and the embeddings and gradients are those of
+    the whole tower run with gradients."""
+    model = make()
+    model.train()
+    text = model.text
+    start = text.frozen_prefix_length()
+    blocks = len(text.transformer.resblocks)
+    assert 0 < start < blocks  # the default: text adapters in the last N=1 block(s)
+    runs = []
+    hook = text.transformer.resblocks[0].register_forward_hook(lambda *a: runs.append(1))
+    names, templates = model.class_names, model.templates
+    fast = model._encode_prompts(names, templates, chunk=None)
+    fast = model._encode_prompts(names, templates, chunk=None)  # second step: block 0 not rerun
+    assert len(runs) == 1
+    hook.remove()
+    flat = rearrange(model.prompt_ids, "k c l -> (k c) l")
+    full = F.normalize(text(flat), dim=-1)  # the whole tower with gradients
+    torch.testing.assert_close(rearrange(fast, "k c d -> (k c) d"), full, atol=1e-6, rtol=1e-5)
+    adapter_params = [p for p in text.parameters() if p.requires_grad]
+    g_fast = torch.autograd.grad(fast.square().sum() + fast.sum(), adapter_params)
+    g_full = torch.autograd.grad(full.square().sum() + full.sum(), adapter_params)
+    for a, b in zip(g_fast, g_full):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    # frozen weights changed in place (e.g. a loaded checkpoint): the cached prefix is recomputed
+    with torch.no_grad():
+        text.transformer.resblocks[0].ln_1.weight.mul_(1.5)
+    runs.clear()
+    hook = text.transformer.resblocks[0].register_forward_hook(lambda *a: runs.append(1))
+    model._encode_prompts(names, templates, chunk=None)
+    assert len(runs) == 1
+    hook.remove()

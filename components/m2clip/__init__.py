@@ -9,11 +9,10 @@ which ``components.model`` imports at its end (this package cannot import it eag
 from components.adapters import ted  # noqa: F401  (registers adapter type "ted")
 from components.backbones import openclip_vit  # noqa: F401  (registers backbone family "openclip_vit")
 from components.m2clip.config import M2ClipConfig
-from components.m2clip.evaluation import average_views
 from components.m2clip.prompts import ACTIONCLIP_TEMPLATES
 from components.m2clip.text_adapter import TextAdapter, TextAdapterConfig
 
-__all__ = ["ACTIONCLIP_TEMPLATES", "M2Clip", "M2ClipConfig", "TextAdapter", "TextAdapterConfig", "average_views"]
+__all__ = ["ACTIONCLIP_TEMPLATES", "M2Clip", "M2ClipConfig", "TextAdapter", "TextAdapterConfig"]
 
 
 def __getattr__(name: str):

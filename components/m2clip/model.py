@@ -100,6 +100,7 @@ class M2Clip(nn.Module):
             self.cmlm = CrossModalMLM(last_text_block, mc.cmlm_adapter_width, len(vocab), ForwardContext())
 
         self._text_cache: dict[tuple, tuple[tuple, torch.Tensor]] = {}
+        self._text_prefix_cache: dict[tuple, tuple[tuple, torch.Tensor]] = {}
         self.text_encode_calls = 0  # how often class texts went through the text tower (tests, profiling)
 
     @staticmethod
@@ -154,9 +155,29 @@ class M2Clip(nn.Module):
         else:
             ids = self._tokenize(names, templates)[0].to(self.prompt_ids.device)
         flat = rearrange(ids, "k c l -> (k c) l")
-        parts = [self.text(flat[i : i + chunk]) for i in range(0, len(flat), chunk)] if chunk else [self.text(flat)]
+        if chunk:
+            parts = [self.text(flat[i : i + chunk]) for i in range(0, len(flat), chunk)]
+        else:  # with gradients: only the blocks from the first trainable one on run at every step
+            start = self.text.frozen_prefix_length()
+            hidden = self._frozen_text_prefix(names, templates, flat, start) if start else None
+            parts = [self.text.project(self.text.encode_tokens(flat, start, hidden), flat)]
         feats = F.normalize(torch.cat(parts), dim=-1)
         return rearrange(feats, "(k c) d -> k c d", k=len(templates))
+
+    def _frozen_text_prefix(self, names: list[str], templates: list[str], flat: torch.Tensor, stop: int) -> torch.Tensor:
+        """The prompts' hidden states entering text block ``stop``, computed once per prompt set: every
+        block before it is frozen, so each training step would recompute the same tensor (with many
+        classes, most of the text tower's cost)."""
+        frozen = [self.text.token_embedding.weight, self.text.positional_embedding,
+                  *(p for b in self.text.transformer.resblocks[:stop] for p in b.parameters())]
+        key = (tuple(names), tuple(templates), stop)
+        version = (tuple(p._version for p in frozen), flat.device)
+        hit = self._text_prefix_cache.get(key)
+        if hit is None or hit[0] != version:
+            if len(self._text_prefix_cache) >= _CACHE_SIZE:
+                self._text_prefix_cache.pop(next(iter(self._text_prefix_cache)))
+            hit = self._text_prefix_cache[key] = (version, self.text.frozen_prefix(flat, stop))
+        return hit[1]
 
     def _text_version(self) -> tuple:
         return tuple(t._version for t in self.text.parameters())

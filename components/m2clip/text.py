@@ -40,12 +40,45 @@ class OpenClipTextTower(nn.Module):
             return self.text_projection.out_features
         return self.text_projection.shape[1]
 
-    def encode_tokens(self, ids: torch.Tensor) -> torch.Tensor:
-        """(N, L) token ids -> (N, L, W) outputs of the last text block (before ``ln_final``)."""
-        n = ids.shape[1]
-        x = self.token_embedding(ids) + self.positional_embedding[:n]
+    def encode_tokens(self, ids: torch.Tensor, start: int = 0, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, L) token ids -> (N, L, W) outputs of the last text block (before ``ln_final``).
+
+        ``hidden`` (N, L, W), the input of block ``start`` computed earlier (``frozen_prefix``), skips
+        the embeddings and blocks before ``start``."""
+        x = hidden if hidden is not None else self.token_embedding(ids) + self.positional_embedding[: ids.shape[1]]
+        return self.run_blocks(x, start, len(self.transformer.resblocks))
+
+    def run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """(N, L, W) -> (N, L, W) through blocks [start, stop), as open_clip's Transformer runs them."""
+        n = x.shape[1]
         mask = self.attn_mask[:n, :n] if self.attn_mask is not None else None
-        return self.transformer(x, attn_mask=mask)
+        batch_first = getattr(self.transformer, "batch_first", True)
+        if not batch_first:
+            x = x.transpose(0, 1)  # N L W -> L N W
+        for block in self.transformer.resblocks[start:stop]:
+            x = block(x, attn_mask=mask)
+        return x if batch_first else x.transpose(0, 1)  # L N W -> N L W
+
+    def frozen_prefix_length(self) -> int:
+        """How many leading blocks (with the embeddings) nothing trains in and nothing randomises:
+        their output for a fixed prompt is a constant, so it can be computed once (without
+        gradients) and reused at every training step. 0 when the embeddings train or dropout is on."""
+        if self.token_embedding.weight.requires_grad or self.positional_embedding.requires_grad:
+            return 0
+        count = 0
+        for block in self.transformer.resblocks:
+            random = any((isinstance(m, nn.Dropout) and m.p > 0) or (isinstance(m, nn.MultiheadAttention) and m.dropout > 0)
+                         for m in block.modules())
+            if random or any(p.requires_grad for p in block.parameters()):
+                break
+            count += 1
+        return count
+
+    def frozen_prefix(self, ids: torch.Tensor, stop: int) -> torch.Tensor:
+        """(N, L, W) input of block ``stop``: embeddings and blocks [0, stop), no gradients."""
+        with torch.no_grad():
+            x = self.token_embedding(ids) + self.positional_embedding[: ids.shape[1]]
+            return self.run_blocks(x, 0, stop)
 
     def project(self, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """(N, L, W) final-layer tokens -> (N, D) embeddings (EOT token, ``ln_final``, projection)."""

@@ -11,6 +11,11 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default="test", help="manifest split to evaluate")
     p.add_argument("--template", action="append", dest="templates", metavar="TEXT",
                    help='prompt template with one {} (repeatable; averaged); default: the config\'s eval templates')
+    p.add_argument("--clips", type=int, metavar="N",
+                   help="temporal clips per video, scores averaged over clips x crops (default: data.eval_clips)")
+    p.add_argument("--crops", type=int, metavar="N",
+                   help="spatial crops per clip from a decode at img_size * data.decode_scale "
+                        "(default: data.eval_crops)")
     p.add_argument("--output", help="where to write the metrics JSON (default RUN_DIR/zeroshot.json)")
     p.add_argument("--config", action="append", default=[], metavar="FILE",
                    help="experiment YAML(s), e.g. a frozen-CLIP preset when there is no --checkpoint")
@@ -26,5 +31,5 @@ def run(args) -> int:
 
         raise ConfigError("give --checkpoint RUN_DIR or --config FILE (e.g. the zeroshot_frozen preset)")
     run_zeroshot(args.checkpoint, args.classes, args.manifest, args.config, args.overrides, args.split,
-                 args.templates, args.output)
+                 args.templates, args.output, args.clips, args.crops)
     return 0
