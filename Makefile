@@ -35,3 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/mfu.py --cases full --frames 4 --steps 2 --repeats 1 --out $(BENCH_OUT)/mfu.json
 	$(BIN)/python benchmarks/ray_overhead.py --repeats 1 --steps 20 --out $(BENCH_OUT)/ray_overhead.json
 	$(BIN)/python benchmarks/ingest_throughput.py --repeats 1 --epochs 1 --out $(BENCH_OUT)/ingest_throughput.json
+	$(BIN)/python benchmarks/optimisations.py --repeats 2 --text-classes 20 --out $(BENCH_OUT)/optimisations.json

@@ -8,6 +8,7 @@ of a single run: on a small shared machine one slow repetition is common.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -120,6 +121,14 @@ def write_result(name: str, data: dict[str, Any], out: Path | None = None) -> Pa
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def add_run_args(p: argparse.ArgumentParser, result_name: str) -> None:
+    """--threads and --out, plus the hidden --worker/--case that a benchmark's isolated runs get."""
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    p.add_argument("--out", default="", help=f"result file (default benchmarks/results/{result_name}.json)")
+    p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    p.add_argument("--case", default="", help=argparse.SUPPRESS)
 
 
 def fmt_mib(n: float) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit, machine, pick_device, run_isolated, summary, write_result  # noqa: E402
+from common import add_run_args, emit, machine, pick_device, run_isolated, summary, write_result  # noqa: E402
 
 import train_step  # noqa: E402  (cases, configs, the training step itself)
 
@@ -127,10 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gemm-size", type=int, default=2048, help="square GEMM size for the peak")
     p.add_argument("--gemm-repeats", type=int, default=5)
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--out", default="")
-    p.add_argument("--worker", default="", help=argparse.SUPPRESS)
-    p.add_argument("--case", default="", help=argparse.SUPPRESS)
+    add_run_args(p, "mfu")
     args = p.parse_args(argv)
 
     if args.worker:

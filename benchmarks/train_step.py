@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    ROOT, current_rss, emit, fmt_mib, machine, peak_rss, pick_device, run_isolated, summary, write_result,
+    ROOT, add_run_args, current_rss, emit, fmt_mib, machine, peak_rss, pick_device, run_isolated, summary, write_result,
 )
 
 PRESETS = ROOT / "pipelines" / "configs" / "presets"
@@ -184,10 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per case (interleaved across cases)")
     p.add_argument("--amp", default="off", help="comma-separated optim.amp values to measure: off, bf16, fp16")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
-    p.add_argument("--out", default="", help="result file (default benchmarks/results/train_step.json)")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--case", default="", help=argparse.SUPPRESS)
+    add_run_args(p, "train_step")
     args = p.parse_args(argv)
 
     if args.worker:
@@ -209,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.repeats):  # interleaved, so slow drifts in machine load hit every case alike
         for amp in amps:
             for case in cases:
-                r = run_isolated(Path(__file__), ["--worker", *common_args, f"--case={case}", f"--amp={amp}"])
+                r = run_isolated(Path(__file__), ["--worker=step", *common_args, f"--case={case}", f"--amp={amp}"])
                 runs.setdefault(f"{case}@{amp}", []).append(r)
                 print(f"[{rep + 1}/{args.repeats}] {case:10s} amp={amp:4s} step {min(r['step_wall_s']):6.2f}s "
                       f"peak {fmt_mib(r['peak_mem_bytes'])} load {r['loadavg'][0]:.1f}", flush=True)

@@ -35,6 +35,7 @@ from torch import nn
 
 from components.adapters.base import TokenLayout
 from components.backbones.config import BackboneConfig
+from components.backbones.fast_mha import use_fast_self_attention
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
 from components.config import ConfigError
@@ -115,6 +116,7 @@ def create_openclip(config: BackboneConfig) -> nn.Module:
         )
     add_residual_taps(model.visual.transformer)
     add_residual_taps(model.transformer)
+    use_fast_self_attention(model)  # same weights; see fast_mha.py for the slow path it avoids
     return model.float()
 
 
