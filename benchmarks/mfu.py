@@ -95,17 +95,7 @@ def model_worker(args) -> dict:
     with FlopCounterMode(display=False) as counter:  # forward + backward as they run in a real step
         step()
     executed = counter.get_total_flops()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(args.warmup):
-        step()
-    sync()
-    wall, cpu = [], []
-    for _ in range(args.steps):
-        t0, c0 = time.perf_counter(), time.process_time()
-        step()
-        sync()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
+    wall, cpu = train_step.time_steps(step, args.warmup, args.steps, device)
     return {"case": args.case, "forward_flops": fwd, "executed_flops": executed, "step_wall_s": wall,
             "step_cpu_s": cpu, **parameter_counts(model), "loadavg": list(os.getloadavg())}
 

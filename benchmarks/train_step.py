@@ -113,6 +113,24 @@ def make_step(model, cfg, batch, device):
     return step
 
 
+def time_steps(step, warmup: int, steps: int, device) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds of ``steps`` calls of ``step`` after ``warmup`` untimed ones."""
+    import torch
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    wall, cpu = [], []
+    for _ in range(steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        sync()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
 def worker(args) -> dict:
     """One (case, repetition) in this fresh process: build, warm up, time ``steps`` steps, peak memory."""
     import torch
@@ -133,17 +151,7 @@ def worker(args) -> dict:
     after_build = torch.cuda.memory_allocated() if device.type == "cuda" else current_rss()
     batch = synthetic_batch(cfg, args.batch, args.classes, device)
     step = make_step(model, cfg, batch, device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(args.warmup):
-        step()
-    sync()
-    wall, cpu = [], []
-    for _ in range(args.steps):
-        t0, c0 = time.perf_counter(), time.process_time()
-        step()
-        sync()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
+    wall, cpu = time_steps(step, args.warmup, args.steps, device)
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else peak_rss()
     return {
         "case": args.case,

@@ -22,14 +22,20 @@ TASKS = ("single_label", "multi_label", "regression")
 OCEAN_TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
 
 
-def task_loss(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def per_sample_loss(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) losses, each row's own (BCE / MSE averaged over its outputs): their mean is ``task_loss``."""
     if task == "single_label":
-        return F.cross_entropy(logits, target.long())
+        return F.cross_entropy(logits, target.long(), reduction="none")
     if task == "multi_label":
-        return F.binary_cross_entropy_with_logits(logits, target.float())
+        return F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none").mean(dim=1)
     if task == "regression":
-        return F.mse_loss(logits, target.float())
+        return F.mse_loss(logits, target.float(), reduction="none").mean(dim=1)
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+
+
+def task_loss(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The batch's mean loss (CE, BCE or MSE over every output)."""
+    return per_sample_loss(task, logits, target).mean()
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:

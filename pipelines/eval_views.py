@@ -12,7 +12,6 @@ over all views (for M2-CLIP that is its weighted sum of decoder terms, not a cro
 from __future__ import annotations
 
 import math
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 from einops import rearrange, repeat
 
 from components.video.decode import ClipSpec
-from components.video.views import ViewSpec, average_view_scores, decode_views
+from components.video.views import ViewSpec, average_view_scores
 
 if TYPE_CHECKING:  # pipelines.ingest imports this module
     from pipelines.ingest import DecodeSettings
@@ -50,12 +49,6 @@ def view_decoding(settings: DecodeSettings) -> tuple[ClipSpec, ViewSpec] | None:
     spec = ClipSpec(num_frames=settings.num_frames, size=decode, sampling=settings.sampling,
                     stride=settings.stride, target_fps=settings.target_fps)
     return spec, ViewSpec(num_clips=settings.eval_clips, num_crops=settings.eval_crops, crop_size=settings.size)
-
-
-def decode_eval_views(path: str | os.PathLike, decoding: tuple[ClipSpec, ViewSpec], ranges: dict) -> np.ndarray:
-    """uint8 (V, T, S, S, 3), clip-major (view v = clip v // crops, crop v % crops)."""
-    spec, views = decoding
-    return decode_views(path, spec, views, **ranges)
 
 
 def flatten_views(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:

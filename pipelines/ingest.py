@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from components.video.decode import ClipSpec, VideoDecodeError, decode_clip
 from components.video.transforms import ClipAugment, center_crop
+from components.video.views import decode_views
 from pipelines import eval_views
 
 log = logging.getLogger("vidpeft.ingest")
@@ -116,7 +117,7 @@ class ClipDecoder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["clip_id"])
         t, size = self.s.num_frames, self.s.size
-        views = (eval_views.num_views(self.s),) if self.views else ()
+        views = (self.views[1].num_views,) if self.views else ()
         videos = np.zeros((n, *views, t, size, size, 3), dtype=np.uint8)  # (n, [V,] T, S, S, 3)
         ok = np.ones(n, dtype=bool)
         for i in range(n):
@@ -125,7 +126,7 @@ class ClipDecoder:
             rng = self._rng(clip_id)
             try:
                 if self.views:
-                    videos[i] = eval_views.decode_eval_views(batch["video_path"][i], self.views, ranges)
+                    videos[i] = decode_views(batch["video_path"][i], *self.views, **ranges)
                     continue
                 clip = decode_clip(batch["video_path"][i], self.spec, rng=rng, **ranges)
             except VideoDecodeError as e:

@@ -87,11 +87,11 @@ def _pack(table: pa.Table, task: str, width: int, packed_width: int, where: str)
     lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
     values = pc.list_flatten(col).to_numpy(zero_copy_only=False)
     if task == "multi_label":
+        parents = pc.list_parent_indices(col).to_numpy()
         bad = np.flatnonzero(values >= width)
         if bad.size:
-            row = int(pc.list_parent_indices(col).to_numpy()[bad[0]])
-            raise _fail(where, f"clip {ids[row]} has class {values[bad[0]]}, but num_outputs is {width}")
-        return pack_multi_label(pc.list_parent_indices(col).to_numpy(), values, len(table), packed_width)
+            raise _fail(where, f"clip {ids[int(parents[bad[0]])]} has class {values[bad[0]]}, but num_outputs is {width}")
+        return pack_multi_label(parents, values, len(table), packed_width)
     bad = np.flatnonzero(lengths != width)
     if bad.size:
         raise _fail(where, f"clip {ids[int(bad[0])]} has {lengths[bad[0]]} regression targets, expected {width}")
@@ -152,7 +152,7 @@ def prepare_multi_dataset(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Mani
     if cfg.model.kind not in ("classifier", "multi_dataset"):
         raise ConfigError(f"model.kind: {cfg.model.kind!r} has a single head; data.datasets needs classifier "
                           f"or multi_dataset")
-    if getattr(d, "eval_clips", 1) * getattr(d, "eval_crops", 1) > 1:
+    if d.eval_clips * d.eval_crops > 1:
         raise ConfigError("data.eval_clips / data.eval_crops: multi-view evaluation is not supported with "
                           "data.datasets (its score averaging follows one task)")
     _check_splits(cfg)

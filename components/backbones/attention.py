@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from components.backbones.fast_mha import plain_self_attention
+
 
 @dataclass
 class HeadsView:
@@ -178,15 +180,13 @@ class MultiheadAttentionInternals(AttentionInternals):
 
     def plain_call(self, x, args, kwargs):
         # open_clip calls attn(x, x, x, need_weights=False, attn_mask=None) in its visual tower.
-        m = self.module
-        qkv = list(args[:2]) + [kwargs.get(k) for k in ("key", "value") if k in kwargs]
-        return (len(qkv) == 2 and all(t is x for t in qkv)
-                and kwargs.get("need_weights", True) is False
-                and kwargs.get("attn_mask") is None and kwargs.get("key_padding_mask") is None
-                and not kwargs.get("is_causal", False)
-                and set(kwargs) <= {"key", "value", "need_weights", "attn_mask", "key_padding_mask",
-                                    "is_causal", "average_attn_weights"}
-                and not (m.training and m.dropout > 0))
+        known = {"key", "value", "need_weights", "attn_mask", "key_padding_mask", "is_causal", "average_attn_weights"}
+        if len(args) > 2 or kwargs.get("attn_mask") is not None or not set(kwargs) <= known:
+            return False
+        key = args[0] if args else kwargs.get("key")
+        value = args[1] if len(args) > 1 else kwargs.get("value")
+        return plain_self_attention(self.module, x, key, value, kwargs.get("key_padding_mask"),
+                                    kwargs.get("need_weights", True), kwargs.get("is_causal", False))
 
     def pack(self, out):
         return out, None

@@ -21,15 +21,19 @@ from einops import rearrange
 from torch import nn
 
 
-class SelfAttention(nn.MultiheadAttention):
-    def _plain(self, query, key, value, key_padding_mask, need_weights, is_causal) -> bool:
-        return (query is key and key is value and key_padding_mask is None and not need_weights
-                and not is_causal and self._qkv_same_embed_dim and self.bias_k is None
-                and not self.add_zero_attn and not (self.training and self.dropout > 0))
+def plain_self_attention(m: nn.MultiheadAttention, query, key, value, key_padding_mask=None,
+                         need_weights: bool = True, is_causal: bool = False) -> bool:
+    """True when ``m(query, key, value, ...)`` is plain self-attention that q/k/v projections, SDPA
+    and the output projection reproduce (``attn_mask`` aside, which SDPA takes too)."""
+    return (query is key and key is value and key_padding_mask is None and not need_weights
+            and not is_causal and m._qkv_same_embed_dim and m.bias_k is None
+            and not m.add_zero_attn and not (m.training and m.dropout > 0))
 
+
+class SelfAttention(nn.MultiheadAttention):
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
-        if not self._plain(query, key, value, key_padding_mask, need_weights, is_causal):
+        if not plain_self_attention(self, query, key, value, key_padding_mask, need_weights, is_causal):
             return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
                                    attn_mask=attn_mask, average_attn_weights=average_attn_weights,
                                    is_causal=is_causal)

@@ -43,6 +43,19 @@ from components.model import ModelConfig, prepare_adapters, register_model_kind
 _CACHE_SIZE = 4  # class-text matrices kept (training classes, eval templates, a zero-shot set, ...)
 
 
+def cached(cache: dict, key: tuple, version: tuple, compute):
+    """``cache[key]``'s tensor while its ``version`` (weights' in-place version counters, device) is
+    unchanged, else ``compute()`` stored under it; at most ``_CACHE_SIZE`` entries, oldest dropped."""
+    hit = cache.get(key)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    value = compute()
+    if len(cache) >= _CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+    cache[key] = (version, value)
+    return value
+
+
 class M2Clip(nn.Module):
     def __init__(self, config: ModelConfig, num_outputs: int, class_names: list[str] | None = None) -> None:
         super().__init__()
@@ -170,14 +183,9 @@ class M2Clip(nn.Module):
         classes, most of the text tower's cost)."""
         frozen = [self.text.token_embedding.weight, self.text.positional_embedding,
                   *(p for b in self.text.transformer.resblocks[:stop] for p in b.parameters())]
-        key = (tuple(names), tuple(templates), stop)
         version = (tuple(p._version for p in frozen), flat.device)
-        hit = self._text_prefix_cache.get(key)
-        if hit is None or hit[0] != version:
-            if len(self._text_prefix_cache) >= _CACHE_SIZE:
-                self._text_prefix_cache.pop(next(iter(self._text_prefix_cache)))
-            hit = self._text_prefix_cache[key] = (version, self.text.frozen_prefix(flat, stop))
-        return hit[1]
+        return cached(self._text_prefix_cache, (tuple(names), tuple(templates), stop), version,
+                      lambda: self.text.frozen_prefix(flat, stop))
 
     def _text_version(self) -> tuple:
         return tuple(t._version for t in self.text.parameters())
@@ -186,17 +194,13 @@ class M2Clip(nn.Module):
         """(K, C, D) normalised prompt embeddings; cached unless gradients can flow into the text path."""
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.text.parameters()):
             return self._encode_prompts(names, templates, chunk=None)
-        key = (tuple(names), tuple(templates))
         version = (self._text_version(), self.logit_scale.device)
-        hit = self._text_cache.get(key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        with torch.no_grad():
-            feats = self._encode_prompts(names, templates, chunk=self.config.m2clip.text_chunk)
-        if len(self._text_cache) >= _CACHE_SIZE:
-            self._text_cache.pop(next(iter(self._text_cache)))
-        self._text_cache[key] = (version, feats)
-        return feats
+
+        def encode():
+            with torch.no_grad():
+                return self._encode_prompts(names, templates, chunk=self.config.m2clip.text_chunk)
+
+        return cached(self._text_cache, (tuple(names), tuple(templates)), version, encode)
 
     def class_embeddings(self, names: list[str], templates: list[str]) -> torch.Tensor:
         """(C, D) class texts: each template's embedding normalised, averaged over templates, renormalised."""

@@ -11,9 +11,8 @@ from __future__ import annotations
 import torch
 
 from components.multihead.config import DatasetHeadConfig
-from components.multihead.model import per_sample_loss
 from components.multihead.targets import unpack_target
-from components.tasks import MetricAccumulator
+from components.tasks import MetricAccumulator, per_sample_loss
 
 
 class DatasetMetrics:

@@ -14,21 +14,12 @@ fifteen clips of another, so the ratio would count only through how often a data
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from components.config import ConfigError
 from components.model import ModelConfig, VideoModel, register_model_kind, side_inputs
 from components.multihead.targets import unpack_target
-
-
-def per_sample_loss(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B,) losses whose mean is ``components.tasks.task_loss`` for the same rows."""
-    if task == "single_label":
-        return F.cross_entropy(logits, target, reduction="none")
-    if task == "multi_label":
-        return F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=1)
-    return F.mse_loss(logits, target, reduction="none").mean(dim=1)
+from components.tasks import per_sample_loss
 
 
 class MultiHeadModel(VideoModel):
