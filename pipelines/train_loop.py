@@ -24,6 +24,7 @@ from components.flops import accounting
 from components.model import build_model
 from components.multihead.metrics import DatasetMetrics
 from components.tasks import MetricAccumulator
+from pipelines.best import Patience
 from pipelines.config import ExperimentConfig
 from pipelines.eval_views import ViewAveraged
 
@@ -225,6 +226,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         optimizer, lr_lambda(cfg.optim.epochs, cfg.optim.warmup_epochs, cfg.optim.min_lr_ratio)
     )
 
+    # [after] early stopping: every worker sees the same gathered metrics, so all stop at the same epoch
+    metric, mode = loop_config.get("checkpoint_metric") or (None, "max")
+    stopper = Patience(metric, mode, cfg.optim.patience)
+
     # 2) resume: Ray's checkpoint (worker restart or --resume) carries weights, optimizer, schedule
     start_epoch, skipped_total = 0, 0
     checkpoint = ray.train.get_checkpoint()
@@ -235,6 +240,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as d:
             state = _restore(Path(d), model, optimizer, scheduler, model_config)
         start_epoch, skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
+        stopper.restore(state.get("patience"))  # [after]
         if rank == 0:
             print(f"[vidpeft] resumed from epoch {state['epoch']} checkpoint", flush=True)
 
@@ -246,7 +252,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     names = loop_config.get("dataset_target_names") or loop_config.get("target_names")
     dataset_names = loop_config.get("dataset_names") or []
 
-    if start_epoch >= cfg.optim.epochs:  # resuming a finished run: report its final state again
+    # resuming a finished (or early-stopped) run: report its final state again
+    if start_epoch >= cfg.optim.epochs or stopper.exhausted():
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -275,11 +282,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if len(dataset_names) > 1:  # one dataset: the plain count says it all
             metrics.update({f"skipped_clips_{n}": v for n, v in zip(dataset_names, per_dataset)})
 
+        stop = stopper.update(epoch, metrics)  # [after] a reason to stop early, or None
+        if stop:
+            metrics["stop_reason"] = stop
+
         # 4) checkpoint + report (all workers report; only rank 0 attaches files)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                state = {"epoch": epoch, "skipped_total": skipped_total, "metrics": metrics}
+                state = {"epoch": epoch, "skipped_total": skipped_total, "metrics": metrics,
+                         "patience": stopper.state()}
                 _save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
                 if log_to_mlflow:
@@ -287,5 +299,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
                 print(f"[vidpeft] epoch {epoch + 1}/{cfg.optim.epochs} {shown}", flush=True)
             ray.train.report(metrics, checkpoint=ckpt)
+        if stop:  # [after]
+            if rank == 0:
+                print(f"[vidpeft] {stop}", flush=True)
+            break
     if rank == 0 and os.environ.get("VIDPEFT_DEBUG"):
         print("[vidpeft] worker done", flush=True)
