@@ -18,7 +18,7 @@ from components.backbones import BackboneConfig, build_backbone
 from components.config import ConfigError, cfg
 from components.m2clip.config import M2ClipConfig
 from components.multihead.config import DatasetHeadConfig
-from components.tasks import TASKS, task_loss
+from components.tasks import TASKS, make_task
 
 FINETUNE_MODES = ("adapters", "full", "linear")
 
@@ -69,6 +69,7 @@ class VideoModel(nn.Module):
         if config.finetune == "linear" and config.adapters:
             raise ConfigError("model.finetune=linear trains the head only: remove model.adapters")
         self.config = config
+        self.task = make_task(config.head.task, num_outputs)
         self.context = ForwardContext()
         self.backbone = build_backbone(config.backbone)
         spec = self.backbone.spec
@@ -111,7 +112,7 @@ class VideoModel(nn.Module):
         logits = self.predict(batch["video"], side, mask)
         out = {"logits": logits}
         if "target" in batch:
-            out["loss"] = task_loss(self.config.head.task, logits, batch["target"])
+            out["loss"] = self.task.loss(logits, batch["target"])
         return out
 
 
