@@ -24,40 +24,27 @@ from pipelines import tracking
 from pipelines.trained import Trained, check_classes, load_trained
 
 
-def evaluation_pass(model, dataset, cfg, device, task: str, num_outputs: int, names=None) -> dict:
-    """The one evaluation pass of the training loop, over ``dataset``; returns its metrics, the per-video
-    view-averaged scores and targets, and the skipped count.
-
-    Interim: pipelines/train_loop.py's ``_run_epoch`` (the code computing val_* during training), with
-    each forward's outputs recorded for per-class metrics; to move onto components/engine's ``evaluate``
-    when that lands.
-    """
+def evaluation_pass(model, dataset, cfg, device, names=None) -> dict:
+    """The engine's evaluation pass (components.engine.evaluate, what computes val_* in training: same
+    batch size, views averaged by the Task, same precision) over ``dataset``; returns its metrics, the
+    per-video probabilities with their targets (for per-class metrics) and the counts."""
     import torch
 
-    from components.video.views import average_view_scores
-    from pipelines.train_loop import _run_epoch
+    from components.engine import evaluate
+    from components.tasks import model_task
 
-    class Recorder(torch.nn.Module):  # sees the flattened views: (B*V, ...) in, (B*V, K) logits out
-        def __init__(self, inner):
-            super().__init__()
-            self.inner, self.logits, self.targets = inner, [], []
+    targets: list[torch.Tensor] = []  # per view: the engine hands the model (B*V, ...) flattened views
 
-        def forward(self, batch):
-            out = self.inner(batch)
-            self.logits.append(out["logits"].detach().float().cpu())
-            self.targets.append(batch["target"].detach().cpu())
-            return out
+    def forward(flat: dict) -> dict:
+        targets.append(flat["target"].detach().cpu())
+        return model(flat)
 
-    rec = Recorder(model)
-    acc, seen, skipped, _ = _run_epoch(rec, dataset, cfg, device, task, num_outputs)
+    batches = dataset.iter_torch_batches(batch_size=cfg.data.eval_batch_size, device=device, drop_last=False)
+    r = evaluate(model, batches, model_task(cfg.model), device, cfg.optim.amp, names=names, forward=forward)
     views = cfg.data.eval_clips * cfg.data.eval_crops
-    if rec.logits:
-        scores = average_view_scores(torch.cat(rec.logits), views, task).numpy()  # (N, K)
-        targets = torch.cat(rec.targets)[::views].numpy()  # views of a video are consecutive
-    else:
-        scores, targets = np.zeros((0, num_outputs)), np.zeros((0,))
-    return {"metrics": acc.compute(names), "scores": scores, "targets": targets, "skipped": int(skipped.sum()),
-            "clips": seen}
+    scores = r.scores.numpy() if r.scores is not None else np.zeros((0, cfg.model.head.num_outputs))
+    target = torch.cat(targets)[::views].numpy() if targets else np.zeros((0,))  # views of a video are consecutive
+    return {"metrics": r.metrics, "scores": scores, "targets": target, "skipped": r.skipped, "clips": r.clips}
 
 
 def _evaluate_task(trained: Trained, table, settings) -> dict:
@@ -74,7 +61,7 @@ def _evaluate_task(trained: Trained, table, settings) -> dict:
     model = build_trained(trained, device)
     d = cfg.data
     ds = build_dataset(table, settings, d.decode_actors, d.decode_cpus, d.decode_batch_size)
-    return evaluation_pass(model, ds, cfg, device, trained.task, trained.num_outputs, trained.target_names or None)
+    return evaluation_pass(model, ds, cfg, device, trained.target_names or None)
 
 
 def class_report(scores: np.ndarray, targets: np.ndarray, names: list[str]) -> dict:
@@ -150,7 +137,8 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     import ray
 
     from components.data.manifest import read_manifest
-    from pipelines.ingest import decode_settings, target_column
+    from components.tasks import make_task
+    from pipelines.ingest import decode_settings
     from pipelines.ray_env import ensure_ray, use_gpu
 
     # 1) model, manifest and views, checked before Ray starts
@@ -171,7 +159,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
         raise ConfigError(f"{source}: the run names no manifest: pass --manifest")
     if not Path(manifest).is_file():
         raise FileNotFoundError(f"manifest not found: {manifest}")
-    m = read_manifest(manifest, check_files=cfg.data.check_files, required_columns=[target_column(t.task)],
+    m = read_manifest(manifest, check_files=cfg.data.check_files, required_columns=[make_task(t.task).column],
                       feature_columns=[mod.column for mod in cfg.model.modalities])
     check_classes(t, manifest, m.class_names)
     table = m.split(split)

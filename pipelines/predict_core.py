@@ -101,26 +101,28 @@ class Scorer:
         self.device = torch.device(device)
         self.model = build_trained(trained, self.device)
         self.modalities = [m.name for m in trained.cfg.model.modalities]
+        # open vocabulary: M2-CLIP's Eq. 11 over the given names, scored as a single-label task
+        from components.tasks import make_task, model_task
+
+        self.score_task = make_task("single_label", len(self.names)) if self.classes else model_task(trained.cfg.model)
+        self.forward = None
+        if self.classes:
+            self.forward = lambda flat: {"logits": self.model.zero_shot_logits(flat["video"], self.classes,
+                                                                              self.templates)}
 
     def scores(self, video: np.ndarray, side: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """(n, [V,] T, S, S, 3) uint8 -> (n, K) view-averaged probabilities (values for regression)."""
+        """(n, [V,] T, S, S, 3) uint8 -> (n, K) view-averaged probabilities (values for regression), by the
+        engine's evaluation pass (the one `vidpeft evaluate` and training's validation run)."""
         import torch
 
-        from components.video.views import average_view_scores
-        from pipelines.eval_views import flatten_views
+        from components.engine import evaluate
 
         batch = {"video": torch.from_numpy(np.ascontiguousarray(video))}
         for name, (feat, present) in (side or {}).items():
             batch[f"side_{name}"], batch[f"side_{name}_mask"] = torch.from_numpy(feat), torch.from_numpy(present)
-        flat, views = flatten_views(batch)  # (n*V, T, S, S, 3), views of a video consecutive
-        flat = {k: v.to(self.device) for k, v in flat.items()}
-        with torch.no_grad():
-            if self.classes:
-                logits = self.model.zero_shot_logits(flat["video"], self.classes, self.templates)
-            else:
-                logits = self.model(flat)["logits"]
-        task = "single_label" if self.classes else self.task
-        return average_view_scores(logits.float(), views, task).cpu().numpy()  # (n, K)
+        r = evaluate(self.model, [batch], self.score_task, self.device, self.trained.cfg.optim.amp,
+                     forward=self.forward)
+        return r.scores.numpy()  # (n, K)
 
     def rows(self, meta: list[dict], scores: np.ndarray) -> list[dict]:
         """Prediction-table rows for ``meta`` (clip_id, video_path, start_sec, end_sec) and their scores."""
