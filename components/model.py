@@ -15,10 +15,11 @@ from torch import nn
 from components.adapters import AdapterConfig, ForwardContext
 from components.adapters.inject import adapter_modules, inject_adapters
 from components.backbones import BackboneConfig, build_backbone
+from components.param_counts import parameter_counts  # noqa: F401  (re-exported)
 from components.config import ConfigError, cfg
 from components.m2clip.config import M2ClipConfig
 from components.multihead.config import DatasetHeadConfig
-from components.tasks import TASKS, task_loss
+from components.tasks import TASKS, make_task
 
 FINETUNE_MODES = ("adapters", "full", "linear")
 
@@ -69,6 +70,7 @@ class VideoModel(nn.Module):
         if config.finetune == "linear" and config.adapters:
             raise ConfigError("model.finetune=linear trains the head only: remove model.adapters")
         self.config = config
+        self.task = make_task(config.head.task, num_outputs)
         self.context = ForwardContext()
         self.backbone = build_backbone(config.backbone)
         spec = self.backbone.spec
@@ -111,7 +113,7 @@ class VideoModel(nn.Module):
         logits = self.predict(batch["video"], side, mask)
         out = {"logits": logits}
         if "target" in batch:
-            out["loss"] = task_loss(self.config.head.task, logits, batch["target"])
+            out["loss"] = self.task.loss(logits, batch["target"])
         return out
 
 
@@ -158,17 +160,6 @@ def build_model(config: ModelConfig, num_outputs: int, class_names: list[str] | 
     if config.kind not in MODEL_KINDS:
         raise ConfigError(f"model.kind: unknown {config.kind!r}; known: {['classifier', *sorted(MODEL_KINDS)]}")
     return MODEL_KINDS[config.kind](config, num_outputs, class_names)
-
-
-def parameter_counts(model: nn.Module) -> dict[str, float]:
-    """Trainable parameters and their share of the frozen backbone (the papers' "trainable %")."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    backbone = model.spec.total_params if hasattr(model, "spec") else sum(p.numel() for p in model.parameters())
-    return {
-        "trainable_params": trainable,
-        "backbone_params": backbone,
-        "trainable_pct": 100.0 * trainable / max(backbone, 1),
-    }
 
 
 import components.m2clip.model  # noqa: E402,F401  (registers model kind "m2clip"; imports this module)

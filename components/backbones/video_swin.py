@@ -52,16 +52,18 @@ KINETICS_MEAN = (0.485, 0.456, 0.406)
 KINETICS_STD = (0.229, 0.224, 0.225)
 
 
-def describe_video_swin(swin: SwinTransformer3d, arch: dict, prefix: str) -> BackboneSpec:
-    """Blocks ``features[2s][j]``; sites attn (window attention, qkv/proj), mlp, block."""
+def describe_video_swin(swin: SwinTransformer3d, arch: dict, prefix: str, img_size: int = 0) -> BackboneSpec:
+    """Blocks ``features[2s][j]``; sites attn (window attention, qkv/proj), mlp, block. With
+    ``img_size``, each layout carries its stage's (H', W') token grid (what MHVA sizes its groups by)."""
     blocks, dims, heads, layouts = [], [], [], []
     window = tuple(arch["window_size"])
     for s, depth in enumerate(arch["depths"]):
+        side = img_size // arch["patch_size"][1] // 2**s if img_size else 0  # H' = W' at stage s
         for j in range(depth):
             blocks.append(f"{prefix}features.{2 * s}.{j}")
             dims.append(arch["embed_dim"] * 2**s)
             heads.append(arch["num_heads"][s])
-            layouts.append(TokenLayout(kind="swin", window=window))
+            layouts.append(TokenLayout(kind="swin", window=window, grid=(side, side)))
     return BackboneSpec(
         family="video_swin",
         feature_dim=swin.num_features,
@@ -93,7 +95,7 @@ class VideoSwin(nn.Module):
         self.swin.head = nn.Identity()  # the K400 classifier is replaced by the task head
         if config.checkpoint:
             load_video_swin(self.swin, config.checkpoint, config.name)
-        self.spec = describe_video_swin(self.swin, arch, prefix="swin.")
+        self.spec = describe_video_swin(self.swin, arch, prefix="swin.", img_size=config.img_size)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         x = rearrange(video, "b t c h w -> b c t h w")
