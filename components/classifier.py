@@ -30,6 +30,7 @@ class VideoModel(ModelKind):
         for p in self.backbone.parameters():
             p.requires_grad_(config.finetune == "full")
         self.context.modality_dims = {m.name: m.dim for m in config.modalities}
+        self.context.modality_tokens = {m.name: max(m.tokens, 1) for m in config.modalities}
         inject_adapters(self.backbone, spec, config.adapters, self.context)
         prepare_adapters(self, config.adapters)
         self.head = nn.Sequential(nn.Dropout(config.head.dropout), nn.Linear(spec.feature_dim, num_outputs))

@@ -22,7 +22,8 @@ def dummy_batch(model: ModelKind, num_frames: int, img_size: int) -> dict[str, t
     device = next(model.parameters()).device
     batch = {"video": torch.zeros(1, num_frames, img_size, img_size, 3, dtype=torch.uint8, device=device)}
     for m in model.config.modalities:
-        batch[f"side_{m.name}"] = torch.zeros(1, max(m.dim, 1), device=device)
+        tokens = (m.tokens,) if m.tokens > 1 else ()
+        batch[f"side_{m.name}"] = torch.zeros(1, *tokens, max(m.dim, 1), device=device)
         batch[f"side_{m.name}_mask"] = torch.ones(1, dtype=torch.bool, device=device)
     return batch
 

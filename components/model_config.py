@@ -33,11 +33,15 @@ class HeadConfig:
 class ModalityConfig:
     name: str = cfg("", "modality name (audio, flow, text, ...); adapters refer to it by this name")
     column: str = cfg("", "manifest column holding the per-clip feature vector (list<float32>); default feat_<name>")
-    dim: int = cfg(0, "feature width; 0 = take it from the manifest metadata")
+    dim: int = cfg(0, "feature width (of one token); 0 = take it from the manifest metadata")
+    tokens: int = cfg(0, "tokens per clip: 1 = one vector, M > 1 = a sequence (audio frames, flow per time "
+                         "bin, transcript tokens) fed to the adapters as (B, M, dim); 0 = from the manifest")
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("a modality needs a name")
+        if self.tokens < 0:
+            raise ValueError(f"modality {self.name!r}: tokens must be >= 0, got {self.tokens}")
         self.column = self.column or f"feat_{self.name}"
 
 

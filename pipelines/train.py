@@ -64,7 +64,10 @@ def prepare_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Manifest]:
         dim = manifest.feature_dims.get(m.column, 0)
         if m.dim and dim and m.dim != dim:
             raise ConfigError(f"model.modalities: {m.name} has dim {m.dim} but {m.column} in the manifest has {dim}")
-        modalities.append(replace(m, dim=m.dim or dim))
+        tokens = manifest.extra_metadata.get("feature_tokens", {}).get(m.column, 1) if dim else 0
+        if m.tokens and tokens and m.tokens != tokens:
+            raise ConfigError(f"model.modalities: {m.name} has tokens {m.tokens} but {m.column} in the manifest has {tokens}")
+        modalities.append(replace(m, dim=m.dim or dim, tokens=m.tokens or tokens or 1))
     model = replace(cfg.model, head=replace(cfg.model.head, num_outputs=num_outputs), modalities=modalities)
     return replace(cfg, model=model), manifest
 
