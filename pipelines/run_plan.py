@@ -31,6 +31,9 @@ class RunPlan:
                                         "(Train V2 refuses resume_from_checkpoint)")
     storage: str | None = cfg(None, "this run's checkpoint storage, where a checkpoint Ray's controller never "
                                     "heard of may be found")
+    checkpoint_metric: str | None = cfg(None, "the validation metric that ranks checkpoints and that early "
+                                              "stopping (optim.patience) watches")
+    checkpoint_mode: str = cfg("max", "max or min: which way checkpoint_metric improves")
 
     @property
     def metric_names(self) -> Any:

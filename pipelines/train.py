@@ -20,7 +20,7 @@ from pathlib import Path
 from components.config import ConfigError, dump_yaml, to_dict
 from components.data.manifest import Manifest, read_manifest
 from components.tasks import make_task
-from pipelines import multi_dataset, tracking, zeroshot_close
+from pipelines import best, multi_dataset, tracking, trained, zeroshot_close
 from pipelines.config import ExperimentConfig
 from pipelines.checkpoints import WEIGHTS, latest_checkpoint
 from pipelines.ingest import DecodeSettings, build_dataset, decode_settings
@@ -111,7 +111,8 @@ def _stop_like_ctrl_c():
 
 
 def _print_table(metrics: dict, out: Path, run_id: str | None, datasets: list[str] = ()) -> None:
-    keys = [k for k in ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "val_mAP",
+    keys = [k for k in ("best_epoch", "last_epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
+                        "val_mAP",
                         "val_mse", "zeroshot_top1", "zeroshot_top5", "skipped_clips_total", "clips_per_sec",
                         "trainable_pct", "trainable_pct_with_head") if k in metrics]
     keys += multi_dataset.table_keys(metrics, list(datasets))  # several datasets: each one's headline metric
@@ -121,6 +122,11 @@ def _print_table(metrics: dict, out: Path, run_id: str | None, datasets: list[st
         v = metrics[k]
         print(f"{k:<{width}}  {v:>12.4f}" if isinstance(v, float) else f"{k:<{width}}  {v:>12}")
     print("-" * (width + 16))
+    if metrics.get("checkpoint_metric"):  # [after]
+        print(f"best epoch by {metrics['checkpoint_metric']} ({metrics['checkpoint_mode']}): weights.safetensors "
+              f"and the metrics above are epoch {metrics.get('best_epoch')}'s")
+    if metrics.get("stop_reason"):
+        print(f"stopped: {metrics['stop_reason']}")
     print(f"outputs: {out}" + (f"\nMLflow run: {run_id}" if run_id else ""))
 
 
@@ -141,6 +147,7 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
     storage = storage_location(cfg, out)
     # 1) inputs: manifest and config, checked before anything starts
     cfg, manifest = prepare_config(cfg)
+    metric, mode = best.checkpoint_metric(cfg)  # [after] what ranks checkpoints (checked before Ray starts)
     held_out = zeroshot_close.prepare(cfg)  # the zeroshot section's label set, checked before training
     restore = latest_checkpoint(storage)
     if restore and not resume:
@@ -148,6 +155,7 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
                           f"or choose another output_dir")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_yaml(cfg))
+    trained.write_labels(out, manifest.class_names, manifest.regression_names)  # [after] names for predict/export
     info_file = out / "run_info.json"
     info = json.loads(info_file.read_text()) if (resume and info_file.exists()) else {}
 
@@ -196,6 +204,8 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
             dataset_names=list(dataset_names),
             resume_from=str(restore) if restore else None,
             storage=storage,
+            checkpoint_metric=metric,
+            checkpoint_mode=mode,
         ).to_dict(),
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
                                                resources_per_worker=resources),
@@ -203,7 +213,10 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
             name=f"train-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.scaling.keep_checkpoints),
+            # [after] Ray keeps the best `keep` checkpoints by the metric (and the latest, for resume)
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.scaling.keep_checkpoints or cfg.checkpoint.keep,
+                checkpoint_score_attribute=metric, checkpoint_score_order=mode),
             callbacks=callbacks or None,
         ),
         datasets=datasets,
@@ -225,9 +238,11 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
         raise
 
     # 5) results: final weights, metrics.json, MLflow artifacts
-    final = dict(result.metrics or {})
-    if result.checkpoint is not None:
-        with result.checkpoint.as_directory() as ckpt_dir:
+    # [after] the run's result is its best epoch (by checkpoint.metric); the last epoch's scores are kept too
+    best_ckpt, final = best.select_best(result, storage, metric, mode)
+    final = best.summarise(final, dict(result.metrics or {}), metric, mode)
+    if best_ckpt is not None:
+        with best_ckpt.as_directory() as ckpt_dir:
             (out / WEIGHTS).write_bytes((Path(ckpt_dir) / WEIGHTS).read_bytes())
     final.update(run_id=run_id, tracking_uri=uri if run_id else None, output_dir=str(out))
     if held_out is not None:  # zero-shot on the held-out label set with the trained adapters

@@ -19,6 +19,7 @@ from components.engine import TrainStep, make_optimizer, make_scheduler, run_pas
 from components.flops import accounting
 from components.model import build_model
 from components.tasks import Task, model_task
+from pipelines.best import Patience
 from pipelines.checkpoints import newer_in_storage, restore_checkpoint, save_checkpoint
 from pipelines.config import ExperimentConfig
 from pipelines.run_plan import RunPlan
@@ -88,6 +89,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     scheduler = make_scheduler(optimizer, o.epochs, o.warmup_epochs, o.min_lr_ratio)
     step = TrainStep(model, optimizer, device, amp=o.amp, grad_clip=o.grad_clip)
 
+    # [after] early stopping: every worker sees the same gathered metrics, so all stop at the same epoch
+    stopper = Patience(plan.checkpoint_metric, plan.checkpoint_mode, cfg.optim.patience)
+
     # 2) resume: Ray's checkpoint (worker restart or --resume) carries weights, optimizer, schedule
     start_epoch, skipped_total = 0, 0
     checkpoint = ray.train.get_checkpoint()
@@ -98,6 +102,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as d:
             state = restore_checkpoint(Path(d), model, optimizer, scheduler, model_config)
         start_epoch, skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
+        stopper.restore(state.get("patience"))  # [after]
         if rank == 0:
             print(f"[vidpeft] resumed from epoch {state['epoch']} checkpoint", flush=True)
 
@@ -109,7 +114,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     names = plan.metric_names
     dataset_names = plan.dataset_names
 
-    if start_epoch >= cfg.optim.epochs:  # resuming a finished run: report its final state again
+    # resuming a finished (or early-stopped) run: report its final state again
+    if start_epoch >= cfg.optim.epochs or stopper.exhausted():
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -137,11 +143,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if len(dataset_names) > 1:  # one dataset: the plain count says it all
             metrics.update({f"skipped_clips_{n}": v for n, v in zip(dataset_names, per_dataset)})
 
+        stop = stopper.update(epoch, metrics)  # [after] a reason to stop early, or None
+        if stop:
+            metrics["stop_reason"] = stop
+
         # 4) checkpoint + report (all workers report; only rank 0 attaches files)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                state = {"epoch": epoch, "skipped_total": skipped_total, "metrics": metrics}
+                state = {"epoch": epoch, "skipped_total": skipped_total, "metrics": metrics,
+                         "patience": stopper.state()}
                 save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
                 if log_to_mlflow:
@@ -149,5 +160,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
                 print(f"[vidpeft] epoch {epoch + 1}/{cfg.optim.epochs} {shown}", flush=True)
             ray.train.report(metrics, checkpoint=ckpt)
+        if stop:  # [after]
+            if rank == 0:
+                print(f"[vidpeft] {stop}", flush=True)
+            break
     if rank == 0 and os.environ.get("VIDPEFT_DEBUG"):
         print("[vidpeft] worker done", flush=True)
