@@ -22,9 +22,11 @@ from components.data.manifest import Manifest, read_manifest
 from components.tasks import make_task
 from pipelines import best, multi_dataset, tracking, trained, zeroshot_close
 from pipelines.config import ExperimentConfig
+from pipelines.checkpoints import WEIGHTS, latest_checkpoint
 from pipelines.ingest import DecodeSettings, build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray, use_gpu
-from pipelines.train_loop import STATE, WEIGHTS, checkpoint_complete, train_loop_per_worker
+from pipelines.run_plan import RunPlan
+from pipelines.train_loop import train_loop_per_worker
 
 STORAGE_ENV = "VIDPEFT_STORAGE_PATH"
 
@@ -62,7 +64,10 @@ def prepare_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Manifest]:
         dim = manifest.feature_dims.get(m.column, 0)
         if m.dim and dim and m.dim != dim:
             raise ConfigError(f"model.modalities: {m.name} has dim {m.dim} but {m.column} in the manifest has {dim}")
-        modalities.append(replace(m, dim=m.dim or dim))
+        tokens = manifest.extra_metadata.get("feature_tokens", {}).get(m.column, 1) if dim else 0
+        if m.tokens and tokens and m.tokens != tokens:
+            raise ConfigError(f"model.modalities: {m.name} has tokens {m.tokens} but {m.column} in the manifest has {tokens}")
+        modalities.append(replace(m, dim=m.dim or dim, tokens=m.tokens or tokens or 1))
     model = replace(cfg.model, head=replace(cfg.model.head, num_outputs=num_outputs), modalities=modalities)
     return replace(cfg, model=model), manifest
 
@@ -79,37 +84,6 @@ def storage_location(cfg: ExperimentConfig, out: Path) -> str:
     if "://" not in root:
         root = str(Path(root).absolute())  # pyarrow (and Ray) take absolute local paths only
     return root.rstrip("/") + "/" + cfg.name
-
-
-def latest_checkpoint(storage: str | Path) -> str | None:
-    """The newest complete checkpoint (highest epoch) under ``storage``, a local dir or a URI.
-
-    Complete = state.json parses and every file it lists is there at its recorded size, so a dir
-    left by a kill during a save or during Ray's copy to storage is never chosen.
-    """
-    import pyarrow.fs as pafs
-
-    location = str(storage)
-    fs, root = pafs.FileSystem.from_uri(location if "://" in location else str(Path(location).absolute()))
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
-        return None
-    sizes: dict[str, dict[str, int]] = {}  # <run>/checkpoint_* -> file name -> size
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        parts = info.path[len(root):].strip("/").split("/")
-        if info.type == pafs.FileType.File and len(parts) == 3 and parts[1].startswith("checkpoint_"):
-            sizes.setdefault(f"{parts[0]}/{parts[1]}", {})[parts[2]] = info.size
-    best, best_epoch = None, -1
-    for rel, files in sorted(sizes.items()):
-        if STATE not in files:
-            continue
-        try:
-            with fs.open_input_stream(f"{root.rstrip('/')}/{rel}/{STATE}") as f:
-                state = json.loads(f.read())
-        except (OSError, ValueError):
-            continue  # unreadable or half-written: never chosen over a complete one
-        if isinstance(state, dict) and checkpoint_complete(state, files) and state["epoch"] > best_epoch:
-            best, best_epoch = f"{location.rstrip('/')}/{rel}", state["epoch"]
-    return best
 
 
 @contextmanager
@@ -218,22 +192,21 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
     resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "config": to_dict(cfg),
-            "num_outputs": cfg.model.head.num_outputs,
-            "class_names": manifest.class_names,
-            "target_names": manifest.regression_names,
-            "dataset_target_names": multi_dataset.dataset_target_names(manifest),
-            "tracking_uri": uri if run_id else None,
-            "run_id": run_id,
-            "has_val": bool(d.val_split),
-            "dataset_names": list(dataset_names),
-            # Train V2 refuses resume_from_checkpoint: the workers load this checkpoint themselves
-            # unless Ray hands them a newer one of this run (after a worker failure).
-            "resume_from": str(restore) if restore else None,
-            "storage": storage,  # where a checkpoint Ray's controller never heard of may be found
-            "checkpoint_metric": [metric, mode],  # [after] early stopping (optim.patience) watches it
-        },
+        train_loop_config=RunPlan(
+            config=cfg,
+            num_outputs=cfg.model.head.num_outputs,
+            class_names=manifest.class_names,
+            target_names=manifest.regression_names,
+            dataset_target_names=multi_dataset.dataset_target_names(manifest),
+            tracking_uri=uri if run_id else None,
+            run_id=run_id,
+            has_val=bool(d.val_split),
+            dataset_names=list(dataset_names),
+            resume_from=str(restore) if restore else None,
+            storage=storage,
+            checkpoint_metric=metric,
+            checkpoint_mode=mode,
+        ).to_dict(),
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
