@@ -11,8 +11,19 @@
     variants:                                         # rows: presets (model sections)
       mhva_pt: {config: [../../pipelines/configs/presets/cm3t/mhva_pt.yaml], label: MHVA + PT}
 
+Paper tables (tune_spaces/campaigns/cm3t_table*.yaml, m2clip_table*.yaml): a dataset may have its own
+``metric``/``mode`` (Table 4: top-1, MSE, mAP), ``metrics`` adds columns (M2-CLIP Table 6: zero-shot
+UCF101 beside K400), each variant carries the ``paper`` value it should reproduce, and
+``references`` are the table's rows for other methods (shown with the paper's number, not run).
+
+Profiles: ``--set profile=NAME`` picks ``profiles.NAME`` of the campaign, whose overrides swap what
+a cell runs on without touching the rows: ``set`` for every cell, ``datasets.<key>`` per column
+(e.g. a stand-in manifest) and ``backbones.<family>`` per backbone family of the cell (e.g. a tiny
+Video Swin for every swin3d_b row, a tiny CLIP for every CLIP-B row); ``seeds`` replaces the seeds.
+The shipped campaigns have a ``tiny`` profile over the synthetic stand-ins of `vidpeft standins`.
+
 A cell's config layers: defaults < campaign config < variant config < dataset config < campaign set <
-variant set < dataset set < `--set` < seed. Its key is a hash of that resolved config without output
+variant set < dataset set < profile set < profile dataset set < profile backbone set < `--set` < seed. Its key is a hash of that resolved config without output
 paths, names and tracking: a cell whose folder holds metrics.json with its key is finished and never
 runs again; a changed config is a new cell. An interrupted cell continues from its last checkpoint.
 """
@@ -42,6 +53,26 @@ class Source:
     config: list[str] = cfg([], "experiment YAMLs for this dataset/variant (relative to the campaign file)")
     set: list[str] = cfg([], "key=value overrides for this dataset/variant")
     label: str = cfg("", "name in the table; empty = the entry's key")
+    metric: str = cfg("", "datasets: this column's metric (empty = the campaign's), e.g. val_mse for regression")
+    mode: str = cfg("", "datasets: max or min for this column's metric (empty = the campaign's)")
+    paper: dict[str, float] = cfg({}, "variants: the paper's value per dataset key (metric key: value for "
+                                      "extra metrics, as '<dataset>:<metric>'), shown beside the measured one")
+
+
+@dataclass
+class Reference:
+    label: str = cfg("", "the row's name in the paper's table")
+    paper: dict[str, float] = cfg({}, "the paper's value per dataset key")
+    note: str = cfg("another method, not run here", "why the row has no measurement")
+
+
+@dataclass
+class Profile:
+    description: str = cfg("", "what this profile runs on")
+    set: list[str] = cfg([], "key=value overrides for every cell")
+    seeds: list[int] = cfg([], "seeds to run instead of the campaign's (empty = the campaign's)")
+    datasets: dict[str, list[str]] = cfg({}, "dataset key -> overrides for that column's cells")
+    backbones: dict[str, list[str]] = cfg({}, "backbone family -> overrides for the cells of that family")
 
 
 @dataclass
@@ -56,10 +87,16 @@ class Campaign:
     datasets: dict[str, Source] = cfg({}, "table columns: dataset name -> its configs/overrides")
     variants: dict[str, Source] = cfg({}, "table rows: variant (method preset) name -> its configs/overrides")
     max_concurrent: int = cfg(1, "cells at once (lowered to what the cluster holds)")
+    metrics: list[str] = cfg([], "further metrics shown as columns per dataset (final value, mean +- std)")
+    references: dict[str, Reference] = cfg({}, "the paper's rows for other methods (not run; shown with its numbers)")
+    profiles: dict[str, Profile] = cfg({}, "named override sets, picked with --set profile=NAME (e.g. tiny)")
 
     def __post_init__(self) -> None:
         if self.mode not in ("max", "min"):
             raise ValueError(f"mode must be max or min, got {self.mode!r}")
+        for key, d in self.datasets.items():
+            if d.mode not in ("", "max", "min"):
+                raise ValueError(f"datasets.{key}.mode must be max or min, got {d.mode!r}")
         for key in ("seeds", "datasets", "variants"):
             if not getattr(self, key):
                 raise ValueError(f"{key} is empty: the campaign has no cells")
@@ -129,9 +166,22 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
 
 
+def pick_profile(camp: Campaign, campaign_file, overrides: list[str]) -> tuple[Profile | None, list[str]]:
+    """``profile=NAME`` taken out of the overrides: (that profile, the other overrides)."""
+    picked = [o for o in overrides if o.split("=", 1)[0].strip() == "profile"]
+    rest = [o for o in overrides if o not in picked]
+    if not picked:
+        return None, rest
+    name = picked[-1].split("=", 1)[1].strip()
+    if name not in camp.profiles:
+        raise ConfigError(f"{campaign_file}: no profile {name!r} (profiles: {sorted(camp.profiles) or 'none'})")
+    return camp.profiles[name], rest
+
+
 def expand(camp: Campaign, campaign_file: str | Path, overrides: list[str], camp_dir: Path) -> list[Cell]:
     """Every cell's resolved config, checked now: a bad key anywhere stops the campaign before it starts."""
     here = Path(campaign_file).absolute().parent
+    profile, overrides = pick_profile(camp, campaign_file, list(overrides))
 
     def files(src) -> list[Path]:
         return [p if Path(p).is_absolute() else here / p for p in src.config]
@@ -139,11 +189,16 @@ def expand(camp: Campaign, campaign_file: str | Path, overrides: list[str], camp
     cells = []
     for v_name, variant in camp.variants.items():
         for d_name, dataset in camp.datasets.items():
-            for seed in camp.seeds:
+            for seed in (profile.seeds if profile and profile.seeds else camp.seeds):
                 where = f"{campaign_file}: cell {d_name}/{v_name}/seed={seed}"
+                layers = files(camp) + files(variant) + files(dataset)
+                sets = [*camp.set, *variant.set, *dataset.set]
                 try:
-                    cfg = resolve(ExperimentConfig, files(camp) + files(variant) + files(dataset),
-                                  [*camp.set, *variant.set, *dataset.set, *overrides, f"seed={seed}"])
+                    if profile is not None:
+                        sets += [*profile.set, *profile.datasets.get(d_name, [])]
+                        family = resolve(ExperimentConfig, layers, sets).model.backbone.family
+                        sets += profile.backbones.get(family, [])
+                    cfg = resolve(ExperimentConfig, layers, [*sets, *overrides, f"seed={seed}"])
                 except ConfigError as e:
                     raise ConfigError(f"{where}: {e}") from None
                 data = absolute_paths(to_dict(cfg))
@@ -158,9 +213,13 @@ def expand(camp: Campaign, campaign_file: str | Path, overrides: list[str], camp
 
 def _layout(camp: Campaign, cells: list[Cell]) -> dict:
     return {
-        "name": camp.name, "metric": camp.metric, "mode": camp.mode, "seeds": camp.seeds,
-        "datasets": [{"name": k, "label": s.label or k} for k, s in camp.datasets.items()],
-        "variants": [{"name": k, "label": s.label or k} for k, s in camp.variants.items()],
+        "name": camp.name, "metric": camp.metric, "mode": camp.mode, "seeds": sorted({c.seed for c in cells}),
+        "metrics": list(camp.metrics),
+        "datasets": [{"name": k, "label": s.label or k, "metric": s.metric or camp.metric, "mode": s.mode or camp.mode}
+                     for k, s in camp.datasets.items()],
+        "variants": [{"name": k, "label": s.label or k, "paper": dict(s.paper)} for k, s in camp.variants.items()],
+        "references": [{"name": k, "label": r.label or k, "paper": dict(r.paper), "note": r.note}
+                       for k, r in camp.references.items()],
         "cells": [{"dataset": c.dataset, "variant": c.variant, "seed": c.seed, "key": c.key} for c in cells],
     }
 
@@ -224,7 +283,8 @@ def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", m
         concurrency = fit_concurrency(max_concurrent or camp.max_concurrent, per_cell)
         job = TrialJob(label=camp.name, trials_dir=str(camp_dir / "cells"), tracking_uri=uri, parent_run_id=parent,
                        cells={c.name: c.data for c in todo})
-        tune_config = tune.TuneConfig(metric=camp.metric, mode=camp.mode, num_samples=1,
+        # no metric here: columns may differ in metric (Table 4: top-1, MSE, mAP); the report picks them
+        tune_config = tune.TuneConfig(num_samples=1,
                                       search_alg=search_alg("random", 0, concurrency),
                                       trial_dirname_creator=trial_dirname)
         exp_dir = camp_dir / "tune" / time.strftime("%Y%m%d-%H%M%S")

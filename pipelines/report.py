@@ -65,17 +65,21 @@ def collect(uri: str, name: str, experiment: str = "") -> tuple[dict, list[dict]
     by_key: dict = {}
     for run in children:  # newest first: a cell rerun under the same key wins
         by_key.setdefault(run.data.tags.get("vidpeft.cell_key"), run)
-    metric, mode = layout["metric"], layout["mode"]
+    columns = {d["name"]: d for d in layout["datasets"]}
+    extras = layout.get("metrics", [])
     rows = []
     for cell in layout["cells"]:
+        column = columns[cell["dataset"]]
+        metric, mode = column.get("metric", layout["metric"]), column.get("mode", layout["mode"])
         run = by_key.get(cell["key"])
         row = {**cell, "run_id": None, "value": None, "epochs": None, "trainable_pct": None,
-               "trainable_pct_with_head": None, "gflops": None}
+               "trainable_pct_with_head": None, "gflops": None, "extra": {}}
         if run is not None:
             history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric)]
             row.update(run_id=run.info.run_id, value=run.data.metrics.get(metric),
                        epochs=epochs_to_converge(history, mode), trainable_pct=run.data.metrics.get("trainable_pct"),
-                       trainable_pct_with_head=run.data.metrics.get("trainable_pct_with_head"), gflops=run.data.metrics.get("gflops"))
+                       trainable_pct_with_head=run.data.metrics.get("trainable_pct_with_head"), gflops=run.data.metrics.get("gflops"),
+                       extra={m: run.data.metrics.get(m) for m in extras})
         rows.append(row)
     return layout, rows
 
@@ -85,16 +89,26 @@ def _avg(values: list) -> float | None:
     return mean(values) if values else None
 
 
+def _mean_std(values: list) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    return (mean(values) if values else None), (stdev(values) if len(values) > 1 else (0.0 if values else None))
+
+
 def summarise(layout: dict, rows: list[dict]) -> list[dict]:
-    """One entry per variant x dataset: mean/std over the seeds that finished."""
+    """One entry per variant x dataset: mean/std over the seeds that finished (and the paper's value)."""
     out = []
     for v in layout["variants"]:
         for d in layout["datasets"]:
             group = [r for r in rows if r["variant"] == v["name"] and r["dataset"] == d["name"]]
             values = [r["value"] for r in group if r["value"] is not None]
+            extra = {}
+            for m in layout.get("metrics", []):
+                extra[f"{m}_mean"], extra[f"{m}_std"] = _mean_std([r["extra"].get(m) for r in group])
+                extra[f"{m}_paper"] = v.get("paper", {}).get(f"{d['name']}:{m}")
             out.append({
                 "variant": v["name"], "variant_label": v["label"], "dataset": d["name"], "dataset_label": d["label"],
-                "metric": layout["metric"], "mean": mean(values) if values else None,
+                "metric": d.get("metric", layout["metric"]), "mean": mean(values) if values else None,
+                "paper": v.get("paper", {}).get(d["name"]), **extra,
                 "std": stdev(values) if len(values) > 1 else (0.0 if values else None),
                 "seeds_done": len(values), "seeds": len(group),
                 "epochs_to_converge": _avg([r["epochs"] for r in group]),
@@ -110,16 +124,31 @@ def _num(v: float | None, digits: int) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def _scale(metric: str) -> float:
+    return 100.0 if metric.endswith(PERCENT_METRICS) else 1.0
+
+
+def _measured(m: float | None, sd: float | None, metric: str) -> str:
+    if m is None:
+        return "–"
+    k = _scale(metric)
+    digits = 1 if k == 100.0 else 3
+    return f"{m * k:.{digits}f} ± {sd * k:.{digits}f}"
+
+
 def markdown(layout: dict, summary: list[dict]) -> str:
-    metric = layout["metric"]
-    scale = 100.0 if metric.endswith(PERCENT_METRICS) else 1.0
-    unit = " (%)" if scale == 100.0 else ""
-    datasets = layout["datasets"]
+    datasets, extras = layout["datasets"], layout.get("metrics", [])
     head = ["Method", "Trainable %", "Trainable % (with head)", "GFLOPs"]
     for d in datasets:
-        head += [f"{d['label']} {metric}{unit}", f"{d['label']} epochs"]
-    lines = [f"**{layout['name']}**: {metric} at the last epoch, mean ± std over seeds {layout['seeds']}; "
-             f"epochs = first epoch within {CONVERGED:g} of the run's best {metric} (mean over seeds).", "",
+        metric = d.get("metric", layout["metric"])
+        unit = " (%)" if _scale(metric) == 100.0 else ""
+        head += [f"{d['label']} {metric}{unit}", f"{d['label']} paper", f"{d['label']} epochs"]
+        for m in extras:
+            head += [f"{d['label']} {m}{' (%)' if _scale(m) == 100.0 else ''}", f"{d['label']} {m} paper"]
+    seeds = layout["seeds"]
+    lines = [f"**{layout['name']}**: each column's metric at the last epoch, mean ± std over seeds {seeds}; "
+             f"paper = the value the paper reports for the row; epochs = first epoch within {CONVERGED:g} "
+             "of the run's best value (mean over seeds); trainable % = adapters only (the papers' column).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in layout["variants"]:
         cells = [s for s in summary if s["variant"] == v["name"]]
@@ -130,13 +159,23 @@ def markdown(layout: dict, summary: list[dict]) -> str:
         flops = sorted({_num(s["gflops"], 3) for s in cells})
         row = [v["label"], " / ".join(pct), " / ".join(pct_head), " / ".join(flops)]
         for s in cells:
-            if s["mean"] is None:
-                row += ["–", "–"]
-                continue
-            text = f"{s['mean'] * scale:.1f} ± {s['std'] * scale:.1f}"
-            if s["seeds_done"] < s["seeds"]:
+            text = _measured(s["mean"], s["std"], s["metric"])
+            if s["mean"] is not None and s["seeds_done"] < s["seeds"]:
                 text += f" ({s['seeds_done']}/{s['seeds']} seeds)"
-            row += [text, _num(s["epochs_to_converge"], 1)]
+            row += [text, "–" if s["paper"] is None else f"{s['paper']:g}",
+                    _num(s["epochs_to_converge"], 1) if s["mean"] is not None else "–"]
+            for m in extras:
+                paper = s.get(f"{m}_paper")
+                row += [_measured(s.get(f"{m}_mean"), s.get(f"{m}_std"), m), "–" if paper is None else f"{paper:g}"]
+        lines.append("| " + " | ".join(row) + " |")
+    for r in layout.get("references", []):
+        row = [f"{r['label']} ({r['note']})", "–", "–", "–"]
+        for d in datasets:
+            paper = r["paper"].get(d["name"])
+            row += ["–", "–" if paper is None else f"{paper:g}", "–"]
+            for m in extras:
+                paper = r["paper"].get(f"{d['name']}:{m}")
+                row += ["–", "–" if paper is None else f"{paper:g}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -149,18 +188,17 @@ def plot(layout: dict, summary: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     datasets, variants = layout["datasets"], layout["variants"]
-    metric = layout["metric"]
-    scale = 100.0 if metric.endswith(PERCENT_METRICS) else 1.0
     width = 0.8 / len(variants)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(datasets) * max(1, len(variants) / 2)), 3.6))
     for i, v in enumerate(variants):
         cells = [next(s for s in summary if s["variant"] == v["name"] and s["dataset"] == d["name"]) for d in datasets]
         xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(datasets))]
         # a cell without finished runs is a gap (NaN), not a zero bar
-        ax.bar(xs, [math.nan if s["mean"] is None else s["mean"] * scale for s in cells], width,
-               yerr=[math.nan if s["std"] is None else s["std"] * scale for s in cells], capsize=3, label=v["label"])
-    ax.set_xticks(range(len(datasets)), [d["label"] for d in datasets])
-    ax.set_ylabel(metric + (" (%)" if scale == 100.0 else ""))
+        ax.bar(xs, [math.nan if s["mean"] is None else s["mean"] * _scale(s["metric"]) for s in cells], width,
+               yerr=[math.nan if s["std"] is None else s["std"] * _scale(s["metric"]) for s in cells], capsize=3,
+               label=v["label"])
+    ax.set_xticks(range(len(datasets)), [f"{d['label']}\n{d.get('metric', layout['metric'])}" for d in datasets])
+    ax.set_ylabel("metric (% for accuracies and mAP)")
     ax.set_title(f"{layout['name']} (mean ± std over {len(layout['seeds'])} seed(s))")
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -176,8 +214,9 @@ def build_report(uri: str, name: str, out_dir: str | Path, experiment: str = "")
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "report.md", "csv": out / "report.csv", "plot": out / "report.png"}
     paths["markdown"].write_text(markdown(layout, summary))
-    fields = ["variant", "dataset", "metric", "mean", "std", "seeds_done", "seeds", "epochs_to_converge",
+    fields = ["variant", "dataset", "metric", "mean", "std", "paper", "seeds_done", "seeds", "epochs_to_converge",
               "trainable_pct", "trainable_pct_with_head", "gflops", "run_ids"]
+    fields += [f"{m}_{k}" for m in layout.get("metrics", []) for k in ("mean", "std", "paper")]
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

@@ -88,7 +88,11 @@ def evaluate(cfg: ExperimentConfig, held_out: HeldOut, weights: Path, uri: str |
 
     try:
         gpu = use_gpu(cfg.scaling.use_gpu)
-        task = ray.remote(_zeroshot_task).options(num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if gpu else 0)
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        # outside any placement group: inside a Tune trial (a campaign cell) the trial's group holds no CPU for it
+        task = ray.remote(_zeroshot_task).options(num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if gpu else 0,
+                                                  scheduling_strategy=PlacementGroupSchedulingStrategy(None))
         blob = weights.read_bytes() if weights.is_file() else None
         result = ray.get(task.remote(to_dict(cfg), held_out.table, held_out.names, held_out.templates, blob))
         metrics = {f"{PREFIX}{k}": result[k] for k in ("top1", "top5", "clips", "skipped_clips", "classes", "views")

@@ -147,8 +147,8 @@ def test_config_errors_name_the_problem():
     with pytest.raises(ConfigError, match="not in model.modalities"):
         build_model(from_dict(ModelConfig, {
             "backbone": TINY_VIT, "adapters": [{"type": "caa", "modalities": ["audio"]}]}), 3)
-    with pytest.raises(ConfigError, match="modalities"):
-        from_dict(ModelConfig, {"backbone": TINY_VIT, "adapters": [{"type": "caa"}]})
+    with pytest.raises(ConfigError, match="no side modality"):
+        build_model(from_dict(ModelConfig, {"backbone": TINY_VIT, "adapters": [{"type": "caa"}]}), 3)
     with pytest.raises(ConfigError, match="bottleneck 8"):
         build_model(from_dict(ModelConfig, {
             "backbone": TINY_VIT, "modalities": [{"name": "audio", "dim": 6}],
@@ -158,3 +158,10 @@ def test_config_errors_name_the_problem():
         build_model(from_dict(ModelConfig, {
             "backbone": TINY_VIT, "modalities": [{"name": "audio", "dim": 6}],
             "adapters": [{"type": "caa", "modalities": ["audio"], "share_down_with": "nope"}]}), 3)
+
+
+def test_empty_modalities_means_every_configured_modality():
+    cfg = from_dict(ModelConfig, {"backbone": TINY_VIT, "modalities": [{"name": "audio", "dim": 6}, {"name": "text", "dim": 7}],
+                                  "adapters": [{"type": "caa", "bottleneck": 8}]})
+    names = {k.split(".keys.proj.")[1].split(".")[0] for k in build_model(cfg, 3).state_dict() if ".keys.proj." in k}
+    assert names == {"audio", "text"}

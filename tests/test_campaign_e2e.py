@@ -106,7 +106,8 @@ def test_campaign_table_and_rerun_runs_nothing(ray_session, tmp_path, capsys):
     assert pct["linear"] == 0 < pct["adapters"]  # the papers' column: the head is not counted
     assert 0 < with_head["linear"] < with_head["adapters"] and with_head["adapters"] > pct["adapters"]
     md = (out / "report.md").read_text()
-    assert "| Method | Trainable % | Trainable % (with head) | GFLOPs | Motion A val_top1 (%) | Motion A epochs |" in md
+    assert ("| Method | Trainable % | Trainable % (with head) | GFLOPs | Motion A val_top1 (%) | Motion A paper | "
+            "Motion A epochs |") in md
     assert "| Adapters |" in md and "| Linear probe |" in md and "±" in md
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -62,7 +62,8 @@ VALUES = ("video", "modality")
 class CAAConfig(AdapterConfig):
     type: str = cfg("caa", "adapter type")
     sites: list[str] = cfg(["block"], "backbone sites (CM3T: x is the input of the block)")
-    modalities: list[str] = cfg([], "side modalities, one cross-attention each (names from model.modalities)")
+    modalities: list[str] = cfg([], "side modalities, one cross-attention each (names from model.modalities); "
+                                    "empty = every modality in model.modalities (one preset for datasets with different ones)")
     bottleneck: int = cfg(64, "width r of Q = V = ReLU(x W_down) and of the modality keys")
     modality_tokens: int = cfg(1, "key tokens M a per-clip modality vector is projected to (sequence "
                                "modalities, model.modalities[].tokens > 1, bring their own M tokens)")
@@ -77,14 +78,20 @@ class CAAConfig(AdapterConfig):
     def __post_init__(self) -> None:
         if self.values not in VALUES:
             raise ValueError(f"values must be one of {VALUES}, got {self.values!r}")
-        if not self.modalities:
-            raise ValueError("a cross-attention adapter needs at least one entry in modalities")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities has duplicates: {self.modalities}")
         if self.bottleneck <= 0 or self.modality_tokens <= 0:
             raise ValueError("bottleneck and modality_tokens must be positive")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+
+
+def adapter_modalities(site: SiteInfo, config) -> list[str]:
+    """The adapter's modalities: its own list, or (empty) every modality the model is configured with."""
+    names = list(config.modalities) or list(site.context.modality_dims)
+    if not names:
+        raise ConfigError(f"adapter {config.key!r}: no side modality (its modalities and model.modalities are empty)")
+    return names
 
 
 def modality_dim(site: SiteInfo, name: str, key: str) -> int:
@@ -170,7 +177,7 @@ class CrossAttentionAdapter(AdapterLayer):
         r, m = config.bottleneck, config.modality_tokens
         self.down = SharedDown(config, site)
         self.drop = nn.Dropout(config.dropout)
-        self.dims = {n: modality_dim(site, n, config.key) for n in config.modalities}
+        self.dims = {n: modality_dim(site, n, config.key) for n in adapter_modalities(site, config)}
         self.keys = ModalityTokens(site, self.dims, r, m)
         self.values = ModalityTokens(site, self.dims, r, m) if config.values == "modality" else None
         self.fusion = ModalityFusion(r) if config.fusion == "adapterfusion" else None

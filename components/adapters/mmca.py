@@ -27,7 +27,7 @@ from einops import rearrange
 from torch import nn
 
 from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo, zero_linear
-from components.adapters.caa import ModalityTokens, SharedDown, modality_dim, side_feature
+from components.adapters.caa import ModalityTokens, SharedDown, adapter_modalities, modality_dim, side_feature
 from components.adapters.registry import register_adapter
 from components.adapters.tokens import clip_tokens
 from components.config import cfg
@@ -37,7 +37,7 @@ from components.config import cfg
 class MMCAConfig(AdapterConfig):
     type: str = cfg("mmca", "adapter type")
     sites: list[str] = cfg(["block"], "backbone sites")
-    modalities: list[str] = cfg([], "side modalities attended together (names from model.modalities)")
+    modalities: list[str] = cfg([], "side modalities attended together (names from model.modalities); empty = all")
     bottleneck: int = cfg(64, "width r of the video bottleneck and of the modality tokens")
     modality_tokens: int = cfg(1, "tokens M a per-clip modality vector is projected to (sequences bring their own)")
     num_heads: int = cfg(1, "heads of the shared cross-attention (must divide bottleneck)")
@@ -47,8 +47,6 @@ class MMCAConfig(AdapterConfig):
     dropout: float = cfg(0.0, "dropout on the bottleneck activations")
 
     def __post_init__(self) -> None:
-        if not self.modalities:
-            raise ValueError("mmca needs at least one entry in modalities")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities has duplicates: {self.modalities}")
         if self.bottleneck <= 0 or self.modality_tokens <= 0 or self.num_heads <= 0:
@@ -63,7 +61,7 @@ class MultiModalCrossAttention(AdapterLayer):
         r, m = config.bottleneck, config.modality_tokens
         self.down = SharedDown(config, site)
         self.drop = nn.Dropout(config.dropout)
-        self.dims = {n: modality_dim(site, n, config.key) for n in config.modalities}
+        self.dims = {n: modality_dim(site, n, config.key) for n in adapter_modalities(site, config)}
         self.inputs = ModalityTokens(site, self.dims, r, m)
         self.q = nn.Linear(r, r)
         self.kv = nn.Linear(r, 2 * r)
