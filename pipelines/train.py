@@ -219,6 +219,7 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
             "tracking_uri": uri if run_id else None,
             "run_id": run_id,
             "has_val": bool(d.val_split),
+            "train_clips": min(manifest.split(d.train_split).num_rows, d.limit or 1 << 62),  # plans the LR schedule
             "dataset_names": list(dataset_names),
             # Train V2 refuses resume_from_checkpoint: the workers load this checkpoint themselves
             # unless Ray hands them a newer one of this run (after a worker failure).

@@ -8,6 +8,7 @@ checkpoint and logs to MLflow; every worker reports the same number of times.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -22,9 +23,12 @@ from components.flops import accounting
 from components.model import build_model
 from components.tasks import Task, model_task
 from pipelines.config import ExperimentConfig
+from pipelines.step_watch import StepWatch
+from pipelines.system_metrics import SystemMetrics
 
 WEIGHTS = "weights.safetensors"
 STATE = "state.json"
+SCALER = "scaler.pt"
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -57,19 +61,28 @@ def _batches(shard, batch_size: int, device, shuffle: int, seed: int):
 
 
 def _run_epoch(model, shard, cfg: ExperimentConfig, device, task: Task, step: TrainStep | None = None,
-               epoch: int = 0, num_datasets: int = 0):
+               epoch: int = 0, num_datasets: int = 0, on_batch=None):
     """One pass of the engine over a shard: trains with ``step``, else evaluates (views averaged)."""
     training = step is not None
     bs = cfg.data.batch_size if training else cfg.data.eval_batch_size
     shuffle = cfg.data.shuffle_buffer if training else 0
     batches = _batches(shard, bs, device, shuffle, cfg.seed + epoch)
-    result = run_pass(model, batches, task, step=step, device=device, amp=cfg.optim.amp, num_datasets=num_datasets)
+    result = run_pass(model, batches, task, step=step, device=device, amp=cfg.optim.amp, num_datasets=num_datasets,
+                      on_batch=on_batch)
     if step is not None:
         step.apply()  # a partial gradient accumulation at the epoch's end still steps
     return result
 
 
-def _save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, model_config: dict) -> None:
+def steps_per_epoch(clips: int, batch_size: int, workers: int, accumulate: int) -> int:
+    """Optimizer steps one worker takes per epoch over ``clips`` training clips (the LR schedule's plan;
+    the last, partial accumulation of an epoch steps too)."""
+    batches = math.ceil(math.ceil(max(clips, 1) / max(workers, 1)) / batch_size)
+    return max(math.ceil(batches / accumulate), 1)
+
+
+def _save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, model_config: dict,
+                     scaler=None) -> None:
     """Write a checkpoint dir whose state.json, written last and atomically, lists every file's size.
 
     A kill mid-save (or a copy to storage cut short, in whatever order Ray copies the files) leaves a
@@ -78,7 +91,11 @@ def _save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, 
     save_weights(directory / WEIGHTS, trainable_state_dict(_unwrap(model)), model_config)
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     torch.save(scheduler.state_dict(), directory / "scheduler.pt")
-    files = {name: (directory / name).stat().st_size for name in (WEIGHTS, "optimizer.pt", "scheduler.pt")}
+    names = [WEIGHTS, "optimizer.pt", "scheduler.pt"]
+    if scaler is not None:  # fp16: the loss scale it has found (resuming at 65536 again costs skipped steps)
+        torch.save(scaler.state_dict(), directory / SCALER)
+        names.append(SCALER)
+    files = {name: (directory / name).stat().st_size for name in names}
     tmp = directory / (STATE + ".tmp")
     tmp.write_text(json.dumps({**state, "files": files}, indent=2))
     os.replace(tmp, directory / STATE)
@@ -96,10 +113,12 @@ def checkpoint_complete(state: dict, sizes: dict[str, int]) -> bool:
     )
 
 
-def _restore(directory: Path, model, optimizer, scheduler, model_config: dict) -> dict:
+def _restore(directory: Path, model, optimizer, scheduler, model_config: dict, scaler=None) -> dict:
     load_weights(_unwrap(model), directory / WEIGHTS, model_config)
     optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
+    if scaler is not None and (directory / SCALER).exists():
+        scaler.load_state_dict(torch.load(directory / SCALER, weights_only=True))
     return json.loads((directory / STATE).read_text())
 
 
@@ -151,8 +170,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     o = cfg.optim
     optimizer = make_optimizer(trainable_groups(_unwrap(model), o.lr), o.lr, o.weight_decay)
-    scheduler = make_scheduler(optimizer, o.epochs, o.warmup_epochs, o.min_lr_ratio)
-    step = TrainStep(model, optimizer, device, amp=o.amp, grad_clip=o.grad_clip)
+    batches_per_epoch = steps_per_epoch(loop_config.get("train_clips", 0), cfg.data.batch_size,
+                                        ctx.get_world_size(), 1)
+    per_epoch = math.ceil(batches_per_epoch / o.accumulate)
+    scheduler = make_scheduler(optimizer, per_epoch * o.epochs, per_epoch * o.warmup_epochs, o.min_lr_ratio)
+    step = TrainStep(model, optimizer, device, amp=o.amp, grad_clip=o.grad_clip, accumulate=o.accumulate,
+                     scheduler=scheduler)
 
     # 2) resume: Ray's checkpoint (worker restart or --resume) carries weights, optimizer, schedule
     start_epoch, skipped_total = 0, 0
@@ -162,9 +185,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     checkpoint = _newer_in_storage(checkpoint, loop_config.get("storage"))
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = _restore(Path(d), model, optimizer, scheduler, model_config)
+            state = _restore(Path(d), model, optimizer, scheduler, model_config, step.scaler)
         start_epoch, skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
-        if rank == 0:
+        if rank == 0 and cfg.log.level != "quiet":
             print(f"[vidpeft] resumed from epoch {state['epoch']} checkpoint", flush=True)
 
     uri, run_id = loop_config.get("tracking_uri"), loop_config.get("run_id")
@@ -179,16 +202,23 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                _save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config)
+                _save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(state["metrics"], checkpoint=ckpt)
         return
 
-    # 3) epochs
+    # 3) epochs, with system metrics sampled by each node's first worker
+    nodes = ctx.get_world_size() // max(ctx.get_local_world_size(), 1)
+    system = SystemMetrics(uri, run_id, cfg.log.system_metrics_seconds,
+                           node=f"node{ctx.get_node_rank()}" if nodes > 1 else None,
+                           enabled=cfg.log.system_metrics and ctx.get_local_rank() == 0).__enter__()
     for epoch in range(start_epoch, cfg.optim.epochs):
         lr = optimizer.param_groups[0]["lr"]
-        train = _run_epoch(model, train_shard, cfg, device, task, step, epoch, len(dataset_names))
-        scheduler.step()
+        watch = StepWatch(cfg, f"epoch {epoch + 1}/{cfg.optim.epochs}", batches_per_epoch, step, device,
+                          enabled=rank == 0, log=tracking.log_metrics if log_to_mlflow else None,
+                          uri=uri, run_id=run_id)
+        train = _run_epoch(model, train_shard, cfg, device, task, step, epoch, len(dataset_names), watch)
+        watch.close()
         skipped = train.skipped
         seen, secs = _sum([train.clips, train.seconds])
         metrics = {f"train_{k}": v for k, v in _gather(train.acc).compute(names).items()}
@@ -208,12 +238,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ckpt = None
             if rank == 0:
                 state = {"epoch": epoch, "skipped_total": skipped_total, "metrics": metrics}
-                _save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config)
+                _save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
                 if log_to_mlflow:
                     tracking.log_metrics(uri, run_id, metrics, step=epoch)
                 shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
-                print(f"[vidpeft] epoch {epoch + 1}/{cfg.optim.epochs} {shown}", flush=True)
+                if cfg.log.level != "quiet":
+                    print(f"[vidpeft] epoch {epoch + 1}/{cfg.optim.epochs} {shown}", flush=True)
             ray.train.report(metrics, checkpoint=ckpt)
+    system.__exit__(None, None, None)
     if rank == 0 and os.environ.get("VIDPEFT_DEBUG"):
         print("[vidpeft] worker done", flush=True)
