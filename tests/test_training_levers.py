@@ -11,7 +11,8 @@ import torch.distributed as dist
 from components.config import from_dict
 from components.engine import TrainStep, backbone_blocks, make_optimizer, make_scheduler, trainable_groups
 from components.model import ModelConfig, build_model
-from pipelines.train_loop import SCALER, _restore, _save_checkpoint, steps_per_epoch
+from pipelines.checkpoints import SCALER, restore_checkpoint, save_checkpoint
+from pipelines.train_loop import steps_per_epoch
 from tests.test_adapter_matrix import BACKBONES
 
 MHVA = {"type": "mhva", "bottleneck": 8}
@@ -106,7 +107,7 @@ def test_fp16_scaler_state_is_checkpointed_and_resumed(tmp_path):
         step(batch())
     state = scaler.state_dict()
     assert state["scale"] != 1024.0  # it has moved: a resumed run must not start from the default again
-    _save_checkpoint(tmp_path, model, opt, sched, {"epoch": 0}, {}, scaler)
+    save_checkpoint(tmp_path, model, opt, sched, {"epoch": 0}, {}, scaler)
     assert (tmp_path / SCALER).exists()
 
     fresh = build("timm_vit", False)
@@ -114,7 +115,7 @@ def test_fp16_scaler_state_is_checkpointed_and_resumed(tmp_path):
     sched2 = make_scheduler(opt2, 10, 2, 0.1)
     resumed = TrainStep(fresh, opt2, amp="fp16", scheduler=sched2)  # the default scaler the loop builds
     assert resumed.scaler is not None and resumed.scaler.get_scale() == 65536.0
-    _restore(tmp_path, fresh, opt2, sched2, {}, resumed.scaler)
+    restore_checkpoint(tmp_path, fresh, opt2, sched2, {}, resumed.scaler)
     assert resumed.scaler.state_dict() == state
     assert sched2.last_epoch == sched.last_epoch and opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
 

@@ -16,11 +16,11 @@ from components.engine.loop import EvalResult, PassResult, evaluate, run_pass
 from components.engine.checkpointing import backbone_blocks, enable_grad_checkpointing
 from components.engine.optim import make_optimizer, make_scheduler, step_scheduler, trainable_groups
 from components.engine.precision import autocast_for, grad_scaler_for
-from components.engine.step import TrainStep
+from components.engine.step import TrainStep, unwrap
 from components.engine.views import ViewAveraged, flatten_views, video_scores
 
 __all__ = [
     "EvalResult", "PassResult", "TrainStep", "ViewAveraged", "autocast_for", "backbone_blocks",
     "enable_grad_checkpointing", "evaluate", "flatten_views", "grad_scaler_for", "make_optimizer",
-    "make_scheduler", "run_pass", "step_scheduler", "trainable_groups", "video_scores",
+    "make_scheduler", "run_pass", "step_scheduler", "trainable_groups", "unwrap", "video_scores",
 ]
