@@ -19,7 +19,7 @@ from components.param_counts import parameter_counts  # noqa: F401  (re-exported
 from components.config import ConfigError, cfg
 from components.m2clip.config import M2ClipConfig
 from components.multihead.config import DatasetHeadConfig
-from components.tasks import TASKS, task_loss
+from components.tasks import TASKS, make_task
 
 FINETUNE_MODES = ("adapters", "full", "linear")
 
@@ -70,6 +70,7 @@ class VideoModel(nn.Module):
         if config.finetune == "linear" and config.adapters:
             raise ConfigError("model.finetune=linear trains the head only: remove model.adapters")
         self.config = config
+        self.task = make_task(config.head.task, num_outputs)
         self.context = ForwardContext()
         self.backbone = build_backbone(config.backbone)
         spec = self.backbone.spec
@@ -112,7 +113,7 @@ class VideoModel(nn.Module):
         logits = self.predict(batch["video"], side, mask)
         out = {"logits": logits}
         if "target" in batch:
-            out["loss"] = task_loss(self.config.head.task, logits, batch["target"])
+            out["loss"] = self.task.loss(logits, batch["target"])
         return out
 
 

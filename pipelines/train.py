@@ -19,9 +19,10 @@ from pathlib import Path
 
 from components.config import ConfigError, dump_yaml, to_dict
 from components.data.manifest import Manifest, read_manifest
+from components.tasks import make_task
 from pipelines import multi_dataset, tracking, zeroshot_close
 from pipelines.config import ExperimentConfig
-from pipelines.ingest import DecodeSettings, build_dataset, decode_settings, target_column
+from pipelines.ingest import DecodeSettings, build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray, use_gpu
 from pipelines.train_loop import STATE, WEIGHTS, checkpoint_complete, train_loop_per_worker
 
@@ -38,25 +39,24 @@ def prepare_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Manifest]:
         return multi_dataset.prepare_multi_dataset(cfg)
     if not cfg.data.manifest:
         raise ConfigError("data.manifest: no manifest given (set it in the YAML or with --set data.manifest=PATH)")
-    task = cfg.model.head.task
+    task = make_task(cfg.model.head.task)
     modal_cols = [m.column for m in cfg.model.modalities]
     manifest = read_manifest(cfg.data.manifest, check_files=cfg.data.check_files,
-                             required_columns=[target_column(task)], feature_columns=modal_cols)
+                             required_columns=[task.column], feature_columns=modal_cols)
     for split in [cfg.data.train_split] + ([cfg.data.val_split] if cfg.data.val_split else []):
         table = manifest.split(split)
         if table.num_rows == 0:
             raise ConfigError(f"data: split {split!r} of {manifest.path} has no rows")
-        col = table[target_column(task)]
+        col = table[task.column]
         if col.null_count:
-            raise ConfigError(f"{manifest.path}: column {target_column(task)} has {col.null_count} empty "
-                              f"value(s) in split {split!r}, but model.head.task={task} needs it")
+            raise ConfigError(f"{manifest.path}: column {task.column} has {col.null_count} empty "
+                              f"value(s) in split {split!r}, but model.head.task={task.kind} needs it")
     num_outputs = cfg.model.head.num_outputs
     if num_outputs == 0:
-        if task == "regression":
-            first = manifest.split(cfg.data.train_split)["regression"][0].as_py()
-            num_outputs = len(first)
-        else:
-            num_outputs = manifest.num_classes
+        try:
+            num_outputs = task.outputs_from_manifest(manifest, manifest.split(cfg.data.train_split))
+        except ValueError as e:
+            raise ConfigError(f"model.head.num_outputs: {e}") from None
     modalities = []
     for m in cfg.model.modalities:
         dim = manifest.feature_dims.get(m.column, 0)

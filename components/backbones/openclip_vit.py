@@ -19,12 +19,15 @@ class becomes ``TappedResidualAttentionBlock`` (same parameters, names and paths
 state dicts and the ``attn``/``mlp``/``block`` sites are untouched).
 
 Weights come only from a local file (``checkpoint``: an open_clip state dict, .safetensors/.bin/.pt,
-loaded by ``open_clip.create_model(name, pretrained=PATH)``, which also resamples position
-embeddings to ``img_size``); names with a hub schema are refused, so nothing is downloaded.
+an OpenAI CLIP TorchScript archive or a timm-layout CLIP image tower; read and converted by
+``components.weights``, position embeddings resampled to ``img_size`` as open_clip does); names
+with a hub schema are refused, so nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import open_clip
@@ -39,6 +42,7 @@ from components.backbones.fast_mha import use_fast_self_attention
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
 from components.config import ConfigError
+from components.weights.families import load_open_clip
 
 CONFIG_DIR = Path(__file__).with_name("openclip_configs")
 open_clip.add_model_config(CONFIG_DIR)  # tiny test architectures, e.g. "vidpeft-tiny-clip"
@@ -92,8 +96,22 @@ def add_residual_taps(transformer: Transformer) -> None:
         block.pre_mlp = nn.Identity()
 
 
-def create_openclip(config: BackboneConfig) -> nn.Module:
-    """The whole open_clip CLIP model (both towers, fp32), weights from ``config.checkpoint`` only."""
+@contextmanager
+def _quiet_random_init_warning(active: bool):
+    """Hide open_clip's "initialized randomly" warning when a checkpoint is loaded afterwards."""
+    flt = lambda record: "No pretrained weights loaded" not in record.getMessage()  # noqa: E731
+    root = logging.getLogger()
+    if active:
+        root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
+
+
+def create_openclip(config: BackboneConfig, text: bool = True) -> nn.Module:
+    """The whole open_clip CLIP model (both towers, fp32), weights from ``config.checkpoint`` only
+    (``text=False``: only the image tower's weights are needed, e.g. a timm-layout CLIP tower)."""
     if ":" in config.name:
         raise ConfigError(f"model.backbone.name: {config.name!r}: hub/local-dir schemas are not supported; "
                           "use an architecture name and a local checkpoint file")
@@ -101,19 +119,22 @@ def create_openclip(config: BackboneConfig) -> nn.Module:
         raise ConfigError(f"model.backbone.name: unknown open_clip architecture {config.name!r}")
     if config.checkpoint and not Path(config.checkpoint).is_file():
         raise FileNotFoundError(f"model.backbone.checkpoint: weights file not found: {config.checkpoint}")
-    model = open_clip.create_model(
-        config.name,
-        pretrained=str(config.checkpoint) if config.checkpoint else None,
-        pretrained_image=False,
-        pretrained_text=False,
-        force_image_size=config.img_size,
-        **config.kwargs,
-    )
+    with _quiet_random_init_warning(bool(config.checkpoint)):  # weights are loaded right below
+        model = open_clip.create_model(
+            config.name,
+            pretrained=None,
+            pretrained_image=False,
+            pretrained_text=False,
+            force_image_size=config.img_size,
+            **config.kwargs,
+        )
     if not isinstance(getattr(model, "visual", None), VisionTransformer) or not hasattr(model, "token_embedding"):
         raise ConfigError(
             f"model.backbone.name: {config.name!r} is not a plain open_clip CLIP with a ViT image tower "
             f"and the built-in text transformer (got {type(model).__name__})"
         )
+    if config.checkpoint:
+        load_open_clip(model, config.checkpoint, config.name, text=text)
     add_residual_taps(model.visual.transformer)
     add_residual_taps(model.transformer)
     use_fast_self_attention(model)  # same weights; see fast_mha.py for the slow path it avoids
@@ -167,7 +188,7 @@ class OpenClipFrameViT(nn.Module):
     def __init__(self, config: BackboneConfig, visual: VisionTransformer | None = None) -> None:
         super().__init__()
         if visual is None:
-            visual = create_openclip(config).visual  # the text tower is dropped here
+            visual = create_openclip(config, text=False).visual  # the text tower is dropped here
         self.visual = visual
         self.pool = config.pool
         self.temporal = getattr(config, "temporal", "mean")

@@ -11,7 +11,7 @@ from components.adapters.base import TokenLayout
 from components.backbones.config import BackboneConfig
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
-from components.backbones.weights import load_state_into, read_state_dict
+from components.weights.families import load_timm_vit
 
 
 def describe_timm_vit(vit: nn.Module, prefix: str) -> BackboneSpec:
@@ -37,14 +37,7 @@ def describe_timm_vit(vit: nn.Module, prefix: str) -> BackboneSpec:
 def create_timm_vit(config: BackboneConfig) -> nn.Module:
     vit = timm.create_model(config.name, pretrained=False, num_classes=0, img_size=config.img_size, **config.kwargs)
     if config.checkpoint:
-        state = read_state_dict(config.checkpoint)
-        try:  # timm's own filter resamples position embeddings to this img_size
-            from timm.models.vision_transformer import checkpoint_filter_fn
-
-            state = checkpoint_filter_fn(state, vit)
-        except Exception:
-            pass
-        load_state_into(vit, state, config.checkpoint)
+        load_timm_vit(vit, config.checkpoint, config.name)  # resamples position embeddings to img_size
     return vit
 
 

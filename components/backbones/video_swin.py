@@ -9,7 +9,8 @@ Tiny random models: ``kwargs`` override the variant's constructor arguments of
 ``torchvision.models.video.SwinTransformer3d`` (embed_dim, depths, num_heads, window_size, patch_size,
 mlp_ratio, stochastic_depth_prob, ...), e.g. ``{embed_dim: 16, depths: [1, 1], num_heads: [1, 2],
 window_size: [2, 4, 4]}``. Pretrained weights: a local file holding torchvision's state dict
-(``swin3d_b-*.pth``, read with ``weights_only=True``); the K400 classifier head is dropped.
+(``swin3d_b-*.pth``) or a Video Swin Transformer release / MMAction2 checkpoint (renamed on load,
+see ``components.weights``); the K400 classifier head is dropped, anything else must fit exactly.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from components.backbones.attention import (
 from components.backbones.config import BackboneConfig
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
-from components.backbones.weights import load_state_into, read_state_dict
+from components.weights.families import load_video_swin
 
 # torchvision's swin3d_t/s/b constructor arguments (torchvision.models.video.swin3d_*).
 VARIANTS: dict[str, dict] = {
@@ -94,7 +95,7 @@ class VideoSwin(nn.Module):
         self.swin = SwinTransformer3d(**arch)
         self.swin.head = nn.Identity()  # the K400 classifier is replaced by the task head
         if config.checkpoint:
-            load_state_into(self.swin, read_state_dict(config.checkpoint), config.checkpoint)
+            load_video_swin(self.swin, config.checkpoint, config.name)
         self.spec = describe_video_swin(self.swin, arch, prefix="swin.", img_size=config.img_size)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
