@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from components.model_kind import ModelKind
+
 HEAD_MODULES = ("head", "vc_head")
 
 
 def head_parameters(model: nn.Module) -> int:
-    names = getattr(model, "head_modules", HEAD_MODULES)
+    names = model.head_modules if isinstance(model, ModelKind) else HEAD_MODULES
     children = dict(model.named_children())
     return sum(p.numel() for n in names if n in children for p in children[n].parameters() if p.requires_grad)
 
@@ -31,7 +33,7 @@ def parameter_counts(model: nn.Module) -> dict[str, float]:
     """Trainable parameters, with and without the task heads, and their share of the frozen backbone."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     head = head_parameters(model)
-    backbone = model.spec.total_params if hasattr(model, "spec") else sum(p.numel() for p in model.parameters())
+    backbone = model.spec.total_params if isinstance(model, ModelKind) else sum(p.numel() for p in model.parameters())
     return {
         "trainable_params": trainable,
         "head_params": head,

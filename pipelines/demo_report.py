@@ -68,13 +68,15 @@ def report(work: Path, results: dict[str, dict], chance: float, seconds: float) 
     print(f"took {seconds / 60:.1f} min\n")
 
     best = runs["adapters_side"]["output_dir"]
-    target_videos = work / "demo_data" / "target" / "videos"
+    target = work / "demo_data" / "target"
     uri = next((m.get("tracking_uri") for m in results.values() if m.get("tracking_uri")), None)
     print("Next:")
-    print(f"  predict:   vidpeft predict {best} {target_videos} --out {work / 'preds.parquet'} --top-k 3")
+    # the manifest's rows carry the side feature the CM3T run reads; bare mp4 files have none
+    print(f"  predict:   vidpeft predict {best} {target / 'manifest.parquet'} --split val "
+          f"--out {work / 'preds.parquet'} --top-k 3")
     print(f"  search:    vidpeft tune --config pipelines/configs/demo/target.yaml "
           f"--config pipelines/configs/demo/adapters_frames.yaml --space tune_spaces/demo_adapters.yaml --trials 4 "
-          f"--set data.manifest={work / 'demo_data' / 'target' / 'manifest.parquet'} "
+          f"--set data.manifest={target / 'manifest.parquet'} "
           f"--set model.backbone.checkpoint={work / 'runs' / 'demo' / 'backbone.safetensors'}")
     if uri:
         print(f"  MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1   (then open http://127.0.0.1:5000)")

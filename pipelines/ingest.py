@@ -35,6 +35,7 @@ class ModalityColumn:
     name: str
     column: str
     dim: int
+    tokens: int = 1  # > 1: the column holds a (tokens, dim) sequence per clip, flattened
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def decode_settings(cfg, training: bool, datasets: tuple[str, ...] = ()) -> Deco
         sampling=d.train_sampling if training else d.eval_sampling, stride=d.frame_stride,
         training=training, seed=cfg.seed, task=model_task(cfg.model).kind,
         num_outputs=cfg.model.head.num_outputs,
-        modalities=tuple(ModalityColumn(m.name, m.column, m.dim) for m in cfg.model.modalities),
+        modalities=tuple(ModalityColumn(m.name, m.column, m.dim, max(m.tokens, 1)) for m in cfg.model.modalities),
         target_fps=d.target_fps, augment=d.augment, decode_scale=d.decode_scale,
         crop_scale=(float(d.crop_scale[0]), float(d.crop_scale[1])), flip=d.flip,
         color_jitter=d.color_jitter, datasets=tuple(datasets), eval_clips=d.eval_clips, eval_crops=d.eval_crops)
@@ -138,11 +139,12 @@ class ClipDecoder:
             out["dataset_index"] = np.array([self.dataset_index[str(d)] for d in batch["dataset"]],
                                             dtype=np.int64)
         for m in self.s.modalities:
-            feats = np.zeros((n, m.dim), dtype=np.float32)
+            shape = (m.dim,) if m.tokens <= 1 else (m.tokens, m.dim)  # a sequence: (M, D) per clip
+            feats = np.zeros((n, *shape), dtype=np.float32)
             present = np.zeros(n, dtype=bool)
             for i, value in enumerate(batch[m.column]):
                 if value is not None:
-                    feats[i] = np.asarray(value, dtype=np.float32)
+                    feats[i] = np.asarray(value, dtype=np.float32).reshape(shape)
                     present[i] = True
             out[f"side_{m.name}"] = feats
             out[f"side_{m.name}_mask"] = present

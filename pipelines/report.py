@@ -21,6 +21,8 @@ from statistics import mean, stdev
 from components.config import ConfigError
 from pipelines import tracking
 
+LAYOUT = "campaign_layout.json"  # artifact of a campaign's parent run: what `vidpeft report` rebuilds from
+
 CONVERGED = 0.01  # absolute, in the metric's units (= 1 point for accuracies and mAP in [0, 1])
 PERCENT_METRICS = ("top1", "top5", "mAP")  # stored in [0, 1], shown in % as the papers do
 
@@ -55,7 +57,6 @@ def collect(uri: str, name: str, experiment: str = "") -> tuple[dict, list[dict]
     client = tracking.client(uri)
     parent = find_parent(client, uri, name, experiment)
     with tempfile.TemporaryDirectory() as tmp:
-        from pipelines.campaign import LAYOUT
 
         layout = json.loads(Path(client.download_artifacts(parent.info.run_id, LAYOUT, tmp)).read_text())
     children = client.search_runs([parent.info.experiment_id],

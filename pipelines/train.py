@@ -20,11 +20,13 @@ from pathlib import Path
 from components.config import ConfigError, dump_yaml, to_dict
 from components.data.manifest import Manifest, read_manifest
 from components.tasks import make_task
-from pipelines import multi_dataset, tracking, zeroshot_close
+from pipelines import best, multi_dataset, tracking, trained, zeroshot_close
 from pipelines.config import ExperimentConfig
+from pipelines.checkpoints import WEIGHTS, latest_checkpoint
 from pipelines.ingest import DecodeSettings, build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray, use_gpu
-from pipelines.train_loop import STATE, WEIGHTS, checkpoint_complete, train_loop_per_worker
+from pipelines.run_plan import RunPlan
+from pipelines.train_loop import train_loop_per_worker
 
 STORAGE_ENV = "VIDPEFT_STORAGE_PATH"
 
@@ -62,7 +64,10 @@ def prepare_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Manifest]:
         dim = manifest.feature_dims.get(m.column, 0)
         if m.dim and dim and m.dim != dim:
             raise ConfigError(f"model.modalities: {m.name} has dim {m.dim} but {m.column} in the manifest has {dim}")
-        modalities.append(replace(m, dim=m.dim or dim))
+        tokens = manifest.extra_metadata.get("feature_tokens", {}).get(m.column, 1) if dim else 0
+        if m.tokens and tokens and m.tokens != tokens:
+            raise ConfigError(f"model.modalities: {m.name} has tokens {m.tokens} but {m.column} in the manifest has {tokens}")
+        modalities.append(replace(m, dim=m.dim or dim, tokens=m.tokens or tokens or 1))
     model = replace(cfg.model, head=replace(cfg.model.head, num_outputs=num_outputs), modalities=modalities)
     return replace(cfg, model=model), manifest
 
@@ -79,37 +84,6 @@ def storage_location(cfg: ExperimentConfig, out: Path) -> str:
     if "://" not in root:
         root = str(Path(root).absolute())  # pyarrow (and Ray) take absolute local paths only
     return root.rstrip("/") + "/" + cfg.name
-
-
-def latest_checkpoint(storage: str | Path) -> str | None:
-    """The newest complete checkpoint (highest epoch) under ``storage``, a local dir or a URI.
-
-    Complete = state.json parses and every file it lists is there at its recorded size, so a dir
-    left by a kill during a save or during Ray's copy to storage is never chosen.
-    """
-    import pyarrow.fs as pafs
-
-    location = str(storage)
-    fs, root = pafs.FileSystem.from_uri(location if "://" in location else str(Path(location).absolute()))
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
-        return None
-    sizes: dict[str, dict[str, int]] = {}  # <run>/checkpoint_* -> file name -> size
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        parts = info.path[len(root):].strip("/").split("/")
-        if info.type == pafs.FileType.File and len(parts) == 3 and parts[1].startswith("checkpoint_"):
-            sizes.setdefault(f"{parts[0]}/{parts[1]}", {})[parts[2]] = info.size
-    best, best_epoch = None, -1
-    for rel, files in sorted(sizes.items()):
-        if STATE not in files:
-            continue
-        try:
-            with fs.open_input_stream(f"{root.rstrip('/')}/{rel}/{STATE}") as f:
-                state = json.loads(f.read())
-        except (OSError, ValueError):
-            continue  # unreadable or half-written: never chosen over a complete one
-        if isinstance(state, dict) and checkpoint_complete(state, files) and state["epoch"] > best_epoch:
-            best, best_epoch = f"{location.rstrip('/')}/{rel}", state["epoch"]
-    return best
 
 
 @contextmanager
@@ -137,7 +111,8 @@ def _stop_like_ctrl_c():
 
 
 def _print_table(metrics: dict, out: Path, run_id: str | None, datasets: list[str] = ()) -> None:
-    keys = [k for k in ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "val_mAP",
+    keys = [k for k in ("best_epoch", "last_epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
+                        "val_mAP",
                         "val_mse", "zeroshot_top1", "zeroshot_top5", "skipped_clips_total", "clips_per_sec",
                         "trainable_pct", "trainable_pct_with_head") if k in metrics]
     keys += multi_dataset.table_keys(metrics, list(datasets))  # several datasets: each one's headline metric
@@ -147,6 +122,11 @@ def _print_table(metrics: dict, out: Path, run_id: str | None, datasets: list[st
         v = metrics[k]
         print(f"{k:<{width}}  {v:>12.4f}" if isinstance(v, float) else f"{k:<{width}}  {v:>12}")
     print("-" * (width + 16))
+    if metrics.get("checkpoint_metric"):  # [after]
+        print(f"best epoch by {metrics['checkpoint_metric']} ({metrics['checkpoint_mode']}): weights.safetensors "
+              f"and the metrics above are epoch {metrics.get('best_epoch')}'s")
+    if metrics.get("stop_reason"):
+        print(f"stopped: {metrics['stop_reason']}")
     print(f"outputs: {out}" + (f"\nMLflow run: {run_id}" if run_id else ""))
 
 
@@ -167,6 +147,7 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
     storage = storage_location(cfg, out)
     # 1) inputs: manifest and config, checked before anything starts
     cfg, manifest = prepare_config(cfg)
+    metric, mode = best.checkpoint_metric(cfg)  # [after] what ranks checkpoints (checked before Ray starts)
     held_out = zeroshot_close.prepare(cfg)  # the zeroshot section's label set, checked before training
     restore = latest_checkpoint(storage)
     if restore and not resume:
@@ -174,6 +155,7 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
                           f"or choose another output_dir")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_yaml(cfg))
+    trained.write_labels(out, manifest.class_names, manifest.regression_names)  # [after] names for predict/export
     info_file = out / "run_info.json"
     info = json.loads(info_file.read_text()) if (resume and info_file.exists()) else {}
 
@@ -210,28 +192,31 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
     resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "config": to_dict(cfg),
-            "num_outputs": cfg.model.head.num_outputs,
-            "class_names": manifest.class_names,
-            "target_names": manifest.regression_names,
-            "dataset_target_names": multi_dataset.dataset_target_names(manifest),
-            "tracking_uri": uri if run_id else None,
-            "run_id": run_id,
-            "has_val": bool(d.val_split),
-            "dataset_names": list(dataset_names),
-            # Train V2 refuses resume_from_checkpoint: the workers load this checkpoint themselves
-            # unless Ray hands them a newer one of this run (after a worker failure).
-            "resume_from": str(restore) if restore else None,
-            "storage": storage,  # where a checkpoint Ray's controller never heard of may be found
-        },
+        train_loop_config=RunPlan(
+            config=cfg,
+            num_outputs=cfg.model.head.num_outputs,
+            class_names=manifest.class_names,
+            target_names=manifest.regression_names,
+            dataset_target_names=multi_dataset.dataset_target_names(manifest),
+            tracking_uri=uri if run_id else None,
+            run_id=run_id,
+            has_val=bool(d.val_split),
+            dataset_names=list(dataset_names),
+            resume_from=str(restore) if restore else None,
+            storage=storage,
+            checkpoint_metric=metric,
+            checkpoint_mode=mode,
+        ).to_dict(),
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=f"train-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.scaling.keep_checkpoints),
+            # [after] Ray keeps the best `keep` checkpoints by the metric (and the latest, for resume)
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.scaling.keep_checkpoints or cfg.checkpoint.keep,
+                checkpoint_score_attribute=metric, checkpoint_score_order=mode),
             callbacks=callbacks or None,
         ),
         datasets=datasets,
@@ -253,9 +238,11 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
         raise
 
     # 5) results: final weights, metrics.json, MLflow artifacts
-    final = dict(result.metrics or {})
-    if result.checkpoint is not None:
-        with result.checkpoint.as_directory() as ckpt_dir:
+    # [after] the run's result is its best epoch (by checkpoint.metric); the last epoch's scores are kept too
+    best_ckpt, final = best.select_best(result, storage, metric, mode)
+    final = best.summarise(final, dict(result.metrics or {}), metric, mode)
+    if best_ckpt is not None:
+        with best_ckpt.as_directory() as ckpt_dir:
             (out / WEIGHTS).write_bytes((Path(ckpt_dir) / WEIGHTS).read_bytes())
     final.update(run_id=run_id, tracking_uri=uri if run_id else None, output_dir=str(out))
     if held_out is not None:  # zero-shot on the held-out label set with the trained adapters

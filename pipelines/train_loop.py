@@ -7,7 +7,6 @@ checkpoint and logs to MLflow; every worker reports the same number of times.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -15,20 +14,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from components.checkpoint import load_weights, save_weights, trainable_state_dict
-from components.config import from_dict, to_dict
-from components.engine import TrainStep, make_optimizer, make_scheduler, run_pass, trainable_groups
+from components.config import to_dict
+from components.engine import TrainStep, make_optimizer, make_scheduler, run_pass, trainable_groups, unwrap
 from components.flops import accounting
 from components.model import build_model
 from components.tasks import Task, model_task
+from pipelines.best import Patience
+from pipelines.checkpoints import newer_in_storage, restore_checkpoint, save_checkpoint
 from pipelines.config import ExperimentConfig
-
-WEIGHTS = "weights.safetensors"
-STATE = "state.json"
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+from pipelines.run_plan import RunPlan
 
 
 def _gather(acc):
@@ -69,75 +63,16 @@ def _run_epoch(model, shard, cfg: ExperimentConfig, device, task: Task, step: Tr
     return result
 
 
-def _save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, model_config: dict) -> None:
-    """Write a checkpoint dir whose state.json, written last and atomically, lists every file's size.
-
-    A kill mid-save (or a copy to storage cut short, in whatever order Ray copies the files) leaves a
-    dir that `checkpoint_complete` rejects, so the previous checkpoint stays the one resumed from.
-    """
-    save_weights(directory / WEIGHTS, trainable_state_dict(_unwrap(model)), model_config)
-    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
-    torch.save(scheduler.state_dict(), directory / "scheduler.pt")
-    files = {name: (directory / name).stat().st_size for name in (WEIGHTS, "optimizer.pt", "scheduler.pt")}
-    tmp = directory / (STATE + ".tmp")
-    tmp.write_text(json.dumps({**state, "files": files}, indent=2))
-    os.replace(tmp, directory / STATE)
-
-
-def checkpoint_complete(state: dict, sizes: dict[str, int]) -> bool:
-    """True when every file that ``state`` (a parsed state.json) lists is present at its recorded size.
-
-    ``sizes``: file name -> size of what the checkpoint dir actually holds. A state.json without a
-    file list (older checkpoints) needs the weights file only.
-    """
-    expected = state.get("files") or {WEIGHTS: None}
-    return "epoch" in state and all(
-        name in sizes and (size is None or sizes[name] == size) for name, size in expected.items()
-    )
-
-
-def _restore(directory: Path, model, optimizer, scheduler, model_config: dict) -> dict:
-    load_weights(_unwrap(model), directory / WEIGHTS, model_config)
-    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
-    return json.loads((directory / STATE).read_text())
-
-
-def _epoch_of(checkpoint) -> int:
-    with checkpoint.filesystem.open_input_stream(checkpoint.path.rstrip("/") + "/" + STATE) as f:
-        return json.loads(f.read())["epoch"]
-
-
-def _newer_in_storage(checkpoint, storage: str | None):
-    """The newest complete checkpoint in this run's storage when it is newer than ``checkpoint``.
-
-    A worker reports a checkpoint after copying it to storage, and Ray's controller learns of it only
-    at its next poll: a worker that dies in between leaves a complete checkpoint Ray does not hand
-    to the restarted workers, whose epoch would then be trained (and logged) again.
-    """
-    import ray.train
-
-    if not storage:
-        return checkpoint
-    from pipelines.train import latest_checkpoint  # pipelines.train imports this module
-
-    newest = latest_checkpoint(storage)
-    if newest is None:
-        return checkpoint
-    newest_ckpt = ray.train.Checkpoint(newest)
-    if checkpoint is None or _epoch_of(newest_ckpt) > _epoch_of(checkpoint):
-        return newest_ckpt
-    return checkpoint
-
-
 def train_loop_per_worker(loop_config: dict) -> None:
+    """``loop_config``: a ``RunPlan`` as plain data (``RunPlan.to_dict``)."""
     import ray.train
     import ray.train.torch
 
     from pipelines import tracking
 
     # 1) config and model
-    cfg: ExperimentConfig = from_dict(ExperimentConfig, loop_config["config"])
+    plan = RunPlan.from_dict(loop_config)
+    cfg = plan.config
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     if cfg.scaling.torch_threads > 0:
@@ -145,41 +80,46 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.manual_seed(cfg.seed)
     task = model_task(cfg.model)
     model_config = to_dict(cfg.model)
-    model = build_model(cfg.model, loop_config["num_outputs"], loop_config.get("class_names"))
+    model = build_model(cfg.model, plan.num_outputs, plan.class_names)
     counts = accounting(model)  # GFLOPs per clip and trainable parameters, logged with every epoch
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     device = ray.train.torch.get_device()
     o = cfg.optim
-    optimizer = make_optimizer(trainable_groups(_unwrap(model), o.lr), o.lr, o.weight_decay)
+    optimizer = make_optimizer(trainable_groups(unwrap(model), o.lr), o.lr, o.weight_decay)
     scheduler = make_scheduler(optimizer, o.epochs, o.warmup_epochs, o.min_lr_ratio)
     step = TrainStep(model, optimizer, device, amp=o.amp, grad_clip=o.grad_clip)
+
+    # [after] early stopping: every worker sees the same gathered metrics, so all stop at the same epoch
+    stopper = Patience(plan.checkpoint_metric, plan.checkpoint_mode, cfg.optim.patience)
 
     # 2) resume: Ray's checkpoint (worker restart or --resume) carries weights, optimizer, schedule
     start_epoch, skipped_total = 0, 0
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and loop_config.get("resume_from"):
-        checkpoint = ray.train.Checkpoint(loop_config["resume_from"])  # a local dir or a storage URI
-    checkpoint = _newer_in_storage(checkpoint, loop_config.get("storage"))
+    if checkpoint is None and plan.resume_from:
+        checkpoint = ray.train.Checkpoint(plan.resume_from)  # a local dir or a storage URI
+    checkpoint = newer_in_storage(checkpoint, plan.storage)
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = _restore(Path(d), model, optimizer, scheduler, model_config)
+            state = restore_checkpoint(Path(d), model, optimizer, scheduler, model_config)
         start_epoch, skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
+        stopper.restore(state.get("patience"))  # [after]
         if rank == 0:
             print(f"[vidpeft] resumed from epoch {state['epoch']} checkpoint", flush=True)
 
-    uri, run_id = loop_config.get("tracking_uri"), loop_config.get("run_id")
+    uri, run_id = plan.tracking_uri, plan.run_id
     log_to_mlflow = rank == 0 and uri and run_id
 
     train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val") if loop_config.get("has_val") else None
-    names = loop_config.get("dataset_target_names") or loop_config.get("target_names")
-    dataset_names = loop_config.get("dataset_names") or []
+    val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
+    names = plan.metric_names
+    dataset_names = plan.dataset_names
 
-    if start_epoch >= cfg.optim.epochs:  # resuming a finished run: report its final state again
+    # resuming a finished (or early-stopped) run: report its final state again
+    if start_epoch >= cfg.optim.epochs or stopper.exhausted():
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                _save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config)
+                save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(state["metrics"], checkpoint=ckpt)
         return
@@ -203,17 +143,26 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if len(dataset_names) > 1:  # one dataset: the plain count says it all
             metrics.update({f"skipped_clips_{n}": v for n, v in zip(dataset_names, per_dataset)})
 
+        stop = stopper.update(epoch, metrics)  # [after] a reason to stop early, or None
+        if stop:
+            metrics["stop_reason"] = stop
+
         # 4) checkpoint + report (all workers report; only rank 0 attaches files)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                state = {"epoch": epoch, "skipped_total": skipped_total, "metrics": metrics}
-                _save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config)
+                state = {"epoch": epoch, "skipped_total": skipped_total, "metrics": metrics,
+                         "patience": stopper.state()}
+                save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
                 if log_to_mlflow:
                     tracking.log_metrics(uri, run_id, metrics, step=epoch)
                 shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
                 print(f"[vidpeft] epoch {epoch + 1}/{cfg.optim.epochs} {shown}", flush=True)
             ray.train.report(metrics, checkpoint=ckpt)
+        if stop:  # [after]
+            if rank == 0:
+                print(f"[vidpeft] {stop}", flush=True)
+            break
     if rank == 0 and os.environ.get("VIDPEFT_DEBUG"):
         print("[vidpeft] worker done", flush=True)

@@ -31,7 +31,7 @@ run attention dropout fall back to the frozen module plus the two-pass residual 
 The paper's form (``zero_init_gate: false``, the default and every preset's): gate fixed at 1, the
 adapted attention IS attention over [prefix; tokens] from step 0. It is not the identity at init: a
 random prefix takes a share lambda of every query's attention. How much, measured by
-``python -m components.adapters.prefix_init`` (README, "Prefix tuning at init"): at the presets'
+``python benchmarks/prefix_init.py`` (README, "Prefix tuning at init"): at the presets'
 init (C ~ N(0, 1) through a Linear-ReLU-Linear MLP, projected by the frozen k/v weights) the
 prefix's share of attention is small and the backbone output moves little, but it is not zero.
 ``zero_init_gate: true`` (an ablation, He et al.'s gate_add written as a learned scalar) multiplies

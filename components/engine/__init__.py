@@ -14,11 +14,11 @@
 from components.engine.loop import EvalResult, PassResult, evaluate, run_pass
 from components.engine.optim import lr_lambda, make_optimizer, make_scheduler, trainable_groups
 from components.engine.precision import autocast_for, grad_scaler_for
-from components.engine.step import TrainStep
+from components.engine.step import TrainStep, unwrap
 from components.engine.views import ViewAveraged, flatten_views, video_scores
 
 __all__ = [
     "EvalResult", "PassResult", "TrainStep", "ViewAveraged", "autocast_for", "evaluate", "flatten_views",
     "grad_scaler_for", "lr_lambda", "make_optimizer", "make_scheduler", "run_pass", "trainable_groups",
-    "video_scores",
+    "unwrap", "video_scores",
 ]

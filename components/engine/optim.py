@@ -7,15 +7,18 @@ import math
 import torch
 from torch import nn
 
+from components.model_kind import ModelKind
+
 
 def trainable_groups(model: nn.Module, lr: float) -> list:
-    """The optimiser's parameter groups: the model's own ``param_groups(lr)`` when its kind declares
-    some (e.g. M2-CLIP's text side at its own LR), else every trainable parameter in one group. A model
-    with nothing to train (a frozen zero-shot baseline) gets one dummy parameter, so epochs only evaluate."""
-    declared = getattr(model, "param_groups", None)
-    groups = declared(lr) if callable(declared) else None
-    params = groups or [p for p in model.parameters() if p.requires_grad]
-    return params or [nn.Parameter(torch.zeros(1))]
+    """The optimiser's parameter groups: a model kind's own ``param_groups(lr)`` (e.g. M2-CLIP's text side
+    at its own LR); any other module's trainable parameters in one group. A model with nothing to train
+    (a frozen zero-shot baseline) gets one dummy parameter, so epochs only evaluate."""
+    if isinstance(model, ModelKind):
+        groups = model.param_groups(lr)
+    else:
+        groups = [p for p in model.parameters() if p.requires_grad]
+    return groups or [nn.Parameter(torch.zeros(1))]
 
 
 def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -16,6 +16,11 @@ from torch import nn
 from components.engine.precision import autocast_for, grad_scaler_for
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a data-parallel wrapper (DDP's ``module``), or the model itself."""
+    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
+
+
 class TrainStep:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device | str = "cpu",
                  amp: str = "off", grad_clip: float = 0.0, accumulate: int = 1,

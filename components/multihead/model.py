@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from components.config import ConfigError
-from components.model import ModelConfig, VideoModel, register_model_kind, side_inputs
+from components.classifier import VideoModel
+from components.model_config import ModelConfig
+from components.model_kind import side_inputs
 from components.tasks import Heads
 
 
@@ -67,5 +69,3 @@ class MultiHeadModel(VideoModel):
             out["loss"] = self.task.loss(logits, batch["target"], index)
         return out
 
-
-register_model_kind("multi_dataset", MultiHeadModel)

@@ -46,12 +46,17 @@ def load_timm_vit(vit: nn.Module, path: str | Path, name: str, *, key_hint: str 
     wf, where, notes = _read(path, key_hint)
     state = wf.tensors
     pos = state.get("pos_embed", state.get("visual.positional_embedding"))
+    patch = state.get("patch_embed.proj.weight", state.get("visual.conv1.weight"))
     if "visual.conv1.weight" in state:
         notes.append("converted open_clip / OpenAI CLIP image tower to timm's layout")
     state = checkpoint_filter_fn(state, vit)
     own = vit.state_dict()
     if pos is not None and "pos_embed" in own and tuple(own["pos_embed"].shape[-2:]) != tuple(pos.shape[-2:]):
         notes.append(f"resampled pos_embed from {pos.shape[-2]} to {own['pos_embed'].shape[1]} tokens")
+    kernel = own.get("patch_embed.proj.weight")
+    if patch is not None and kernel is not None and patch.shape[-2:] != kernel.shape[-2:]:
+        notes.append("resampled patch_embed.proj.weight from {}x{} to {}x{} (timm's FlexiViT resampling)".format(
+            *patch.shape[-2:], *kernel.shape[-2:]))
     return load_strict(vit, state, where=where, family="timm_vit", name=name, notes=notes, quiet=quiet)
 
 
