@@ -24,7 +24,7 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not e2e"
 
 clean:
-	rm -rf runs demo_data mlflow.db mlartifacts
+	rm -rf runs demo_data mlflow.db mlartifacts demo_summary.json demo_curves.png preds.parquet
 
 # Benchmarks with small settings (a few minutes on 2 cores); results go to benchmarks/results/quick/
 # so the full-size figures quoted in the README stay. Full-size commands: benchmarks/README.md.

@@ -51,7 +51,7 @@ def cmd_synth(args) -> int:
 
     path = make_synthetic_dataset(args.out_dir, num_classes=args.classes, clips_per_class=args.clips_per_class,
                                   frames=args.frames, size=args.size, seed=args.seed, feature_dim=args.feature_dim,
-                                  corrupt=args.corrupt)
+                                  corrupt=args.corrupt, task=args.task)
     print(f"manifest: {path}")
     return 0
 
@@ -83,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic motion-classified video dataset + manifest")
     p.add_argument("out_dir")
-    p.add_argument("--classes", type=int, default=4)
+    p.add_argument("--task", default="motion", choices=["motion", "appearance", "motion_texture"],
+                   help="scene and label: motion (shapes moving over texture, class = direction), appearance "
+                        "(static white shape on black, class = shape x size), motion_texture (coloured shapes "
+                        "crossing a texture, class = direction)")
+    p.add_argument("--classes", type=int, default=4, help="number of classes (directions); appearance has 4")
     p.add_argument("--clips-per-class", type=int, default=12)
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, default=64)

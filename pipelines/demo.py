@@ -1,44 +1,108 @@
-"""`vidpeft demo`: generate the demo dataset if missing, train on it, say where the results are."""
+"""`vidpeft demo` (what `make demo` runs): a frozen, pretrained backbone adapted to new video.
+
+Stages, each cached in the workdir (a rerun skips what is finished and resumes what was cut off):
+  1. data      demo_data/source (appearance: a static white shape on black, 4 classes) and
+               demo_data/target (motion_texture: coloured shapes crossing a texture, 8 directions,
+               plus a noisy side "audio" feature)
+  2. pretrain  the tiny ViT trained in full on the source set, then exported alone in timm's key
+               layout (runs/demo/backbone.safetensors), as a downloaded checkpoint would be
+  3. adapt     on the target set with that backbone frozen: a linear probe, MHVA+PT from the
+               frames alone, and CM3T (MHVA+PT + CAA reading the side feature)
+  4. report    a table against chance, demo_summary.json and demo_curves.png
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from components.config import resolve
 from pipelines import tracking
 from pipelines.config import ExperimentConfig
+from pipelines.demo_report import LABELS, report
 
-DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+CONFIGS = Path(__file__).parent / "configs" / "demo"
+VARIANTS = tuple(LABELS)
 
 
-def run_demo(workdir: str = ".", overrides: list[str] = ()) -> dict:
+@dataclass
+class DemoSize:
+    """How much data the demo generates (the test runs a smaller one)."""
+
+    source_clips_per_class: int = 150
+    target_clips_per_class: int = 40
+    target_classes: int = 8
+    target_frames: int = 8
+    size: int = 32
+
+
+def _say(msg: str) -> None:
+    print(f"[vidpeft demo] {msg}", flush=True)
+
+
+def make_data(work: Path, size: DemoSize) -> tuple[Path, Path]:
     from components.data.synth import make_synthetic_dataset
+
+    sets = {"source": dict(task="appearance", num_classes=4, clips_per_class=size.source_clips_per_class,
+                           frames=2, feature_dim=0),
+            "target": dict(task="motion_texture", num_classes=size.target_classes,
+                           clips_per_class=size.target_clips_per_class, frames=size.target_frames)}
+    paths = []
+    for name, kw in sets.items():
+        manifest = work / "demo_data" / name / "manifest.parquet"
+        if not manifest.exists():
+            _say(f"writing the {name} set ({kw['task']}) to {manifest.parent}")
+            make_synthetic_dataset(manifest.parent, size=size.size, seed=0 if name == "source" else 1, **kw)
+        paths.append(manifest)
+    return paths[0], paths[1]
+
+
+def _train(files: list[Path], fixed: list[str], overrides: list[str]) -> dict:
+    """One stage's run; a finished run is read back, an interrupted one resumed."""
     from pipelines.train import run_train
 
-    work = Path(workdir).absolute()
-    data_dir = work / "demo_data"
-    manifest = data_dir / "manifest.parquet"
-    if not manifest.exists():
-        print(f"[vidpeft] writing the demo dataset to {data_dir} ...", flush=True)
-        make_synthetic_dataset(data_dir, num_classes=4, clips_per_class=32, frames=8, size=32, seed=0,
-                               progress=True)
-    # The demo's paths are fixed under workdir; --set overrides still win.
-    fixed = [f"data.manifest={manifest}", f"output_dir={work / 'runs' / 'demo'}"]
-    if not os.environ.get(tracking.ENV_URI):  # the local store lives in the workdir, like the rest
-        fixed.append(f"tracking.tracking_uri={tracking.resolve_tracking_uri('', work)}")
-    cfg = resolve(ExperimentConfig, [DEMO_CONFIG], [*fixed, *overrides])
+    cfg = resolve(ExperimentConfig, files, [*fixed, *overrides])
     out = Path(cfg.output_dir)
+    if (out / "metrics.json").exists():
+        _say(f"{cfg.name}: finished earlier, reusing {out}")
+        return json.loads((out / "metrics.json").read_text())
     resume = (out / "run_info.json").exists()
     if resume:
-        print(f"[vidpeft] {out} has an earlier demo run: continuing it (delete the folder to start over)")
-    metrics = run_train(cfg, resume=resume)
-    uri = metrics.get("tracking_uri") or ""
-    print("\nDemo finished.")
-    print(f"  results:      {out}/metrics.json, weights in {out}/weights.safetensors")
-    if uri:
-        print(f"  MLflow UI:    mlflow ui --backend-store-uri {uri} --host 127.0.0.1   (then open http://127.0.0.1:5000)")
-    # [after] what to try next. The manifest's rows carry the "audio" side feature the demo model leans on;
-    # bare mp4 files have none (README: Using a trained model).
-    print(f"  next, predict: vidpeft predict {out} {manifest} --split val --out {work / 'preds.parquet'} --top-k 2")
-    return metrics
+        _say(f"{cfg.name}: continuing the interrupted run in {out}")
+    return run_train(cfg, resume=resume)
+
+
+def run_demo(workdir: str = ".", overrides: list[str] = (), size: DemoSize | None = None) -> dict:
+    from pipelines.backbone_file import write_backbone_file
+
+    size = size or DemoSize()
+    start = time.time()
+    work = Path(workdir).absolute()
+    runs = work / "runs" / "demo"
+    common = []
+    if not os.environ.get(tracking.ENV_URI):  # the local store lives in the workdir, like the rest
+        common.append(f"tracking.tracking_uri={tracking.resolve_tracking_uri('', work)}")
+
+    _say("stage 1/4: data")
+    source, target = make_data(work, size)
+
+    _say("stage 2/4: pretraining the backbone in full on the source set")
+    _train([CONFIGS / "pretrain.yaml"], [f"data.manifest={source}", f"output_dir={runs / 'pretrain'}", *common],
+           overrides)
+    backbone = runs / "backbone.safetensors"
+    if not backbone.exists():
+        write_backbone_file(runs / "pretrain", backbone)
+        _say(f"exported the pretrained backbone to {backbone}")
+
+    results = {}
+    for n, variant in enumerate(VARIANTS, 1):
+        _say(f"stage 3/4 ({n}/{len(VARIANTS)}): {LABELS[variant]}, backbone frozen")
+        fixed = [f"data.manifest={target}", f"output_dir={runs / variant}",
+                 f"model.backbone.checkpoint={backbone}", f"model.backbone.num_frames={size.target_frames}", *common]
+        results[variant] = _train([CONFIGS / "target.yaml", CONFIGS / f"{variant}.yaml"], fixed, overrides)
+
+    _say("stage 4/4: report")
+    return report(work, results, chance=1.0 / size.target_classes, seconds=time.time() - start)

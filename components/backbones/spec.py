@@ -23,3 +23,6 @@ class BackboneSpec:
     block_heads: list[int]  # attention heads at each block
     layouts: list[TokenLayout] = field(default_factory=list)  # token layout at each block
     total_params: int = 0  # frozen backbone size, the denominator of "trainable %"
+    # Where the family's own checkpoint loads, relative to the backbone module ("vit." for timm):
+    # stripping it gives the key layout of a downloaded file (see backbones.export).
+    checkpoint_root: str = ""

@@ -30,6 +30,7 @@ def describe_timm_vit(vit: nn.Module, prefix: str) -> BackboneSpec:
         block_heads=[vit.blocks[0].attn.num_heads] * n,
         layouts=[layout] * n,
         total_params=sum(p.numel() for p in vit.parameters()),
+        checkpoint_root=prefix,
     )
 
 

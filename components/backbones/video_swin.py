@@ -75,6 +75,7 @@ def describe_video_swin(swin: SwinTransformer3d, arch: dict, prefix: str, img_si
         block_heads=heads,
         layouts=layouts,
         total_params=sum(p.numel() for p in swin.parameters()),
+        checkpoint_root=prefix,
     )
 
 

@@ -1,11 +1,10 @@
-"""Synthetic motion-classification video set with real H.264 mp4s and a manifest.
+"""Synthetic video sets with real H.264 mp4s and a manifest (`vidpeft synth`).
 
-Each clip: a dark random static texture with 2-4 bright random shapes (discs/squares, random
-colour, size and position) that all move with one constant velocity on an open plane, entering
-and leaving the frame. The class is the motion direction: class k -> angle 2*pi*k/num_classes
-(+ small jitter); the speed (about 0.6 frame widths per clip) is random per clip and is
-exported as the regression target `speed` (pixels per frame / frame size). No single frame
-tells the class; only the motion does.
+The scene of each clip comes from a task kind in `synth_scenes` (``motion``, the default:
+several shapes moving one way over a texture, class = direction; ``appearance``: a static
+white shape on black, class = shape x size, the demo's source task; ``motion_texture``:
+coloured shapes crossing a texture, class = direction, the demo's target task). Every row also
+carries the regression target `speed` (pixels per frame / frame size) and a `caption` in words.
 
 Side feature `feat_audio` (feature_dim floats): a noisy code of the class, independent of the
 video pixels: a fixed random unit code per class (from the seed) + Gaussian noise of the same
@@ -25,6 +24,7 @@ import av
 import numpy as np
 
 from components.data.manifest import write_manifest
+from components.data.synth_scenes import TASKS
 
 DATASET_NAME = "synthetic_motion"
 FEATURE_COLUMN = "feat_audio"
@@ -32,53 +32,6 @@ FEATURE_COLUMN = "feat_audio"
 
 def _codec() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
-
-
-def _background(rng: np.random.Generator, size: int, contrast: float = 1.0) -> np.ndarray:
-    """Static texture: a coarse random colour grid (blocky low frequencies) + fine noise."""
-    cells = int(rng.integers(4, 9))
-    # Darker than every shape (shapes are >= 170 per channel): motion then changes pixels with a
-    # consistent sign, so even a linear read-out of frame differences can tell the direction.
-    coarse = rng.integers(30, 131, size=(cells, cells, 3)).astype(np.float32)
-    coarse = 80.0 + (coarse - 80.0) * contrast
-    rep = -(-size // cells)  # ceil division
-    bg = np.repeat(np.repeat(coarse, rep, axis=0), rep, axis=1)[:size, :size]  # (H, W, 3)
-    bg += rng.normal(0.0, 12.0 * contrast, size=(size, size, 3)).astype(np.float32)
-    return bg
-
-
-def _render_clip(rng: np.random.Generator, label: int, num_classes: int, frames: int,
-                 size: int, shapes: tuple[int, int] = (2, 4),
-                 contrast: float = 1.0) -> tuple[np.ndarray, float]:
-    """uint8 (T, H, W, 3) frames of class `label`, and the clip speed in px/frame."""
-    bg = _background(rng, size, contrast)
-    angle = 2 * math.pi * label / num_classes + rng.uniform(-1, 1) * math.pi / (4 * num_classes)
-    # About 60% of the frame per clip: fast enough to see between sampled frames, slow enough
-    # that a shape does not wrap all the way round (which would hide the direction from any
-    # position-over-time readout).
-    speed = float(rng.uniform(0.75, 1.25)) * max(1.5, 0.6 * size / frames)
-    vel = np.array([math.sin(angle), math.cos(angle)]) * speed  # (dy, dx); y points down
-
-    n_shapes = int(rng.integers(shapes[0], shapes[1] + 1))
-    # Shapes travel on an open plane (no wrap-around, which would make a rightward shape jump
-    # left). Mid-clip centres are uniform over the frame widened by half the travel, so shapes
-    # enter and leave and any single frame shows them anywhere, whatever the direction.
-    travel = speed * (frames - 1)
-    centres = rng.uniform(-travel / 2, size + travel / 2, size=(n_shapes, 2))
-    radii = rng.uniform(size / 12, size / 6, size=n_shapes)
-    squares = rng.random(n_shapes) < 0.5
-    colours = rng.integers(170, 256, size=(n_shapes, 3)).astype(np.float32)  # brighter than the background
-
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)  # (H, W) each
-    out = np.empty((frames, size, size, 3), dtype=np.uint8)  # (T, H, W, C)
-    for t in range(frames):
-        img = bg.copy()
-        for c, r, sq, col in zip(centres + vel * (t - (frames - 1) / 2), radii, squares, colours):
-            dy, dx = yy - c[0], xx - c[1]
-            mask = np.maximum(abs(dy), abs(dx)) <= r if sq else dy * dy + dx * dx <= r * r
-            img[mask] = col
-        out[t] = np.clip(img, 0, 255).astype(np.uint8)
-    return out, speed
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
@@ -116,17 +69,25 @@ def _write_corrupt(path: Path, kind: int, good: Path, rng: np.random.Generator) 
 def make_synthetic_dataset(out_dir: str | Path, num_classes: int = 4, clips_per_class: int = 12,
                            frames: int = 16, size: int = 64, fps: float = 8, seed: int = 0,
                            feature_dim: int = 8, val_fraction: float = 0.25, corrupt: int = 0,
-                           feature_missing: float = 0.1, shapes: tuple[int, int] = (2, 4),
-                           contrast: float = 1.0,
+                           feature_missing: float = 0.1, shapes: tuple[int, int] | None = None,
+                           contrast: float = 1.0, task: str = "motion",
                            progress: Callable[[int, int], None] | bool | None = None) -> Path:
     """Write videos under out_dir/videos/ and out_dir/manifest.parquet; returns the manifest path.
 
     Rows: clip i has label i % num_classes; val split = round(clips_per_class * val_fraction)
     clips of each class (stratified, seeded). `corrupt=N` adds N broken train rows cycling
     truncated / zero-byte / random-bytes files. `progress(done, total)` or True to print.
-    `shapes` is the (min, max) number of moving shapes; `contrast` scales the background texture
-    (1 = full; lower makes the moving shapes stand out, an easier set for tiny models).
+    `shapes` is the (min, max) number of moving shapes (None: the task's default); `contrast`
+    scales the background texture (1 = full; lower makes the moving shapes stand out, an easier
+    set for tiny models). `task` picks the scene (see `synth_scenes.TASKS`).
     """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    render, class_names_of, default_shapes = TASKS[task]
+    class_names = class_names_of(num_classes)
+    num_classes = len(class_names)  # the appearance task has a fixed class set
+    shapes = shapes or default_shapes
+    dataset = DATASET_NAME if task == "motion" else f"synthetic_{task}"
     if num_classes < 2 or clips_per_class < 1 or frames < 2:
         raise ValueError("need num_classes >= 2, clips_per_class >= 1, frames >= 2")
     if size % 2:
@@ -152,13 +113,13 @@ def make_synthetic_dataset(out_dir: str | Path, num_classes: int = 4, clips_per_
     for i in range(total):
         label, rank = i % num_classes, i // num_classes
         clip_rng = np.random.default_rng([seed, i])  # per-clip stream: reproducible in isolation
-        video, speed = _render_clip(clip_rng, label, num_classes, frames, size, shapes, contrast)
+        video, speed, caption = render(clip_rng, label, num_classes, frames, size, shapes=shapes, contrast=contrast)
         clip_id = f"synth_{i:05d}"
         rel = f"videos/{clip_id}.mp4"
         write_mp4(out / rel, video, fps)
         row = {"clip_id": clip_id, "video_path": rel, "split": "val" if rank in val_rank[label]
-               else "train", "dataset": DATASET_NAME, "label": label,
-               "regression": [speed / size]}
+               else "train", "dataset": dataset, "label": label,
+               "regression": [speed / size], "caption": caption}
         if feature_dim > 0:
             missing = clip_rng.random() < feature_missing
             feat = codes[label] + clip_rng.normal(size=feature_dim) / math.sqrt(feature_dim)
@@ -172,15 +133,14 @@ def make_synthetic_dataset(out_dir: str | Path, num_classes: int = 4, clips_per_
         rel = f"videos/{clip_id}.mp4"
         crng = np.random.default_rng([seed, total + j])
         _write_corrupt(out / rel, j % 3, out / rows[0]["video_path"], crng)
-        row = {"clip_id": clip_id, "video_path": rel, "split": "train", "dataset": DATASET_NAME,
-               "label": j % num_classes, "regression": [0.0]}
+        row = {"clip_id": clip_id, "video_path": rel, "split": "train", "dataset": dataset,
+               "label": j % num_classes, "regression": [0.0], "caption": ""}
         if feature_dim > 0:
             row[FEATURE_COLUMN] = None
         rows.append(row)
 
     if report:
         report(total, total)
-    class_names = [f"dir_{round(360 * k / num_classes)}deg" for k in range(num_classes)]
     feature_dims = {FEATURE_COLUMN: feature_dim} if feature_dim > 0 else {}
     return write_manifest(out / "manifest.parquet", rows, class_names, feature_dims=feature_dims,
                           regression_names=["speed"])

@@ -6,7 +6,11 @@ from __future__ import annotations
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="write a standalone model file and log an MLflow model (optionally registered)")
     p.add_argument("model", metavar="RUN_DIR", help="a training run directory")
-    p.add_argument("--out", required=True, metavar="DIR", help="where model.safetensors and export.json go")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="where model.safetensors and export.json go (with --backbone-only: the file to write)")
+    p.add_argument("--backbone-only", action="store_true",
+                   help="write only the backbone, in its family's own key layout (what a downloaded checkpoint "
+                        "holds; a later run's model.backbone.checkpoint loads it), e.g. after model.finetune=full")
     p.add_argument("--register", metavar="NAME", help="also register the MLflow model under this name")
     p.add_argument("--backbone-checkpoint", metavar="PATH",
                    help="the frozen backbone's weights, when the run's model.backbone.checkpoint moved")
@@ -16,6 +20,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    if args.backbone_only:
+        from pipelines.backbone_file import write_backbone_file
+
+        out = write_backbone_file(args.model, args.out, args.backbone_checkpoint)
+        print(f"backbone: {out} (model.backbone.checkpoint={out})")
+        return 0
     from pipelines.export import run_export
 
     run_export(args.model, args.out, args.register, args.backbone_checkpoint, not args.no_mlflow, args.top_k)

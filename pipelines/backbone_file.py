@@ -1,0 +1,33 @@
+"""Write a run's backbone alone, in its family's native key layout (`vidpeft export --backbone-only`).
+
+The file is the same kind as a downloaded checkpoint: a later run names it in
+`model.backbone.checkpoint`. It carries the backbone settings it was built with in its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from components.backbones.export import native_backbone_state
+from components.config import to_dict
+from pipelines.trained import build_trained, load_trained
+
+BACKBONE_KEY = "vidpeft_backbone"
+
+
+def write_backbone_file(source: str | Path, out: str | Path, backbone_checkpoint: str | None = None) -> Path:
+    """``source``: a run directory or a `vidpeft export` file; ``out``: the .safetensors to write."""
+    trained = load_trained(source, backbone_checkpoint)
+    model = build_trained(trained)
+    state = native_backbone_state(model.backbone)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    meta = {BACKBONE_KEY: json.dumps(to_dict(trained.cfg.model.backbone), sort_keys=True)}
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, out)  # a half-written file never takes the name
+    return out
