@@ -28,4 +28,9 @@ def build_model(config: ModelConfig, num_outputs: int, class_names: list[str] | 
         raise ConfigError("model.head.num_outputs: must be positive (or 0 with a manifest that names its classes)")
     if config.kind not in MODEL_KINDS:
         raise ConfigError(f"model.kind: unknown {config.kind!r}; known: {sorted(MODEL_KINDS)}")
-    return MODEL_KINDS[config.kind](config, num_outputs, class_names)
+    model = MODEL_KINDS[config.kind](config, num_outputs, class_names)
+    if config.grad_checkpointing:
+        from components.engine.checkpointing import enable_grad_checkpointing
+
+        enable_grad_checkpointing(model)
+    return model

@@ -115,6 +115,7 @@ def select_best(result, storage: str, metric: str | None, mode: str) -> tuple:
     scored = [(c, m) for c, m in pool if not (isinstance(m.get(metric), float) and math.isnan(m[metric]))]
     if not scored:
         return result.checkpoint, dict(result.metrics or {})
+    scored.sort(key=lambda cm: cm[1].get("epoch", 0))  # a tie goes to the earliest epoch, as Ray keeps the first
     # Ray's own selection over every kept checkpoint of the run (this fit and, after --resume, earlier ones)
     merged = Result(metrics=result.metrics, checkpoint=result.checkpoint, error=None, path=result.path,
                     best_checkpoints=scored)

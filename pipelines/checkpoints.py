@@ -20,9 +20,11 @@ from components.engine import unwrap
 
 WEIGHTS = "weights.safetensors"
 STATE = "state.json"
+SCALER = "scaler.pt"  # fp16 only: the GradScaler's state (its loss scale)
 
 
-def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, model_config: dict) -> None:
+def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, model_config: dict,
+                    scaler=None) -> None:
     """Write a checkpoint dir whose state.json, written last and atomically, lists every file's size.
 
     A kill mid-save (or a copy to storage cut short, in whatever order Ray copies the files) leaves a
@@ -31,7 +33,11 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, m
     save_weights(directory / WEIGHTS, trainable_state_dict(unwrap(model)), model_config)
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     torch.save(scheduler.state_dict(), directory / "scheduler.pt")
-    files = {name: (directory / name).stat().st_size for name in (WEIGHTS, "optimizer.pt", "scheduler.pt")}
+    names = [WEIGHTS, "optimizer.pt", "scheduler.pt"]
+    if scaler is not None:  # fp16: the loss scale it has found (resuming at 65536 again costs skipped steps)
+        torch.save(scaler.state_dict(), directory / SCALER)
+        names.append(SCALER)
+    files = {name: (directory / name).stat().st_size for name in names}
     tmp = directory / (STATE + ".tmp")
     tmp.write_text(json.dumps({**state, "files": files}, indent=2))
     os.replace(tmp, directory / STATE)
@@ -49,11 +55,14 @@ def checkpoint_complete(state: dict, sizes: dict[str, int]) -> bool:
     )
 
 
-def restore_checkpoint(directory: Path, model, optimizer, scheduler, model_config: dict) -> dict:
-    """Load weights, optimizer and schedule from a checkpoint dir; returns its state.json."""
+def restore_checkpoint(directory: Path, model, optimizer, scheduler, model_config: dict, scaler=None) -> dict:
+    """Load weights, optimizer, schedule (and the fp16 scaler's state) from a checkpoint dir; returns
+    its state.json."""
     load_weights(unwrap(model), directory / WEIGHTS, model_config)
     optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
+    if scaler is not None and (directory / SCALER).exists():
+        scaler.load_state_dict(torch.load(directory / SCALER, weights_only=True))
     return json.loads((directory / STATE).read_text())
 
 

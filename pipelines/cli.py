@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
 from components.config import ConfigError
 from components.data.manifest import ManifestError
 from pipelines import commands
+from pipelines.ray_env import LOG_LEVEL_ENV
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -17,6 +19,17 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="experiment YAML (repeatable; later files override earlier ones)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override one config key, e.g. --set optim.lr=3e-4 (repeatable; wins over files)")
+    add_verbosity_args(p)
+
+
+def add_verbosity_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quiet", "-q", action="store_const", const="quiet", dest="log_level",
+                   help="errors and the final results only (same as --log-level quiet)")
+    g.add_argument("--verbose", "-v", action="store_const", const="verbose", dest="log_level",
+                   help="also Ray's start-up and Ray Data's per-dataset messages (--log-level verbose)")
+    g.add_argument("--log-level", choices=("quiet", "info", "verbose"), dest="log_level",
+                   help="console output: quiet, info (default: progress and epoch lines) or verbose")
 
 
 def load_experiment(files: list[str], overrides: list[str]):
@@ -82,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="generate the demo dataset if missing and train on it")
     p.add_argument("--workdir", default=".", help="where demo_data/, runs/ and mlflow.db go")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    add_verbosity_args(p)
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("explain", help="list every config key with its default and help")
@@ -94,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", None)
+    if level:  # one switch for the driver (Ray, Ray Data) and, through the config, the workers
+        os.environ[LOG_LEVEL_ENV] = level
+        if isinstance(getattr(args, "overrides", None), list):
+            args.overrides.append(f"log.level={level}")
     try:
         return args.fn(args)
     except (ConfigError, ManifestError, FileNotFoundError) as e:

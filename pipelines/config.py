@@ -111,10 +111,13 @@ class OptimConfig:
     epochs: int = cfg(5, "training epochs")
     lr: float = cfg(1e-3, "peak learning rate (AdamW)")
     weight_decay: float = cfg(0.05, "AdamW weight decay")
-    warmup_epochs: int = cfg(0, "linear warm-up epochs before the cosine decay")
-    min_lr_ratio: float = cfg(0.01, "final learning rate as a fraction of lr")
+    warmup_epochs: int = cfg(0, "warm-up epochs (stepped per optimizer step) before the cosine decay")
+    min_lr_ratio: float = cfg(0.01, "first warm-up and final learning rate as a fraction of lr (0 < r <= 1)")
+    accumulate: int = cfg(1, "micro-batches whose gradients are summed per optimizer step (effective batch = "
+                             "batch_size x accumulate x workers); DDP all-reduces on the last one only")
     grad_clip: float = cfg(1.0, "max gradient norm (0 = no clipping)")
-    amp: str = cfg("auto", "mixed precision: auto (bf16 on CUDA with support), bf16, fp16, off")
+    amp: str = cfg("auto", "mixed precision: auto (bf16 on CUDA with support), bf16, fp16 (with a gradient "
+                           "scaler, checkpointed), off")
     patience: int = cfg(0, "stop when checkpoint.metric has not improved for this many epochs (0 = never)")
 
     def __post_init__(self) -> None:
@@ -126,6 +129,10 @@ class OptimConfig:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
+        if self.accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
+        if not 0 < self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in (0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass
@@ -174,6 +181,25 @@ class TrackingConfig:
 
 
 @dataclass
+class LogConfig:
+    level: str = cfg("info", "quiet (errors and the final table only), info (progress and epoch lines), verbose "
+                             "(also Ray's start-up and Ray Data's per-dataset messages); --quiet / --verbose set it")
+    progress_steps: int = cfg(0, "a progress line every N batches inside an epoch (0 = by time only)")
+    progress_seconds: float = cfg(30.0, "a progress line at least every S seconds inside an epoch (0 = by steps only)")
+    metrics_steps: int = cfg(0, "log training loss, lr and clips/s to MLflow every N optimizer steps (0 = per epoch only)")
+    system_metrics: bool = cfg(True, "MLflow system metrics for the run: CPU, memory, disk, network, GPU when present")
+    system_metrics_seconds: float = cfg(10.0, "seconds between system metrics samples")
+
+    def __post_init__(self) -> None:
+        if self.level not in ("quiet", "info", "verbose"):
+            raise ValueError(f"level must be quiet, info or verbose, got {self.level!r}")
+        if self.progress_steps < 0 or self.progress_seconds < 0 or self.metrics_steps < 0:
+            raise ValueError("progress_steps, progress_seconds and metrics_steps must be >= 0")
+        if self.system_metrics_seconds <= 0:
+            raise ValueError(f"system_metrics_seconds must be > 0, got {self.system_metrics_seconds}")
+
+
+@dataclass
 class ZeroShotConfig:
     manifest: str = cfg("", "after training, zero-shot evaluation on this manifest's held-out label set "
                             "(model.kind m2clip; empty = none); metrics zeroshot_top1/top5")
@@ -193,5 +219,6 @@ class ExperimentConfig:
     scaling: ScalingConfig = cfg(factory=ScalingConfig, help="Ray resources")
     checkpoint: CheckpointConfig = cfg(factory=CheckpointConfig, help="which checkpoint is the run's result")
     tracking: TrackingConfig = cfg(factory=TrackingConfig, help="MLflow")
+    log: LogConfig = cfg(factory=LogConfig, help="console output and per-step / system metrics")
     zeroshot: ZeroShotConfig = cfg(factory=ZeroShotConfig, help="zero-shot evaluation closing the run "
                                                                 "(pipelines/zeroshot_close.py)")

@@ -21,7 +21,7 @@ import numpy as np
 
 from components.config import ConfigError
 from pipelines import tracking
-from pipelines.trained import Trained, check_classes, load_trained
+from pipelines.trained import Trained, check_classes, load_trained, run_tracking
 
 
 def evaluation_pass(model, dataset, cfg, device, names=None) -> dict:
@@ -105,30 +105,14 @@ def write_confusion(confusion: np.ndarray, names: list[str], csv_path: Path, png
     plt.close(fig)
 
 
-def _log(trained: Trained, split: str, metrics: dict, files: list[Path]) -> str | None:
-    """Into the run's MLflow run when its store still has it, else a new run; returns the run id."""
-    info_file = trained.run_dir / "run_info.json" if trained.run_dir else None
-    info = json.loads(info_file.read_text()) if info_file and info_file.is_file() else {}
-    uri, run_id = info.get("tracking_uri"), info.get("run_id")
-    if uri and run_id:
-        try:
-            tracking.client(uri).get_run(run_id)
-        except Exception:
-            print(f"[vidpeft] MLflow run {run_id} is not in {uri}: logging to a new run", flush=True)
-            run_id = None
-    if not (uri and run_id):
-        uri = tracking.resolve_tracking_uri(trained.cfg.tracking.tracking_uri)
-        run_id = tracking.start_run(uri, trained.cfg.tracking.experiment, f"{trained.cfg.name}-eval-{split}", {},
-                                    tags={"vidpeft.evaluated": str(trained.weights)})
-        reopened = False
-    else:
-        reopened = True
-    tracking.log_metrics(uri, run_id, {f"eval_{split}_{k}": v for k, v in metrics.items()}, step=0)
-    for f in files:
-        tracking.log_artifact(uri, run_id, f, f"eval_{split}")
-    if not reopened:
-        tracking.end_run(uri, run_id)
-    return run_id
+def _open_run(trained: Trained, split: str) -> tuple[str, str, bool]:
+    """(URI, run id, reopened): the run's MLflow run when its store still has it, else a new run."""
+    uri, run_id = run_tracking(trained)
+    if run_id is not None:
+        return uri, run_id, True
+    run_id = tracking.start_run(uri, trained.cfg.tracking.experiment, f"{trained.cfg.name}-eval-{split}", {},
+                                tags={"vidpeft.evaluated": str(trained.weights)})
+    return uri, run_id, False
 
 
 def run_evaluate(source: str, manifest: str | None = None, split: str = "test", clips: int | None = None,
@@ -191,13 +175,21 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
         csv_path, png_path = out_dir / f"confusion_{split}.csv", out_dir / f"confusion_{split}.png"
         write_confusion(rep["confusion"], t.output_names, csv_path, png_path, f"{Path(source).name}: {split}")
         files += [csv_path, png_path]
+    mlflow = _open_run(t, split) if log and cfg.tracking.enabled else None
+    if mlflow:
+        result["mlflow_run_id"] = mlflow[1]
     json_path = out_dir / f"eval_{split}.json"
     tmp = json_path.with_name(json_path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, json_path)
     files.insert(0, json_path)
-    if log and cfg.tracking.enabled:
-        result["mlflow_run_id"] = _log(t, split, {k: v for k, v in metrics.items() if v is not None}, files)
+    if mlflow:
+        uri, run_id, reopened = mlflow
+        tracking.log_metrics(uri, run_id, {f"eval_{split}_{k}": v for k, v in metrics.items() if v is not None}, 0)
+        for f in files:
+            tracking.log_artifact(uri, run_id, f, f"eval_{split}")
+        if not reopened:
+            tracking.end_run(uri, run_id)
     shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     print(f"[vidpeft] {split}: {res['clips']} clips ({res['skipped']} skipped)  {shown}", flush=True)
     print(f"[vidpeft] written: {', '.join(str(f) for f in files)}", flush=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from components.config import to_dict
 from pipelines import tracking
-from pipelines.trained import STANDALONE_KEY, Trained, build_trained, load_trained
+from pipelines.trained import STANDALONE_KEY, Trained, build_trained, load_trained, run_tracking
 
 EXPORT_FILE = "model.safetensors"
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
@@ -92,25 +92,10 @@ def _requirements() -> list[str]:
     return out
 
 
-def _tracking_target(t: Trained) -> tuple[str, str | None]:
-    """(tracking URI, the training run's id when that run is still in its store)."""
-    info_file = t.run_dir / "run_info.json" if t.run_dir else None
-    info = json.loads(info_file.read_text()) if info_file and info_file.is_file() else {}
-    uri = info.get("tracking_uri") or tracking.resolve_tracking_uri(t.cfg.tracking.tracking_uri)
-    run_id = info.get("run_id")
-    if run_id:
-        try:
-            tracking.client(uri).get_run(run_id)
-        except Exception:  # the store moved or was deleted: log to a new run instead
-            print(f"[vidpeft] MLflow run {run_id} is not in {uri}: logging to a new run", flush=True)
-            uri, run_id = tracking.resolve_tracking_uri(""), None
-    return uri, run_id
-
-
 def log_mlflow_model(t: Trained, standalone: Path, register: str | None = None, top_k: int = 5) -> dict:
     import mlflow
 
-    uri, run_id = _tracking_target(t)
+    uri, run_id = run_tracking(t)
     mlflow.set_tracking_uri(uri)
     if register:
         mlflow.set_registry_uri(uri)

@@ -201,6 +201,7 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
             tracking_uri=uri if run_id else None,
             run_id=run_id,
             has_val=bool(d.val_split),
+            train_clips=min(manifest.split(d.train_split).num_rows, d.limit or 1 << 62),
             dataset_names=list(dataset_names),
             resume_from=str(restore) if restore else None,
             storage=storage,

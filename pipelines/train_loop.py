@@ -7,6 +7,7 @@ checkpoint and logs to MLflow; every worker reports the same number of times.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -23,6 +24,8 @@ from pipelines.best import Patience
 from pipelines.checkpoints import newer_in_storage, restore_checkpoint, save_checkpoint
 from pipelines.config import ExperimentConfig
 from pipelines.run_plan import RunPlan
+from pipelines.step_watch import StepWatch
+from pipelines.system_metrics import SystemMetrics
 
 
 def _gather(acc):
@@ -50,14 +53,22 @@ def _batches(shard, batch_size: int, device, shuffle: int, seed: int):
     return shard.iter_torch_batches(batch_size=batch_size, device=device, drop_last=False, **kwargs)
 
 
+def steps_per_epoch(clips: int, batch_size: int, workers: int, accumulate: int) -> int:
+    """Optimizer steps one worker takes per epoch over ``clips`` training clips (the LR schedule's plan;
+    the last, partial accumulation of an epoch steps too)."""
+    batches = math.ceil(math.ceil(max(clips, 1) / max(workers, 1)) / batch_size)
+    return max(math.ceil(batches / accumulate), 1)
+
+
 def _run_epoch(model, shard, cfg: ExperimentConfig, device, task: Task, step: TrainStep | None = None,
-               epoch: int = 0, num_datasets: int = 0):
+               epoch: int = 0, num_datasets: int = 0, on_batch=None):
     """One pass of the engine over a shard: trains with ``step``, else evaluates (views averaged)."""
     training = step is not None
     bs = cfg.data.batch_size if training else cfg.data.eval_batch_size
     shuffle = cfg.data.shuffle_buffer if training else 0
     batches = _batches(shard, bs, device, shuffle, cfg.seed + epoch)
-    result = run_pass(model, batches, task, step=step, device=device, amp=cfg.optim.amp, num_datasets=num_datasets)
+    result = run_pass(model, batches, task, step=step, device=device, amp=cfg.optim.amp, num_datasets=num_datasets,
+                      on_batch=on_batch)
     if step is not None:
         step.apply()  # a partial gradient accumulation at the epoch's end still steps
     return result
@@ -86,8 +97,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     o = cfg.optim
     optimizer = make_optimizer(trainable_groups(unwrap(model), o.lr), o.lr, o.weight_decay)
-    scheduler = make_scheduler(optimizer, o.epochs, o.warmup_epochs, o.min_lr_ratio)
-    step = TrainStep(model, optimizer, device, amp=o.amp, grad_clip=o.grad_clip)
+    batches_per_epoch = steps_per_epoch(plan.train_clips, cfg.data.batch_size, ctx.get_world_size(), 1)
+    per_epoch = math.ceil(batches_per_epoch / o.accumulate)  # optimizer steps: the LR schedule is per step
+    scheduler = make_scheduler(optimizer, per_epoch * o.epochs, per_epoch * o.warmup_epochs, o.min_lr_ratio)
+    step = TrainStep(model, optimizer, device, amp=o.amp, grad_clip=o.grad_clip, accumulate=o.accumulate,
+                     scheduler=scheduler)
 
     # [after] early stopping: every worker sees the same gathered metrics, so all stop at the same epoch
     stopper = Patience(plan.checkpoint_metric, plan.checkpoint_mode, cfg.optim.patience)
@@ -100,10 +114,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     checkpoint = newer_in_storage(checkpoint, plan.storage)
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = restore_checkpoint(Path(d), model, optimizer, scheduler, model_config)
+            state = restore_checkpoint(Path(d), model, optimizer, scheduler, model_config, step.scaler)
         start_epoch, skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
         stopper.restore(state.get("patience"))  # [after]
-        if rank == 0:
+        if rank == 0 and cfg.log.level != "quiet":
             print(f"[vidpeft] resumed from epoch {state['epoch']} checkpoint", flush=True)
 
     uri, run_id = plan.tracking_uri, plan.run_id
@@ -119,16 +133,23 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config)
+                save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(state["metrics"], checkpoint=ckpt)
         return
 
-    # 3) epochs
+    # 3) epochs, with system metrics sampled by each node's first worker
+    nodes = ctx.get_world_size() // max(ctx.get_local_world_size(), 1)
+    system = SystemMetrics(uri, run_id, cfg.log.system_metrics_seconds,
+                           node=f"node{ctx.get_node_rank()}" if nodes > 1 else None,
+                           enabled=cfg.log.system_metrics and ctx.get_local_rank() == 0).__enter__()
     for epoch in range(start_epoch, cfg.optim.epochs):
         lr = optimizer.param_groups[0]["lr"]
-        train = _run_epoch(model, train_shard, cfg, device, task, step, epoch, len(dataset_names))
-        scheduler.step()
+        watch = StepWatch(cfg, f"epoch {epoch + 1}/{cfg.optim.epochs}", batches_per_epoch, step, device,
+                          enabled=rank == 0, log=tracking.log_metrics if log_to_mlflow else None,
+                          uri=uri, run_id=run_id)
+        train = _run_epoch(model, train_shard, cfg, device, task, step, epoch, len(dataset_names), watch)
+        watch.close()
         skipped = train.skipped
         seen, secs = _sum([train.clips, train.seconds])
         metrics = {f"train_{k}": v for k, v in _gather(train.acc).compute(names).items()}
@@ -153,16 +174,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if rank == 0:
                 state = {"epoch": epoch, "skipped_total": skipped_total, "metrics": metrics,
                          "patience": stopper.state()}
-                save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config)
+                save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
                 if log_to_mlflow:
                     tracking.log_metrics(uri, run_id, metrics, step=epoch)
                 shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
-                print(f"[vidpeft] epoch {epoch + 1}/{cfg.optim.epochs} {shown}", flush=True)
+                if cfg.log.level != "quiet":
+                    print(f"[vidpeft] epoch {epoch + 1}/{cfg.optim.epochs} {shown}", flush=True)
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:  # [after]
             if rank == 0:
                 print(f"[vidpeft] {stop}", flush=True)
             break
+    system.__exit__(None, None, None)
     if rank == 0 and os.environ.get("VIDPEFT_DEBUG"):
         print("[vidpeft] worker done", flush=True)

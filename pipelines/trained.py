@@ -151,3 +151,20 @@ def check_classes(t: Trained, manifest_path: str | Path, manifest_names: list[st
         detail = f"not in the run: {extra}; missing: {lacking}" if (extra or lacking) else "same names, other order"
         raise ConfigError(f"{manifest_path}: its classes differ from the model's ({len(manifest_names)} vs "
                           f"{len(t.class_names)}; {detail})")
+
+
+def run_tracking(t: Trained) -> tuple[str, str | None]:
+    """(tracking URI, the training run's MLflow run id) when that run is still in its store; otherwise the
+    URI the config (or MLFLOW_TRACKING_URI) names and None: the caller logs to a new run there."""
+    from pipelines import tracking
+
+    info_file = t.run_dir / "run_info.json" if t.run_dir else None
+    info = json.loads(info_file.read_text()) if info_file and info_file.is_file() else {}
+    uri, run_id = info.get("tracking_uri"), info.get("run_id")
+    if uri and run_id:
+        try:
+            tracking.client(uri).get_run(run_id)
+            return uri, run_id
+        except Exception:  # the store moved or was deleted
+            print(f"[vidpeft] MLflow run {run_id} is not in {uri}: logging to a new run", flush=True)
+    return tracking.resolve_tracking_uri(t.cfg.tracking.tracking_uri), None

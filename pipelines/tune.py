@@ -171,7 +171,9 @@ def trial_driver(config: dict, job: TrialJob) -> None:
         tmp.write_text(json.dumps(stamped, indent=2, default=str))
         tmp.replace(path)
     report = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))}
-    ray.tune.report({**report, EPOCHS_DONE: final.get("epoch", cfg.optim.epochs - 1) + 1})
+    # [after] metrics.json holds the best epoch's metrics; epochs done counts to the last epoch trained
+    done = final.get("last_epoch", final.get("epoch", cfg.optim.epochs - 1))
+    ray.tune.report({**report, EPOCHS_DONE: (cfg.optim.epochs - 1 if done is None else done) + 1})
 
 
 def trial_cpus(cfg: ExperimentConfig) -> float:

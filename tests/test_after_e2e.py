@@ -150,8 +150,14 @@ def test_export_and_mlflow_model_score_as_the_run(run, tmp_path):
     try:
         from_file = tmp_path / "from_export.parquet"
         assert main(["predict", str(export / "model.safetensors"), str(folder), "--out", str(from_file)]) == 0
+        # evaluate takes the export too: the run's validation metrics again, logged to a new MLflow run
+        assert main(["evaluate", str(export / "model.safetensors"), "--split", "val", "--out", str(tmp_path)]) == 0
     finally:
         moved.rename(run["backbone"])
+    m = json.loads((run["out"] / "metrics.json").read_text())
+    ev = json.loads((tmp_path / "eval_val.json").read_text())
+    assert ev["metrics"]["top1"] == pytest.approx(m["val_top1"]) and ev["mlflow_run_id"] != m["run_id"]
+    assert ev["metrics"]["loss"] == pytest.approx(m["val_loss"], rel=1e-5)
     expected = {r["video_path"]: r for r in pq.read_table(ref).to_pylist()}
     for r in pq.read_table(from_file).to_pylist():
         assert r["top_k_labels"] == expected[r["video_path"]]["top_k_labels"]

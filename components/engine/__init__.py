@@ -1,6 +1,7 @@
 """The engine: pure PyTorch training and evaluation shared by every verb (no Ray, no MLflow).
 
-- ``optim.py``: the optimizer over a model's parameter groups, and its LR schedule.
+- ``optim.py``: the optimizer over a model's parameter groups, and its per-step LR schedule.
+- ``checkpointing.py``: activation checkpointing of backbone blocks (``model.grad_checkpointing``).
 - ``precision.py``: autocast and the fp16 gradient scaler for ``optim.amp``.
 - ``step.py``: ``TrainStep``, one training step (accumulation, clipping, mixed precision).
 - ``views.py``: several views per video flattened in, averaged out by the Task.
@@ -12,13 +13,14 @@
 """
 
 from components.engine.loop import EvalResult, PassResult, evaluate, run_pass
-from components.engine.optim import lr_lambda, make_optimizer, make_scheduler, trainable_groups
+from components.engine.checkpointing import backbone_blocks, enable_grad_checkpointing
+from components.engine.optim import make_optimizer, make_scheduler, step_scheduler, trainable_groups
 from components.engine.precision import autocast_for, grad_scaler_for
 from components.engine.step import TrainStep, unwrap
 from components.engine.views import ViewAveraged, flatten_views, video_scores
 
 __all__ = [
-    "EvalResult", "PassResult", "TrainStep", "ViewAveraged", "autocast_for", "evaluate", "flatten_views",
-    "grad_scaler_for", "lr_lambda", "make_optimizer", "make_scheduler", "run_pass", "trainable_groups",
-    "unwrap", "video_scores",
+    "EvalResult", "PassResult", "TrainStep", "ViewAveraged", "autocast_for", "backbone_blocks",
+    "enable_grad_checkpointing", "evaluate", "flatten_views", "grad_scaler_for", "make_optimizer",
+    "make_scheduler", "run_pass", "step_scheduler", "trainable_groups", "unwrap", "video_scores",
 ]

@@ -66,9 +66,12 @@ def _select(batch: dict, ok: torch.Tensor) -> dict:
 
 def run_pass(model: nn.Module, batches: Iterable[dict], task: Task, *, step: TrainStep | None = None,
              device: torch.device | str = "cpu", amp: str = "off", num_datasets: int = 1,
-             forward: Callable[[dict], dict] | None = None, keep_scores: bool = False) -> PassResult:
+             forward: Callable[[dict], dict] | None = None, keep_scores: bool = False,
+             on_batch: Callable[[int, float | None], None] | None = None) -> PassResult:
     """One pass over ``batches``: trains with ``step`` when given, else evaluates (see module doc).
 
+    ``on_batch(clips, loss)``: called after every batch (readable clips in it, its loss or None), for
+    progress lines and per-step metrics.
     ``forward``: what to call on an evaluation batch instead of ``model`` (e.g. zero-shot scoring); it
     returns at least ``logits``. Multi-task models report named loss terms as ``loss/<name>``.
     """
@@ -99,9 +102,11 @@ def run_pass(model: nn.Module, batches: Iterable[dict], task: Task, *, step: Tra
                 out = call(flat)
                 if views > 1:
                     out = {**out, "logits": task.average_views(out["logits"].float(), views)}
+        loss = out.get("loss")
+        if on_batch is not None:
+            on_batch(n_ok, None if loss is None or n_ok == 0 else loss.item())
         if n_ok == 0:
             continue
-        loss = out.get("loss")
         if "target" in batch:
             acc.add_batch(out["logits"].float(), batch, None if loss is None else loss.item())
         for k, v in out.items():

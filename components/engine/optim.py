@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -31,17 +29,28 @@ def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimi
         return torch.optim.AdamW(params, **kwargs)
 
 
-def lr_lambda(epochs: int, warmup: int, min_ratio: float):
-    """Per-epoch multiplier: linear warm-up, then cosine down to ``min_ratio``."""
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_ratio: float):
+    """A per-optimizer-step schedule: warm-up from ``min_ratio`` x each group's LR to its LR over
+    ``warmup_steps``, then cosine decay back to ``min_ratio`` x at ``total_steps``.
 
-    def f(epoch: int) -> float:
-        if epoch < warmup:
-            return (epoch + 1) / (warmup + 1)
-        progress = (epoch - warmup) / max(epochs - warmup, 1)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    torch's OneCycleLR (two phases, no momentum cycling): it scales every parameter group by its own
+    LR, so groups declared at other LRs (M2-CLIP's text side) keep their ratio. Call ``step()`` after
+    each optimizer step; ``step_scheduler`` stops at ``total_steps`` (the LR then stays at its floor).
+    """
+    if not 0 < min_ratio <= 1:
+        raise ValueError(f"min_lr_ratio must be in (0, 1], got {min_ratio}")
+    total = max(int(total_steps), 2)
+    warmup = min(max(int(warmup_steps), 0), total - 2)  # steps until the peak LR is reached
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
+        pct_start=(warmup + 1) / total if warmup else 0.0, anneal_strategy="cos", cycle_momentum=False,
+        div_factor=1.0 / min_ratio, final_div_factor=1.0,
+    )
 
-    return f
 
-
-def make_scheduler(optimizer: torch.optim.Optimizer, epochs: int, warmup: int, min_ratio: float):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(epochs, warmup, min_ratio))
+def step_scheduler(scheduler) -> None:
+    """Advance ``scheduler`` one optimizer step, holding its last LR once its planned steps are done
+    (the step count per epoch is planned from the manifest; uneven shards may run a few more)."""
+    total = getattr(scheduler, "total_steps", None)
+    if total is None or scheduler.last_epoch < total - 1:
+        scheduler.step()

@@ -25,8 +25,9 @@ def autocast_for(device: torch.device, amp: str):
 
 
 def grad_scaler_for(device: torch.device, amp: str) -> torch.amp.GradScaler | None:
-    """A loss scaler for fp16 on CUDA (bf16 and fp32 keep fp32's range and need none)."""
+    """A loss scaler for fp16 (its 5-bit exponent underflows small gradients); bf16 and fp32 keep
+    fp32's range and need none. Its state (the current scale) is checkpointed with the optimizer."""
     device = torch.device(device)
-    if amp_dtype(device, amp) is torch.float16 and device.type == "cuda":
-        return torch.amp.GradScaler("cuda")
+    if amp_dtype(device, amp) is torch.float16:
+        return torch.amp.GradScaler(device.type)
     return None

@@ -2,8 +2,10 @@
 unscale, clip, optimizer step. Every training caller (the Ray Train worker, the benchmarks) runs this.
 
 Hooks: ``accumulate`` > 1 sums gradients over that many calls before stepping (each loss divided by
-it, so the step sees the mean); ``grad_clip`` > 0 clips the global gradient norm; ``amp`` selects
-autocast (bf16 / fp16 / auto) and fp16 on CUDA gets a GradScaler. A batch whose clips were all
+it, so the step sees the mean) and, under DistributedDataParallel, runs the non-final micro-batches
+inside ``no_sync()`` so gradients are all-reduced once per optimizer step, not per micro-batch; ``grad_clip`` > 0 clips the global gradient norm; ``amp`` selects
+autocast (bf16 / fp16 / auto) and fp16 gets a GradScaler; ``scheduler`` (per-step LR) advances
+after every optimizer step. A batch whose clips were all
 unreadable still runs forward and backward with its loss times zero (``live=False``), so
 data-parallel workers stay in step; it contributes nothing.
 """
@@ -13,6 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from contextlib import nullcontext
+
+from components.engine.optim import step_scheduler
 from components.engine.precision import autocast_for, grad_scaler_for
 
 
@@ -24,13 +29,15 @@ def unwrap(model: nn.Module) -> nn.Module:
 class TrainStep:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device | str = "cpu",
                  amp: str = "off", grad_clip: float = 0.0, accumulate: int = 1,
-                 scaler: torch.amp.GradScaler | None = None) -> None:
+                 scaler: torch.amp.GradScaler | None = None, scheduler=None) -> None:
         if accumulate < 1:
             raise ValueError(f"accumulate must be >= 1, got {accumulate}")
         self.model, self.optimizer = model, optimizer
         self.device, self.amp = torch.device(device), amp
         self.grad_clip, self.accumulate = grad_clip, accumulate
         self.scaler = scaler if scaler is not None else grad_scaler_for(self.device, amp)
+        self.scheduler = scheduler
+        self.updates = 0  # optimizer steps taken by this object
         self.params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
         self.micro = 0  # micro-batches since the last optimizer step
 
@@ -45,14 +52,17 @@ class TrainStep:
     def __call__(self, batch: dict[str, torch.Tensor], live: bool = True) -> dict[str, torch.Tensor]:
         """Forward + backward (+ an optimizer step when ``accumulate`` micro-batches are in); returns the
         model's outputs (``loss`` the batch's, undivided)."""
-        out = self.forward(batch, live)
-        loss = out["loss"]
-        if not loss.requires_grad:  # nothing trainable (e.g. a frozen zero-shot baseline): evaluate only
-            return out
-        if self.micro == 0:
-            self.optimizer.zero_grad(set_to_none=True)
-        scaled = loss / self.accumulate if self.accumulate > 1 else loss
-        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        final = self.micro + 1 >= self.accumulate
+        no_sync = getattr(self.model, "no_sync", None)  # DDP: all-reduce on the final micro-step only
+        with nullcontext() if final or no_sync is None else no_sync():
+            out = self.forward(batch, live)
+            loss = out["loss"]
+            if not loss.requires_grad:  # nothing trainable (e.g. a frozen zero-shot baseline): evaluate only
+                return out
+            if self.micro == 0:
+                self.optimizer.zero_grad(set_to_none=True)
+            scaled = loss / self.accumulate if self.accumulate > 1 else loss
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         self.micro += 1
         if self.micro == self.accumulate:
             self.apply()
@@ -73,3 +83,6 @@ class TrainStep:
         else:
             self.optimizer.step()
         self.micro = 0
+        self.updates += 1
+        if self.scheduler is not None:
+            step_scheduler(self.scheduler)
