@@ -1,7 +1,7 @@
 """UCF101's zero-shot protocol: one model, the test lists of the three official splits, top-1 as
 mean and std over the splits (how M2-CLIP's Table 3 and its references report "78.7 ± 1.2").
 
-    vidpeft prepare ucf101 ANNOTATIONS --videos VIDEOS --out data/ucf101_fold1/manifest.parquet --set fold=1
+    vidpeft prepare ucf101 --annotations ucfTrainTestlist --videos UCF-101 --out data/ucf101_fold1/manifest.parquet --set fold=1
     (the same with fold=2 and fold=3)
     vidpeft zeroshot-splits --checkpoint runs/m2clip_k400 --manifest data/ucf101_fold{1,2,3}/manifest.parquet
 

@@ -76,6 +76,7 @@ def row_cells(md: str, label: str) -> list[str]:
 
 
 @pytest.mark.e2e
+@pytest.mark.paper_tables
 def test_every_paper_table_runs_on_tiny_standins(ray_session, tmp_path, monkeypatch, capsys):
     """All campaigns end to end at the tiniest size (1 epoch, 12 clips per stand-in, 32 px, tiny
     backbones, one seed, two cells at once), each producing its paper-shaped table."""
