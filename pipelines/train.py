@@ -19,10 +19,14 @@ from pathlib import Path
 
 from components.config import ConfigError, dump_yaml, to_dict
 from components.data.manifest import Manifest, read_manifest
-from pipelines import multi_dataset, tracking, zeroshot_close
+from pipelines import multi_dataset, preflight, tracking, zeroshot_close
+from pipelines.checkpoint_digest import checkpoint_intact
 from pipelines.config import ExperimentConfig
 from pipelines.ingest import DecodeSettings, build_dataset, decode_settings, target_column
 from pipelines.ray_env import ensure_ray, use_gpu
+from pipelines.redaction import redact_data, redact_urls
+from pipelines.run_lock import hold_run_lock
+from pipelines.run_status import runs_closed_on_failure
 from pipelines.train_loop import STATE, WEIGHTS, checkpoint_complete, train_loop_per_worker
 
 STORAGE_ENV = "VIDPEFT_STORAGE_PATH"
@@ -98,7 +102,7 @@ def latest_checkpoint(storage: str | Path) -> str | None:
         parts = info.path[len(root):].strip("/").split("/")
         if info.type == pafs.FileType.File and len(parts) == 3 and parts[1].startswith("checkpoint_"):
             sizes.setdefault(f"{parts[0]}/{parts[1]}", {})[parts[2]] = info.size
-    best, best_epoch = None, -1
+    candidates = []  # (epoch, rel, state) of complete checkpoints
     for rel, files in sorted(sizes.items()):
         if STATE not in files:
             continue
@@ -107,9 +111,14 @@ def latest_checkpoint(storage: str | Path) -> str | None:
                 state = json.loads(f.read())
         except (OSError, ValueError):
             continue  # unreadable or half-written: never chosen over a complete one
-        if isinstance(state, dict) and checkpoint_complete(state, files) and state["epoch"] > best_epoch:
-            best, best_epoch = f"{location.rstrip('/')}/{rel}", state["epoch"]
-    return best
+        if isinstance(state, dict) and checkpoint_complete(state, files):
+            candidates.append((state["epoch"], rel, state))
+    for epoch, rel, state in sorted(candidates, key=lambda c: c[0], reverse=True):
+        if checkpoint_intact(fs, f"{root.rstrip('/')}/{rel}", state):  # newest whose bytes match
+            return f"{location.rstrip('/')}/{rel}"
+        print(f"[vidpeft] checkpoint {location.rstrip('/')}/{rel} (epoch {epoch}) fails its checksum: "
+              "passed over for the previous one", file=sys.stderr, flush=True)
+    return None
 
 
 @contextmanager
@@ -136,6 +145,12 @@ def _stop_like_ctrl_c():
         signal.signal(signal.SIGTERM, old_term)
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def _print_table(metrics: dict, out: Path, run_id: str | None, datasets: list[str] = ()) -> None:
     keys = [k for k in ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "val_mAP",
                         "val_mse", "zeroshot_top1", "zeroshot_top5", "skipped_clips_total", "clips_per_sec",
@@ -159,7 +174,13 @@ def _run_tags(cfg: ExperimentConfig, out: Path) -> dict[str, str]:
 
 
 def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | None = None) -> dict:
-    """One Ray Train run. ``callbacks``: Ray Train callbacks (a Tune trial passes its reporter)."""
+    """One Ray Train run. ``callbacks``: Ray Train callbacks (a Tune trial passes its reporter).
+    OUTPUT_DIR is locked for the whole run: a second run on it is refused (pipelines/run_lock.py)."""
+    with hold_run_lock(output_dir(cfg)), runs_closed_on_failure() as opened:
+        return _run_train(cfg, resume, callbacks, opened)
+
+
+def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, opened: list) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -168,12 +189,15 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
     # 1) inputs: manifest and config, checked before anything starts
     cfg, manifest = prepare_config(cfg)
     held_out = zeroshot_close.prepare(cfg)  # the zeroshot section's label set, checked before training
+    preflight.check_model(cfg, manifest.class_names)  # model and weights files, before Ray starts
     restore = latest_checkpoint(storage)
     if restore and not resume:
         raise ConfigError(f"{out} already holds checkpoints of a run: add --resume to continue it, "
                           f"or choose another output_dir")
+    if restore:
+        preflight.check_resume(cfg, manifest.class_names, restore)  # before config.yaml is rewritten
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_yaml(cfg))
+    _write_atomic(out / "config.yaml", redact_urls(dump_yaml(cfg)).encode())  # no URL credentials on disk
     info_file = out / "run_info.json"
     info = json.loads(info_file.read_text()) if (resume and info_file.exists()) else {}
 
@@ -184,9 +208,10 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
         run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name,
                                     tracking.flatten(to_dict(cfg)), tags=_run_tags(cfg, out),
                                     run_id=info.get("run_id"))
+        opened.append((uri, run_id))  # any failure from here on marks it FAILED
         if not info.get("run_id"):
             tracking.log_artifact(uri, run_id, out / "config.yaml")
-    info_file.write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}, indent=2))
+    info_file.write_text(json.dumps({"run_id": run_id, "tracking_uri": redact_urls(uri)}, indent=2))
 
     # 3) Ray and the data pipeline
     ensure_ray(cfg.scaling.ray_address)
@@ -228,7 +253,7 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=f"train-{time.strftime('%Y%m%d-%H%M%S')}",
+            name=f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}",  # unique within a second
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.scaling.keep_checkpoints),
@@ -256,12 +281,12 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
     final = dict(result.metrics or {})
     if result.checkpoint is not None:
         with result.checkpoint.as_directory() as ckpt_dir:
-            (out / WEIGHTS).write_bytes((Path(ckpt_dir) / WEIGHTS).read_bytes())
+            _write_atomic(out / WEIGHTS, (Path(ckpt_dir) / WEIGHTS).read_bytes())  # never half-written
     final.update(run_id=run_id, tracking_uri=uri if run_id else None, output_dir=str(out))
     if held_out is not None:  # zero-shot on the held-out label set with the trained adapters
         final.update(zeroshot_close.evaluate(cfg, held_out, out / WEIGHTS, uri, run_id, final.get("epoch", 0)))
     tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(final, indent=2, default=str))
+    tmp.write_text(json.dumps(redact_data(final), indent=2, default=str))
     os.replace(tmp, out / "metrics.json")
     if run_id:
         if (out / WEIGHTS).exists():
@@ -269,5 +294,5 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
         tracking.log_artifact(uri, run_id, out / "metrics.json")
         tracking.end_run(uri, run_id)
     _print_table(final, out, run_id, [h.name for h in cfg.model.heads])
-    return final
+    return redact_data(final)  # what callers print or store
 

@@ -24,6 +24,7 @@ from components.flops import accounting
 from components.model import build_model
 from components.multihead.metrics import DatasetMetrics
 from components.tasks import MetricAccumulator
+from pipelines.checkpoint_digest import file_digests
 from pipelines.config import ExperimentConfig
 from pipelines.eval_views import ViewAveraged
 
@@ -143,9 +144,10 @@ def _save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, 
     save_weights(directory / WEIGHTS, trainable_state_dict(_unwrap(model)), model_config)
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     torch.save(scheduler.state_dict(), directory / "scheduler.pt")
-    files = {name: (directory / name).stat().st_size for name in (WEIGHTS, "optimizer.pt", "scheduler.pt")}
+    names = [WEIGHTS, "optimizer.pt", "scheduler.pt"]
+    files = {name: (directory / name).stat().st_size for name in names}
     tmp = directory / (STATE + ".tmp")
-    tmp.write_text(json.dumps({**state, "files": files}, indent=2))
+    tmp.write_text(json.dumps({**state, "files": files, "sha256": file_digests(directory, names)}, indent=2))
     os.replace(tmp, directory / STATE)
 
 
