@@ -11,6 +11,7 @@ the same way, before anything in OUTPUT_DIR is rewritten.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,13 @@ BUILD_ERRORS = (ValueError, TypeError, RuntimeError, KeyError, IndexError, Asser
 
 
 def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+    text = " ".join(str(e).split()) or type(e).__name__
+    if "Weights only load failed" in text:  # torch's advice (load it unsafely) is not for a config to take
+        head = text.split("Weights only load failed")[0].rstrip(" :")
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        text = (f"{head}: refused: it holds pickled objects, not only tensors"
+                + (f" ({found.group(1)})" if found else "") + "; a file that could run code is never loaded")
+    return text
 
 
 def build_on_meta(model_cfg, num_outputs: int, class_names: list[str] | None):
@@ -43,10 +50,10 @@ def build_on_meta(model_cfg, num_outputs: int, class_names: list[str] | None):
     return build_model(model_cfg, num_outputs, class_names)
 
 
-def check_model(cfg, class_names: list[str] | None = None) -> None:
+def check_model(cfg, class_names: list[str] | None = None, num_outputs: int | None = None) -> None:
     """Build ``cfg.model`` on the meta device; errors become one ConfigError naming the config key."""
     model_cfg = cfg.model
-    num_outputs = model_cfg.head.num_outputs
+    num_outputs = num_outputs or model_cfg.head.num_outputs
     backbones = [("model.backbone", model_cfg.backbone)] if model_cfg.backbone.checkpoint else []
     bare = replace(model_cfg, backbone=replace(model_cfg.backbone, checkpoint=None))
     try:
@@ -71,16 +78,31 @@ def check_model(cfg, class_names: list[str] | None = None) -> None:
 
 
 def check_resume(cfg, class_names: list[str] | None, checkpoint_dir: str) -> None:
-    """A local checkpoint's trainable weights fit this config (the workers would refuse it later)."""
-    from components.checkpoint import load_weights
+    """A local checkpoint's trainable weights fit this config: same model config, and the tensors this
+    model trains are all in the file at the same shapes (read from the header; no data is loaded)."""
+    from safetensors import safe_open
+
+    from components.checkpoint import config_differences, read_weights_config
     from pipelines.train_loop import WEIGHTS
 
     weights = Path(checkpoint_dir) / WEIGHTS
     if "://" in str(checkpoint_dir) or not weights.is_file():
         return  # remote storage: the workers check it after download
-    model = build_on_meta(cfg.model, cfg.model.head.num_outputs, class_names)
+    refuse = "--resume: the checkpoint {} does not fit this config ({}); use the run's own config or another output_dir"
     try:
-        load_weights(model, weights, to_dict(cfg.model))
-    except Exception as e:  # a wrong, truncated or foreign file
-        raise ConfigError(f"--resume: the checkpoint does not fit this config ({_one_line(e)}); "
-                          f"use the run's own config or another output_dir") from None
+        diffs = config_differences(read_weights_config(weights), to_dict(cfg.model), ignore=("backbone.checkpoint",))
+        with safe_open(str(weights), framework="pt") as f:
+            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # a truncated or foreign file
+        raise ConfigError(refuse.format(weights, _one_line(e))) from None
+    if diffs:
+        raise ConfigError(refuse.format(weights, "; ".join(diffs[:5])))
+    model = build_on_meta(cfg.model, cfg.model.head.num_outputs, class_names)
+    trains = {n for n, p in model.named_parameters() if p.requires_grad}
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()
+           if k in trains or ".adapters." in k or k.startswith("head.")}
+    missing = sorted(set(own) - set(saved))
+    shapes = sorted(k for k in own if k in saved and saved[k] != own[k])
+    if missing or shapes:
+        what = (f"missing {missing[:3]}" if missing else "") + (f" shapes differ: {shapes[:3]}" if shapes else "")
+        raise ConfigError(refuse.format(weights, what.strip()))

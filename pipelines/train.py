@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from pipelines.ray_env import ensure_ray, use_gpu
 from pipelines.redaction import redact_data, redact_urls
 from pipelines.run_lock import hold_run_lock
 from pipelines.run_status import runs_closed_on_failure
+from pipelines.stop_signals import stop_like_ctrl_c
 from pipelines.train_loop import STATE, WEIGHTS, checkpoint_complete, train_loop_per_worker
 
 STORAGE_ENV = "VIDPEFT_STORAGE_PATH"
@@ -121,28 +119,7 @@ def latest_checkpoint(storage: str | Path) -> str | None:
     return None
 
 
-@contextmanager
-def _stop_like_ctrl_c():
-    """During fit, SIGTERM (`ray job stop`, a pod shutting down) stops the run as Ctrl-C does: Ray Train
-    aborts its workers and the checkpoints written so far stay resumable. Ray's SIGINT handler is
-    removed afterwards so it does not outlive the run."""
-    if threading.current_thread() is not threading.main_thread():  # e.g. a Tune trial: its runner owns signals
-        yield
-        return
-    old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum, frame):
-        handler = signal.getsignal(signal.SIGINT)
-        if not callable(handler):
-            raise KeyboardInterrupt
-        handler(signal.SIGINT, frame)
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+_stop_like_ctrl_c = stop_like_ctrl_c  # SIGTERM = Ctrl-C, bounded (pipelines/stop_signals.py)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
