@@ -42,9 +42,12 @@ def bench_loop(config: dict) -> dict:
     Self-contained (imports only the installed packages) because Ray ships it to worker processes.
     Returns wall-clock start/end of the timed loop, so the driver can split a fit's time.
     """
+    from functools import partial
+
     import torch
 
     from components.config import from_dict
+    from components.engine import TrainStep
     from components.model import ModelConfig, build_model
 
     in_ray = config.get("in_ray", False)
@@ -72,11 +75,7 @@ def bench_loop(config: dict) -> dict:
         batch[f"side_{m.name}"] = torch.randn(b, m.dim, generator=g)
         batch[f"side_{m.name}_mask"] = torch.ones(b, dtype=torch.bool)
 
-    def step() -> None:
-        loss = model(batch)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = partial(TrainStep(model, opt), batch)  # the engine's step: forward, backward, AdamW
 
     for _ in range(config["warmup"]):
         step()

@@ -2,7 +2,7 @@
 
 Every case is one real training step of the model the pipeline builds (``components.model.build_model``
 from the shipped presets, moved to a ViT-B backbone): forward with the task loss, backward, gradient
-clipping, AdamW step, exactly as ``pipelines/train_loop.py`` does it. Each (case, repetition) runs in a
+clipping, AdamW step: the engine's ``TrainStep``, which ``pipelines/train_loop.py`` runs. Each (case, repetition) runs in a
 fresh interpreter so peak memory is that configuration's alone:
 
 - GPU: ``torch.cuda.max_memory_allocated`` (weights + gradients + optimizer state + activations).
@@ -92,23 +92,16 @@ def synthetic_batch(cfg, batch: int, num_classes: int, device) -> dict:
 
 
 def make_step(model, cfg, batch, device):
-    """One optimisation step as pipelines/train_loop.py runs it (autocast, backward, clip, AdamW)."""
-    import torch
+    """One optimisation step as pipelines/train_loop.py runs it: the engine's TrainStep (autocast,
+    backward, clip, AdamW) over the model's parameter groups."""
+    from components.engine import TrainStep, make_optimizer, trainable_groups
 
-    from pipelines.train_loop import autocast_for, make_optimizer
-
-    groups = model.param_groups(cfg.optim.lr) if hasattr(model, "param_groups") else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(groups or params, cfg)
+    o = cfg.optim
+    optimizer = make_optimizer(trainable_groups(model, o.lr), o.lr, o.weight_decay)
+    train_step = TrainStep(model, optimizer, device, amp=o.amp, grad_clip=o.grad_clip)
 
     def step() -> float:
-        with autocast_for(device, cfg.optim.amp):
-            loss = model(batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        optimizer.step()
-        return float(loss)
+        return float(train_step(batch)["loss"])
 
     return step
 

@@ -13,15 +13,17 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from components.model import parameter_counts
+from components.model_kind import ModelKind
+from components.param_counts import parameter_counts
 
 
-def dummy_batch(model: nn.Module, num_frames: int, img_size: int) -> dict[str, torch.Tensor]:
+def dummy_batch(model: ModelKind, num_frames: int, img_size: int) -> dict[str, torch.Tensor]:
     """One all-zero uint8 clip plus a present feature for each of the model's side modalities."""
     device = next(model.parameters()).device
     batch = {"video": torch.zeros(1, num_frames, img_size, img_size, 3, dtype=torch.uint8, device=device)}
-    for m in getattr(getattr(model, "config", None), "modalities", []):
-        batch[f"side_{m.name}"] = torch.zeros(1, max(m.dim, 1), device=device)
+    for m in model.config.modalities:
+        tokens = (m.tokens,) if m.tokens > 1 else ()
+        batch[f"side_{m.name}"] = torch.zeros(1, *tokens, max(m.dim, 1), device=device)
         batch[f"side_{m.name}_mask"] = torch.ones(1, dtype=torch.bool, device=device)
     return batch
 
@@ -38,9 +40,9 @@ def forward_flops(model: nn.Module, batch: dict[str, torch.Tensor]) -> int:
     return int(counter.get_total_flops())
 
 
-def accounting(model: nn.Module, num_frames: int | None = None, img_size: int | None = None) -> dict[str, float]:
+def accounting(model: ModelKind, num_frames: int | None = None, img_size: int | None = None) -> dict[str, float]:
     """GFLOPs / GMACs per clip and trainable parameters (count and % of the frozen backbone)."""
-    backbone = getattr(getattr(model, "config", None), "backbone", None)
+    backbone = model.config.backbone
     num_frames = num_frames or backbone.num_frames
     img_size = img_size or backbone.img_size
     flops = forward_flops(model, dummy_batch(model, num_frames, img_size))

@@ -29,10 +29,10 @@ from pathlib import Path
 from components.config import ConfigError, cfg, from_dict, load_yaml, resolve, to_dict
 from pipelines import tracking
 from pipelines.config import ExperimentConfig
+from pipelines.report import LAYOUT  # noqa: F401  (the layout artifact `vidpeft report` reads)
 from pipelines.tune import (CELL_KEY_TAG, TrialJob, absolute_paths, close_trial_runs, fit_concurrency,
                             result_trial_id, run_trials, search_alg, trial_cpus, trial_dirname)
 
-LAYOUT = "campaign_layout.json"  # artifact of the parent run: what `vidpeft report` rebuilds from
 # Not part of a cell's identity: where it writes and where it is tracked.
 UNKEYED = ("name", "output_dir", "tracking", "scaling.ray_address", "scaling.storage_path")
 

@@ -115,12 +115,15 @@ class OptimConfig:
     min_lr_ratio: float = cfg(0.01, "final learning rate as a fraction of lr")
     grad_clip: float = cfg(1.0, "max gradient norm (0 = no clipping)")
     amp: str = cfg("auto", "mixed precision: auto (bf16 on CUDA with support), bf16, fp16, off")
+    patience: int = cfg(0, "stop when checkpoint.metric has not improved for this many epochs (0 = never)")
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
 
@@ -134,7 +137,7 @@ class ScalingConfig:
     ray_address: str = cfg("", "Ray cluster to join (ray://... or auto); empty = RAY_ADDRESS or a local instance")
     storage_path: str = cfg("", "where Ray keeps checkpoints (shared storage on clusters); empty = OUTPUT_DIR/ray")
     max_failures: int = cfg(0, "times a failed run restarts from its last checkpoint")
-    keep_checkpoints: int = cfg(2, "checkpoints kept (the latest ones)")
+    keep_checkpoints: int = cfg(0, "older name of checkpoint.keep, still read from saved configs (0 = unset)")
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -144,6 +147,20 @@ class ScalingConfig:
                 raise ValueError(f"use_gpu must be auto, true or false, got {self.use_gpu!r}")
             if self.use_gpu != "auto":
                 self.use_gpu = self.use_gpu == "true"
+
+
+@dataclass
+class CheckpointConfig:
+    metric: str = cfg("", "metric ranking checkpoints, e.g. val_top1; empty = the task's primary validation "
+                          "metric (val_top1, val_mAP, val_mse; several datasets: val_loss); no val split = latest")
+    mode: str = cfg("auto", "max or min; auto = min for losses and MSE, max otherwise")
+    keep: int = cfg(2, "checkpoints Ray keeps: the best `keep` by the metric, plus always the latest (for resume)")
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "max", "min"):
+            raise ValueError(f"mode must be auto, max or min, got {self.mode!r}")
+        if self.keep < 1:
+            raise ValueError(f"keep must be at least 1, got {self.keep}")
 
 
 @dataclass
@@ -174,6 +191,7 @@ class ExperimentConfig:
     model: ModelConfig = cfg(factory=ModelConfig, help="backbone, adapters, head")
     optim: OptimConfig = cfg(factory=OptimConfig, help="optimisation")
     scaling: ScalingConfig = cfg(factory=ScalingConfig, help="Ray resources")
+    checkpoint: CheckpointConfig = cfg(factory=CheckpointConfig, help="which checkpoint is the run's result")
     tracking: TrackingConfig = cfg(factory=TrackingConfig, help="MLflow")
     zeroshot: ZeroShotConfig = cfg(factory=ZeroShotConfig, help="zero-shot evaluation closing the run "
                                                                 "(pipelines/zeroshot_close.py)")

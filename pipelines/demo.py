@@ -38,4 +38,7 @@ def run_demo(workdir: str = ".", overrides: list[str] = ()) -> dict:
     print(f"  results:      {out}/metrics.json, weights in {out}/weights.safetensors")
     if uri:
         print(f"  MLflow UI:    mlflow ui --backend-store-uri {uri} --host 127.0.0.1   (then open http://127.0.0.1:5000)")
+    # [after] what to try next. The manifest's rows carry the "audio" side feature the demo model leans on;
+    # bare mp4 files have none (README: Using a trained model).
+    print(f"  next, predict: vidpeft predict {out} {manifest} --split val --out {work / 'preds.parquet'} --top-k 2")
     return metrics

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from components.tasks import make_task, model_task
 from components.video.decode import ClipSpec, VideoDecodeError, decode_clip
 from components.video.transforms import ClipAugment, center_crop
 from components.video.views import decode_views
@@ -34,6 +35,7 @@ class ModalityColumn:
     name: str
     column: str
     dim: int
+    tokens: int = 1  # > 1: the column holds a (tokens, dim) sequence per clip, flattened
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class DecodeSettings:
     stride: int
     training: bool
     seed: int
-    task: str
+    task: str  # a task kind (components/tasks): it names the target column and decodes it
     num_outputs: int
     modalities: tuple[ModalityColumn, ...] = ()
     target_fps: float = 0.0
@@ -71,10 +73,9 @@ def decode_settings(cfg, training: bool, datasets: tuple[str, ...] = ()) -> Deco
     return DecodeSettings(
         num_frames=cfg.model.backbone.num_frames, size=cfg.model.backbone.img_size,
         sampling=d.train_sampling if training else d.eval_sampling, stride=d.frame_stride,
-        # several datasets (model.heads): targets come packed in one float vector (pipelines/multi_dataset.py)
-        training=training, seed=cfg.seed, task="regression" if cfg.model.heads else cfg.model.head.task,
+        training=training, seed=cfg.seed, task=model_task(cfg.model).kind,
         num_outputs=cfg.model.head.num_outputs,
-        modalities=tuple(ModalityColumn(m.name, m.column, m.dim) for m in cfg.model.modalities),
+        modalities=tuple(ModalityColumn(m.name, m.column, m.dim, max(m.tokens, 1)) for m in cfg.model.modalities),
         target_fps=d.target_fps, augment=d.augment, decode_scale=d.decode_scale,
         crop_scale=(float(d.crop_scale[0]), float(d.crop_scale[1])), flip=d.flip,
         color_jitter=d.color_jitter, datasets=tuple(datasets), eval_clips=d.eval_clips, eval_crops=d.eval_crops)
@@ -96,6 +97,7 @@ class ClipDecoder:
         self.dataset_index = {name: i for i, name in enumerate(settings.datasets)}
         self.visits: dict[str, int] = {}
         self.views = eval_views.view_decoding(settings)  # None: one clip per video
+        self.target = make_task(settings.task, settings.num_outputs)  # decodes the target column
 
     def _rng(self, clip_id: str) -> np.random.Generator | None:
         if not self.s.training:
@@ -104,15 +106,6 @@ class ClipDecoder:
         visit = self.visits.get(clip_id, 0)
         self.visits[clip_id] = visit + 1
         return np.random.default_rng([self.s.seed, zlib.crc32(clip_id.encode()), visit])
-
-    def _target(self, batch: dict, i: int):
-        if self.s.task == "single_label":
-            return np.int64(batch["label"][i])
-        if self.s.task == "multi_label":
-            hot = np.zeros(self.s.num_outputs, dtype=np.float32)
-            hot[np.asarray(batch["multi_label"][i], dtype=np.int64)] = 1.0
-            return hot
-        return np.asarray(batch["regression"][i], dtype=np.float32)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["clip_id"])
@@ -140,25 +133,22 @@ class ClipDecoder:
         out = {
             "video": videos,
             "ok": ok,
-            "target": np.stack([self._target(batch, i) for i in range(n)]),
+            "target": np.stack([self.target.decode(v) for v in batch[self.target.column]]),
         }
         if self.dataset_index:
             out["dataset_index"] = np.array([self.dataset_index[str(d)] for d in batch["dataset"]],
                                             dtype=np.int64)
         for m in self.s.modalities:
-            feats = np.zeros((n, m.dim), dtype=np.float32)
+            shape = (m.dim,) if m.tokens <= 1 else (m.tokens, m.dim)  # a sequence: (M, D) per clip
+            feats = np.zeros((n, *shape), dtype=np.float32)
             present = np.zeros(n, dtype=bool)
             for i, value in enumerate(batch[m.column]):
                 if value is not None:
-                    feats[i] = np.asarray(value, dtype=np.float32)
+                    feats[i] = np.asarray(value, dtype=np.float32).reshape(shape)
                     present[i] = True
             out[f"side_{m.name}"] = feats
             out[f"side_{m.name}_mask"] = present
         return out
-
-
-def target_column(task: str) -> str:
-    return {"single_label": "label", "multi_label": "multi_label", "regression": "regression"}[task]
 
 
 def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int, decode_cpus: float,
@@ -170,7 +160,7 @@ def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int,
     ctx.enable_progress_bars = False  # per-epoch progress comes from the train loop instead
     if limit:
         table = table.slice(0, limit)
-    keep = ["clip_id", "video_path", target_column(settings.task)]
+    keep = ["clip_id", "video_path", make_task(settings.task).column]
     keep += [c for c in RANGE_COLUMNS if c in table.column_names]
     keep += [m.column for m in settings.modalities]
     keep += ["dataset"] if settings.datasets else []

@@ -6,9 +6,9 @@ manifest that the single-manifest ingest then streams unchanged:
 
 - clips keep their video and range; ``dataset`` becomes the config's name (so two manifests both
   called "synthetic_motion" stay apart), ``clip_id`` becomes ``<name>/<clip_id>``;
-- the target is packed into the ``regression`` column as float32 (W,), W = the widest head
-  (components/multihead/targets.py says why and how), and the decoder reads it as a regression
-  target; ``dataset_index`` (the decoder's per-dataset column) routes each clip to its head;
+- the target is packed into one float32 (W,) column, W = the widest head (the heads' Task,
+  components/tasks/heads.py, says why and how, and decodes it); ``dataset_index`` (the decoder's
+  per-dataset column) routes each clip to its head;
 - rows labelled ``data.train_split`` are one epoch's mix: dataset i contributes
   ``mix_counts``' share of the epoch (weight_i / sum of weights, rounded so the counts add up),
   every clip ``count // size`` times plus a seeded draw without replacement for the remainder (so a
@@ -34,9 +34,9 @@ import pyarrow.compute as pc
 from components.config import ConfigError
 from components.data.manifest import SPLITS, FEATURE_TYPE, Manifest, ManifestError, read_manifest
 from components.multihead.config import DatasetHeadConfig
-from components.multihead.targets import pack_multi_label, pack_regression, pack_single_label
+from components.tasks import Heads, make_task
 from pipelines.config import DatasetEntry, ExperimentConfig
-from pipelines.ingest import RANGE_COLUMNS, target_column
+from pipelines.ingest import RANGE_COLUMNS
 
 TARGET_NAMES_KEY = "dataset_target_names"  # Manifest.extra_metadata key: regression names per dataset
 
@@ -67,35 +67,18 @@ def _fail(where: str, reason: str) -> ConfigError:
 def _width(entry: DatasetEntry, manifest: Manifest, train: pa.Table, where: str) -> int:
     if entry.num_outputs:
         return entry.num_outputs
-    if entry.task == "regression":
-        return len(train["regression"][0].as_py())
-    if manifest.num_classes <= 0:
-        raise _fail(where, f"{manifest.path} names no classes: set num_outputs")
-    return manifest.num_classes
+    try:
+        return make_task(entry.task).outputs_from_manifest(manifest, train)
+    except ValueError as e:
+        raise _fail(where, str(e)) from None
 
 
-def _pack(table: pa.Table, task: str, width: int, packed_width: int, where: str) -> np.ndarray:
-    """(rows, packed_width) float32 targets of one dataset's rows; errors name the clip."""
-    col = table[target_column(task)].combine_chunks()
-    ids = table["clip_id"]
-    if task == "single_label":
-        labels = col.to_numpy(zero_copy_only=False)
-        bad = np.flatnonzero(labels >= width)
-        if bad.size:
-            raise _fail(where, f"clip {ids[int(bad[0])]} has label {labels[bad[0]]}, but num_outputs is {width}")
-        return pack_single_label(labels, packed_width)
-    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
-    values = pc.list_flatten(col).to_numpy(zero_copy_only=False)
-    if task == "multi_label":
-        parents = pc.list_parent_indices(col).to_numpy()
-        bad = np.flatnonzero(values >= width)
-        if bad.size:
-            raise _fail(where, f"clip {ids[int(parents[bad[0]])]} has class {values[bad[0]]}, but num_outputs is {width}")
-        return pack_multi_label(parents, values, len(table), packed_width)
-    bad = np.flatnonzero(lengths != width)
-    if bad.size:
-        raise _fail(where, f"clip {ids[int(bad[0])]} has {lengths[bad[0]]} regression targets, expected {width}")
-    return pack_regression(values.reshape(len(table), width), packed_width)
+def _pack(heads: Heads, head: int, table: pa.Table, where: str) -> np.ndarray:
+    """(rows, packed width) float32 targets of one dataset's rows; errors name the clip."""
+    try:
+        return heads.pack(head, table[heads.tasks[head].column].combine_chunks(), table["clip_id"])
+    except ValueError as e:
+        raise _fail(where, str(e)) from None
 
 
 def _combined_rows(table: pa.Table, name: str, split: str, packed: np.ndarray, features: dict[str, int]) -> pa.Table:
@@ -108,7 +91,7 @@ def _combined_rows(table: pa.Table, name: str, split: str, packed: np.ndarray, f
         "split": pa.array([split] * n, pa.string()),
         "dataset": pa.array([name] * n, pa.string()),
         "label": pa.nulls(n, pa.int64()),
-        "regression": pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32)),
+        Heads.column: pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32)),
                                                pa.array(packed.reshape(-1), pa.float32())),
     }
     for column in features:  # a manifest without a modality: null = missing for its clips (masked)
@@ -162,7 +145,7 @@ def prepare_multi_dataset(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Mani
     for i, e in enumerate(d.datasets):
         where = f"data.datasets.{i} ({e.name})"
         try:
-            m = read_manifest(e.manifest, check_files=d.check_files, required_columns=[target_column(e.task)])
+            m = read_manifest(e.manifest, check_files=d.check_files, required_columns=[make_task(e.task).column])
         except ManifestError as err:
             raise _fail(where, str(err)) from None
         train_split = e.train_split or d.train_split
@@ -179,7 +162,8 @@ def prepare_multi_dataset(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Mani
 
     # 2) heads and side modalities
     heads = [DatasetHeadConfig(e.name, e.task, _width(e, m, train, where)) for e, m, train, _, where in loaded]
-    packed_width = max(h.num_outputs for h in heads)
+    packing = Heads.from_configs(heads)
+    packed_width = packing.num_outputs
     modalities = []
     for k, mod in enumerate(cfg.model.modalities):
         dims = {e.name: m.feature_dims[mod.column] for e, m, *_ in loaded if mod.column in m.feature_dims}
@@ -197,16 +181,16 @@ def prepare_multi_dataset(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Mani
     total = d.mix_epoch_clips or sum(sizes)
     counts = mix_counts(sizes, [e.weight for e in d.datasets], total)
     train_parts, val_parts = [], []
-    for i, ((e, m, train, val, where), head, count) in enumerate(zip(loaded, heads, counts)):
+    for i, ((e, m, train, val, where), count) in enumerate(zip(loaded, counts)):
         if count == 0:
             raise ConfigError(f"data.datasets.{i}.weight: {e.weight} gives {e.name} no clip of the {total} "
                               f"per epoch; raise it or data.mix_epoch_clips")
         rng = np.random.default_rng([cfg.seed, zlib.crc32(e.name.encode())])
         drawn = train.take(pa.array(draw_indices(train.num_rows, count, rng)))
-        packed = _pack(drawn, e.task, head.num_outputs, packed_width, where)
+        packed = _pack(packing, i, drawn, where)
         train_parts.append(_combined_rows(drawn, e.name, d.train_split, packed, features))
         if val is not None:
-            packed = _pack(val, e.task, head.num_outputs, packed_width, where)
+            packed = _pack(packing, i, val, where)
             val_parts.append(_combined_rows(val, e.name, d.val_split, packed, features))
     mixed = pa.concat_tables(train_parts)
     mixed = mixed.take(pa.array(np.random.default_rng(cfg.seed).permutation(mixed.num_rows)))

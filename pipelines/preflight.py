@@ -83,7 +83,7 @@ def check_resume(cfg, class_names: list[str] | None, checkpoint_dir: str) -> Non
     from safetensors import safe_open
 
     from components.checkpoint import config_differences, read_weights_config
-    from pipelines.train_loop import WEIGHTS
+    from pipelines.checkpoints import WEIGHTS
 
     weights = Path(checkpoint_dir) / WEIGHTS
     if "://" in str(checkpoint_dir) or not weights.is_file():

@@ -4,7 +4,8 @@ Source: the campaign's parent run (tags vidpeft.kind=campaign, vidpeft.campaign=
 several) holds the layout (datasets, variants, seeds, each cell's key) as an artifact; its nested runs
 are the cells, matched by their vidpeft.cell_key tag. Per dataset x variant: the metric's final-epoch
 value as mean +- std over seeds, epochs to converge (the first epoch within CONVERGED of the run's best
-value, averaged over seeds), trainable % and GFLOPs per clip.
+value, averaged over seeds), trainable % (adapters only, the papers' column; and with the task head) and
+GFLOPs per clip.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from statistics import mean, stdev
 
 from components.config import ConfigError
 from pipelines import tracking
+
+LAYOUT = "campaign_layout.json"  # artifact of a campaign's parent run: what `vidpeft report` rebuilds from
 
 CONVERGED = 0.01  # absolute, in the metric's units (= 1 point for accuracies and mAP in [0, 1])
 PERCENT_METRICS = ("top1", "top5", "mAP")  # stored in [0, 1], shown in % as the papers do
@@ -54,7 +57,6 @@ def collect(uri: str, name: str, experiment: str = "") -> tuple[dict, list[dict]
     client = tracking.client(uri)
     parent = find_parent(client, uri, name, experiment)
     with tempfile.TemporaryDirectory() as tmp:
-        from pipelines.campaign import LAYOUT
 
         layout = json.loads(Path(client.download_artifacts(parent.info.run_id, LAYOUT, tmp)).read_text())
     children = client.search_runs([parent.info.experiment_id],
@@ -67,12 +69,13 @@ def collect(uri: str, name: str, experiment: str = "") -> tuple[dict, list[dict]
     rows = []
     for cell in layout["cells"]:
         run = by_key.get(cell["key"])
-        row = {**cell, "run_id": None, "value": None, "epochs": None, "trainable_pct": None, "gflops": None}
+        row = {**cell, "run_id": None, "value": None, "epochs": None, "trainable_pct": None,
+               "trainable_pct_with_head": None, "gflops": None}
         if run is not None:
             history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric)]
             row.update(run_id=run.info.run_id, value=run.data.metrics.get(metric),
                        epochs=epochs_to_converge(history, mode), trainable_pct=run.data.metrics.get("trainable_pct"),
-                       gflops=run.data.metrics.get("gflops"))
+                       trainable_pct_with_head=run.data.metrics.get("trainable_pct_with_head"), gflops=run.data.metrics.get("gflops"))
         rows.append(row)
     return layout, rows
 
@@ -96,6 +99,7 @@ def summarise(layout: dict, rows: list[dict]) -> list[dict]:
                 "seeds_done": len(values), "seeds": len(group),
                 "epochs_to_converge": _avg([r["epochs"] for r in group]),
                 "trainable_pct": _avg([r["trainable_pct"] for r in group]),
+                "trainable_pct_with_head": _avg([r["trainable_pct_with_head"] for r in group]),
                 "gflops": _avg([r["gflops"] for r in group]),
                 "run_ids": ";".join(r["run_id"] for r in group if r["run_id"]),
             })
@@ -111,7 +115,7 @@ def markdown(layout: dict, summary: list[dict]) -> str:
     scale = 100.0 if metric.endswith(PERCENT_METRICS) else 1.0
     unit = " (%)" if scale == 100.0 else ""
     datasets = layout["datasets"]
-    head = ["Method", "Trainable %", "GFLOPs"]
+    head = ["Method", "Trainable %", "Trainable % (with head)", "GFLOPs"]
     for d in datasets:
         head += [f"{d['label']} {metric}{unit}", f"{d['label']} epochs"]
     lines = [f"**{layout['name']}**: {metric} at the last epoch, mean ± std over seeds {layout['seeds']}; "
@@ -122,8 +126,9 @@ def markdown(layout: dict, summary: list[dict]) -> str:
         # trainable % and GFLOPs belong to the method, but side modalities or class counts can make
         # them differ per dataset: then each dataset's value is shown
         pct = sorted({_num(s["trainable_pct"], 2) for s in cells})
+        pct_head = sorted({_num(s["trainable_pct_with_head"], 2) for s in cells})
         flops = sorted({_num(s["gflops"], 3) for s in cells})
-        row = [v["label"], " / ".join(pct), " / ".join(flops)]
+        row = [v["label"], " / ".join(pct), " / ".join(pct_head), " / ".join(flops)]
         for s in cells:
             if s["mean"] is None:
                 row += ["–", "–"]
@@ -172,7 +177,7 @@ def build_report(uri: str, name: str, out_dir: str | Path, experiment: str = "")
     paths = {"markdown": out / "report.md", "csv": out / "report.csv", "plot": out / "report.png"}
     paths["markdown"].write_text(markdown(layout, summary))
     fields = ["variant", "dataset", "metric", "mean", "std", "seeds_done", "seeds", "epochs_to_converge",
-              "trainable_pct", "gflops", "run_ids"]
+              "trainable_pct", "trainable_pct_with_head", "gflops", "run_ids"]
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

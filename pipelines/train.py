@@ -16,16 +16,18 @@ from pathlib import Path
 
 from components.config import ConfigError, dump_yaml, to_dict
 from components.data.manifest import Manifest, read_manifest
-from pipelines import multi_dataset, preflight, tracking, zeroshot_close
-from pipelines.checkpoint_digest import checkpoint_intact
+from components.tasks import make_task
+from pipelines import best, multi_dataset, preflight, tracking, trained, zeroshot_close
 from pipelines.config import ExperimentConfig
-from pipelines.ingest import DecodeSettings, build_dataset, decode_settings, target_column
+from pipelines.checkpoints import WEIGHTS, latest_checkpoint
+from pipelines.ingest import DecodeSettings, build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray, use_gpu
 from pipelines.redaction import redact_data, redact_urls
 from pipelines.run_lock import hold_run_lock
 from pipelines.run_status import runs_closed_on_failure
 from pipelines.stop_signals import stop_like_ctrl_c
-from pipelines.train_loop import STATE, WEIGHTS, checkpoint_complete, train_loop_per_worker
+from pipelines.run_plan import RunPlan
+from pipelines.train_loop import train_loop_per_worker
 
 STORAGE_ENV = "VIDPEFT_STORAGE_PATH"
 
@@ -40,31 +42,33 @@ def prepare_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Manifest]:
         return multi_dataset.prepare_multi_dataset(cfg)
     if not cfg.data.manifest:
         raise ConfigError("data.manifest: no manifest given (set it in the YAML or with --set data.manifest=PATH)")
-    task = cfg.model.head.task
+    task = make_task(cfg.model.head.task)
     modal_cols = [m.column for m in cfg.model.modalities]
     manifest = read_manifest(cfg.data.manifest, check_files=cfg.data.check_files,
-                             required_columns=[target_column(task)], feature_columns=modal_cols)
+                             required_columns=[task.column], feature_columns=modal_cols)
     for split in [cfg.data.train_split] + ([cfg.data.val_split] if cfg.data.val_split else []):
         table = manifest.split(split)
         if table.num_rows == 0:
             raise ConfigError(f"data: split {split!r} of {manifest.path} has no rows")
-        col = table[target_column(task)]
+        col = table[task.column]
         if col.null_count:
-            raise ConfigError(f"{manifest.path}: column {target_column(task)} has {col.null_count} empty "
-                              f"value(s) in split {split!r}, but model.head.task={task} needs it")
+            raise ConfigError(f"{manifest.path}: column {task.column} has {col.null_count} empty "
+                              f"value(s) in split {split!r}, but model.head.task={task.kind} needs it")
     num_outputs = cfg.model.head.num_outputs
     if num_outputs == 0:
-        if task == "regression":
-            first = manifest.split(cfg.data.train_split)["regression"][0].as_py()
-            num_outputs = len(first)
-        else:
-            num_outputs = manifest.num_classes
+        try:
+            num_outputs = task.outputs_from_manifest(manifest, manifest.split(cfg.data.train_split))
+        except ValueError as e:
+            raise ConfigError(f"model.head.num_outputs: {e}") from None
     modalities = []
     for m in cfg.model.modalities:
         dim = manifest.feature_dims.get(m.column, 0)
         if m.dim and dim and m.dim != dim:
             raise ConfigError(f"model.modalities: {m.name} has dim {m.dim} but {m.column} in the manifest has {dim}")
-        modalities.append(replace(m, dim=m.dim or dim))
+        tokens = manifest.extra_metadata.get("feature_tokens", {}).get(m.column, 1) if dim else 0
+        if m.tokens and tokens and m.tokens != tokens:
+            raise ConfigError(f"model.modalities: {m.name} has tokens {m.tokens} but {m.column} in the manifest has {tokens}")
+        modalities.append(replace(m, dim=m.dim or dim, tokens=m.tokens or tokens or 1))
     model = replace(cfg.model, head=replace(cfg.model.head, num_outputs=num_outputs), modalities=modalities)
     return replace(cfg, model=model), manifest
 
@@ -83,42 +87,6 @@ def storage_location(cfg: ExperimentConfig, out: Path) -> str:
     return root.rstrip("/") + "/" + cfg.name
 
 
-def latest_checkpoint(storage: str | Path) -> str | None:
-    """The newest complete checkpoint (highest epoch) under ``storage``, a local dir or a URI.
-
-    Complete = state.json parses and every file it lists is there at its recorded size, so a dir
-    left by a kill during a save or during Ray's copy to storage is never chosen.
-    """
-    import pyarrow.fs as pafs
-
-    location = str(storage)
-    fs, root = pafs.FileSystem.from_uri(location if "://" in location else str(Path(location).absolute()))
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
-        return None
-    sizes: dict[str, dict[str, int]] = {}  # <run>/checkpoint_* -> file name -> size
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        parts = info.path[len(root):].strip("/").split("/")
-        if info.type == pafs.FileType.File and len(parts) == 3 and parts[1].startswith("checkpoint_"):
-            sizes.setdefault(f"{parts[0]}/{parts[1]}", {})[parts[2]] = info.size
-    candidates = []  # (epoch, rel, state) of complete checkpoints
-    for rel, files in sorted(sizes.items()):
-        if STATE not in files:
-            continue
-        try:
-            with fs.open_input_stream(f"{root.rstrip('/')}/{rel}/{STATE}") as f:
-                state = json.loads(f.read())
-        except (OSError, ValueError):
-            continue  # unreadable or half-written: never chosen over a complete one
-        if isinstance(state, dict) and checkpoint_complete(state, files):
-            candidates.append((state["epoch"], rel, state))
-    for epoch, rel, state in sorted(candidates, key=lambda c: c[0], reverse=True):
-        if checkpoint_intact(fs, f"{root.rstrip('/')}/{rel}", state):  # newest whose bytes match
-            return f"{location.rstrip('/')}/{rel}"
-        print(f"[vidpeft] checkpoint {location.rstrip('/')}/{rel} (epoch {epoch}) fails its checksum: "
-              "passed over for the previous one", file=sys.stderr, flush=True)
-    return None
-
-
 _stop_like_ctrl_c = stop_like_ctrl_c  # SIGTERM = Ctrl-C, bounded (pipelines/stop_signals.py)
 
 
@@ -129,9 +97,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _print_table(metrics: dict, out: Path, run_id: str | None, datasets: list[str] = ()) -> None:
-    keys = [k for k in ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "val_mAP",
+    keys = [k for k in ("best_epoch", "last_epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
+                        "val_mAP",
                         "val_mse", "zeroshot_top1", "zeroshot_top5", "skipped_clips_total", "clips_per_sec",
-                        "trainable_pct") if k in metrics]
+                        "trainable_pct", "trainable_pct_with_head") if k in metrics]
     keys += multi_dataset.table_keys(metrics, list(datasets))  # several datasets: each one's headline metric
     width = max(len(k) for k in keys) if keys else 10
     print("\n" + "-" * (width + 16))
@@ -139,6 +108,11 @@ def _print_table(metrics: dict, out: Path, run_id: str | None, datasets: list[st
         v = metrics[k]
         print(f"{k:<{width}}  {v:>12.4f}" if isinstance(v, float) else f"{k:<{width}}  {v:>12}")
     print("-" * (width + 16))
+    if metrics.get("checkpoint_metric"):  # [after]
+        print(f"best epoch by {metrics['checkpoint_metric']} ({metrics['checkpoint_mode']}): weights.safetensors "
+              f"and the metrics above are epoch {metrics.get('best_epoch')}'s")
+    if metrics.get("stop_reason"):
+        print(f"stopped: {metrics['stop_reason']}")
     print(f"outputs: {out}" + (f"\nMLflow run: {run_id}" if run_id else ""))
 
 
@@ -165,6 +139,7 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
     storage = storage_location(cfg, out)
     # 1) inputs: manifest and config, checked before anything starts
     cfg, manifest = prepare_config(cfg)
+    metric, mode = best.checkpoint_metric(cfg)  # [after] what ranks checkpoints (checked before Ray starts)
     held_out = zeroshot_close.prepare(cfg)  # the zeroshot section's label set, checked before training
     preflight.check_model(cfg, manifest.class_names)  # model and weights files, before Ray starts
     restore = latest_checkpoint(storage)
@@ -175,6 +150,7 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
         preflight.check_resume(cfg, manifest.class_names, restore)  # before config.yaml is rewritten
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "config.yaml", redact_urls(dump_yaml(cfg)).encode())  # no URL credentials on disk
+    trained.write_labels(out, manifest.class_names, manifest.regression_names)  # [after] names for predict/export
     info_file = out / "run_info.json"
     info = json.loads(info_file.read_text()) if (resume and info_file.exists()) else {}
 
@@ -212,28 +188,31 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
     resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "config": to_dict(cfg),
-            "num_outputs": cfg.model.head.num_outputs,
-            "class_names": manifest.class_names,
-            "target_names": manifest.regression_names,
-            "dataset_target_names": multi_dataset.dataset_target_names(manifest),
-            "tracking_uri": uri if run_id else None,
-            "run_id": run_id,
-            "has_val": bool(d.val_split),
-            "dataset_names": list(dataset_names),
-            # Train V2 refuses resume_from_checkpoint: the workers load this checkpoint themselves
-            # unless Ray hands them a newer one of this run (after a worker failure).
-            "resume_from": str(restore) if restore else None,
-            "storage": storage,  # where a checkpoint Ray's controller never heard of may be found
-        },
+        train_loop_config=RunPlan(
+            config=cfg,
+            num_outputs=cfg.model.head.num_outputs,
+            class_names=manifest.class_names,
+            target_names=manifest.regression_names,
+            dataset_target_names=multi_dataset.dataset_target_names(manifest),
+            tracking_uri=uri if run_id else None,
+            run_id=run_id,
+            has_val=bool(d.val_split),
+            dataset_names=list(dataset_names),
+            resume_from=str(restore) if restore else None,
+            storage=storage,
+            checkpoint_metric=metric,
+            checkpoint_mode=mode,
+        ).to_dict(),
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}",  # unique within a second
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.scaling.keep_checkpoints),
+            # [after] Ray keeps the best `keep` checkpoints by the metric (and the latest, for resume)
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.scaling.keep_checkpoints or cfg.checkpoint.keep,
+                checkpoint_score_attribute=metric, checkpoint_score_order=mode),
             callbacks=callbacks or None,
         ),
         datasets=datasets,
@@ -255,9 +234,11 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
         raise
 
     # 5) results: final weights, metrics.json, MLflow artifacts
-    final = dict(result.metrics or {})
-    if result.checkpoint is not None:
-        with result.checkpoint.as_directory() as ckpt_dir:
+    # [after] the run's result is its best epoch (by checkpoint.metric); the last epoch's scores are kept too
+    best_ckpt, final = best.select_best(result, storage, metric, mode)
+    final = best.summarise(final, dict(result.metrics or {}), metric, mode)
+    if best_ckpt is not None:
+        with best_ckpt.as_directory() as ckpt_dir:
             _write_atomic(out / WEIGHTS, (Path(ckpt_dir) / WEIGHTS).read_bytes())  # never half-written
     final.update(run_id=run_id, tracking_uri=uri if run_id else None, output_dir=str(out))
     if held_out is not None:  # zero-shot on the held-out label set with the trained adapters

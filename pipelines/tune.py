@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.train.v2._internal.execution.callback import WorkerGroupCallback
 from ray.tune import Callback
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from components.config import ConfigError, dump_yaml, from_dict, resolve, to_dict
 from pipelines import tracking
 from pipelines.config import ExperimentConfig
+from pipelines.ray_compat import PlacementGroupID, WorkerGroupCallback, worker_group_placement_group_id
 from pipelines.search_space import SearchSpace, apply_params, load_space, validate
 
 # A trial's driver only waits on its Train run: a whole CPU each would starve the Train workers
@@ -52,8 +52,7 @@ class NotePlacementGroup(WorkerGroupCallback):
     group's id rides along with each result to Tune, whose driver frees it (TrialEnds)."""
 
     def after_worker_group_start(self, worker_group) -> None:
-        pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
-        _WORKER_GROUP_PG["id"] = pg.id.hex()
+        _WORKER_GROUP_PG["id"] = worker_group_placement_group_id(worker_group)
 
 
 class TrialEnds(Callback):
@@ -78,7 +77,6 @@ class TrialEnds(Callback):
 
 
 def release_placement_group(hex_id: str) -> bool:
-    from ray._raylet import PlacementGroupID
     from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
     if not hex_id:

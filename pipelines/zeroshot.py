@@ -20,11 +20,12 @@ import torch
 
 from components.config import ConfigError, resolve
 from components.data.manifest import read_manifest
+from components.engine import evaluate
 from components.model import build_model
-from components.tasks import MetricAccumulator
+from components.tasks import SingleLabel
 from pipelines import preflight
 from pipelines.config import ExperimentConfig
-from pipelines.eval_views import flatten_views, video_scores
+from pipelines.eval_views import num_views
 from pipelines.ingest import build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray
 
@@ -84,18 +85,15 @@ def evaluate_zeroshot(cfg: ExperimentConfig, model, table: pa.Table, names: list
                        modalities=(), datasets=())
     ds = build_dataset(table, settings, cfg.data.decode_actors, cfg.data.decode_cpus, cfg.data.decode_batch_size)
     model = model.to(device).eval()
-    acc, skipped, views_seen = MetricAccumulator("single_label", len(names)), 0, 0
-    for batch in ds.iter_torch_batches(batch_size=cfg.data.eval_batch_size):
-        ok = batch["ok"].bool()
-        skipped += int((~ok).sum())
-        if ok.any():
-            flat, views = flatten_views({"video": batch["video"][ok]})  # (B[, V], T, S, S, 3) -> (B*V, ...)
-            with torch.no_grad():
-                logits = model.zero_shot_logits(flat["video"].to(device), names, templates)  # (B*V, C)
-            acc.update(video_scores(logits.float().cpu(), views, "single_label"), batch["target"][ok])
-            views_seen = max(views_seen, views)
-    result = {k: v for k, v in acc.compute().items() if k != "loss"}
-    result.update(clips=acc.count, skipped_clips=skipped, classes=len(names), views=views_seen)  # views per video
+
+    def scores(batch: dict) -> dict:  # (B*V, T, S, S, 3) -> (B*V, C)
+        return {"logits": model.zero_shot_logits(batch["video"], names, templates)}
+
+    batches = ds.iter_torch_batches(batch_size=cfg.data.eval_batch_size)
+    r = evaluate(model, batches, SingleLabel(len(names)), device, forward=scores, keep_scores=False)
+    result = {k: v for k, v in r.metrics.items() if k != "loss"}
+    views = num_views(settings) if r.clips else 0  # views per video
+    result.update(clips=r.clips, skipped_clips=r.skipped, classes=len(names), views=views)
     return result
 
 

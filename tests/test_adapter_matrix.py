@@ -35,8 +35,10 @@ BACKBONES = {
 
 MHVA = {"type": "mhva", "heads": 4, "bottleneck": 8}
 # single types, then CM3T's combinations (MHVA + PT is inside "cm3t") and the AdaptFormer baseline
-PREFIX = {"type": "prefix", "prefix_length": 3, "hidden": 8}
+# the gated ablation (identity at init); "prefix_paper" is the paper's form, which acts from step 0
+PREFIX = {"type": "prefix", "prefix_length": 3, "hidden": 8, "zero_init_gate": True}
 ADAPTERS = {
+    "prefix_paper": [{"type": "prefix", "prefix_length": 3, "hidden": 8}],
     "bottleneck": [{"type": "bottleneck", "sites": ["attn", "mlp"], "bottleneck": 8}],
     "mhva": [MHVA],
     "prefix": [PREFIX],
@@ -90,7 +92,10 @@ def test_adapter_contract(backbone, adapters, tmp_path):
         logits = model(data)["logits"]
         assert logits.shape == (2, 3) and torch.isfinite(logits).all()
         frozen = frozen_logits(model, data)
-        if any(a["type"] == "prefix" for a in ADAPTERS[adapters]):
+        if adapters == "prefix_paper":
+            # no gate: attention over [random prefix; tokens] from step 0 (README, "Prefix tuning at init")
+            assert not torch.allclose(logits, frozen, rtol=0, atol=1e-6)
+        elif any(a["type"] == "prefix" for a in ADAPTERS[adapters]):
             # prefix tuning computes its site in one fused pass, with the frozen attention's own
             # result at gate 0 but through other kernels (SDPA vs MHA's fast path / Swin's explicit
             # softmax): equal up to float32 rounding; its residual path is exactly zero (test_prefix)

@@ -111,7 +111,7 @@ def test_adding_a_modality_is_a_config_entry():
     model = make("caa", ["audio", "flow", "text"])
     out = logits(model, video(), audio=(torch.randn(2, 6), None), text=(torch.randn(2, 7), [True, False]))
     assert out.shape == (2, 3) and torch.isfinite(out).all()
-    keys = {k.split(".keys.")[1].split(".")[0] for k in model.state_dict() if ".keys." in k}
+    keys = {k.split(".keys.proj.")[1].split(".")[0] for k in model.state_dict() if ".keys.proj." in k}
     assert keys == {"audio", "flow", "text"}
 
 

@@ -102,9 +102,11 @@ def test_campaign_table_and_rerun_runs_nothing(ray_session, tmp_path, capsys):
         assert 0.0 <= float(r["mean"]) <= 1.0 and r["seeds_done"] == "1" and r["epochs_to_converge"] == "1"
         assert float(r["gflops"]) > 0
     pct = {r["variant"]: float(r["trainable_pct"]) for r in rows}
-    assert 0 < pct["linear"] < pct["adapters"]
+    with_head = {r["variant"]: float(r["trainable_pct_with_head"]) for r in rows}
+    assert pct["linear"] == 0 < pct["adapters"]  # the papers' column: the head is not counted
+    assert 0 < with_head["linear"] < with_head["adapters"] and with_head["adapters"] > pct["adapters"]
     md = (out / "report.md").read_text()
-    assert "| Method | Trainable % | GFLOPs | Motion A val_top1 (%) | Motion A epochs |" in md
+    assert "| Method | Trainable % | Trainable % (with head) | GFLOPs | Motion A val_top1 (%) | Motion A epochs |" in md
     assert "| Adapters |" in md and "| Linear probe |" in md and "±" in md
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from pipelines.config import ExperimentConfig
-from pipelines.train import STORAGE_ENV, _stop_like_ctrl_c, latest_checkpoint, storage_location
-from pipelines.train_loop import STATE, WEIGHTS, _restore, _save_checkpoint
+from pipelines.checkpoints import STATE, WEIGHTS, latest_checkpoint, restore_checkpoint, save_checkpoint
+from pipelines.train import STORAGE_ENV, _stop_like_ctrl_c, storage_location
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_CONFIG = {"tiny": 1}
@@ -38,7 +38,7 @@ def tiny_training_state(seed: int = 0):
 def save(directory: Path, epoch: int, seed: int = 0) -> Path:
     """A complete checkpoint in Ray's layout: <storage>/<run>/checkpoint_<n>/."""
     directory.mkdir(parents=True)
-    _save_checkpoint(directory, *tiny_training_state(seed), {"epoch": epoch, "metrics": {}}, MODEL_CONFIG)
+    save_checkpoint(directory, *tiny_training_state(seed), {"epoch": epoch, "metrics": {}}, MODEL_CONFIG)
     return directory
 
 
@@ -73,7 +73,7 @@ def test_partial_checkpoint_is_never_chosen(tmp_path, damage):
 KILL_DURING_SAVE = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    import pipelines.train_loop as tl
+    import pipelines.checkpoints as tl
     from tests.test_faults import save, tiny_training_state, MODEL_CONFIG
 
     storage, point = Path(sys.argv[1]), sys.argv[2]
@@ -95,7 +95,7 @@ KILL_DURING_SAVE = textwrap.dedent("""
         tl.os.replace = replace
     target = storage / "train-1" / "checkpoint_001"
     target.mkdir()
-    tl._save_checkpoint(target, *tiny_training_state(1), {"epoch": 1, "metrics": {}}, MODEL_CONFIG)
+    tl.save_checkpoint(target, *tiny_training_state(1), {"epoch": 1, "metrics": {}}, MODEL_CONFIG)
 """)
 
 
@@ -110,7 +110,7 @@ def test_kill_during_save_leaves_previous_checkpoint_usable(tmp_path, point):
     chosen = latest_checkpoint(tmp_path)
     assert chosen == str(tmp_path / "train-1" / "checkpoint_000")
     model, optimizer, scheduler = tiny_training_state(seed=5)
-    state = _restore(Path(chosen), model, optimizer, scheduler, MODEL_CONFIG)
+    state = restore_checkpoint(Path(chosen), model, optimizer, scheduler, MODEL_CONFIG)
     expected, *_ = tiny_training_state(seed=0)
     assert state["epoch"] == 0 and torch.equal(model.weight, expected.weight)
     assert optimizer.state_dict()["state"]  # the optimizer's moments came back too

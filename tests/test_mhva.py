@@ -81,3 +81,49 @@ def test_batched_groups_equal_a_loop_over_groups(layout, shape):
         ref[:, sel] = h @ layer.up_weight[g] + layer.up_bias[g]
     torch.testing.assert_close(out, 2.0 * restore(ref))
     assert isinstance(layer.scale, torch.nn.Parameter)  # learnable s by default
+
+
+def test_swin_b_last_stage_builds_one_group_and_every_built_group_gets_a_gradient():
+    """Video Swin-B at 224 px: stages of 56, 28, 14 and 7 tokens per side, windows of 7: 8x8, 4x4,
+    2x2 and 1 window(s). With G = 4 the last stage's single window fills one group: only that one is
+    built (and counted as trainable), and every group built gets a gradient."""
+    from components.config import from_dict
+    from components.model import ModelConfig, build_model
+
+    cfg = from_dict(ModelConfig, {
+        "backbone": {"family": "video_swin", "name": "swin3d_b", "img_size": 224, "num_frames": 32},
+        "adapters": [{"type": "mhva", "sites": ["mlp"], "heads": 4, "bottleneck": 64}],
+    })
+    with torch.device("meta"):
+        model = build_model(cfg, 10)
+    layers = [m for m in model.modules() if isinstance(m, MultiHeadVisionAdapter)]
+    assert [layer.num_groups for layer in layers] == [4] * 22 + [1] * 2  # depths 2, 2, 18, 2
+
+    # the same on a tiny Swin, where the forward can run: 32 px, patch 4 -> 8, 4, 2 tokens per side,
+    # window 4 -> stage grids of 2x2, 1 and 1 window(s)
+    tiny = from_dict(ModelConfig, {
+        "backbone": {"family": "video_swin", "name": "swin3d_t", "img_size": 32, "num_frames": 4,
+                     "kwargs": {"embed_dim": 8, "depths": [1, 1, 1], "num_heads": [1, 1, 1],
+                                "window_size": [2, 4, 4], "stochastic_depth_prob": 0.0}},
+        "adapters": [{"type": "mhva", "sites": ["mlp"], "heads": 4, "bottleneck": 4, "scale": 1.0}],
+    })
+    torch.manual_seed(0)
+    model = build_model(tiny, 3)
+    layers = [m for m in model.modules() if isinstance(m, MultiHeadVisionAdapter)]
+    assert [layer.num_groups for layer in layers] == [4, 1, 1]
+    with torch.no_grad():
+        for layer in layers:
+            layer.up_weight.normal_()  # past init, so down-projections get gradients too
+    batch = {"video": torch.randint(0, 256, (2, 4, 32, 32, 3), dtype=torch.uint8), "target": torch.tensor([0, 1])}
+    model(batch)["loss"].backward()
+    for layer in layers:
+        for g in range(layer.num_groups):
+            assert layer.down_weight.grad[g].abs().sum() > 0 and layer.up_weight.grad[g].abs().sum() > 0
+
+
+def test_vit_group_grid_larger_than_the_patch_grid_builds_only_filled_groups():
+    layout = TokenLayout(kind="frames", grid=(1, 2), num_prefix_tokens=1)
+    site = SiteInfo("blocks.0.mlp", "mlp", 0, 8, 1, "test", layout, ForwardContext(), base=torch.nn.Identity())
+    layer = MultiHeadVisionAdapter(MHVAConfig(heads=4, bottleneck=4), site)
+    assert layer.num_groups == 2 + 1  # patches fill groups 0 and 1 of the 2x2 grid (row 0); + the class token's
+    assert layer(torch.randn(3, 3, 8), None).shape == (3, 3, 8)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import torch
@@ -15,9 +16,7 @@ from components.checkpoint import load_weights, save_weights, trainable_state_di
 from components.config import ConfigError, from_dict, resolve, to_dict
 from components.data.manifest import write_manifest
 from components.model import ModelConfig, build_model
-from components.multihead.metrics import DatasetMetrics
-from components.multihead.targets import pack_multi_label, pack_regression, pack_single_label, unpack_target
-from components.tasks import MetricAccumulator, task_loss
+from components.tasks import Heads, MetricAccumulator, make_task, task_loss
 from pipelines.config import ExperimentConfig
 from pipelines.multi_dataset import draw_indices, mix_counts, prepare_multi_dataset
 from tests.conftest import TINY_VIT
@@ -105,13 +104,18 @@ def test_gradients_reach_the_shared_adapters_and_only_the_heads_in_the_batch():
 
 
 def test_packed_targets_round_trip():
-    single = torch.from_numpy(pack_single_label(np.array([4, 0, 2]), 6))
-    assert unpack_target(single, "single_label", 5).tolist() == [4, 0, 2]
-    multi = torch.from_numpy(pack_multi_label(np.array([0, 0, 2]), np.array([1, 3, 0]), 3, 6))
-    assert unpack_target(multi, "multi_label", 4).tolist() == [[0, 1, 0, 1], [0, 0, 0, 0], [1, 0, 0, 0]]
-    reg = torch.from_numpy(pack_regression(np.array([[0.5, -2.0]], dtype=np.float32), 6))
-    assert unpack_target(reg, "regression", 2).tolist() == [[0.5, -2.0]]
+    heads = Heads(6, [("a", make_task("single_label", 5)), ("b", make_task("multi_label", 4)),
+                      ("c", make_task("regression", 2))])
+    ids = ["x", "y", "z"]
+    single = torch.from_numpy(heads.pack(0, pa.array([4, 0, 2]), ids))
+    assert heads.tasks[0].from_dense(single).tolist() == [4, 0, 2]
+    multi = torch.from_numpy(heads.pack(1, pa.array([[1, 3], [], [0]]), ids))
+    assert heads.tasks[1].from_dense(multi).tolist() == [[0, 1, 0, 1], [0, 0, 0, 0], [1, 0, 0, 0]]
+    reg = torch.from_numpy(heads.pack(2, pa.array([[0.5, -2.0]], pa.list_(pa.float32())), ids[:1]))
+    assert heads.tasks[2].from_dense(reg).tolist() == [[0.5, -2.0]]
     assert reg.shape == (1, 6) and (reg[:, 2:] == 0).all()
+    with pytest.raises(ValueError, match="clip y has class 4, but num_outputs is 4"):
+        heads.pack(1, pa.array([[1], [4], []]), ids)
 
 
 def test_checkpoint_round_trip_keeps_every_head(tmp_path):
@@ -148,7 +152,7 @@ def test_metrics_per_dataset_match_a_plain_accumulator_on_each_datasets_rows():
     with torch.no_grad():
         out = model(b)
     heads = model_config().heads
-    half = [DatasetMetrics(heads), DatasetMetrics(heads)]
+    half = [Heads.from_configs(heads).accumulator(), Heads.from_configs(heads).accumulator()]
     for part, rows in zip(half, ([0, 1, 2], [3, 4, 5])):  # two "workers"
         part.route(b["dataset_index"][rows])
         part.update(out["logits"][rows], b["target"][rows], loss=1.0)
@@ -219,7 +223,7 @@ def test_combined_manifest_has_the_mix_heads_and_packed_targets(tmp_path):
     for row in rows:
         k = int(row["clip_id"].split("/c")[1])
         expected = [k % 4, 0, 0, 0] if row["dataset"] == "motion" else [float(k), float(k), 0, 0]
-        assert row["regression"] == expected  # packed: class index in column 0 / the values, zero-padded
+        assert row[Heads.column] == expected  # packed: class index in column 0 / the values, zero-padded
         assert (row["feat_audio"] is None) == (row["dataset"] == "speed")  # no audio in speed: masked
     val = combined.split("val")
     assert val["dataset"].to_pylist()[:4] == ["motion", "speed", "motion", "speed"]  # interleaved: any prefix has both

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from components.engine import make_optimizer
 from pipelines.config import ExperimentConfig
-from pipelines.train_loop import make_optimizer
 
 
 def test_fused_adamw_on_cpu_with_param_groups_and_the_configured_hyperparameters():
     cfg = ExperimentConfig()
     cfg.optim.lr, cfg.optim.weight_decay = 0.01, 0.1
     a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.zeros(()))  # a 0-d learnable scale too
-    opt = make_optimizer([{"params": [a]}, {"params": [b], "lr": 0.005}], cfg)
+    opt = make_optimizer([{"params": [a]}, {"params": [b], "lr": 0.005}], cfg.optim.lr, cfg.optim.weight_decay)
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
     assert [g["lr"] for g in opt.param_groups] == [0.01, 0.005]
     assert opt.defaults["weight_decay"] == 0.1

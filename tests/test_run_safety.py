@@ -22,8 +22,8 @@ from pipelines.cli import main
 from pipelines.config import ExperimentConfig
 from pipelines.redaction import redact_urls
 from pipelines.run_lock import LOCK_NAME, RunLockedError, hold_run_lock
-from pipelines.train import latest_checkpoint, run_train
-from pipelines.train_loop import STATE, WEIGHTS
+from pipelines.checkpoints import STATE, WEIGHTS, latest_checkpoint
+from pipelines.train import run_train
 from tests.conftest import TINY_VIT
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,9 @@ from components.video.decode import ClipSpec, decode_clip
 from components.video.sampling import fps_indices, fps_multiview_indices
 from components.video.transforms import (ClipAugment, center_crop, color_jitter, multi_crop,
                                          random_resized_crop_box)
-from components.video.views import ViewSpec, average_view_scores, decode_views
+from components.tasks import make_task
+from components.tasks.base import average_probabilities
+from components.video.views import ViewSpec, decode_views
 
 
 def ramp_clip(t: int = 4, h: int = 40, w: int = 40) -> np.ndarray:
@@ -90,10 +92,10 @@ def test_views_decode_and_score_average(tmp_path):
     assert decode_clip(path, fps_spec).shape == (4, 48, 48, 3)
     assert decode_views(path, fps_spec, ViewSpec(num_clips=2)).shape == (2, 4, 48, 48, 3)
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0], [3.0, 1.0]])  # 2 videos x 2 views
-    avg = average_view_scores(logits, 2)
+    avg = average_probabilities(make_task("single_label"), logits, 2)  # mean softmax
     assert torch.allclose(avg[0], torch.tensor([0.5, 0.5]))
     assert torch.allclose(avg.sum(dim=1), torch.ones(2))
-    assert torch.allclose(average_view_scores(logits, 2, "regression")[1], torch.tensor([2.0, 1.0]))
+    assert torch.allclose(average_probabilities(make_task("regression"), logits, 2)[1], torch.tensor([2.0, 1.0]))
 
 
 def test_clip_decoder_augments_training_and_centre_crops_eval(synth_data):

@@ -78,6 +78,8 @@ class ForwardContext:
         # Static, set once by the model before injection: side-modality feature widths by name
         # (from ModelConfig.modalities), so cross-attention adapters can size their projections.
         self.modality_dims: dict[str, int] = {}
+        # ... and tokens per clip: 1 = side input (B, dim), M > 1 = a sequence (B, M, dim)
+        self.modality_tokens: dict[str, int] = {}
         # Every adapter layer built for this model, by (block index, adapter key): lets one adapter
         # reuse another's weights in the same block (CAA sharing the MHVA down-projection).
         self.layers: dict[tuple[int, str], list["AdapterLayer"]] = {}

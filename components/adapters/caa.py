@@ -11,17 +11,24 @@ feature widths come from there through ``ForwardContext.modality_dims``), all in
     o   = AdapterFusion(h; z_1..z_N)                   softmax over the modalities present
     delta = s * up(o)                                  up zero-initialised: identity at init
 
-Reading of the paper: it states Q = V = ReLU(x W_down) and K = the modality embedding. Attention
-weights (L x M) can only combine values indexed like the keys, so we normalise the scores over the
-video tokens (the axis of V) to pool the video, then distribute the M pooled vectors back to the
-tokens by the same scores normalised over M. The modality thus decides WHICH video features are
-pooled and broadcast; with one key token (``modality_tokens: 1``, per-clip features) every token
-receives the same modality-guided summary, mixed per token by the fusion.
+Modality tokens: a modality is either one vector per clip, (B, D), projected to ``modality_tokens``
+key tokens (B, M, r) by one Linear(D, M*r); or a sequence per clip (``model.modalities[].tokens`` =
+M > 1: audio frames, optical flow per time bin, transcript tokens; manifest ``feature_tokens``),
+(B, M, D), each token projected by a Linear(D, r). Sequences are what the paper's modalities are
+(EK-100's audio and flow are time series): the keys then differ per token of the modality.
 
-``values: modality`` is offered as a documented deviation: standard cross-attention (Q from the
-video bottleneck, K and V from the modality), which lets the modality's content, not only its
-choice of video features, reach the tokens. On the synthetic set, whose side feature codes the
-class, the paper's form barely learns from it while this form does (README, "What the demo shows").
+Reading of the paper (``values``): it states Q = V = ReLU(x W_down) and K = the modality embedding.
+Attention weights (L x M) can only combine values indexed like the keys, so ``values: video`` (the
+literal reading) normalises the scores over the video tokens (the axis of V) to pool the video, then
+distributes the M pooled vectors back to the tokens by the same scores normalised over M. The
+modality then decides WHICH video features are pooled and where they go, but its own content never
+reaches the tokens; with one key token (M = 1) every token even receives the same summary. With
+M > 1 modality tokens, each video token reads a different mix of M modality-selected summaries.
+``values: modality`` is the documented alternative: standard cross-attention (Q from the video
+bottleneck, K and V from the modality), so the modality's content reaches the tokens, which the
+paper's +8.4% from adding modalities suggests must happen. On the synthetic set, whose side feature
+codes the class, the literal form barely learns from it while this form does (README, "What the
+demo shows"). Which reading each preset uses and why: README, "CAA: which reading".
 
 Tokens of one clip are attended together: per-frame sites (B*T, N, C) are regrouped to (B, T*N, C).
 ``share_down_with: <adapter key>`` takes W_down from that MHVA in the same block (the paper: "W_down is
@@ -57,7 +64,8 @@ class CAAConfig(AdapterConfig):
     sites: list[str] = cfg(["block"], "backbone sites (CM3T: x is the input of the block)")
     modalities: list[str] = cfg([], "side modalities, one cross-attention each (names from model.modalities)")
     bottleneck: int = cfg(64, "width r of Q = V = ReLU(x W_down) and of the modality keys")
-    modality_tokens: int = cfg(1, "key tokens M each modality's clip feature is projected to")
+    modality_tokens: int = cfg(1, "key tokens M a per-clip modality vector is projected to (sequence "
+                               "modalities, model.modalities[].tokens > 1, bring their own M tokens)")
     share_down_with: str = cfg("", "adapter key (an MHVA in the same block) whose W_down gives Q = V; empty = own")
     fusion: str = cfg("adapterfusion", "how modality outputs combine: adapterfusion (masked softmax) or sum")
     scale: float = cfg(1.0, "initial value of the output scale s")
@@ -90,17 +98,40 @@ def modality_dim(site: SiteInfo, name: str, key: str) -> int:
     return dims[name]
 
 
-def side_feature(context, name: str, batch: int, dim: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features (B, D) with absent samples zeroed, present (B,) bool) for one modality."""
+def side_feature(context, name: str, batch: int, dim: int, like: torch.Tensor,
+                 tokens: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (B, D), or (B, M, D) for a sequence of ``tokens`` = M > 1, with absent samples
+    zeroed; present (B,) bool) for one modality."""
+    shape = (batch, dim) if tokens <= 1 else (batch, tokens, dim)
     feat = context.side.get(name)
     if feat is None:
-        return like.new_zeros(batch, dim), torch.zeros(batch, dtype=torch.bool, device=like.device)
-    if feat.shape != (batch, dim):
-        raise ValueError(f"side input {name!r}: expected ({batch}, {dim}), got {tuple(feat.shape)}")
+        return like.new_zeros(shape), torch.zeros(batch, dtype=torch.bool, device=like.device)
+    if tuple(feat.shape) != shape:
+        raise ValueError(f"side input {name!r}: expected {shape}, got {tuple(feat.shape)}")
     mask = context.side_mask.get(name)
     present = torch.ones(batch, dtype=torch.bool, device=like.device) if mask is None else mask.to(like.device).bool()
-    feat = torch.where(present[:, None], feat.to(like), torch.zeros((), dtype=like.dtype, device=like.device))
+    where = present.view(batch, *([1] * (feat.dim() - 1)))
+    feat = torch.where(where, feat.to(like), torch.zeros((), dtype=like.dtype, device=like.device))
     return feat, present
+
+
+class ModalityTokens(nn.Module):
+    """Each modality's input -> (B, M, r) tokens: a clip vector (B, D) through Linear(D, M*r)
+    (M = ``modality_tokens``), or a sequence (B, M, D) token by token through Linear(D, r)."""
+
+    def __init__(self, site: SiteInfo, dims: dict[str, int], width: int, modality_tokens: int) -> None:
+        super().__init__()
+        self.width = width
+        self.tokens = {n: site.context.modality_tokens.get(n, 1) for n in dims}
+        self.proj = nn.ModuleDict({
+            n: nn.Linear(d, width if self.tokens[n] > 1 else modality_tokens * width) for n, d in dims.items()
+        })
+
+    def forward(self, name: str, feat: torch.Tensor) -> torch.Tensor:
+        out = self.proj[name](feat)
+        if self.tokens[name] > 1:
+            return out  # b m r
+        return rearrange(out, "b (m r) -> b m r", r=self.width)
 
 
 class SharedDown(nn.Module):
@@ -140,10 +171,8 @@ class CrossAttentionAdapter(AdapterLayer):
         self.down = SharedDown(config, site)
         self.drop = nn.Dropout(config.dropout)
         self.dims = {n: modality_dim(site, n, config.key) for n in config.modalities}
-        self.keys = nn.ModuleDict({n: nn.Linear(d, m * r) for n, d in self.dims.items()})
-        self.values = None
-        if config.values == "modality":
-            self.values = nn.ModuleDict({n: nn.Linear(d, m * r) for n, d in self.dims.items()})
+        self.keys = ModalityTokens(site, self.dims, r, m)
+        self.values = ModalityTokens(site, self.dims, r, m) if config.values == "modality" else None
         self.fusion = ModalityFusion(r) if config.fusion == "adapterfusion" else None
         self.up = zero_linear(r, site.dim)
         self.register_scale(config.scale, config.learnable_scale)
@@ -164,10 +193,10 @@ class CrossAttentionAdapter(AdapterLayer):
         h = self.drop(h)
         b = h.shape[0]
         outs, present = [], []
-        for name, proj in self.keys.items():
-            feat, here = side_feature(self.context, name, b, self.dims[name], h)
-            k = rearrange(proj(feat), "b (m r) -> b m r", r=h.shape[-1])
-            v = rearrange(self.values[name](feat), "b (m r) -> b m r", r=h.shape[-1]) if self.values else None
+        for name in self.dims:
+            feat, here = side_feature(self.context, name, b, self.dims[name], h, self.keys.tokens[name])
+            k = self.keys(name, feat)  # b m r
+            v = self.values(name, feat) if self.values is not None else None
             outs.append(self.cross_attend(h, k, v))
             present.append(here)
         z = torch.stack(outs, dim=2)  # b l n r

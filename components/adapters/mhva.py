@@ -10,7 +10,9 @@ up-projections, so the adapter starts as the identity.
 Groups (see ``tokens.token_groups``):
 - Video Swin: groups of attention windows. The (unshifted) window grid of each stage is split into a
   ``gh x gw`` grid of regions over space; all time steps of a region share its group. A stage with
-  fewer windows than group rows/columns uses only the groups its windows fall in.
+  fewer windows than group rows/columns has only the groups its windows fall in: they are the only
+  ones built (Swin-B at 224 px: the last stage's 7x7 tokens are one window, so one group, not G that
+  would never get a gradient yet count as trainable).
 - ViT / per-frame towers: groups of patches on the patch grid, split the same way.
 - Sequence sites (ViViT's temporal transformer): contiguous chunks of the sequence.
 - Prefix (class) tokens: their own extra group with its own pair (``adapt_prefix_tokens: true``), so
@@ -32,7 +34,7 @@ from torch import nn
 
 from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo
 from components.adapters.registry import register_adapter
-from components.adapters.tokens import group_grid, group_plan, site_tokens, token_groups
+from components.adapters.tokens import group_grid, group_plan, site_tokens, token_groups, used_groups
 from components.config import cfg
 
 
@@ -63,7 +65,14 @@ class MultiHeadVisionAdapter(AdapterLayer):
         d, r = site.dim, config.bottleneck
         self.grid = group_grid(config.heads, config.grid)
         self.prefix_group = config.adapt_prefix_tokens and site.layout.num_prefix_tokens > 0
-        g = config.heads + int(self.prefix_group)  # the prefix group, if any, is the last one
+        # only the spatial groups some token falls in get weights; ids 0..G-1 (and G, the prefix
+        # group) map to rows 0..g-1 of the batched weights, -1 = a group that was not built
+        used = used_groups(site.layout, config.heads, self.grid) or list(range(config.heads))
+        remap = torch.full((config.heads + 1,), -1, dtype=torch.long, device="cpu")
+        remap[used] = torch.arange(len(used), device="cpu")
+        remap[config.heads] = len(used)  # the prefix group, if any, is the last one
+        self._remap = remap
+        g = len(used) + int(self.prefix_group)
         bound = 1.0 / math.sqrt(d)  # nn.Linear's default init for the down-projections
         self.down_weight = nn.Parameter(torch.empty(g, d, r).uniform_(-bound, bound))
         self.down_bias = nn.Parameter(torch.empty(g, r).uniform_(-bound, bound))
@@ -83,7 +92,12 @@ class MultiHeadVisionAdapter(AdapterLayer):
         key = (tuple(shape), str(device))
         if key not in self._plans:
             ids = token_groups(shape, self.site.layout, self.config.heads, self.grid, self.prefix_group)
-            index, slot = group_plan(ids, self.num_groups)
+            rows = torch.where(ids >= 0, self._remap[ids.clamp(min=0)], ids)
+            if bool(((ids >= 0) & (rows < 0)).any()):
+                raise ValueError(f"MHVA at {self.site.path}: input {tuple(shape)} has tokens in groups built for "
+                                 f"none of the {self.site.layout.grid} grid's windows (model.backbone.img_size "
+                                 "must match the input frames)")
+            index, slot = group_plan(rows, self.num_groups)
             self._plans[key] = (index.to(device), slot.to(device))
         return self._plans[key]
 

@@ -27,7 +27,7 @@ from einops import rearrange
 from torch import nn
 
 from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo, zero_linear
-from components.adapters.caa import SharedDown, modality_dim, side_feature
+from components.adapters.caa import ModalityTokens, SharedDown, modality_dim, side_feature
 from components.adapters.registry import register_adapter
 from components.adapters.tokens import clip_tokens
 from components.config import cfg
@@ -39,7 +39,7 @@ class MMCAConfig(AdapterConfig):
     sites: list[str] = cfg(["block"], "backbone sites")
     modalities: list[str] = cfg([], "side modalities attended together (names from model.modalities)")
     bottleneck: int = cfg(64, "width r of the video bottleneck and of the modality tokens")
-    modality_tokens: int = cfg(1, "tokens M each modality's clip feature is projected to")
+    modality_tokens: int = cfg(1, "tokens M a per-clip modality vector is projected to (sequences bring their own)")
     num_heads: int = cfg(1, "heads of the shared cross-attention (must divide bottleneck)")
     share_down_with: str = cfg("", "adapter key (an MHVA in the same block) whose W_down gives the queries")
     scale: float = cfg(1.0, "initial value of the output scale s")
@@ -64,7 +64,7 @@ class MultiModalCrossAttention(AdapterLayer):
         self.down = SharedDown(config, site)
         self.drop = nn.Dropout(config.dropout)
         self.dims = {n: modality_dim(site, n, config.key) for n in config.modalities}
-        self.inputs = nn.ModuleDict({n: nn.Linear(d, m * r) for n, d in self.dims.items()})
+        self.inputs = ModalityTokens(site, self.dims, r, m)
         self.q = nn.Linear(r, r)
         self.kv = nn.Linear(r, 2 * r)
         self.out = nn.Linear(r, r)
@@ -77,12 +77,13 @@ class MultiModalCrossAttention(AdapterLayer):
     def forward(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
         h, restore = clip_tokens(self.down(x), self.site.layout, self.context.num_frames)  # b l r
         h = self.drop(h)
-        b, r, m, heads = h.shape[0], h.shape[-1], self.config.modality_tokens, self.config.num_heads
+        b, r, heads = h.shape[0], h.shape[-1], self.config.num_heads
         tokens, present = [], []
-        for name, proj in self.inputs.items():
-            feat, here = side_feature(self.context, name, b, self.dims[name], h)
-            tokens.append(rearrange(proj(feat), "b (m r) -> b m r", r=r))
-            present.append(here[:, None].expand(b, m))
+        for name in self.dims:
+            feat, here = side_feature(self.context, name, b, self.dims[name], h, self.inputs.tokens[name])
+            t = self.inputs(name, feat)  # b m r
+            tokens.append(t)
+            present.append(here[:, None].expand(b, t.shape[1]))
         keys = torch.cat(tokens, dim=1)  # b (n m) r
         present = torch.cat(present, dim=1)  # b (n m)
         q = rearrange(self.q(h), "b l (h d) -> b h l d", h=heads)

@@ -14,18 +14,29 @@ attention's queries q, keys k and values v recomputed from the site input:
 The wrapped attention already returns W_o attn + b_o, so this adapter returns the residual
 ``gate * W_o (lambda (delta - attn))`` (output projection without its bias).
 
-One pass (the default path): recomputing the attention beside the frozen module doubles the
-site's work and an unfused softmax keeps the (N x N) maps for backward. So where the call is plain
-self-attention, the adapter replaces the frozen call (``replace_base``): it computes q, k, v once and
-runs two fused attentions (``F.scaled_dot_product_attention``), over the tokens (``attn``, the frozen
-output) and over [prefix; tokens] (``joint``); since joint = (1 - lambda) attn + lambda delta,
-``attn + gate (joint - attn)`` is the adapted output, equal to the two-pass result. The frozen
-module's other uses (masks, attention weights, dropout) fall back to the two-pass residual.
+Masks: where the wrapped call masks attention (``attn_mask``, ``key_padding_mask``, ``is_causal``:
+open_clip's causal text tower, padded sequences), the mask applies to the real-key columns only;
+prefix columns are never masked (every query may read the prefix), exactly as attention over
+[prefix; keys] with the mask padded by L unmasked columns on the left.
 
-Identity at init: the residual of a random prefix is not zero, so it is multiplied by a learnable
-scalar ``gate`` initialised to 0 (``zero_init_gate: true``, the default); with gate = 1 the adapted
-attention is exactly attention over [prefix; tokens]. ``zero_init_gate: false`` fixes gate = 1 (plain
-prefix tuning; the model then differs from the frozen backbone from step 0).
+One pass (the default path): recomputing the attention beside the frozen module doubles the
+site's work and an unfused softmax keeps the (N x N) maps for backward. So where the call is
+self-attention the adapter can reproduce (``plain_call``: masks included), the adapter replaces the
+frozen call (``replace_base``): it computes q, k, v once and runs two fused attentions
+(``F.scaled_dot_product_attention``), over the tokens (``attn``, the frozen output) and over
+[prefix; tokens] (``joint``); since joint = (1 - lambda) attn + lambda delta, ``attn + gate (joint -
+attn)`` is the adapted output, equal to the two-pass result. Calls that ask for attention weights or
+run attention dropout fall back to the frozen module plus the two-pass residual (same mask).
+
+The paper's form (``zero_init_gate: false``, the default and every preset's): gate fixed at 1, the
+adapted attention IS attention over [prefix; tokens] from step 0. It is not the identity at init: a
+random prefix takes a share lambda of every query's attention. How much, measured by
+``python benchmarks/prefix_init.py`` (README, "Prefix tuning at init"): at the presets'
+init (C ~ N(0, 1) through a Linear-ReLU-Linear MLP, projected by the frozen k/v weights) the
+prefix's share of attention is small and the backbone output moves little, but it is not zero.
+``zero_init_gate: true`` (an ablation, He et al.'s gate_add written as a learned scalar) multiplies
+the residual by a learnable gate starting at 0: exact identity at init, but the prefix rows get no
+gradient at step 0 (only the gate does).
 
 Which attention modules are supported is decided by ``components.backbones.attention`` (timm,
 nn.MultiheadAttention/open_clip, torchvision Video Swin windows), not here.
@@ -54,7 +65,8 @@ class PrefixConfig(AdapterConfig):
     hidden: int = cfg(512, "hidden width of the reparameterisation MLP")
     activation: str = cfg("relu", "reparameterisation MLP activation: relu (CM3T) or tanh (He et al.)")
     dropout: float = cfg(0.1, "dropout inside the reparameterisation MLP (CM3T: lower than He et al.)")
-    zero_init_gate: bool = cfg(True, "multiply the residual by a learnable gate starting at 0 (identity at init)")
+    zero_init_gate: bool = cfg(False, "ablation: multiply the residual by a learnable gate starting at 0 (identity "
+                               "at init); false = the paper's form, attention over [prefix; tokens] from step 0")
 
     def __post_init__(self) -> None:
         if self.prefix_length <= 0 or self.hidden <= 0:
@@ -84,6 +96,8 @@ class PrefixRows(nn.Module):
 
 
 class PrefixTuning(AdapterLayer):
+    takes_call = True  # AdaptedModule passes the wrapped call's (args, kwargs): masks apply to real keys
+
     def __init__(self, config: PrefixConfig, site: SiteInfo) -> None:
         super().__init__(config, site)
         try:
@@ -96,8 +110,9 @@ class PrefixTuning(AdapterLayer):
         else:
             self.register_buffer("gate", torch.ones(()))
 
-    def mixed_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, object]:
-        """lambda * (delta - attn) per head, (B', H, N, dh), and the view that maps it back."""
+    def mixed_heads(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, object]:
+        """lambda * (delta - attn) per head, (B', H, N, dh), and the view that maps it back. ``mask``
+        (additive, broadcast to (B', H, N, N)) masks real keys; prefix logits are never masked."""
         view = self.internals.heads(x)
         pk, pv = self.internals.prefix_kv(self.prefix())  # h l d each
         scale = self.internals.scale
@@ -105,27 +120,33 @@ class PrefixTuning(AdapterLayer):
         self_logits = q @ view.k.transpose(-2, -1)  # b h n n
         if view.logit_bias is not None:
             self_logits = self_logits + view.logit_bias
+        if mask is not None:
+            self_logits = self_logits + mask
         prefix_logits = torch.einsum("bhnd,hld->bhnl", q, pk)  # b h n l
         lam = torch.sigmoid(prefix_logits.logsumexp(-1) - self_logits.logsumexp(-1)).unsqueeze(-1)  # b h n 1
         attn = self_logits.softmax(-1) @ view.v  # b h n d
         delta = torch.einsum("bhnl,hld->bhnd", prefix_logits.softmax(-1), pv)
         return lam * (delta - attn), view
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
-        mixed, view = self.mixed_heads(x)
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, call: tuple = ((), {})) -> torch.Tensor:
+        """The residual added to the frozen output; ``call`` = the wrapped call's (args, kwargs)."""
+        mixed, view = self.mixed_heads(x, self.internals.call_mask(x, *call))
         return self.gate * self.internals.project(view.restore(mixed))
 
     def replace_base(self, x: torch.Tensor, args: tuple, kwargs: dict, need_frozen: bool):
         """(adapted output, frozen output or None) in one pass, or None where the call is not plain."""
         if not self.internals.plain_call(x, args, kwargs):
             return None
+        mask = self.internals.call_mask(x, args, kwargs)
         view = self.internals.heads(x)
         pk, pv = self.internals.prefix_kv(self.prefix())  # h l d each
         q, k, v, bias = view.q, view.k, view.v, view.logit_bias
+        if mask is not None:
+            bias = mask if bias is None else bias + mask
         b, _, n, _ = q.shape  # (B', H, N, dh)
         length = pk.shape[1]
         joint_bias = None
-        if bias is not None:  # prefix columns get no position bias: pad the (.., N, N) bias on the left
+        if bias is not None:  # prefix columns get no position bias nor mask: pad the (.., N, N) bias on the left
             joint_bias = F.pad(bias.expand(*bias.shape[:-2], n, n), (length, 0))
         k2 = torch.cat([pk.unsqueeze(0).expand(b, -1, -1, -1), k], dim=2)  # b h (l+n) d
         v2 = torch.cat([pv.unsqueeze(0).expand(b, -1, -1, -1), v], dim=2)

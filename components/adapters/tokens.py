@@ -3,7 +3,8 @@
 A site's tensor depends on the backbone's ``TokenLayout``:
 
 - ``frames``: (B*T, P + H*W, C), P prefix (class) tokens then the H x W patch grid of each frame;
-- ``swin``:   (B, T', H', W', C) channels-last grids (Video Swin), attention over 3-D windows;
+- ``swin``:   (B, T', H', W', C) channels-last grids (Video Swin), attention over 3-D windows
+  (``grid``: the stage's (H', W') at the configured image size, when known);
 - ``sequence``: (B, P + N, C) tokens with no spatial meaning (ViViT's temporal transformer, text).
 
 ``clip_tokens`` turns any of them into (B, L, C) with all tokens of one clip on one row (what a
@@ -99,6 +100,25 @@ def token_groups(
     else:
         raise ValueError(f"unknown token layout kind {layout.kind!r}")
     return torch.cat([prefix, ids])
+
+
+def used_groups(layout: TokenLayout, groups: int, grid: tuple[int, int]) -> list[int] | None:
+    """The spatial group ids any token falls in, from the layout's static grid: a Video Swin stage
+    with fewer windows than group rows/columns (Swin-B at 224 px: the last stage is 7x7 tokens, one
+    window) or a patch grid smaller than the group grid fills only some groups. None when the layout
+    does not say (sequence sites, or no grid given): then every group is used."""
+    h, w = layout.grid
+    if not h or not w:
+        return None
+    if layout.kind == "swin":
+        shape = (1, 1, h, w, 1)
+    elif layout.kind == "frames":
+        shape = (1, layout.num_prefix_tokens + h * w, 1)
+    else:
+        return None
+    with torch.device("cpu"):  # bookkeeping, also when the model is built on the meta device
+        ids = token_groups(shape, layout, groups, grid, prefix_group=False)
+    return sorted(set(ids[ids >= 0].tolist()))
 
 
 def group_plan(ids: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:

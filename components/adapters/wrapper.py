@@ -21,6 +21,8 @@ class AdaptedModule(nn.Module):
     tuning: one q/k/v projection and fused attentions, instead of the frozen attention plus a
     recomputation). It returns (adapted output, frozen output if asked, else None), or None to let
     the frozen module run as usual. The other adapters at the site still get the frozen output.
+    Adapters with ``takes_call = True`` also get the call's arguments, ``call=(args, kwargs)``
+    (prefix tuning applies the call's attention masks).
     """
 
     def __init__(self, base_layer: nn.Module, site: SiteInfo) -> None:
@@ -47,5 +49,6 @@ class AdaptedModule(nn.Module):
         primary = _primary(adapted)
         for key, layer in self.adapters.items():
             if key != folded_key:
-                primary = primary + layer(x, _primary(frozen))
+                extra = {"call": (args, kwargs)} if getattr(layer, "takes_call", False) else {}
+                primary = primary + layer(x, _primary(frozen), **extra)
         return (primary, *adapted[1:]) if isinstance(adapted, tuple) else primary

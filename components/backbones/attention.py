@@ -60,10 +60,17 @@ class AttentionInternals:
         raise NotImplementedError
 
     def plain_call(self, x: torch.Tensor, args: tuple, kwargs: dict) -> bool:
-        """True when ``module(x, *args, **kwargs)`` is plain self-attention over ``x`` (no mask, no
-        attention weights asked for), so an adapter may compute the module's output itself from
-        ``heads(x)``; otherwise the adapter must let the frozen module run. False unless a type says."""
+        """True when ``module(x, *args, **kwargs)`` is self-attention over ``x`` that ``heads(x)`` plus
+        ``call_mask`` reproduce (no attention weights asked for, no attention dropout), so an adapter
+        may compute the module's output itself; otherwise the frozen module must run. False unless a
+        type says."""
         return False
+
+    def call_mask(self, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor | None:
+        """The additive mask this call applies to the logits of the real keys (0 = kept, -inf =
+        masked), broadcastable to (B', H, N, N), from its ``attn_mask`` / ``key_padding_mask`` /
+        ``is_causal``; None for an unmasked call. Types whose calls take no mask keep this default."""
+        return None
 
     def pack(self, out: torch.Tensor):
         """The module's return value from its attention output (e.g. MultiheadAttention's tuple)."""
@@ -89,6 +96,22 @@ def attention_internals(module: nn.Module) -> AttentionInternals:
         f"prefix tuning does not know the internals of {type(module).__name__}; "
         f"known attention types: {sorted(c.__name__ for c in _INTERNALS)}"
     )
+
+
+def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype, true_masks: bool) -> torch.Tensor | None:
+    """A boolean or float attention mask as an additive float mask. ``true_masks``: a boolean True
+    means "masked out" (nn.MultiheadAttention) rather than "may attend" (SDPA, timm)."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        masked = mask if true_masks else ~mask
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(masked, float("-inf"))
+    return mask.to(dtype)
+
+
+def causal_mask(n: int, like: torch.Tensor) -> torch.Tensor:
+    """(N, N) additive mask: query i sees keys 0..i."""
+    return torch.full((n, n), float("-inf"), dtype=like.dtype, device=like.device).triu(1)
 
 
 def split_kv_weights(weight: torch.Tensor, bias: torch.Tensor | None, width: int):
@@ -140,9 +163,16 @@ if TimmAttention is not None:
 
         def plain_call(self, x, args, kwargs):
             # attn_drop is inert in a frozen eval-style backbone only when its p is 0 (timm's default).
-            return (not args and kwargs.get("attn_mask") is None and not kwargs.get("is_causal", False)
-                    and set(kwargs) <= {"attn_mask", "is_causal"}
+            return (not args and set(kwargs) <= {"attn_mask", "is_causal"}
                     and not (self.module.training and self.module.attn_drop.p > 0))
+
+        def call_mask(self, x, args, kwargs):
+            # timm's forward(x, attn_mask=None, is_causal=False): SDPA semantics (bool True = may attend)
+            attn_mask = args[0] if args else kwargs.get("attn_mask")
+            is_causal = args[1] if len(args) > 1 else kwargs.get("is_causal", False)
+            if is_causal:  # timm's explicit path: is_causal takes precedence over attn_mask
+                return causal_mask(x.shape[1], x)
+            return additive_mask(attn_mask, x.dtype, true_masks=False)
 
 
 @register_attention_internals(nn.MultiheadAttention)
@@ -178,15 +208,45 @@ class MultiheadAttentionInternals(AttentionInternals):
     def project(self, y, bias=False):
         return F.linear(y, self.module.out_proj.weight, self.module.out_proj.bias if bias else None)
 
+    KNOWN = ("key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights", "is_causal")
+
+    def _call(self, args: tuple, kwargs: dict) -> dict:
+        """The call's arguments by name (forward(query, key, value, key_padding_mask, need_weights,
+        attn_mask, average_attn_weights, is_causal))."""
+        named = dict(zip(self.KNOWN, args))
+        unknown = set(kwargs) - set(self.KNOWN)
+        if len(args) > len(self.KNOWN) or unknown:
+            raise TypeError(f"unexpected MultiheadAttention call arguments: {sorted(unknown)}")
+        return {**named, **kwargs}
+
     def plain_call(self, x, args, kwargs):
-        # open_clip calls attn(x, x, x, need_weights=False, attn_mask=None) in its visual tower.
-        known = {"key", "value", "need_weights", "attn_mask", "key_padding_mask", "is_causal", "average_attn_weights"}
-        if len(args) > 2 or kwargs.get("attn_mask") is not None or not set(kwargs) <= known:
+        # open_clip calls attn(x, x, x, need_weights=False, attn_mask=...) (a causal mask in the text
+        # tower): masks are reproduced by call_mask, so only weights, dropout and cross-attention fall back.
+        try:
+            call = self._call(args, kwargs)
+        except TypeError:
             return False
-        key = args[0] if args else kwargs.get("key")
-        value = args[1] if len(args) > 1 else kwargs.get("value")
-        return plain_self_attention(self.module, x, key, value, kwargs.get("key_padding_mask"),
-                                    kwargs.get("need_weights", True), kwargs.get("is_causal", False))
+        return plain_self_attention(self.module, x, call.get("key", x), call.get("value", x), None,
+                                    call.get("need_weights", True), False)
+
+    def call_mask(self, x, args, kwargs):
+        call = self._call(args, kwargs)
+        key, value = call.get("key", x), call.get("value", x)
+        if key is not x or value is not x:
+            raise ValueError("prefix tuning on nn.MultiheadAttention needs self-attention (key and value are the query)")
+        m = self.module
+        batch, n = (x.shape[0], x.shape[1]) if m.batch_first else (x.shape[1], x.shape[0])
+        # bool True = masked out, float = added (MultiheadAttention's convention for both masks)
+        mask = additive_mask(call.get("attn_mask"), x.dtype, true_masks=True)
+        if mask is None and call.get("is_causal", False):
+            mask = causal_mask(n, x)  # the frozen module refuses this call; the hint alone means causal
+        if mask is not None and mask.dim() == 3:  # (B * heads, N, N) -> (B, heads, N, N)
+            mask = rearrange(mask, "(b h) l s -> b h l s", b=batch)
+        padding = additive_mask(call.get("key_padding_mask"), x.dtype, true_masks=True)
+        if padding is not None:  # (B, N) over keys -> (B, 1, 1, N)
+            padding = padding[:, None, None, :]
+            mask = padding if mask is None else mask + padding
+        return mask
 
     def pack(self, out):
         return out, None

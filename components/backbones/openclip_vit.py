@@ -19,19 +19,21 @@ class becomes ``TappedResidualAttentionBlock`` (same parameters, names and paths
 state dicts and the ``attn``/``mlp``/``block`` sites are untouched).
 
 Weights come only from a local file (``checkpoint``: an open_clip state dict, .safetensors/.bin/.pt,
-read by the safe reader in ``weights.py``, position embeddings resampled to ``img_size`` as open_clip
-does); names with a hub schema are refused, so nothing is downloaded, and ``kwargs`` are architecture
-settings only (``arch_kwargs.py``), so no config can switch open_clip's own unpickling on.
+an OpenAI CLIP TorchScript archive or a timm-layout CLIP image tower; read and converted by
+``components.weights``, position embeddings resampled to ``img_size`` as open_clip does); names
+with a hub schema are refused, so nothing is downloaded, and ``kwargs`` are architecture settings
+only (``arch_kwargs.py``), so no config can switch open_clip's own unpickling on.
 """
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import open_clip
 import torch
 from einops import rearrange
-from open_clip.model import resize_pos_embed, resize_text_pos_embed
 from open_clip.transformer import ResidualAttentionBlock, Transformer, VisionTransformer
 from torch import nn
 
@@ -41,8 +43,8 @@ from components.backbones.config import BackboneConfig
 from components.backbones.fast_mha import use_fast_self_attention
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
-from components.backbones.weights import load_state_into, read_state_dict
 from components.config import ConfigError
+from components.weights.families import load_open_clip
 
 CONFIG_DIR = Path(__file__).with_name("openclip_configs")
 open_clip.add_model_config(CONFIG_DIR)  # tiny test architectures, e.g. "vidpeft-tiny-clip"
@@ -96,21 +98,22 @@ def add_residual_taps(transformer: Transformer) -> None:
         block.pre_mlp = nn.Identity()
 
 
-def load_openclip_weights(model: nn.Module, path: str) -> None:
-    """An open_clip state dict read by the safe reader (never open_clip's own torch.load), with the
-    position embeddings resampled to this model's image size and context length, as open_clip does."""
-    state = read_state_dict(path)
-    for name in ("logit_scale", "logit_bias"):  # stored as a scalar or a 1-element vector
-        own = getattr(model, name, None)
-        if name in state and own is not None and own.ndim != state[name].ndim:
-            state[name] = state[name].reshape(own.shape)
-    resize_pos_embed(state, model)
-    resize_text_pos_embed(state, model)
-    load_state_into(model, state, path, ignore_prefixes=("logit_bias",))
+@contextmanager
+def _quiet_random_init_warning(active: bool):
+    """Hide open_clip's "initialized randomly" warning when a checkpoint is loaded afterwards."""
+    flt = lambda record: "No pretrained weights loaded" not in record.getMessage()  # noqa: E731
+    root = logging.getLogger()
+    if active:
+        root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
 
 
-def create_openclip(config: BackboneConfig) -> nn.Module:
-    """The whole open_clip CLIP model (both towers, fp32), weights from ``config.checkpoint`` only."""
+def create_openclip(config: BackboneConfig, text: bool = True) -> nn.Module:
+    """The whole open_clip CLIP model (both towers, fp32), weights from ``config.checkpoint`` only
+    (``text=False``: only the image tower's weights are needed, e.g. a timm-layout CLIP tower)."""
     if ":" in config.name:
         raise ConfigError(f"model.backbone.name: {config.name!r}: hub/local-dir schemas are not supported; "
                           "use an architecture name and a local checkpoint file")
@@ -118,17 +121,23 @@ def create_openclip(config: BackboneConfig) -> nn.Module:
         raise ConfigError(f"model.backbone.name: unknown open_clip architecture {config.name!r}")
     if config.checkpoint and not Path(config.checkpoint).is_file():
         raise FileNotFoundError(f"model.backbone.checkpoint: weights file not found: {config.checkpoint}")
-    kwargs = openclip_kwargs(config.kwargs)  # architecture settings only: never a loading switch
-    model = open_clip.create_model(config.name, pretrained=None, pretrained_image=False, pretrained_text=False,
-                                   force_image_size=config.img_size, device=torch.get_default_device(),
-                                   **kwargs)  # default device: "meta" when a driver only checks shapes
+    with _quiet_random_init_warning(bool(config.checkpoint)):  # weights are loaded right below
+        model = open_clip.create_model(
+            config.name,
+            pretrained=None,
+            pretrained_image=False,
+            pretrained_text=False,
+            force_image_size=config.img_size,
+            device=torch.get_default_device(),  # "meta" when a driver only checks shapes (preflight)
+            **openclip_kwargs(config.kwargs),  # architecture settings only: never a loading switch
+        )
     if not isinstance(getattr(model, "visual", None), VisionTransformer) or not hasattr(model, "token_embedding"):
         raise ConfigError(
             f"model.backbone.name: {config.name!r} is not a plain open_clip CLIP with a ViT image tower "
             f"and the built-in text transformer (got {type(model).__name__})"
         )
     if config.checkpoint:
-        load_openclip_weights(model, config.checkpoint)
+        load_open_clip(model, config.checkpoint, config.name, text=text)
     add_residual_taps(model.visual.transformer)
     add_residual_taps(model.transformer)
     use_fast_self_attention(model)  # same weights; see fast_mha.py for the slow path it avoids
@@ -182,7 +191,7 @@ class OpenClipFrameViT(nn.Module):
     def __init__(self, config: BackboneConfig, visual: VisionTransformer | None = None) -> None:
         super().__init__()
         if visual is None:
-            visual = create_openclip(config).visual  # the text tower is dropped here
+            visual = create_openclip(config, text=False).visual  # the text tower is dropped here
         self.visual = visual
         self.pool = config.pool
         self.temporal = getattr(config, "temporal", "mean")

@@ -12,7 +12,7 @@ from components.backbones.arch_kwargs import timm_vit_kwargs
 from components.backbones.config import BackboneConfig
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
-from components.backbones.weights import load_state_into, read_state_dict
+from components.weights.families import load_timm_vit
 
 
 def describe_timm_vit(vit: nn.Module, prefix: str) -> BackboneSpec:
@@ -38,14 +38,7 @@ def create_timm_vit(config: BackboneConfig) -> nn.Module:
     kwargs = timm_vit_kwargs(config.kwargs)  # architecture settings only: never a loading switch
     vit = timm.create_model(config.name, pretrained=False, num_classes=0, img_size=config.img_size, **kwargs)
     if config.checkpoint:
-        state = read_state_dict(config.checkpoint)
-        try:  # timm's own filter resamples position embeddings to this img_size
-            from timm.models.vision_transformer import checkpoint_filter_fn
-
-            state = checkpoint_filter_fn(state, vit)
-        except Exception:
-            pass
-        load_state_into(vit, state, config.checkpoint)
+        load_timm_vit(vit, config.checkpoint, config.name)  # resamples position embeddings to img_size
     return vit
 
 

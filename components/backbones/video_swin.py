@@ -9,7 +9,8 @@ Tiny random models: ``kwargs`` override the variant's constructor arguments of
 ``torchvision.models.video.SwinTransformer3d`` (embed_dim, depths, num_heads, window_size, patch_size,
 mlp_ratio, stochastic_depth_prob, ...), e.g. ``{embed_dim: 16, depths: [1, 1], num_heads: [1, 2],
 window_size: [2, 4, 4]}``. Pretrained weights: a local file holding torchvision's state dict
-(``swin3d_b-*.pth``, read with ``weights_only=True``); the K400 classifier head is dropped.
+(``swin3d_b-*.pth``) or a Video Swin Transformer release / MMAction2 checkpoint (renamed on load,
+see ``components.weights``); the K400 classifier head is dropped, anything else must fit exactly.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from components.backbones.arch_kwargs import video_swin_kwargs
 from components.backbones.config import BackboneConfig
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
-from components.backbones.weights import load_state_into, read_state_dict
+from components.weights.families import load_video_swin
 
 # torchvision's swin3d_t/s/b constructor arguments (torchvision.models.video.swin3d_*).
 VARIANTS: dict[str, dict] = {
@@ -52,16 +53,18 @@ KINETICS_MEAN = (0.485, 0.456, 0.406)
 KINETICS_STD = (0.229, 0.224, 0.225)
 
 
-def describe_video_swin(swin: SwinTransformer3d, arch: dict, prefix: str) -> BackboneSpec:
-    """Blocks ``features[2s][j]``; sites attn (window attention, qkv/proj), mlp, block."""
+def describe_video_swin(swin: SwinTransformer3d, arch: dict, prefix: str, img_size: int = 0) -> BackboneSpec:
+    """Blocks ``features[2s][j]``; sites attn (window attention, qkv/proj), mlp, block. With
+    ``img_size``, each layout carries its stage's (H', W') token grid (what MHVA sizes its groups by)."""
     blocks, dims, heads, layouts = [], [], [], []
     window = tuple(arch["window_size"])
     for s, depth in enumerate(arch["depths"]):
+        side = img_size // arch["patch_size"][1] // 2**s if img_size else 0  # H' = W' at stage s
         for j in range(depth):
             blocks.append(f"{prefix}features.{2 * s}.{j}")
             dims.append(arch["embed_dim"] * 2**s)
             heads.append(arch["num_heads"][s])
-            layouts.append(TokenLayout(kind="swin", window=window))
+            layouts.append(TokenLayout(kind="swin", window=window, grid=(side, side)))
     return BackboneSpec(
         family="video_swin",
         feature_dim=swin.num_features,
@@ -92,8 +95,8 @@ class VideoSwin(nn.Module):
         self.swin = SwinTransformer3d(**arch)
         self.swin.head = nn.Identity()  # the K400 classifier is replaced by the task head
         if config.checkpoint:
-            load_state_into(self.swin, read_state_dict(config.checkpoint), config.checkpoint)
-        self.spec = describe_video_swin(self.swin, arch, prefix="swin.")
+            load_video_swin(self.swin, config.checkpoint, config.name)
+        self.spec = describe_video_swin(self.swin, arch, prefix="swin.", img_size=config.img_size)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         x = rearrange(video, "b t c h w -> b c t h w")

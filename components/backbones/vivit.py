@@ -32,7 +32,7 @@ from components.backbones.config import BackboneConfig
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
 from components.backbones.timm_vit import create_timm_vit
-from components.backbones.weights import load_state_into, read_state_dict
+from components.weights.families import load_vivit
 
 TEMPORAL_KEYS = {"temporal_depth": 4, "temporal_heads": 1, "temporal_mlp_ratio": 4.0}  # name -> kind of value
 
@@ -80,17 +80,8 @@ class ViViT(nn.Module):
         )
         self.pool = config.pool
         if config.checkpoint:
-            self._load(config.checkpoint)
+            load_vivit(self, config.checkpoint, config.name)
         self.spec = describe_vivit(self, prefix="")
-
-    def _load(self, path: str) -> None:
-        state = read_state_dict(path)
-        if any(k.startswith("spatial.") for k in state):
-            load_state_into(self, state, path)
-            return
-        from timm.models.vision_transformer import checkpoint_filter_fn  # resamples position embeddings
-
-        load_state_into(self.spatial, checkpoint_filter_fn(state, self.spatial), path)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         t = video.shape[1]

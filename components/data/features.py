@@ -13,6 +13,12 @@ Two shapes:
                 [i / rate, (i + 1) / rate). A clip shorter than one step takes the step nearest
                 its middle. Clips given in frames are mapped to seconds with the video's fps.
 A vector with a non-finite value counts as missing (the manifest rejects NaN features).
+
+Tokens (``tokens`` = M > 1): keep a sequence of M vectors per clip instead of one mean, for
+cross-attention adapters that attend over a modality's tokens. Time-aligned sources are averaged
+over M equal bins of the clip's [start, end) (a bin with no step takes the clip's mean); per-clip
+(N, D) .npy files over M contiguous row bins (N >= M). Stored flat (M * D floats, token-major) and
+declared in the manifest metadata ``feature_tokens``.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class FeatureSource:
     id_column: str = "id"
     value_column: str = "feature"
     time_column: str = "time"
+    tokens: int = 1  # M > 1: a sequence of M vectors per clip (bins of its time range / rows)
 
     @property
     def column(self) -> str:
@@ -72,6 +79,8 @@ class _Store:
         self.src, self.path = src, Path(src.path)
         self.dim: int | None = None
         self._rows: dict[str, object] = {}
+        if src.tokens < 1:
+            raise FeatureError(f"feature source {src.name!r}: tokens must be >= 1, got {src.tokens}")
         if self.path.is_dir():
             self.kind = "npy"
         elif self.path.is_file():
@@ -96,6 +105,9 @@ class _Store:
         ids = [str(k) for k in t[s.id_column].to_pylist()]
         values = t[s.value_column].to_pylist()
         if not s.time_aligned:
+            if s.tokens > 1:
+                raise FeatureError(f"{self.path}: per-clip Parquet features are one vector per clip; tokens "
+                                   f"need a time-aligned source or (N, D) .npy files")
             for k, v in zip(ids, values):
                 if k in self._rows:
                     raise FeatureError(f"{self.path}: key {k!r} appears twice (per-clip features need "
@@ -133,6 +145,12 @@ class _Store:
             return times, arr
         if arr.ndim not in (1, 2):
             raise FeatureError(f"{f}: expected shape (D,) or (N, D), got {arr.shape}")
+        if self.src.tokens > 1:
+            if arr.ndim != 2 or arr.shape[0] < self.src.tokens:
+                raise FeatureError(f"{f}: {self.src.tokens} tokens need shape (N >= {self.src.tokens}, D), got {arr.shape}")
+            self._check_dim(arr.shape[1], key)
+            return np.stack([np.asarray(b, dtype=np.float32).mean(axis=0)
+                             for b in np.array_split(np.asarray(arr), self.src.tokens)])  # (M, D)
         vec = np.asarray(arr if arr.ndim == 1 else arr.mean(axis=0), dtype=np.float32)
         self._check_dim(vec.shape[0], key)
         return vec
@@ -157,6 +175,20 @@ def window_mean(times: np.ndarray, values: np.ndarray, start: float | None,
     if abs(times[nearest] - mid) <= step:
         return np.asarray(values[nearest], dtype=np.float32)
     return None
+
+
+def binned_means(times: np.ndarray, values: np.ndarray, start: float | None, end: float | None,
+                 tokens: int) -> np.ndarray | None:
+    """``window_mean`` of the clip, or (tokens, D) means over equal bins of [start, end); a bin with
+    no step of its own takes the clip's mean. A clip without both ends uses the sequence's span."""
+    whole = window_mean(times, values, start, end)
+    if tokens <= 1 or whole is None:
+        return whole
+    lo = times[0] if start is None else start
+    hi = times[-1] + 1e-9 if end is None else end
+    edges = np.linspace(lo, hi, tokens + 1)
+    bins = [window_mean(times, values, a, b) for a, b in zip(edges[:-1], edges[1:])]
+    return np.stack([whole if b is None else b for b in bins])
 
 
 def _seconds(table: pa.Table, base: Path | None) -> tuple[list, list]:
@@ -205,11 +237,11 @@ def attach_features(table: pa.Table, sources: Sequence[FeatureSource],
         for i, k in enumerate(keys):
             got = store.get(k)
             if got is not None and src.time_aligned:
-                got = window_mean(got[0], got[1], ranges[0][i], ranges[1][i])
+                got = binned_means(got[0], got[1], ranges[0][i], ranges[1][i], src.tokens)
             if got is not None and not np.all(np.isfinite(got)):
                 invalid += 1
                 got = None
-            out.append(None if got is None else got.tolist())
+            out.append(None if got is None else np.asarray(got, dtype=np.float32).reshape(-1).tolist())
         present = sum(v is not None for v in out)
         if present == 0:
             raise FeatureError(f"feature source {src.name!r} ({src.path}) matched no clip by "
@@ -235,6 +267,7 @@ def add_features(manifest: str | os.PathLike, sources: Sequence[FeatureSource],
         table = table.set_column(table.schema.get_field_index("video_path"), "video_path",
                                  pa.array(paths, pa.string()))
     dims = {**meta.get("feature_dims", {}), **{s.column: s.dim for s in stats}}
+    tokens = {**meta.get("feature_tokens", {}), **{s.column: s.tokens for s in sources if s.tokens > 1}}
     write_manifest(target, table, meta["class_names"], feature_dims=dims,
-                   regression_names=meta.get("regression_names"))
+                   regression_names=meta.get("regression_names"), feature_tokens=tokens)
     return stats

@@ -5,9 +5,10 @@ Schema (see `CORE_COLUMNS` / `OPTIONAL_COLUMNS`):
   the manifest's directory) | start_frame,end_frame int64? | start_sec,end_sec float64? |
   split str (required, train/val/test) | dataset str (required) | label int64? |
   multi_label list<int64>? (optional column) | regression list<float32>? (optional column) |
-  feature columns list<float32>? (any name, declared in metadata `feature_dims`).
+  feature columns list<float32>? (any name, declared in metadata `feature_dims`; a column listed
+  in `feature_tokens` holds M tokens of D = feature_dims[col] floats, flattened token-major).
 Schema metadata key `vidpeft` holds JSON {"version": 1, "class_names": [...],
-"num_classes": K, "feature_dims": {...}, "regression_names": [...]?}.
+"num_classes": K, "feature_dims": {...}, "feature_tokens": {...}?, "regression_names": [...]?}.
 
 Validation is vectorised (pyarrow.compute / numpy) because manifests may hold ~100k rows;
 only the first offending row is reported, by index, clip_id and column.
@@ -282,8 +283,9 @@ def validate_table(table: pa.Table, meta: Mapping[str, Any], path: str | os.Path
     chk.ordered_range("start_frame", "end_frame")
     chk.ordered_range("start_sec", "end_sec")
 
+    tokens = dict(meta.get("feature_tokens") or {})
     for name, dim in feature_dims.items():
-        chk.list_lengths(name, int(dim))
+        chk.list_lengths(name, int(dim) * int(tokens.get(name, 1)))  # M tokens of D, stored flat
         chk.list_values(name, lambda v: pc.invert(pc.is_finite(v)), "null or non-finite feature")
     return table
 
@@ -315,6 +317,9 @@ def _check_metadata(meta: dict[str, Any], path: str) -> dict[str, Any]:
     dims = meta.get("feature_dims") or {}
     if not isinstance(dims, dict) or not all(isinstance(v, int) and v > 0 for v in dims.values()):
         raise ManifestError(path, "metadata feature_dims must map column -> positive int")
+    tokens = meta.get("feature_tokens") or {}
+    if not isinstance(tokens, dict) or not all(isinstance(v, int) and v > 0 and k in dims for k, v in tokens.items()):
+        raise ManifestError(path, "metadata feature_tokens must map a feature_dims column -> positive int")
     reg = meta.get("regression_names")
     if reg is not None and not (isinstance(reg, list) and all(isinstance(n, str) for n in reg)):
         raise ManifestError(path, "metadata regression_names must be a list of strings")
@@ -366,8 +371,12 @@ def _ordered(table: pa.Table) -> pa.Table:
 
 def write_manifest(path: str | os.PathLike, rows_or_table: pa.Table | Sequence[Mapping[str, Any]],
                    class_names: Sequence[str], feature_dims: Mapping[str, int] | None = None,
-                   regression_names: Sequence[str] | None = None) -> Path:
+                   regression_names: Sequence[str] | None = None,
+                   feature_tokens: Mapping[str, int] | None = None) -> Path:
     """Validate and atomically write a manifest (tmp file in the same dir, then os.replace).
+
+    `feature_tokens`: columns holding a sequence of M tokens per clip (e.g. audio frames) rather
+    than one vector; each row then holds M * D floats, token-major, with D = feature_dims[col].
 
     `feature_dims=None` infers features from extra list<float> columns. Video files are not
     checked here (they may be written later or live elsewhere); `read_manifest` checks them.
@@ -384,6 +393,8 @@ def write_manifest(path: str | os.PathLike, rows_or_table: pa.Table | Sequence[M
                             "feature_dims": {k: int(v) for k, v in dims.items()}}
     if regression_names is not None:
         meta["regression_names"] = [str(n) for n in regression_names]
+    if feature_tokens:
+        meta["feature_tokens"] = {k: int(v) for k, v in feature_tokens.items() if int(v) != 1}
     _check_metadata(meta, spath)
     table = _ordered(validate_table(table, meta, spath))
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})

@@ -38,7 +38,9 @@ from components.m2clip.losses import (
 from components.m2clip.prompts import clip_tokenizer, mask_token_id, tokenize_prompts
 from components.m2clip.text import OpenClipTextTower
 from components.m2clip.text_adapter import TextAdapter
-from components.model import ModelConfig, prepare_adapters, register_model_kind
+from components.model_config import ModelConfig
+from components.model_kind import ModelKind, prepare_adapters
+from components.tasks import SingleLabel
 
 _CACHE_SIZE = 4  # class-text matrices kept (training classes, eval templates, a zero-shot set, ...)
 
@@ -56,12 +58,17 @@ def cached(cache: dict, key: tuple, version: tuple, compute):
     return value
 
 
-class M2Clip(nn.Module):
+class M2Clip(ModelKind):
+    batch_keys = ("video", "target")
+    outputs = ("logits", "loss", "loss/<head>")
+    head_modules = ("vc_head",)
+
     def __init__(self, config: ModelConfig, num_outputs: int, class_names: list[str] | None = None) -> None:
         super().__init__()
         mc = config.m2clip
         self._check(config, num_outputs, class_names)
         self.config = config
+        self.task = SingleLabel(num_outputs)  # what its logits are scored as (its loss is its decoder's)
         self.class_names = list(class_names) if class_names is not None else [f"class {i}" for i in range(num_outputs)]
         self.templates = list(mc.templates)
         self.eval_templates = list(mc.eval_templates or mc.templates)
@@ -76,8 +83,7 @@ class M2Clip(nn.Module):
         self.register_buffer("logit_scale", clip.logit_scale.detach().float().exp().reshape(()), persistent=False)
         self.requires_grad_(False)
         spec = self.backbone.spec
-        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(spec.std).view(1, 1, 3, 1, 1), persistent=False)
+        self.init_normalisation(spec)
         self._spec = dataclasses.replace(spec, total_params=spec.total_params + self.text.spec.total_params)
 
         # 2. Adapters: model.adapters on the image tower, m2clip.text_adapters on the text tower.
@@ -125,7 +131,7 @@ class M2Clip(nn.Module):
             raise ConfigError(f"model.head.task: m2clip is single-label classification, got {config.head.task!r}")
         if config.finetune != "adapters":
             raise ConfigError(f"model.finetune: m2clip trains adapters and heads only, got {config.finetune!r}")
-        if getattr(config.backbone, "temporal", "mean") != "mean":
+        if config.backbone.temporal != "mean":
             raise ConfigError("model.backbone.temporal: m2clip averages frame embeddings over time (Eq. 3): use mean")
         if config.modalities:
             raise ConfigError("model.modalities: m2clip uses no side modalities")
@@ -141,13 +147,6 @@ class M2Clip(nn.Module):
         return self._spec
 
     # ---- encoders -------------------------------------------------------------------------------
-
-    def normalise(self, video: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, T, H, W, C) -> float (B, T, C, H, W) normalised; float input passes through."""
-        if video.dtype == torch.uint8:
-            video = rearrange(video, "b t h w c -> b t c h w").float().div_(255.0)
-            video = (video - self.mean) / self.std
-        return video
 
     def encode_video(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> per-frame embeddings (B, T, D) and the clip embedding v (B, D), both unnormalised."""
@@ -321,5 +320,3 @@ class M2Clip(nn.Module):
         self.load_state_dict({k: state[k] for k in wanted}, strict=False)
         return wanted
 
-
-register_model_kind("m2clip", M2Clip)

@@ -1,8 +1,8 @@
 """Multi-dataset, multi-task models: shared backbone and adapters, one head per dataset.
 
-``config.py`` (one head's settings, ``model.heads``), ``targets.py`` (the packed target every clip
-carries), ``model.py`` (model kind ``multi_dataset``, registered by ``components.model`` at its end),
-``metrics.py`` (one metric accumulator per dataset).
+``config.py`` (one head's settings, ``model.heads``), ``model.py`` (model kind ``multi_dataset``,
+registered by ``components.model`` at its end). The packed target every clip carries, the loss and
+the per-dataset metrics are the heads' Task: ``components/tasks/heads.py``.
 """
 
 from components.multihead.config import DatasetHeadConfig

@@ -2,13 +2,13 @@
 
 Each clip goes to the head of its dataset (``batch["dataset_index"]``, an index into
 ``config.heads``; absent = dataset 0). ``logits`` is (B, W), W = the widest head: row i holds its
-own head's outputs in columns [0, K_i) and zeros after (``targets.py`` packs targets the same way).
+own head's outputs in columns [0, K_i) and zeros after, the layout of the packed target.
 
-The loss is sample-weighted: the mean over the batch's clips of each clip's own task loss (CE; BCE or
-MSE averaged over that head's outputs). The mixing ratio then sets each dataset's share of the
-gradient (in expectation its weight), and a batch of one dataset gives exactly that task's usual
-loss. A mean over the datasets present instead would give a lone clip of one dataset the weight of
-fifteen clips of another, so the ratio would count only through how often a dataset shows up.
+The loss is the heads' Task (``components/tasks/heads.py``): sample-weighted, the mean over the
+batch's clips of each clip's own task loss (CE; BCE or MSE averaged over that head's outputs). The
+mixing ratio then sets each dataset's share of the gradient (in expectation its weight), and a batch
+of one dataset gives exactly that task's usual loss. A mean over the datasets present instead would
+give a lone clip of one dataset the weight of fifteen clips of another.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from components.config import ConfigError
-from components.model import ModelConfig, VideoModel, register_model_kind, side_inputs
-from components.multihead.targets import unpack_target
-from components.tasks import per_sample_loss
+from components.classifier import VideoModel
+from components.model_config import ModelConfig
+from components.model_kind import side_inputs
+from components.tasks import Heads
 
 
 class MultiHeadModel(VideoModel):
@@ -33,26 +34,20 @@ class MultiHeadModel(VideoModel):
         if len(set(names)) != len(names):
             raise ConfigError(f"model.heads: head names must be unique, got {names}")
         self.heads = list(config.heads)
-        self.width = max(h.num_outputs for h in self.heads)
-        super().__init__(config, self.width)  # builds a single head, replaced below
+        task = Heads.from_configs(self.heads)
+        self.width = task.num_outputs
+        super().__init__(config, self.width)  # builds a single head and task, replaced below
+        self.task = task  # the loss, routing and the packed target
         dim = self.spec.feature_dim
         self.head = nn.ModuleDict({
             h.name: nn.Sequential(nn.Dropout(config.head.dropout), nn.Linear(dim, h.num_outputs)) for h in self.heads
         })
 
-    def _index(self, batch_size: int, dataset_index: torch.Tensor | None, device) -> torch.Tensor:
-        if dataset_index is None:
-            return torch.zeros(batch_size, dtype=torch.long, device=device)
-        index = dataset_index.long()
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= len(self.heads)):
-            raise ValueError(f"dataset_index out of range [0, {len(self.heads)}): {index.unique().tolist()}")
-        return index
-
     def predict(self, video: torch.Tensor, side: dict | None = None, side_mask: dict | None = None,
                 dataset_index: torch.Tensor | None = None) -> torch.Tensor:
         """(B, W) logits, each clip through its dataset's head (see the module docstring)."""
         feats = self.features(video, side, side_mask)  # (B, D)
-        index = self._index(feats.shape[0], dataset_index, feats.device)
+        index = self.task.index(feats.shape[0], dataset_index, feats.device)
         logits = None
         for d, h in enumerate(self.heads):
             rows = (index == d).nonzero(as_tuple=True)[0]
@@ -64,16 +59,6 @@ class MultiHeadModel(VideoModel):
             logits = logits.index_put((rows[:, None], torch.arange(h.num_outputs, device=rows.device)[None]), part)
         return logits if logits is not None else feats.new_zeros(0, self.width)
 
-    def loss(self, logits: torch.Tensor, target: torch.Tensor, dataset_index: torch.Tensor | None) -> torch.Tensor:
-        index = self._index(logits.shape[0], dataset_index, logits.device)
-        total = logits.sum() * 0.0  # stays in the graph when a batch is empty
-        for d, h in enumerate(self.heads):
-            rows = index == d
-            if rows.any():
-                y = unpack_target(target[rows], h.task, h.num_outputs)
-                total = total + per_sample_loss(h.task, logits[rows, : h.num_outputs].float(), y).sum()
-        return total / max(logits.shape[0], 1)
-
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """VideoModel's protocol plus ``dataset_index`` (B,); ``target`` is packed (B, W)."""
         side, mask = side_inputs(batch, self.config.modalities)
@@ -81,8 +66,6 @@ class MultiHeadModel(VideoModel):
         logits = self.predict(batch["video"], side, mask, index)
         out = {"logits": logits}
         if "target" in batch:
-            out["loss"] = self.loss(logits, batch["target"], index)
+            out["loss"] = self.task.loss(logits, batch["target"], index)
         return out
 
-
-register_model_kind("multi_dataset", MultiHeadModel)

@@ -2,8 +2,8 @@
 
 A video is scored as the mean over `num_clips` temporal views (spread over the clip's range)
 times `num_crops` spatial crops (spread along the frame's longer side), the usual
-"clips x crops" protocol; scores are averaged after the softmax (single-label) or sigmoid
-(multi-label), regression outputs as they are.
+"clips x crops" protocol; each task averages its views' scores (``Task.average_views``:
+after the softmax for single-label, the sigmoid for multi-label, regression outputs as they are).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from einops import rearrange
 
 from components.video.decode import ClipSpec, decode_clip, probe_video
@@ -56,19 +55,3 @@ def decode_views(path: str | os.PathLike, spec: ClipSpec, views: ViewSpec, fps: 
         return clips
     crops = np.stack([multi_crop(c, views.crop_size, views.num_crops) for c in clips])  # (V_t, V_s, T, S, S, C)
     return rearrange(crops, "vt vs t h w c -> (vt vs) t h w c")
-
-
-def average_view_scores(outputs: torch.Tensor, num_views: int, task: str = "single_label") -> torch.Tensor:
-    """(B * V, K) outputs, views of a video consecutive -> (B, K) averaged scores:
-    probabilities for single_label (softmax) and multi_label (sigmoid), values for regression."""
-    if outputs.shape[0] % num_views:
-        raise ValueError(f"{outputs.shape[0]} outputs are not a multiple of {num_views} views")
-    if task == "single_label":
-        scores = outputs.float().softmax(dim=-1)
-    elif task == "multi_label":
-        scores = outputs.float().sigmoid()
-    elif task == "regression":
-        scores = outputs.float()
-    else:
-        raise ValueError(f"unknown task {task!r}")
-    return rearrange(scores, "(b v) k -> b v k", v=num_views).mean(dim=1)

@@ -21,7 +21,7 @@ def _sources(args):
             raise ConfigError(f"--feature{'-time' if timed else ''} {spec!r}: expected NAME=PATH")
         out.append(FeatureSource(name=name, path=path, time_aligned=timed, rate=args.feature_rate,
                                  id_column=args.feature_id_column, value_column=args.feature_value_column,
-                                 time_column=args.feature_time_column))
+                                 time_column=args.feature_time_column, tokens=args.feature_tokens))
     return out
 
 
@@ -82,6 +82,10 @@ def add_parser(subparsers) -> None:
                    help="per-video feature sequence (Parquet with a time column, or folder of "
                         "<video stem>.npy), averaged over each clip's time range")
     p.add_argument("--feature-rate", type=float, default=1.0, help=".npy sequences: rows per second")
+    p.add_argument("--feature-tokens", type=int, default=1, metavar="M",
+                   help="keep M tokens per clip instead of one mean vector: --feature-time sequences are "
+                        "averaged over M equal bins of the clip's time range, (N, D) .npy files over M "
+                        "row bins (cross-attention adapters attend over the M tokens)")
     p.add_argument("--feature-id-column", default="id", help="Parquet features: key column")
     p.add_argument("--feature-value-column", default="feature", help="Parquet features: vector column")
     p.add_argument("--feature-time-column", default="time", help="Parquet sequences: time column (s)")

@@ -1,0 +1,135 @@
+"""After training, without Ray: checkpoint metric defaults, patience, input expansion, per-class report,
+windows, and the standalone export's round trip on a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from components.config import ConfigError, resolve
+from pipelines.best import Patience, checkpoint_metric
+from pipelines.config import ExperimentConfig
+
+
+def _cfg(*overrides):
+    return resolve(ExperimentConfig, [], list(overrides))
+
+
+@pytest.mark.parametrize("task,metric,mode", [("single_label", "val_top1", "max"), ("multi_label", "val_mAP", "max"),
+                                              ("regression", "val_mse", "min")])
+def test_the_default_checkpoint_metric_is_the_tasks_primary_one(task, metric, mode):
+    assert checkpoint_metric(_cfg(f"model.head.task={task}")) == (metric, mode)
+
+
+def test_checkpoint_metric_choices_and_errors():
+    assert checkpoint_metric(_cfg("checkpoint.metric=val_loss")) == ("val_loss", "min")
+    assert checkpoint_metric(_cfg("checkpoint.metric=val_top5", "checkpoint.mode=min")) == ("val_top5", "min")
+    assert checkpoint_metric(_cfg("data.val_split=")) == (None, "max")  # no validation: the latest is the result
+    with pytest.raises(ConfigError, match="optim.patience"):
+        checkpoint_metric(_cfg("data.val_split=", "optim.patience=2"))
+    with pytest.raises(ConfigError, match="val_split"):
+        checkpoint_metric(_cfg("data.val_split=", "checkpoint.metric=val_top1"))
+    with pytest.raises(ConfigError, match="checkpoint: mode"):
+        _cfg("checkpoint.mode=best")
+
+
+def test_patience_counts_epochs_without_improvement_and_survives_a_restore():
+    p = Patience("val_loss", "min", patience=2)
+    assert p.update(0, {"val_loss": 1.0}) is None
+    assert p.update(1, {"val_loss": 0.8}) is None
+    assert p.update(2, {"val_loss": 0.9}) is None  # one epoch without improvement
+    resumed = Patience("val_loss", "min", patience=2)
+    resumed.restore(p.state())
+    reason = resumed.update(3, {"val_loss": float("nan")})  # NaN never improves
+    assert reason and "val_loss" in reason and "epoch 1" in reason and resumed.exhausted()
+    assert Patience("val_top1", "max", 0).update(0, {"val_top1": 0.1}) is None  # 0 = never stop
+    with pytest.raises(ConfigError, match="val_top9"):
+        Patience("val_top9", "max", 1).update(0, {"val_top1": 0.5})
+
+
+def test_class_report_per_class_accuracy_and_confusion():
+    from pipelines.evaluate import class_report
+
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0], [0.1, 0.9, 0.0]])
+    rep = class_report(scores, np.array([0, 1, 1, 1]), ["a", "b", "c"])
+    assert rep["confusion"].tolist() == [[1, 0, 0], [1, 2, 0], [0, 0, 0]]
+    assert rep["per_class_accuracy"] == {"a": 1.0, "b": pytest.approx(2 / 3), "c": None}  # c has no clip
+    assert rep["mean_class_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_windows_cover_the_video(tmp_path):
+    from components.data.synth import write_mp4
+    from pipelines.predict_core import window_ranges
+
+    path = tmp_path / "v.mp4"
+    write_mp4(path, np.zeros((40, 32, 32, 3), np.uint8), fps=8)  # 5 s
+    wins = window_ranges(str(path), 2.0, 1.5)
+    assert wins[0] == (0.0, 2.0) and wins[-1][1] == pytest.approx(5.0)
+    assert all(b - a == pytest.approx(2.0) for a, b in wins)
+    assert window_ranges(str(path), 10.0, 10.0) == [(0.0, 5.0)]
+
+
+def test_inputs_folders_files_and_their_errors(tmp_path):
+    from pipelines.predict import expand_inputs
+    from pipelines.trained import Trained
+
+    t = Trained(_cfg(), ["a", "b"])
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    for name in ("d/x.mp4", "d/e/y.MKV", "d/readme.txt", "z.mp4"):
+        (tmp_path / name).write_bytes(b"\0")
+    rows = expand_inputs([str(tmp_path / "d"), str(tmp_path / "z.mp4")], t).to_pylist()
+    assert [r["clip_id"] for r in rows] == ["e/y", "x", "z"]
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        expand_inputs([str(tmp_path / "missing.mp4")], t)
+    with pytest.raises(ConfigError, match="readme.txt.*extension"):
+        expand_inputs([str(tmp_path / "d" / "readme.txt")], t)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no video files"):
+        expand_inputs([str(tmp_path / "empty")], t)
+
+
+def test_standalone_export_round_trip_needs_no_backbone_file(tmp_path):
+    """A run dir (trainable weights + a backbone checkpoint) -> export -> the same outputs, backbone file gone."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from components.checkpoint import save_weights, trainable_state_dict
+    from components.config import dump_yaml, to_dict
+    from pipelines.export import merge_report, write_standalone
+    from pipelines.trained import build_trained, load_trained, write_labels
+    from tests.conftest import TINY_VIT
+
+    backbone = tmp_path / "vit.safetensors"
+    cfg = resolve(ExperimentConfig, [], [f"model.backbone={json.dumps({**TINY_VIT, 'checkpoint': str(backbone)})}",
+                                         "model.adapters=[{type: bottleneck, sites: [mlp], bottleneck: 4}]",
+                                         "model.head.num_outputs=3"])
+    import timm
+
+    vit = timm.create_model(TINY_VIT["name"], pretrained=False, num_classes=0, img_size=32, **TINY_VIT["kwargs"])
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(backbone))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    write_labels(run, ["a", "b", "c"], None)
+    from components.model import build_model
+
+    model = build_model(cfg.model, 3)
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.2)  # "trained" adapters and head (zero-init would hide a bad load)
+    save_weights(run / "weights.safetensors", trainable_state_dict(model), to_dict(cfg.model))
+
+    video = torch.randint(0, 255, (2, 4, 32, 32, 3), dtype=torch.uint8)
+    expected = build_trained(load_trained(run))({"video": video})["logits"]
+    out = write_standalone(load_trained(run), tmp_path / "model.safetensors")
+    report = merge_report(load_trained(run))
+    assert report[0].startswith("bottleneck") and "not mergeable" in report[0]
+    backbone.unlink()
+    with pytest.raises(FileNotFoundError, match="--backbone-checkpoint"):
+        load_trained(run)
+    exported = load_trained(out)
+    assert exported.standalone and exported.class_names == ["a", "b", "c"]
+    got = build_trained(exported)({"video": video})["logits"]
+    torch.testing.assert_close(got, expected)
