@@ -4,19 +4,21 @@ resume, the final weights) and every Train worker (restore, the checkpoint Ray n
 import this one module.
 
 A checkpoint dir holds weights.safetensors (trainable weights + model config), optimizer.pt,
-scheduler.pt and state.json, written last and atomically, which lists every file's size.
+scheduler.pt and state.json, written last and atomically, which lists every file's size and sha256.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
 
 from components.checkpoint import load_weights, save_weights, trainable_state_dict
 from components.engine import unwrap
+from pipelines.checkpoint_digest import checkpoint_intact, file_digests
 
 WEIGHTS = "weights.safetensors"
 STATE = "state.json"
@@ -38,8 +40,8 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, m
         torch.save(scaler.state_dict(), directory / SCALER)
         names.append(SCALER)
     files = {name: (directory / name).stat().st_size for name in names}
-    tmp = directory / (STATE + ".tmp")
-    tmp.write_text(json.dumps({**state, "files": files}, indent=2))
+    tmp = directory / (STATE + ".tmp")  # sizes catch a cut copy, checksums a corrupted one
+    tmp.write_text(json.dumps({**state, "files": files, "sha256": file_digests(directory, names)}, indent=2))
     os.replace(tmp, directory / STATE)
 
 
@@ -83,7 +85,8 @@ def latest_checkpoint(storage: str | Path) -> str | None:
         parts = info.path[len(root):].strip("/").split("/")
         if info.type == pafs.FileType.File and len(parts) == 3 and parts[1].startswith("checkpoint_"):
             sizes.setdefault(f"{parts[0]}/{parts[1]}", {})[parts[2]] = info.size
-    best, best_epoch = None, -1
+    candidates = []  # (epoch, rel) of complete checkpoints
+    states = {}
     for rel, files in sorted(sizes.items()):
         if STATE not in files:
             continue
@@ -92,9 +95,15 @@ def latest_checkpoint(storage: str | Path) -> str | None:
                 state = json.loads(f.read())
         except (OSError, ValueError):
             continue  # unreadable or half-written: never chosen over a complete one
-        if isinstance(state, dict) and checkpoint_complete(state, files) and state["epoch"] > best_epoch:
-            best, best_epoch = f"{location.rstrip('/')}/{rel}", state["epoch"]
-    return best
+        if isinstance(state, dict) and checkpoint_complete(state, files):
+            candidates.append((state["epoch"], rel))
+            states[rel] = state
+    for epoch, rel in sorted(candidates, reverse=True):
+        if checkpoint_intact(fs, f"{root.rstrip('/')}/{rel}", states[rel]):  # the newest whose bytes match
+            return f"{location.rstrip('/')}/{rel}"
+        print(f"[vidpeft] checkpoint {location.rstrip('/')}/{rel} (epoch {epoch}) fails its checksum: "
+              "passed over for the previous one", file=sys.stderr, flush=True)
+    return None
 
 
 def epoch_of(checkpoint) -> int:

@@ -119,9 +119,21 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides.append(f"log.level={level}")
     try:
         return args.fn(args)
-    except (ConfigError, ManifestError, FileNotFoundError) as e:
-        print(f"vidpeft: error: {e}", file=sys.stderr)
+    except (ConfigError, ManifestError, OSError) as e:  # bad input: one line naming it, exit code 2
+        if os.environ.get("VIDPEFT_DEBUG"):
+            raise
+        print(f"vidpeft: error: {one_line(e)}", file=sys.stderr)
         return 2
+
+
+def one_line(e: BaseException) -> str:
+    """The message on one line (YAML and multi-key errors span several), credentials in URLs masked."""
+    from pipelines.redaction import redact_urls
+
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text = f"{e.filename}: {text}"
+    return redact_urls(text)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from components.config import ConfigError
+from pipelines.redaction import redact_urls
 from pipelines.tracking import REDACTED, looks_secret
 
 # What a run reads from its environment (pipelines/tracking.py, pipelines/train.py): forwarded when set.
@@ -121,7 +122,7 @@ def shown(cmd: list[str]) -> str:
     if not env_vars:
         del spec["env_vars"]
     out[i] = json.dumps(spec)
-    return shlex.join(out)
+    return redact_urls(shlex.join(out))  # e.g. MLFLOW_TRACKING_URI=https://user:password@host
 
 
 def submit(req: SubmitRequest, dry_run: bool = False, environ: dict[str, str] | None = None) -> int:

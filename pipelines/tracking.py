@@ -8,7 +8,6 @@ process-global "active run", so Ray processes never open a second run by acciden
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,6 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
 # Secret-looking names: these words anywhere in the last dotted part, or a name that is/ends in "key".
 SECRET_WORDS = ("token", "secret", "password", "passwd", "credential", "apikey", "api_key", "private_key")
 REDACTED = "***"
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)[^@/\s]+@")
 
 
 def looks_secret(name: str) -> bool:
@@ -68,6 +66,8 @@ def redact(params: dict[str, str]) -> dict[str, str]:
     """Params safe to log: values of secret-looking keys, any value of a secret-looking environment
     variable (e.g. MLFLOW_TRACKING_PASSWORD, AWS_SECRET_ACCESS_KEY, RAY_AUTH_TOKEN) wherever it appears,
     and passwords inside URLs (``https://user:***@host``) are replaced by ``***``."""
+    from pipelines.redaction import redact_urls
+
     env_secrets = sorted((v for k, v in os.environ.items() if looks_secret(k) and len(v) >= 6), key=len, reverse=True)
     out = {}
     for key, value in params.items():
@@ -76,7 +76,7 @@ def redact(params: dict[str, str]) -> dict[str, str]:
             continue
         for secret in env_secrets:
             value = value.replace(secret, REDACTED)
-        out[key] = _URL_PASSWORD.sub(r"\g<head>" + REDACTED + "@", value)
+        out[key] = redact_urls(value)
     return out
 
 
@@ -89,6 +89,10 @@ def artifact_root(uri: str) -> str | None:
 
 def client(uri: str):
     from mlflow.tracking import MlflowClient
+
+    from pipelines.mlflow_store import ensure_store
+
+    ensure_store(uri)  # a fresh sqlite store: created once, by one process
 
     return MlflowClient(tracking_uri=uri)
 

@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from components.config import ConfigError, dump_yaml, to_dict
 from components.data.manifest import Manifest, read_manifest
 from components.tasks import make_task
-from pipelines import best, multi_dataset, tracking, trained, zeroshot_close
+from pipelines import best, multi_dataset, preflight, tracking, trained, zeroshot_close
 from pipelines.config import ExperimentConfig
 from pipelines.checkpoints import WEIGHTS, latest_checkpoint
 from pipelines.ingest import DecodeSettings, build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray, use_gpu
+from pipelines.redaction import redact_data, redact_urls
+from pipelines.run_lock import hold_run_lock
+from pipelines.run_status import runs_closed_on_failure
+from pipelines.stop_signals import stop_like_ctrl_c
 from pipelines.run_plan import RunPlan
 from pipelines.train_loop import train_loop_per_worker
 
@@ -86,28 +87,13 @@ def storage_location(cfg: ExperimentConfig, out: Path) -> str:
     return root.rstrip("/") + "/" + cfg.name
 
 
-@contextmanager
-def _stop_like_ctrl_c():
-    """During fit, SIGTERM (`ray job stop`, a pod shutting down) stops the run as Ctrl-C does: Ray Train
-    aborts its workers and the checkpoints written so far stay resumable. Ray's SIGINT handler is
-    removed afterwards so it does not outlive the run."""
-    if threading.current_thread() is not threading.main_thread():  # e.g. a Tune trial: its runner owns signals
-        yield
-        return
-    old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+_stop_like_ctrl_c = stop_like_ctrl_c  # SIGTERM = Ctrl-C, bounded (pipelines/stop_signals.py)
 
-    def on_term(signum, frame):
-        handler = signal.getsignal(signal.SIGINT)
-        if not callable(handler):
-            raise KeyboardInterrupt
-        handler(signal.SIGINT, frame)
 
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _print_table(metrics: dict, out: Path, run_id: str | None, datasets: list[str] = ()) -> None:
@@ -139,7 +125,13 @@ def _run_tags(cfg: ExperimentConfig, out: Path) -> dict[str, str]:
 
 
 def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | None = None) -> dict:
-    """One Ray Train run. ``callbacks``: Ray Train callbacks (a Tune trial passes its reporter)."""
+    """One Ray Train run. ``callbacks``: Ray Train callbacks (a Tune trial passes its reporter).
+    OUTPUT_DIR is locked for the whole run: a second run on it is refused (pipelines/run_lock.py)."""
+    with hold_run_lock(output_dir(cfg)), runs_closed_on_failure() as opened:
+        return _run_train(cfg, resume, callbacks, opened)
+
+
+def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, opened: list) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -149,12 +141,15 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
     cfg, manifest = prepare_config(cfg)
     metric, mode = best.checkpoint_metric(cfg)  # [after] what ranks checkpoints (checked before Ray starts)
     held_out = zeroshot_close.prepare(cfg)  # the zeroshot section's label set, checked before training
+    preflight.check_model(cfg, manifest.class_names)  # model and weights files, before Ray starts
     restore = latest_checkpoint(storage)
     if restore and not resume:
         raise ConfigError(f"{out} already holds checkpoints of a run: add --resume to continue it, "
                           f"or choose another output_dir")
+    if restore:
+        preflight.check_resume(cfg, manifest.class_names, restore)  # before config.yaml is rewritten
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_yaml(cfg))
+    _write_atomic(out / "config.yaml", redact_urls(dump_yaml(cfg)).encode())  # no URL credentials on disk
     trained.write_labels(out, manifest.class_names, manifest.regression_names)  # [after] names for predict/export
     info_file = out / "run_info.json"
     info = json.loads(info_file.read_text()) if (resume and info_file.exists()) else {}
@@ -166,9 +161,10 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
         run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name,
                                     tracking.flatten(to_dict(cfg)), tags=_run_tags(cfg, out),
                                     run_id=info.get("run_id"))
+        opened.append((uri, run_id))  # any failure from here on marks it FAILED
         if not info.get("run_id"):
             tracking.log_artifact(uri, run_id, out / "config.yaml")
-    info_file.write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}, indent=2))
+    info_file.write_text(json.dumps({"run_id": run_id, "tracking_uri": redact_urls(uri)}, indent=2))
 
     # 3) Ray and the data pipeline
     ensure_ray(cfg.scaling.ray_address)
@@ -211,7 +207,7 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=f"train-{time.strftime('%Y%m%d-%H%M%S')}",
+            name=f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}",  # unique within a second
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
             # [after] Ray keeps the best `keep` checkpoints by the metric (and the latest, for resume)
@@ -244,12 +240,12 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
     final = best.summarise(final, dict(result.metrics or {}), metric, mode)
     if best_ckpt is not None:
         with best_ckpt.as_directory() as ckpt_dir:
-            (out / WEIGHTS).write_bytes((Path(ckpt_dir) / WEIGHTS).read_bytes())
+            _write_atomic(out / WEIGHTS, (Path(ckpt_dir) / WEIGHTS).read_bytes())  # never half-written
     final.update(run_id=run_id, tracking_uri=uri if run_id else None, output_dir=str(out))
     if held_out is not None:  # zero-shot on the held-out label set with the trained adapters
         final.update(zeroshot_close.evaluate(cfg, held_out, out / WEIGHTS, uri, run_id, final.get("epoch", 0)))
     tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(final, indent=2, default=str))
+    tmp.write_text(json.dumps(redact_data(final), indent=2, default=str))
     os.replace(tmp, out / "metrics.json")
     if run_id:
         if (out / WEIGHTS).exists():
@@ -257,5 +253,5 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
         tracking.log_artifact(uri, run_id, out / "metrics.json")
         tracking.end_run(uri, run_id)
     _print_table(final, out, run_id, [h.name for h in cfg.model.heads])
-    return final
+    return redact_data(final)  # what callers print or store
 

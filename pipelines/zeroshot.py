@@ -23,6 +23,7 @@ from components.data.manifest import read_manifest
 from components.engine import evaluate
 from components.model import build_model
 from components.tasks import SingleLabel
+from pipelines import preflight
 from pipelines.config import ExperimentConfig
 from pipelines.eval_views import num_views
 from pipelines.ingest import build_dataset, decode_settings
@@ -104,6 +105,7 @@ def run_zeroshot(checkpoint: str | None, classes: str, manifest: str, files: lis
     cfg = resolve_config(checkpoint, list(files), [*overrides, *views])
     names, table = load_label_set(manifest, classes, split, cfg.data.check_files)
 
+    preflight.check_model(cfg, names, len(names))  # a bad model or weights file: one line, nothing loaded unsafely
     model = build_model(cfg.model, len(names), names).eval()
     loaded = []
     if checkpoint and (Path(checkpoint) / "weights.safetensors").is_file():

@@ -326,3 +326,38 @@ def test_prepare_cli(tmp_path, capsys):
     assert "skipped 1 row(s)" in capsys.readouterr().out
     assert read_manifest(out).num_classes == 2 and len(read_manifest(out)) == 1
     assert main(["prepare", "nope", "--annotations", str(ann)]) == 2
+
+
+# ---- labels are never invented (#18) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("rows,options,message", [
+    ([["a.mp4", "0"], ["b.mp4", "999"]], {"label_type": "index"}, "line 3: label 999 would make 1000 classes"),
+    ([["a.mp4", "run"], ["b.mp4", "nan"]], {}, "line 3: empty or NaN label in column 'label'"),
+    ([["a.mp4", "0"], ["b.mp4", "nan"]], {"label_type": "index"}, "line 3: empty or NaN label"),
+    ([["a.mp4", "0"], ["b.mp4", ""]], {}, "line 3: empty or NaN label"),
+    ([["a.mp4", "0"], ["b.mp4", "1.5"]], {"label_type": "index"}, "line 3: column 'label': '1.5' is not an integer"),
+    ([["a.mp4", "0"], ["b.mp4", "7"]], {"classes_file": "CLASSES"}, "line 3 (clip_id='b'): label 7 outside [0, 2)"),
+    ([["a.mp4", "0"], ["b.mp4", "1"]], {"label_column": "action"}, "missing column(s) ['action']"),
+])
+def test_csv_labels_are_never_invented(tmp_path, capsys, rows, options, message):
+    vids = tmp_path / "v"
+    for name in ("a", "b"):
+        video(vids / f"{name}.mp4")
+    (tmp_path / "classes.txt").write_text("zero\none\n")
+    ann = write_csv(tmp_path / "train.csv", ["video_path", "label"], rows)
+    sets = [x for k, v in options.items()
+            for x in ("--set", f"{k}={tmp_path / 'classes.txt' if v == 'CLASSES' else v}")]
+    rc = main(["prepare", "csv", "--annotations", str(ann), "--videos", str(vids), "--out", str(tmp_path / "m.parquet"),
+               *sets])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and str(ann) in err and message in err, err
+    assert not (tmp_path / "m.parquet").exists()
+
+
+def test_csv_index_labels_count_the_classes_seen(tmp_path):
+    vids = tmp_path / "v"
+    for name in ("a", "b", "c"):
+        video(vids / f"{name}.mp4")
+    ann = write_csv(tmp_path / "train.csv", ["video_path", "label"], [["a.mp4", 0], ["b.mp4", 2], ["c.mp4", 1]])
+    convert("csv", [ann], vids, tmp_path / "m.parquet")
+    assert read_manifest(tmp_path / "m.parquet").num_classes == 3

@@ -21,7 +21,8 @@ state dicts and the ``attn``/``mlp``/``block`` sites are untouched).
 Weights come only from a local file (``checkpoint``: an open_clip state dict, .safetensors/.bin/.pt,
 an OpenAI CLIP TorchScript archive or a timm-layout CLIP image tower; read and converted by
 ``components.weights``, position embeddings resampled to ``img_size`` as open_clip does); names
-with a hub schema are refused, so nothing is downloaded.
+with a hub schema are refused, so nothing is downloaded, and ``kwargs`` are architecture settings
+only (``arch_kwargs.py``), so no config can switch open_clip's own unpickling on.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from open_clip.transformer import ResidualAttentionBlock, Transformer, VisionTra
 from torch import nn
 
 from components.adapters.base import TokenLayout
+from components.backbones.arch_kwargs import openclip_kwargs
 from components.backbones.config import BackboneConfig
 from components.backbones.fast_mha import use_fast_self_attention
 from components.backbones.registry import register_backbone
@@ -126,7 +128,8 @@ def create_openclip(config: BackboneConfig, text: bool = True) -> nn.Module:
             pretrained_image=False,
             pretrained_text=False,
             force_image_size=config.img_size,
-            **config.kwargs,
+            device=torch.get_default_device(),  # "meta" when a driver only checks shapes (preflight)
+            **openclip_kwargs(config.kwargs),  # architecture settings only: never a loading switch
         )
     if not isinstance(getattr(model, "visual", None), VisionTransformer) or not hasattr(model, "token_embedding"):
         raise ConfigError(

@@ -8,6 +8,7 @@ from einops import rearrange, reduce
 from torch import nn
 
 from components.adapters.base import TokenLayout
+from components.backbones.arch_kwargs import timm_vit_kwargs
 from components.backbones.config import BackboneConfig
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
@@ -35,7 +36,8 @@ def describe_timm_vit(vit: nn.Module, prefix: str) -> BackboneSpec:
 
 
 def create_timm_vit(config: BackboneConfig) -> nn.Module:
-    vit = timm.create_model(config.name, pretrained=False, num_classes=0, img_size=config.img_size, **config.kwargs)
+    kwargs = timm_vit_kwargs(config.kwargs)  # architecture settings only: never a loading switch
+    vit = timm.create_model(config.name, pretrained=False, num_classes=0, img_size=config.img_size, **kwargs)
     if config.checkpoint:
         load_timm_vit(vit, config.checkpoint, config.name)  # resamples position embeddings to img_size
     return vit

@@ -34,6 +34,7 @@ from components.backbones.attention import (
     split_kv_weights,
     register_attention_internals,
 )
+from components.backbones.arch_kwargs import video_swin_kwargs
 from components.backbones.config import BackboneConfig
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
@@ -91,7 +92,7 @@ class VideoSwin(nn.Module):
             raise ValueError(f"model.backbone.name: video_swin knows {sorted(VARIANTS)}, not {config.name!r}")
         if config.temporal != "mean":
             raise ValueError("model.backbone.temporal: video_swin models time itself; only 'mean' (the default) applies")
-        arch = {**VARIANTS[config.name], **config.kwargs}
+        arch = {**VARIANTS[config.name], **video_swin_kwargs(config.kwargs)}
         self.swin = SwinTransformer3d(**arch)
         self.swin.head = nn.Identity()  # the K400 classifier is replaced by the task head
         if config.checkpoint:

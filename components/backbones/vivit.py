@@ -27,13 +27,14 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from components.adapters.base import TokenLayout
+from components.backbones.arch_kwargs import timm_vit_kwargs
 from components.backbones.config import BackboneConfig
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
 from components.backbones.timm_vit import create_timm_vit
 from components.weights.families import load_vivit
 
-TEMPORAL_KEYS = ("temporal_depth", "temporal_heads", "temporal_mlp_ratio")
+TEMPORAL_KEYS = {"temporal_depth": 4, "temporal_heads": 1, "temporal_mlp_ratio": 4.0}  # name -> kind of value
 
 
 class TemporalTransformer(nn.Module):
@@ -66,6 +67,7 @@ class ViViT(nn.Module):
         super().__init__()
         if config.temporal != "mean":
             raise ValueError("model.backbone.temporal: vivit models time itself; only 'mean' (the default) applies")
+        timm_vit_kwargs(config.kwargs, "vivit", extra=TEMPORAL_KEYS)  # architecture settings only
         kwargs = {k: v for k, v in config.kwargs.items() if k not in TEMPORAL_KEYS}
         spatial_cfg = dataclasses.replace(config, kwargs=kwargs, checkpoint=None)
         self.spatial = create_timm_vit(spatial_cfg)

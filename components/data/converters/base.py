@@ -116,7 +116,14 @@ def read_csv(path: Path, required: Sequence[str] = ()) -> tuple[list[str], Itera
         raise ConverterError(path, "annotation file not found")
     f = open(path, newline="", encoding="utf-8-sig")  # -sig: some exports start with a BOM
     reader = csv.DictReader(f)
-    header = [h.strip() for h in (reader.fieldnames or [])]
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+    except (UnicodeDecodeError, csv.Error) as e:
+        f.close()
+        raise _unreadable(path, e, 1) from None
+    if not header:
+        f.close()
+        raise ConverterError(path, "empty file: no header row")
     reader.fieldnames = header
     missing = [c for c in required if c not in header]
     if missing:
@@ -125,13 +132,21 @@ def read_csv(path: Path, required: Sequence[str] = ()) -> tuple[list[str], Itera
 
     def rows() -> Iterator[tuple[int, dict]]:
         with f:
-            for row in reader:
-                if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                    continue  # blank line
-                yield reader.line_num, {k: (v.strip() if isinstance(v, str) else v)
-                                        for k, v in row.items()}
+            try:
+                for row in reader:
+                    if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                        continue  # blank line
+                    yield reader.line_num, {k: (v.strip() if isinstance(v, str) else v)
+                                            for k, v in row.items()}
+            except (UnicodeDecodeError, csv.Error) as e:
+                raise _unreadable(path, e, reader.line_num + 1) from None
 
     return header, rows()
+
+
+def _unreadable(path: Path, e: Exception, line: int) -> ConverterError:
+    what = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else f"not a readable CSV ({e})"
+    return ConverterError(path, f"{what}; save it as UTF-8 CSV", f"near line {line}")
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:

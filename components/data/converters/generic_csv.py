@@ -51,13 +51,51 @@ def _is_int(text: str) -> bool:
     return text.lstrip("-").isdigit()
 
 
+# Cells that mean "no value" in exported tables (pandas writes NaN as "nan" or an empty cell).
+MISSING_CELLS = {"", "nan", "na", "n/a", "null", "none"}
+
+
+def _check_labels(af: AnnotationFile, line: int, r: dict, opts: GenericCsvOptions) -> None:
+    """Every row carries a label: an empty or NaN cell is an error naming file, line and column."""
+    cols = [c for c in (opts.label_column, opts.multi_label_column) if c]
+    if cols and all((r.get(c) or "").strip().lower() in MISSING_CELLS for c in cols):
+        raise ConverterError(af.path, f"empty or NaN label in column {' / '.join(map(repr, cols))}", f"line {line}")
+
+
+def _index_classes(records: list, opts: GenericCsvOptions, cells) -> list[str]:
+    """Class names "0".."N-1" for index labels without a class list. N is the largest index + 1 only
+    when every index below it is used: a stray large index would otherwise invent empty classes."""
+    seen: dict[int, tuple] = {}
+    for af, _, line, r in records:
+        for v in cells(r):
+            if not _is_int(v):
+                raise ConverterError(af.path, f"column {opts.label_column or opts.multi_label_column!r}: "
+                                              f"{v!r} is not an integer class index", f"line {line}")
+            if int(v) < 0:
+                raise ConverterError(af.path, f"label {v} is negative", f"line {line}")
+            seen.setdefault(int(v), (af, line))
+    if not seen:
+        return []
+    top = max(seen)
+    unused = [i for i in range(top) if i not in seen]
+    if unused:
+        af, line = seen[top]
+        raise ConverterError(af.path, f"label {top} would make {top + 1} classes, but {len(unused)} index(es) below "
+                                      f"it never occur (e.g. {unused[:5]}): give the class list with "
+                                      f"--set classes_file=PATH", f"line {line}")
+    return [str(i) for i in range(top + 1)]
+
+
 def parse(files: list[AnnotationFile], opts: GenericCsvOptions, finder: VideoFinder) -> Converted:
     records = []
     for af in files:
-        need = [opts.video_column] + [c for c in (opts.clip_id_column, opts.start_column, opts.end_column)
+        need = [opts.video_column] + [c for c in (opts.clip_id_column, opts.start_column, opts.end_column,
+                                                  opts.label_column, opts.multi_label_column)
                                       if c] + list(opts.regression_columns) + list(opts.keep_columns)
         header, rows = read_csv(af.path, need)
-        records.extend((af, header, line, r) for line, r in rows)
+        for line, r in rows:
+            _check_labels(af, line, r, opts)
+            records.append((af, header, line, r))
 
     def cells(r: dict) -> list[str]:
         out = []
@@ -72,14 +110,16 @@ def parse(files: list[AnnotationFile], opts: GenericCsvOptions, finder: VideoFin
     if opts.classes_file:
         class_names = read_class_list(Path(opts.classes_file))
     elif by_index:
-        class_names = [str(i) for i in range(max((int(v) for v in values), default=-1) + 1)]
+        class_names = _index_classes(records, opts, cells)
     else:
         class_names = sorted(set(values))
     index = {c: i for i, c in enumerate(class_names)}
 
     def to_index(v: str, af: AnnotationFile, where: str, cid: str) -> int:
         if by_index:
-            i = parse_int(v, af.path, where, "label")
+            if not _is_int(v):
+                raise ConverterError(af.path, f"label {v!r} is not an integer class index", where, cid)
+            i = int(v)
             if not 0 <= i < len(class_names):
                 raise ConverterError(af.path, f"label {i} outside [0, {len(class_names)})", where, cid)
             return i
