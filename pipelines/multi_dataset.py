@@ -196,7 +196,7 @@ def prepare_multi_dataset(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Mani
     mixed = mixed.take(pa.array(np.random.default_rng(cfg.seed).permutation(mixed.num_rows)))
     table = pa.concat_tables([mixed, *([_interleaved(val_parts)] if val_parts else [])])
 
-    names = {e.name: m.regression_names or [] for e, m, *_ in loaded if e.task == "regression"}
+    names = {e.name: n for e, m, *_ in loaded if (n := make_task(e.task).output_names(m)) is not None}
     combined = Manifest(table=table, class_names=[], num_classes=0, feature_dims=features,
                         path=Path(loaded[0][1].path), extra_metadata={TARGET_NAMES_KEY: names})
     model = replace(cfg.model, kind="multi_dataset", heads=heads, modalities=modalities,

@@ -18,92 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from components.config import ConfigError, dump_yaml, from_dict, resolve, to_dict
 from pipelines import tracking
 from pipelines.config import ExperimentConfig
-from pipelines.ray_compat import PlacementGroupID, WorkerGroupCallback, worker_group_placement_group_id
 from pipelines.search_space import SearchSpace, apply_params, load_space, validate
+from pipelines.trial_callbacks import (EPOCHS_DONE, TRAIN_PG, EpochReporter, NotePlacementGroup, TrialEnds,  # noqa: F401
+                                       release_placement_group)
 
 # A trial's driver only waits on its Train run: a whole CPU each would starve the Train workers
 # (WorkerGroupStartupTimeoutError on small machines), and Ray rejects 0.
 TRIAL_CPU = 0.01
 TRIAL_TAG = "vidpeft.trial_id"
 CELL_KEY_TAG = "vidpeft.cell_key"
-TRAIN_PG = "train_placement_group"  # result key: the trial's Train worker placement group (hex id)
-# Result key and ASHA's clock: epochs trained, counting those before a resume (Tune's own
-# training_iteration restarts at 1 when an interrupted trial resumes from its checkpoint).
-EPOCHS_DONE = "epochs_done"
 # Config fields holding local paths: made absolute before trials start, because trials may run in
 # another working directory (Tune moves them into their trial dirs).
 PATH_KEYS = ("manifest", "checkpoint", "init_from", "storage_path")
-
-
-# Set in a Train controller's process (one run per controller) by NotePlacementGroup.
-_WORKER_GROUP_PG: dict[str, str] = {}
-
-
-class NotePlacementGroup(WorkerGroupCallback):
-    """Ray Train frees the placement group of a run whose controller died (the trial ASHA stopped)
-    from a detached watcher that finds the cluster by address auto-detection; with two Ray instances
-    on one host that fails, the group keeps its CPUs, and every later trial waits forever. So the
-    group's id rides along with each result to Tune, whose driver frees it (TrialEnds)."""
-
-    def after_worker_group_start(self, worker_group) -> None:
-        _WORKER_GROUP_PG["id"] = worker_group_placement_group_id(worker_group)
-
-
-class TrialEnds(Callback):
-    """Tune callback (driver side) for every trial that ends (completed, stopped by the scheduler, or
-    failed): frees its Train placement group if still there, and notes its id in ``record``. A trial
-    Ctrl-C cut short never gets here (Tune just marks it terminated): the record tells them apart."""
-
-    def __init__(self, record: str) -> None:
-        self.record = record
-
-    def _ended(self, trial) -> None:
-        release_placement_group(trial.last_result.get(TRAIN_PG, ""))
-        path = Path(self.record)
-        ended = set(json.loads(path.read_text())) if path.exists() else set()
-        path.write_text(json.dumps(sorted(ended | {trial.trial_id})))
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._ended(trial)
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._ended(trial)
-
-
-def release_placement_group(hex_id: str) -> bool:
-    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
-
-    if not hex_id:
-        return False
-    pg = PlacementGroup(PlacementGroupID.from_hex(hex_id))
-    if placement_group_table(pg).get("state") in (None, "REMOVED"):
-        return False  # the normal case: Train removed it when the run ended
-    remove_placement_group(pg)
-    print(f"[vidpeft] freed the Train placement group {hex_id} of a stopped trial", flush=True)
-    return True
-
-
-class EpochReporter(TuneReportCallback):
-    """Forwards each epoch's metrics from Train to Tune, except the last epoch's: the trial driver
-    reports that itself once weights, metrics.json and the MLflow run are closed, because a scheduler
-    that stops a trial on its final result (ASHA at max_t) would kill the driver before it wrote them."""
-
-    def __init__(self, last_epoch: int) -> None:
-        super().__init__()
-        self.last_epoch = last_epoch
-
-    def after_report(self, run_context, metrics, checkpoint) -> None:
-        if metrics and metrics[0].get("epoch", -1) >= self.last_epoch:
-            return
-        first = {**metrics[0], TRAIN_PG: _WORKER_GROUP_PG.get("id", ""), EPOCHS_DONE: metrics[0].get("epoch", -1) + 1}
-        metrics = [first, *metrics[1:]]
-        super().after_report(run_context, metrics, checkpoint)
 
 
 def absolute_paths(data: Any) -> Any:

@@ -69,6 +69,8 @@ def test_regression():
     with pytest.raises(ValueError, match="clip b has 1 regression targets, expected 2"):
         t.dense(pa.array([[0.5, 1.0], [2.0], [0.0, 0.0]]), IDS)
     assert t.outputs_from_manifest(manifest(), pa.table({"regression": col})) == 2
+    assert t.output_names(SimpleNamespace(regression_names=["x", "y"])) == ["x", "y"]
+    assert SingleLabel(3).output_names(manifest()) is None  # classes are not per-output metrics
     pred, y = torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 2.0]])
     torch.testing.assert_close(t.loss(pred, y), F.mse_loss(pred, y))
     acc = t.accumulator()

@@ -16,10 +16,13 @@ class BackboneConfig:
     img_size: int = cfg(64, "input frame size (square), pixels")
     num_frames: int = cfg(8, "frames per clip fed to the backbone")
     kwargs: dict[str, Any] = cfg({}, "extra constructor arguments (tiny test models: depth, embed_dim, ...)")
-    pool: str = cfg("cls", "per-frame token pooling: cls, mean, or grid (patch tokens averaged in pool_grid^2 cells)")
+    pool: str = cfg("cls", "per-frame token pooling (components/backbones/pooling.py): cls (the class token; "
+                    "video_swin has none and averages its tokens), mean, or grid (patch tokens averaged in "
+                    "pool_grid^2 cells; not vivit)")
     pool_grid: int = cfg(2, "cells per side for pool=grid (keeps coarse position, which motion needs)")
-    temporal: str = cfg("mean", "per-frame families: mean over time (as the papers), concat (keeps frame order) "
-                        "or diff (concatenated differences of consecutive frames: static content cancels)")
+    temporal: str = cfg("mean", "mean over time (as the papers), concat (keeps frame order) or diff (concatenated "
+                        "differences of consecutive frames: static content cancels); families that model time "
+                        "themselves (vivit, video_swin) take mean only")
 
     def __post_init__(self) -> None:
         if self.img_size <= 0 or self.num_frames <= 0:

@@ -40,6 +40,7 @@ from torch import nn
 from components.adapters.base import TokenLayout
 from components.backbones.arch_kwargs import openclip_kwargs
 from components.backbones.config import BackboneConfig
+from components.backbones.pooling import FrameTokens, PooledBackbone
 from components.backbones.fast_mha import use_fast_self_attention
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
@@ -184,39 +185,34 @@ def describe_openclip_text(transformer: Transformer, prefix: str, feature_dim: i
     )
 
 
-class OpenClipFrameViT(nn.Module):
-    """(B, T, C, H, W) -> per-frame CLIP image tower -> projected token per frame -> (B, D) mean over T
-    (or (B, T*D), frames in order, with ``temporal: concat``)."""
+class OpenClipFrameViT(PooledBackbone):
+    """(B, T, C, H, W) -> per-frame CLIP image tower tokens (after ``ln_post``) -> the shared pooling,
+    with CLIP's projection applied to each pooled vector (``pooling.py``)."""
 
     def __init__(self, config: BackboneConfig, visual: VisionTransformer | None = None) -> None:
         super().__init__()
         if visual is None:
             visual = create_openclip(config, text=False).visual  # the text tower is dropped here
+        if visual.attn_pool is not None or visual.final_ln_after_pool or visual.pool_type != "tok":
+            raise ConfigError(f"model.backbone.name: {config.name!r} pools its image tokens its own way "
+                              f"(attention pool / {visual.pool_type!r}); openclip_vit needs class-token CLIP towers")
         self.visual = visual
-        self.pool = config.pool
-        self.temporal = getattr(config, "temporal", "mean")
         self.spec = describe_openclip_visual(visual, prefix="visual.")
-        if self.temporal == "concat":  # the head sees every frame's embedding, in order
-            self.spec.feature_dim *= config.num_frames
+        layout = FrameTokens("openclip_vit", visual.transformer.width, prefix=1, grid=tuple(visual.grid_size),
+                             project_dim=visual.output_dim if visual.proj is not None else 0)
+        self.init_pooling(config, layout, self._project if visual.proj is not None else None)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.visual.proj  # into the joint image-text space
+
+    def tokens(self, video: torch.Tensor) -> torch.Tensor:
+        frames = rearrange(video, "b t c h w -> (b t) c h w")
+        x = self.visual.ln_post(self.visual.transformer(self.visual._embeds(frames)))  # (b t) (1 + h w) c
+        return rearrange(x, "(b t) n c -> b t n c", t=video.shape[1])
 
     def frame_features(self, video: torch.Tensor) -> torch.Tensor:
         """Per-frame embeddings in the joint space: (B, T, C, H, W) -> (B, T, D)."""
-        t = video.shape[1]
-        frames = rearrange(video, "b t c h w -> (b t) c h w")
-        if self.pool == "cls":
-            per_frame = self.visual(frames)  # (b t) d: ln_post(class token) @ proj
-        else:
-            tokens = self.visual.transformer(self.visual._embeds(frames))  # (b t) (1 + h w) c
-            per_frame = self.visual.ln_post(tokens[:, 1:]).mean(dim=1)
-            if self.visual.proj is not None:
-                per_frame = per_frame @ self.visual.proj
-        return rearrange(per_frame, "(b t) d -> b t d", t=t)
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        frames = self.frame_features(video)  # b t d
-        if self.temporal == "concat":
-            return rearrange(frames, "b t d -> b (t d)")
-        return frames.mean(dim=1)
+        return self.pooling.frames(self.tokens(video))
 
 
 @register_backbone("openclip_vit")

@@ -1,7 +1,10 @@
 """Backbone families by name: each family module registers a builder ``(BackboneConfig) -> nn.Module``.
 
-A built backbone takes normalised float video (B, T, C, H, W), returns pooled clip features
-(B, spec.feature_dim), and exposes ``.spec`` (a BackboneSpec) for adapter injection.
+A built backbone is a ``PooledBackbone`` (``pooling.py``): ``tokens`` turns normalised float video
+(B, T, C, H, W) into per-frame tokens, the shared pooling turns those into clip features
+(B, spec.feature_dim), and ``.spec`` (a BackboneSpec) tells adapter injection where blocks live.
+A new family: one module with its PooledBackbone subclass and ``@register_backbone("name")``, and
+its import line in ``components/backbones/__init__.py``.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from components.backbones.attention import (
 )
 from components.backbones.arch_kwargs import video_swin_kwargs
 from components.backbones.config import BackboneConfig
+from components.backbones.pooling import FrameTokens, PooledBackbone
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
 from components.weights.families import load_video_swin
@@ -80,32 +81,29 @@ def describe_video_swin(swin: SwinTransformer3d, arch: dict, prefix: str, img_si
     )
 
 
-class VideoSwin(nn.Module):
-    """(B, T, C, H, W) -> Video Swin features -> final norm -> mean over (T', H', W') -> (B, D).
-
-    Swin has no class token: ``pool`` is always a mean over tokens.
-    """
+class VideoSwin(PooledBackbone):
+    """(B, T, C, H, W) -> Video Swin features -> final norm -> (B, T', H'*W', D) tokens -> the shared
+    pooling: ``mean`` (and ``cls``: Swin has no class token) over (H', W') then T', or ``grid`` cells."""
 
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         if config.name not in VARIANTS:
             raise ValueError(f"model.backbone.name: video_swin knows {sorted(VARIANTS)}, not {config.name!r}")
-        if config.temporal != "mean":
-            raise ValueError("model.backbone.temporal: video_swin models time itself; only 'mean' (the default) applies")
         arch = {**VARIANTS[config.name], **video_swin_kwargs(config.kwargs)}
         self.swin = SwinTransformer3d(**arch)
         self.swin.head = nn.Identity()  # the K400 classifier is replaced by the task head
         if config.checkpoint:
             load_video_swin(self.swin, config.checkpoint, config.name)
         self.spec = describe_video_swin(self.swin, arch, prefix="swin.", img_size=config.img_size)
+        grid = self.spec.layouts[-1].grid if config.img_size else None  # the last stage's (H', W')
+        self.init_pooling(config, FrameTokens("video_swin", self.swin.num_features, grid=grid, models_time=True))
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
+    def tokens(self, video: torch.Tensor) -> torch.Tensor:
         x = rearrange(video, "b t c h w -> b c t h w")
         x = self.swin.patch_embed(x)  # b t' h' w' c
         x = self.swin.pos_drop(x)
         x = self.swin.features(x)  # b t' h' w' c (last stage)
-        x = self.swin.norm(x)
-        return x.mean(dim=(1, 2, 3))  # b c
+        return rearrange(self.swin.norm(x), "b t h w c -> b t (h w) c")
 
 
 @register_backbone("video_swin")

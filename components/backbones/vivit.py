@@ -29,6 +29,7 @@ from torch import nn
 from components.adapters.base import TokenLayout
 from components.backbones.arch_kwargs import timm_vit_kwargs
 from components.backbones.config import BackboneConfig
+from components.backbones.pooling import FrameTokens, PooledBackbone
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
 from components.backbones.timm_vit import create_timm_vit
@@ -62,11 +63,12 @@ class TemporalTransformer(nn.Module):
         return self.norm(self.blocks(x))
 
 
-class ViViT(nn.Module):
+class ViViT(PooledBackbone):
+    """Spatial ViT per frame -> frame class tokens -> temporal transformer -> (B, 1, 1+T, D) tokens
+    (its class token first), pooled by the shared layer: ``cls`` or ``mean`` of the frame tokens."""
+
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
-        if config.temporal != "mean":
-            raise ValueError("model.backbone.temporal: vivit models time itself; only 'mean' (the default) applies")
         timm_vit_kwargs(config.kwargs, "vivit", extra=TEMPORAL_KEYS)  # architecture settings only
         kwargs = {k: v for k, v in config.kwargs.items() if k not in TEMPORAL_KEYS}
         spatial_cfg = dataclasses.replace(config, kwargs=kwargs, checkpoint=None)
@@ -78,19 +80,19 @@ class ViViT(nn.Module):
         self.temporal = TemporalTransformer(
             dim, t_depth, t_heads, config.num_frames, float(config.kwargs.get("temporal_mlp_ratio", 4.0))
         )
-        self.pool = config.pool
         if config.checkpoint:
             load_vivit(self, config.checkpoint, config.name)
         self.spec = describe_vivit(self, prefix="")
+        self.init_pooling(config, FrameTokens("vivit", dim, prefix=1, models_time=True))
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
+    def tokens(self, video: torch.Tensor) -> torch.Tensor:
         t = video.shape[1]
         frames = rearrange(video, "b t c h w -> (b t) c h w")
         tokens = self.spatial.forward_features(frames)  # (b t) n d
         p = self.spatial.num_prefix_tokens
         per_frame = tokens[:, 0] if p > 0 else tokens.mean(dim=1)  # (b t) d: each frame's class token
         x = self.temporal(rearrange(per_frame, "(b t) d -> b t d", t=t))  # b (1+t) d
-        return x[:, 0] if self.pool == "cls" else x[:, 1:].mean(dim=1)
+        return x[:, None]  # b 1 (1+t) d: one time step, the temporal transformer's tokens
 
 
 def describe_vivit(model: ViViT, prefix: str) -> BackboneSpec:

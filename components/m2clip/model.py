@@ -131,6 +131,8 @@ class M2Clip(ModelKind):
             raise ConfigError(f"model.head.task: m2clip is single-label classification, got {config.head.task!r}")
         if config.finetune != "adapters":
             raise ConfigError(f"model.finetune: m2clip trains adapters and heads only, got {config.finetune!r}")
+        if config.backbone.pool == "grid":
+            raise ConfigError("model.backbone.pool: m2clip compares frame embeddings with class texts: use cls or mean")
         if config.backbone.temporal != "mean":
             raise ConfigError("model.backbone.temporal: m2clip averages frame embeddings over time (Eq. 3): use mean")
         if config.modalities:

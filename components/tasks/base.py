@@ -41,6 +41,10 @@ class Task:
             raise ValueError(f"{manifest.path} names no classes: set num_outputs")
         return manifest.num_classes
 
+    def output_names(self, manifest) -> list[str] | None:
+        """Names of the outputs a manifest gives (per-output metrics: mse_<name>), None = not named."""
+        return None
+
     def decode(self, value: Any) -> np.ndarray:
         """One manifest cell -> this task's target for one clip (numpy, stacked into a batch)."""
         raise NotImplementedError

@@ -22,6 +22,9 @@ class Regression(Task):
     def outputs_from_manifest(self, manifest, train_table) -> int:
         return len(train_table[self.column][0].as_py())
 
+    def output_names(self, manifest) -> list[str]:
+        return list(manifest.regression_names or [])
+
     def decode(self, value) -> np.ndarray:
         return np.asarray(value, dtype=np.float32)
 
