@@ -24,7 +24,7 @@ from pipelines import best, multi_dataset, tracking, trained, zeroshot_close
 from pipelines.config import ExperimentConfig
 from pipelines.checkpoints import WEIGHTS, latest_checkpoint
 from pipelines.ingest import DecodeSettings, build_dataset, decode_settings
-from pipelines.ray_env import ensure_ray, use_gpu
+from pipelines.ray_env import ensure_ray, train_logging, use_gpu
 from pipelines.run_plan import RunPlan
 from pipelines.train_loop import train_loop_per_worker
 
@@ -219,6 +219,7 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
                 num_to_keep=cfg.scaling.keep_checkpoints or cfg.checkpoint.keep,
                 checkpoint_score_attribute=metric, checkpoint_score_order=mode),
             callbacks=callbacks or None,
+            logging_config=train_logging(),
         ),
         datasets=datasets,
     )
