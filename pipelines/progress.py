@@ -18,6 +18,14 @@ import torch
 LEVELS = ("quiet", "info", "verbose")
 
 
+def say(line: str, stream: TextIO | None = None) -> None:
+    """Print one line once. In a Ray Train worker ``print`` is patched to log through Train's logger
+    and, when stdout is wrapped, also to print: every line came out twice. A plain write does not."""
+    stream = stream or sys.stdout
+    stream.write(line + "\n")
+    stream.flush()
+
+
 def peak_memory_gb(device: torch.device | str = "cpu") -> float:
     """Peak memory of this process: CUDA's allocator peak on a GPU, else the peak resident set."""
     device = torch.device(device)
@@ -96,7 +104,7 @@ class Progress:
             self.stream.flush()
             self._drawn = True
         else:
-            print(line, file=self.stream, flush=True)
+            say(line, self.stream)
 
     def close(self) -> None:
         """End a live bar's line, so what is printed next starts on its own."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"  # quiet | info | verbose, set by the CLI's --quiet / --verbose
 
@@ -17,9 +18,30 @@ def quiet_ray_data() -> None:
     off unless verbose. Datasets copy the driver's DataContext when built, so call this first."""
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.print_on_execution_start = verbose()
-    ctx.enable_progress_bars = verbose()
+    ray.data.DataContext.get_current().print_on_execution_start = verbose()
+
+
+def _data_logging_env() -> dict[str, str]:
+    """Ray Data's logging config with its console at WARNING (the per-dataset "execution finished"
+    lines off; its log files keep everything), for the processes Ray Data runs in."""
+    import tempfile
+
+    import yaml
+    from ray.data._internal.logging import DEFAULT_CONFIG  # Ray is pinned to 2.60 (pyproject)
+
+    config = {**DEFAULT_CONFIG, "handlers": {**DEFAULT_CONFIG["handlers"]}}
+    config["handlers"]["console"] = {**config["handlers"]["console"], "level": "WARNING"}
+    path = Path(tempfile.gettempdir()) / "vidpeft-ray-data-logging.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return {"RAY_DATA_LOGGING_CONFIG": str(path)}
+
+
+def train_logging():
+    """Ray Train's own INFO lines (worker group start, process group, each checkpoint and report)
+    only with --verbose."""
+    import ray.train
+
+    return ray.train.LoggingConfig(log_level="INFO" if verbose() else "WARNING")
 
 
 def ensure_ray(address: str = "") -> None:
@@ -31,9 +53,13 @@ def ensure_ray(address: str = "") -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS", "")
-    quiet = {} if verbose() else {"logging_level": logging.WARNING}
-    if address:
-        ray.init(address=address, log_to_driver=True, **quiet)
+    quiet = {}
+    if not verbose():
+        env = _data_logging_env()
+        os.environ.update(env)  # the driver's own Ray Data logger
+        quiet = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": env}}
+    if address:  # a cluster: its nodes may not see a local file, so Ray Data keeps its own logging there
+        ray.init(address=address, log_to_driver=True, **{k: v for k, v in quiet.items() if k != "runtime_env"})
         return
     # Local: the dashboard (needed by Ray's State API, which Train uses to clean up placement
     # groups) listens on loopback only.

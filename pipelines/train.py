@@ -21,7 +21,7 @@ from pipelines import best, multi_dataset, preflight, tracking, trained, zerosho
 from pipelines.config import ExperimentConfig
 from pipelines.checkpoints import WEIGHTS, latest_checkpoint
 from pipelines.ingest import DecodeSettings, build_dataset, decode_settings
-from pipelines.ray_env import ensure_ray, use_gpu
+from pipelines.ray_env import ensure_ray, train_logging, use_gpu
 from pipelines.redaction import redact_data, redact_urls
 from pipelines.run_lock import hold_run_lock
 from pipelines.run_status import runs_closed_on_failure
@@ -215,6 +215,7 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
                 num_to_keep=cfg.scaling.keep_checkpoints or cfg.checkpoint.keep,
                 checkpoint_score_attribute=metric, checkpoint_score_order=mode),
             callbacks=callbacks or None,
+            logging_config=train_logging(),
         ),
         datasets=datasets,
     )

@@ -24,6 +24,7 @@ from pipelines.best import Patience
 from pipelines.checkpoints import newer_in_storage, restore_checkpoint, save_checkpoint
 from pipelines.config import ExperimentConfig
 from pipelines.run_plan import RunPlan
+from pipelines.progress import say
 from pipelines.step_watch import StepWatch
 from pipelines.system_metrics import SystemMetrics
 
@@ -118,7 +119,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         start_epoch, skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
         stopper.restore(state.get("patience"))  # [after]
         if rank == 0 and cfg.log.level != "quiet":
-            print(f"[vidpeft] resumed from epoch {state['epoch']} checkpoint", flush=True)
+            say(f"[vidpeft] resumed from epoch {state['epoch']} checkpoint")
 
     uri, run_id = plan.tracking_uri, plan.run_id
     log_to_mlflow = rank == 0 and uri and run_id
@@ -180,11 +181,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     tracking.log_metrics(uri, run_id, metrics, step=epoch)
                 shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
                 if cfg.log.level != "quiet":
-                    print(f"[vidpeft] epoch {epoch + 1}/{cfg.optim.epochs} {shown}", flush=True)
+                    say(f"[vidpeft] epoch {epoch + 1}/{cfg.optim.epochs} {shown}")
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:  # [after]
             if rank == 0:
-                print(f"[vidpeft] {stop}", flush=True)
+                say(f"[vidpeft] {stop}")
             break
     system.__exit__(None, None, None)
     if rank == 0 and os.environ.get("VIDPEFT_DEBUG"):

@@ -11,6 +11,9 @@ def cmd_ablate(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("ablate", help="run an ablation campaign (datasets x variants x seeds) and tabulate it")
+    from pipelines.cli import add_verbosity_args
+
+    add_verbosity_args(p)
     p.add_argument("--campaign", required=True, metavar="FILE", help="campaign YAML (tune_spaces/campaigns/*.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config key in every cell (repeatable; part of each cell's identity)")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a run (or an export) on a manifest split; writes eval_<split>.json")
+    from pipelines.cli import add_verbosity_args
+
+    add_verbosity_args(p)
     p.add_argument("model", metavar="RUN_DIR", help="a training run directory or a `vidpeft export` .safetensors file")
     p.add_argument("--manifest", help="clips to evaluate (default: the run's data.manifest)")
     p.add_argument("--split", default="test", help="manifest split (default test)")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="run a trained model (run dir or export) on videos; writes a Parquet table")
+    from pipelines.cli import add_verbosity_args
+
+    add_verbosity_args(p)
     p.add_argument("model", metavar="RUN_DIR", help="a training run directory or a `vidpeft export` .safetensors file")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="video files, folders (searched recursively for videos) and .parquet manifests")
