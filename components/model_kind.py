@@ -15,7 +15,7 @@ model's device, so the data pipeline ships 4x fewer bytes than float frames.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from einops import rearrange
@@ -24,6 +24,9 @@ from torch import nn
 from components.adapters import AdapterConfig
 from components.adapters.inject import adapter_modules
 from components.config import ConfigError
+
+if TYPE_CHECKING:  # model_config imports the adapter configs; only the annotation needs it here
+    from components.model_config import ModalityConfig
 
 
 class ModelKind(nn.Module):
