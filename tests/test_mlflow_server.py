@@ -159,13 +159,14 @@ def test_campaign_report_from_the_server_alone(mlflow_server, tmp_path):
     out = tmp_path / "report"
     assert main(["report", "srv", "--tracking-uri", uri, "--out", str(out)]) == 0
     rows = (out / "report.csv").read_text().splitlines()
-    assert rows[0].startswith("variant,dataset,metric,mean,std,seeds_done,seeds,epochs_to_converge")
+    assert rows[0].startswith("variant,dataset,metric,mean,std,paper,seeds_done,seeds,epochs_to_converge")
     ad = dict(zip(rows[0].split(","), rows[1].split(",")))
     assert ad["variant"] == "ad" and abs(float(ad["mean"]) - 0.75) < 1e-9
     assert abs(float(ad["std"]) - 0.0707107) < 1e-6
     assert float(ad["epochs_to_converge"]) == 2.5  # epoch 3 (0.795 is within 0.01 of 0.80) and epoch 2
     md = (out / "report.md").read_text()
-    assert "| Adapters | 1.50 | 2.000 | 75.0 ± 7.1 | 2.5 |" in md
-    assert "| Linear | 0.10 | 2.000 | 50.0 ± 0.0 (1/2 seeds) | 4.0 |" in md
+    # columns: trainable % (adapters), with head, GFLOPs, the metric, the paper's value, epochs to converge
+    assert "| Adapters | 1.50 | – | 2.000 | 75.0 ± 7.1 | – | 2.5 |" in md
+    assert "| Linear | 0.10 | – | 2.000 | 50.0 ± 0.0 (1/2 seeds) | – | 4.0 |" in md
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["report", "nope", "--tracking-uri", uri, "--out", str(out)]) == 2
