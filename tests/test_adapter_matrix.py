@@ -31,6 +31,8 @@ BACKBONES = {
                    "stochastic_depth_prob": 0.0},
     },
     "openclip_vit": {"family": "openclip_vit", "name": "vidpeft-tiny-clip", "img_size": S, "num_frames": T},
+    "videomae": {"family": "videomae", "name": "videomae_base", "img_size": S, "num_frames": T,
+                 "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}},
 }
 
 MHVA = {"type": "mhva", "heads": 4, "bottleneck": 8}

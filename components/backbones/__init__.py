@@ -7,5 +7,6 @@ from components.backbones import timm_vit  # noqa: F401  (registers "timm_vit")
 from components.backbones import video_swin  # noqa: F401  (registers "video_swin")
 from components.backbones import vivit  # noqa: F401  (registers "vivit")
 from components.backbones import openclip_vit  # noqa: F401  (registers "openclip_vit")
+from components.backbones import videomae  # noqa: F401  (registers "videomae")
 
 __all__ = ["BackboneConfig", "BackboneSpec", "backbone_families", "build_backbone", "register_backbone"]

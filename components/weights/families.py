@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from components.weights.layouts import convert_for_family
-from components.weights.reader import DEFAULT_KEY, WeightsFile, read_weights_file
+from components.weights.reader import DEFAULT_KEY, WeightsError, WeightsFile, read_weights_file
 from components.weights.strict import LoadReport, load_strict, resize_1d_pos, resize_swin_tables
 
 
@@ -74,6 +74,22 @@ def load_vivit(model: nn.Module, path: str | Path, name: str, *, key_hint: str =
     notes.append("timm ViT file: loads the spatial transformer; the temporal one stays at random init")
     state = checkpoint_filter_fn(state, model.spatial)
     return load_strict(model.spatial, state, where=where, family="timm_vit", name=name, notes=notes, quiet=quiet)
+
+
+def load_videomae(model: nn.Module, path: str | Path, name: str, *, key_hint: str = DEFAULT_KEY,
+                  quiet: bool = False) -> LoadReport:
+    """VideoMAE release (fine-tuned or pre-training encoder) and Hugging Face files; the position
+    table is fixed (sinusoidal), so nothing needs resizing for another clip size."""
+    wf, where, notes = _read(path, key_hint)
+    state, more = convert_for_family("videomae", wf.tensors)
+    own = model.state_dict()
+    if "norm.weight" in state and "fc_norm.weight" not in state and "fc_norm.weight" in own:
+        raise WeightsError(f"{where}: a pre-training encoder (final norm, no fc_norm): set "
+                           "model.backbone.kwargs.use_mean_pooling: false")
+    if "fc_norm.weight" in state and "norm.weight" in own:
+        raise WeightsError(f"{where}: a fine-tuned file (fc_norm after mean pooling): set "
+                           "model.backbone.kwargs.use_mean_pooling: true (the default)")
+    return load_strict(model, state, where=where, family="videomae", name=name, notes=notes + more, quiet=quiet)
 
 
 def load_open_clip(model: nn.Module, path: str | Path, name: str, *, text: bool = True,

@@ -79,7 +79,17 @@ def guess_open_clip(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-GUESSERS = {"video_swin": guess_video_swin, "timm_vit": guess_timm_vit, "openclip_vit": guess_open_clip}
+def guess_videomae(state: dict[str, torch.Tensor]) -> str | None:
+    from components.backbones.videomae import VARIANTS
+
+    w = state.get("patch_embed.proj.weight")
+    if w is None or w.dim() != 5:
+        return None
+    depth = _count(state, r"blocks\.(\d+)\.")
+    return next((n for n, a in VARIANTS.items() if (a["embed_dim"], a["depth"]) == (w.shape[0], depth)), None)
+
+
+GUESSERS = {"videomae": guess_videomae, "video_swin": guess_video_swin, "timm_vit": guess_timm_vit, "openclip_vit": guess_open_clip}
 
 
 def guess_size(family: str, state: dict[str, torch.Tensor]) -> str | None:

@@ -24,17 +24,25 @@ LAYOUT_NAMES = {
     "timm_clip": "timm-layout CLIP image tower (norm_pre, blocks.N, head = projection)",
     "timm_vit": "timm ViT (blocks.N.attn.qkv)",
     "vivit": "vidpeft ViViT (spatial.*, temporal.*)",
+    "videomae_release": "VideoMAE release (blocks.N.attn.q_bias, Conv3d patch_embed)",
+    "videomae_hf": "Hugging Face transformers VideoMAE (encoder.layer.N.attention)",
     "unknown": "unrecognised layout",
 }
 
 LAYOUT_FAMILY = {
     "torchvision_swin3d": "video_swin", "video_swin_release": "video_swin", "open_clip": "openclip_vit",
     "timm_clip": "timm_vit", "timm_vit": "timm_vit", "vivit": "vivit",
+    "videomae_release": "videomae", "videomae_hf": "videomae",
 }
 
 
-def detect_layout(keys) -> str:
-    keys = set(keys)
+def detect_layout(state: dict[str, torch.Tensor]) -> str:
+    from components.weights.videomae_layouts import detect_videomae
+
+    videomae = detect_videomae(state)
+    if videomae:
+        return videomae
+    keys = set(state)
     if any(re.match(r"features\.\d+\.\d+\.attn\.relative_position_bias_table$", k) for k in keys):
         return "torchvision_swin3d"
     if any(re.match(r"layers\.\d+\.blocks\.\d+\.attn\.relative_position_bias_table$", k) for k in keys):
@@ -46,6 +54,14 @@ def detect_layout(keys) -> str:
     if "patch_embed.proj.weight" in keys and any(k.startswith("blocks.") for k in keys):
         return "timm_clip" if "norm_pre.weight" in keys else "timm_vit"
     return "unknown"
+
+
+def rename_start(name: str, table: dict[str, str]) -> str:
+    """``name`` with its first matching leading part replaced per ``table`` (old -> new)."""
+    for old, new in table.items():
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
 
 
 # ---- Video Swin: release / MMAction2 naming -> torchvision swin3d --------------------------------
@@ -65,10 +81,7 @@ def swin_release_to_torchvision(state: dict[str, torch.Tensor]) -> tuple[dict[st
     for key, value in state.items():
         m = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.(.+)$", key)
         if m:
-            rest = m.group(3)
-            for old, new in _SWIN_MLP.items():
-                rest = rest.replace(old, new) if rest.startswith(old) else rest
-            out[f"features.{2 * int(m.group(1))}.{m.group(2)}.{rest}"] = value
+            out[f"features.{2 * int(m.group(1))}.{m.group(2)}.{rename_start(m.group(3), _SWIN_MLP)}"] = value
             continue
         m = re.match(r"layers\.(\d+)\.downsample\.(.+)$", key)
         if m:
@@ -118,12 +131,7 @@ def timm_clip_to_open_clip(state: dict[str, torch.Tensor]) -> tuple[dict[str, to
             if value.abs().max() > 0:
                 notes.append("dropped a non-zero head.bias: open_clip's projection has no bias")
         elif m := re.match(r"blocks\.(\d+)\.(.+)$", key):
-            rest = m.group(2)
-            for old, new in _TIMM_BLOCK.items():
-                if rest.startswith(old):
-                    rest = new + rest[len(old):]
-                    break
-            out[f"visual.transformer.resblocks.{m.group(1)}.{rest}"] = value
+            out[f"visual.transformer.resblocks.{m.group(1)}.{rename_start(m.group(2), _TIMM_BLOCK)}"] = value
         else:
             out[key] = value  # left as is; strict loading reports it
     return out, notes
@@ -141,6 +149,13 @@ def openai_extras_dropped(state: dict[str, torch.Tensor]) -> tuple[dict[str, tor
 def convert_for_family(family: str, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The file's tensors renamed into the family's own layout, and what was done."""
     layout = detect_layout(state)
+    if family == "videomae":
+        from components.weights.videomae_layouts import videomae_hf_to_family, videomae_release_to_family
+
+        if layout == "videomae_hf":
+            return videomae_hf_to_family(state)
+        if layout == "videomae_release":
+            return videomae_release_to_family(state)
     if family == "video_swin" and layout == "video_swin_release":
         return swin_release_to_torchvision(state)
     if family == "openclip_vit":
