@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+# The one-run example config (a tiny ViT with bottleneck adapters and a CAA): most e2e tests start from it.
+DEMO_CONFIG = Path(__file__).parents[1] / "pipelines" / "configs" / "demo.yaml"
 
 TINY_VIT = {
     "family": "timm_vit",

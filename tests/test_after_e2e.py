@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import main
-from pipelines.demo import DEMO_CONFIG
+from tests.conftest import DEMO_CONFIG
 
 pytestmark = pytest.mark.e2e
 

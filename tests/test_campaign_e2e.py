@@ -12,7 +12,7 @@ import pytest
 from components.config import ConfigError
 from pipelines.campaign import cell_key, expand, load_campaign
 from pipelines.cli import main
-from pipelines.demo import DEMO_CONFIG
+from tests.conftest import DEMO_CONFIG
 from pipelines.report import epochs_to_converge
 
 ROOT = Path(__file__).resolve().parents[1]

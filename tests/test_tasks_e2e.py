@@ -13,7 +13,7 @@ import pytest
 
 from components.data.manifest import read_manifest, write_manifest
 from pipelines.cli import main
-from pipelines.demo import DEMO_CONFIG
+from tests.conftest import DEMO_CONFIG
 
 pytestmark = pytest.mark.e2e
 

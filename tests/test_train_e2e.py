@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipelines.cli import main
-from pipelines.demo import DEMO_CONFIG
+from tests.conftest import DEMO_CONFIG
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pipelines.cli import load_experiment, main
-from pipelines.demo import DEMO_CONFIG
+from tests.conftest import DEMO_CONFIG
 from tests.test_mlflow_server import mlflow_server  # noqa: F401  (the session's tracking server)
 
 pytestmark = pytest.mark.e2e
