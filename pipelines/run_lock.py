@@ -48,6 +48,7 @@ def _read(fd: int) -> dict:
 def hold_run_lock(out: str | Path, command: str = "train"):
     """Hold OUTPUT_DIR's lock for the duration of the block; RunLockedError when another run holds it."""
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -72,3 +73,14 @@ def hold_run_lock(out: str | Path, command: str = "train"):
             os.ftruncate(fd, 0)  # released cleanly: nothing to take over next time
     finally:
         os.close(fd)  # closing drops the flock
+        _remove_if_untouched(out, created)
+
+
+def _remove_if_untouched(out: Path, created: bool) -> None:
+    """A run refused before it wrote anything (a bad config) leaves no output dir behind."""
+    try:
+        if created and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
+            (out / LOCK_NAME).unlink(missing_ok=True)
+            out.rmdir()
+    except OSError:  # another run got in meanwhile: its directory stays
+        pass
