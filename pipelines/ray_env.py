@@ -27,9 +27,11 @@ def _data_logging_env() -> dict[str, str]:
     import tempfile
 
     import yaml
-    from ray.data._internal.logging import DEFAULT_CONFIG  # Ray is pinned to 2.60 (pyproject)
 
-    config = {**DEFAULT_CONFIG, "handlers": {**DEFAULT_CONFIG["handlers"]}}
+    from pipelines.ray_compat import ray_data_logging_defaults
+
+    defaults = ray_data_logging_defaults()
+    config = {**defaults, "handlers": {**defaults["handlers"]}}
     config["handlers"]["console"] = {**config["handlers"]["console"], "level": "WARNING"}
     path = Path(tempfile.gettempdir()) / "vidpeft-ray-data-logging.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -11,11 +11,12 @@ from components.config import ConfigError, from_dict
 from tests.test_adapter_matrix import BACKBONES, S, T
 
 # width of one frame's pooled token (openclip: after CLIP's projection)
-TOKEN_WIDTH = {"timm_vit": 32, "vivit": 32, "video_swin": 32, "openclip_vit": None}
+TOKEN_WIDTH = {"timm_vit": 32, "vivit": 32, "video_swin": 32, "videomae": 32, "openclip_vit": None}
 REFUSED = {  # (family, pool, temporal) -> the key the error names
     **{("vivit", "grid", t): "model.backbone.pool" for t in ("mean",)},
-    **{(f, p, t): "model.backbone.temporal" for f in ("vivit", "video_swin") for p in ("cls", "mean", "grid")
-       for t in ("concat", "diff")},
+    **{(f, p, t): "model.backbone.temporal" for f in ("vivit", "video_swin", "videomae")
+       for p in ("cls", "mean", "grid") for t in ("concat", "diff")},
+    ("videomae", "grid", "mean"): "model.backbone.pool",
 }
 
 

@@ -18,6 +18,8 @@ def test_private_ray_names_are_where_ray_compat_expects_them():
     # what worker_group_placement_group_id walks through
     assert callable(getattr(WorkerGroup, "get_worker_group_state", None))
     assert "placement_group_handle" in {f.name for f in dataclasses.fields(WorkerGroupState)}
+    # the quiet mode's copy of Ray Data's logging config needs its console handler
+    assert "console" in ray_compat.ray_data_logging_defaults()["handlers"]
 
 
 def test_only_ray_compat_imports_private_ray_modules():

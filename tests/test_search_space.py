@@ -23,6 +23,7 @@ SHIPPED = [
     ("full_ft.yaml", [PRESETS / "cm3t" / "full_ft.yaml"]),
     ("full_ft.yaml", [PRESETS / "cm3t" / "linear_probe.yaml"]),
     ("demo.yaml", [DEMO]),
+    ("demo_adapters.yaml", [DEMO.parent / "demo" / "target.yaml", DEMO.parent / "demo" / "adapters_frames.yaml"]),
 ]
 
 

@@ -76,6 +76,9 @@ class VideoMAE(nn.Module):
             raise ConfigError(f"model.backbone.name: videomae knows {sorted(VARIANTS)}, not {config.name!r}")
         if config.temporal != "mean":
             raise ConfigError("model.backbone.temporal: videomae models time itself; only 'mean' (the default) applies")
+        if config.pool == "grid":  # tubelet tokens span frames: there is no per-frame grid to keep
+            raise ConfigError("model.backbone.pool: videomae pools all its tokens (no class token, no frame grid): "
+                              "use mean (cls means the same here)")
         arch = {**DEFAULTS, **VARIANTS[config.name], **config.kwargs}
         unknown = set(arch) - set(DEFAULTS) - {"embed_dim", "depth", "num_heads"}
         if unknown:
