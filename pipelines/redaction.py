@@ -15,6 +15,14 @@ REDACTED = "***"
 # scheme://userinfo@ : userinfo is "user:password" or a bare token
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/:@\s'\"]*)(?::(?P<pw>[^@/\s'\"]*))?@")
 _QUERY = re.compile(r"(?P<sep>[?&;])(?P<key>[A-Za-z0-9_.-]+)=(?P<value>[^&#\s'\"]*)")
+SECRET_WORDS = ("token", "secret", "password", "passwd", "credential", "apikey", "api_key", "private_key")
+
+
+def looks_secret(name: str) -> bool:
+    last = name.rsplit(".", 1)[-1].lower().replace("-", "_")
+    if last.endswith(("_path", "_file", "_dir")):  # where a secret lives, not the secret
+        return False
+    return any(w in last for w in SECRET_WORDS) or last == "key" or last.endswith("_key")
 
 
 def _userinfo(m: re.Match) -> str:
@@ -24,8 +32,6 @@ def _userinfo(m: re.Match) -> str:
 
 
 def _query(m: re.Match) -> str:
-    from pipelines.tracking import looks_secret
-
     if looks_secret(m.group("key")) or m.group("key").lower() in ("sig", "signature", "password", "pwd"):
         return f"{m.group('sep')}{m.group('key')}={REDACTED}"
     return m.group(0)

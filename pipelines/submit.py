@@ -20,7 +20,8 @@ import yaml
 
 from components.config import ConfigError
 from pipelines.redaction import redact_urls
-from pipelines.tracking import REDACTED, looks_secret
+from pipelines.redaction import looks_secret
+from pipelines.tracking import REDACTED
 
 # What a run reads from its environment (pipelines/tracking.py, pipelines/train.py): forwarded when set.
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "VIDPEFT_STORAGE_PATH")

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.redaction import REDACTED, looks_secret, redact_urls  # noqa: F401  (REDACTED re-exported)
+
 ENV_URI = "MLFLOW_TRACKING_URI"
 
 
@@ -40,15 +42,6 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
 
 
 # Secret-looking names: these words anywhere in the last dotted part, or a name that is/ends in "key".
-SECRET_WORDS = ("token", "secret", "password", "passwd", "credential", "apikey", "api_key", "private_key")
-REDACTED = "***"
-
-
-def looks_secret(name: str) -> bool:
-    last = name.rsplit(".", 1)[-1].lower().replace("-", "_")
-    if last.endswith(("_path", "_file", "_dir")):  # where a secret lives, not the secret
-        return False
-    return any(w in last for w in SECRET_WORDS) or last == "key" or last.endswith("_key")
 
 
 def _plain_value(v: str) -> bool:
@@ -66,8 +59,6 @@ def redact(params: dict[str, str]) -> dict[str, str]:
     """Params safe to log: values of secret-looking keys, any value of a secret-looking environment
     variable (e.g. MLFLOW_TRACKING_PASSWORD, AWS_SECRET_ACCESS_KEY, RAY_AUTH_TOKEN) wherever it appears,
     and passwords inside URLs (``https://user:***@host``) are replaced by ``***``."""
-    from pipelines.redaction import redact_urls
-
     env_secrets = sorted((v for k, v in os.environ.items() if looks_secret(k) and len(v) >= 6), key=len, reverse=True)
     out = {}
     for key, value in params.items():

@@ -17,6 +17,8 @@ import re
 
 import torch
 
+from components.weights.keys import rename_start
+
 LAYOUT_NAMES = {
     "torchvision_swin3d": "torchvision swin3d state dict",
     "video_swin_release": "Video Swin Transformer release / MMAction2 Swin (layers.N.blocks.M)",
@@ -54,14 +56,6 @@ def detect_layout(state: dict[str, torch.Tensor]) -> str:
     if "patch_embed.proj.weight" in keys and any(k.startswith("blocks.") for k in keys):
         return "timm_clip" if "norm_pre.weight" in keys else "timm_vit"
     return "unknown"
-
-
-def rename_start(name: str, table: dict[str, str]) -> str:
-    """``name`` with its first matching leading part replaced per ``table`` (old -> new)."""
-    for old, new in table.items():
-        if name.startswith(old):
-            return new + name[len(old):]
-    return name
 
 
 # ---- Video Swin: release / MMAction2 naming -> torchvision swin3d --------------------------------

@@ -24,13 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.config import ConfigError
+from components.weights.errors import WeightsError
 
 DEFAULT_KEY = "model.backbone.checkpoint"
-
-
-class WeightsError(ConfigError):
-    """A weights file cannot be read or does not fit the model; the message names the file."""
 
 
 def _numpy_globals() -> list:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from components.weights.errors import WeightsError
+
 # storage class names (as pickled) -> dtype
 STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
@@ -110,7 +112,6 @@ def _flatten(record: ScriptRecord, prefix: str, out: dict[str, torch.Tensor], de
 
 def read_torchscript_tensors(path: str | Path, where: str) -> dict[str, torch.Tensor]:
     """Every tensor attribute of the archived module tree, by dotted name."""
-    from components.weights.reader import WeightsError
 
     with zipfile.ZipFile(path) as archive:
         pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]

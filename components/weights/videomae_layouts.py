@@ -17,7 +17,7 @@ import re
 
 import torch
 
-from components.weights.layouts import rename_start
+from components.weights.keys import rename_start
 
 MAE_DECODER = ("decoder.", "encoder_to_decoder.", "mask_token", "decoder_pos_embed")
 
