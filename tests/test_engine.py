@@ -106,3 +106,16 @@ def test_a_frozen_model_gets_a_placeholder_group_and_steps_evaluate_only():
     assert len(groups) == 1 and groups[0].shape == (1,)
     out = TrainStep(model, make_optimizer(groups, 1e-3, 0.0))({"video": clips(1), "target": torch.tensor([0])})
     assert "loss" in out
+
+
+def test_the_decoder_actors_module_does_not_import_the_model_stack():
+    """Ray Data starts its decoder actors afresh every epoch; each imports pipelines.ingest. The model
+    stack (timm, open_clip, torchvision, adapters) it never uses must not load there."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipelines.ingest; "
+            "print(sorted(m for m in ('timm', 'open_clip', 'torchvision', 'components.adapters', "
+            "'components.engine.loop') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
