@@ -68,10 +68,13 @@ def _pick(tp: type, data: dict, prefix: str) -> type:
     name = data.get(poly.key, poly.default)
     if name is None:
         raise ConfigError(f"{where}missing {poly.key!r} (which {tp.__name__} to build)")
+    key = f"{prefix + '.' if prefix else ''}{poly.key}"
+    if not isinstance(name, str):
+        raise ConfigError(f"{key}: expected a name, got {name!r}")
     try:
         return poly.resolver(name)
     except KeyError as e:
-        raise ConfigError(f"{prefix + '.' if prefix else ''}{poly.key}: {e.args[0]}") from None
+        raise ConfigError(f"{key}: {e.args[0]}") from None
 
 
 def _other_variant_key(cls: type, name: str, value: Any, data: dict, prefix: str) -> str | None:
