@@ -94,7 +94,6 @@ def test_a_training_pass_counts_skipped_clips_per_dataset():
     opt = make_optimizer(trainable_groups(model, 1e-3), 1e-3, 0.0)
     batch = {"video": clips(3), "target": torch.tensor([0, 1, 2]), "ok": torch.tensor([True, False, True]),
              "dataset_index": torch.tensor([0, 1, 1])}
-    config.heads = []
     r = run_pass(model, [batch], model_task(config), step=TrainStep(model, opt), num_datasets=2)
     assert r.clips == 2 and r.skipped.tolist() == [0, 1] and r.acc.count == 2
 
