@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.config import ConfigError, cfg, from_dict, load_yaml, resolve, to_dict
-from components.model_config import MODEL_CONFIGS
 from pipelines import tracking
 from pipelines.config import ExperimentConfig
+from pipelines.config_identity import config_identity
 from pipelines.report import LAYOUT  # noqa: F401  (the layout artifact `vidpeft report` reads)
 from pipelines.tune import (CELL_KEY_TAG, TrialJob, absolute_paths, close_trial_runs, fit_concurrency,
                             result_trial_id, run_trials, search_alg, trial_cpus, trial_dirname)
@@ -137,32 +137,11 @@ def load_campaign(path: str | Path) -> Campaign:
     return camp
 
 
-def _without_defaults(data, defaults):
-    """``data`` without the entries equal to ``defaults`` (dicts recursively; lists compared whole)."""
-    if not isinstance(data, dict) or not isinstance(defaults, dict):
-        return data
-    out = {}
-    for k, v in data.items():
-        if k in defaults and v == defaults[k]:
-            continue
-        out[k] = _without_defaults(v, defaults.get(k)) if isinstance(v, dict) else v
-    return out
-
-
-def _key_defaults() -> dict:
-    """The built-in defaults a key leaves out: every model kind's own sections at their defaults too, as
-    when one ModelConfig held them all (``model.m2clip``, ``model.heads``), so cells keep their keys."""
-    defaults = to_dict(ExperimentConfig())
-    for kind_config in MODEL_CONFIGS.values():
-        defaults["model"] = {**to_dict(kind_config()), **defaults["model"]}  # the shared keys' defaults win
-    return defaults
-
-
 def cell_key(data: dict) -> str:
     """Identity of a cell: its resolved config without the UNKEYED entries and without what equals
     the built-in defaults, so a config field added in a later version (at its default) leaves the
     keys of finished cells unchanged and they are not rerun."""
-    data = _without_defaults(json.loads(json.dumps(data)), _key_defaults())
+    data = config_identity(data)
     for dotted in UNKEYED:
         *parents, last = dotted.split(".")
         node = data

@@ -22,6 +22,7 @@ from typing import Any
 from components.config import ConfigError, dump_yaml, from_dict, resolve, to_dict
 from pipelines import tracking
 from pipelines.config import ExperimentConfig
+from pipelines.config_identity import config_identity
 from pipelines.search_space import SearchSpace, apply_params, load_space, validate
 from pipelines.trial_callbacks import (EPOCHS_DONE, TRAIN_PG, EpochReporter, NotePlacementGroup, TrialEnds,  # noqa: F401
                                        release_placement_group)
@@ -235,7 +236,8 @@ def run_search(config_files: list[str], overrides: list[str], space_file: str, t
     name = Path(space_file).stem
     search_dir = Path(out or Path("runs") / f"tune-{name}").absolute()
     exp_dir = search_dir / "tune"
-    spec = _spec_hash({"base": base, "space": to_dict(space), "trials": trials, "scheduler": scheduler,
+    # the base without its defaults: a search started before an upgrade that added config fields resumes
+    spec = _spec_hash({"base": config_identity(base), "space": to_dict(space), "trials": trials, "scheduler": scheduler,
                        "search": search, "grace": grace_period, "rf": reduction_factor})
     state_file = search_dir / "search.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}

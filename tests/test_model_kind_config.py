@@ -165,3 +165,19 @@ def test_an_old_m2clip_config_keeps_its_section_and_drops_the_empty_heads():
     assert drop_other_kinds(old, "x") == {"kind": "m2clip", "m2clip": old["m2clip"]}
     old_multi = {"kind": "multi_dataset", "m2clip": {"vc_weight": 1.0}, "heads": [{"name": "a", "num_outputs": 2}]}
     assert "m2clip" not in drop_other_kinds(old_multi, "x")  # a section older than some keys: still the defaults
+
+
+def test_a_search_started_before_the_kind_split_keeps_its_identity():
+    """`vidpeft tune --resume` compares the search's identity: a base config saved with every kind's
+    sections at their defaults (the old layout) is the same search as today's classifier config."""
+    from components.config import to_dict
+    from components.m2clip.config import M2ClipConfig
+    from pipelines.config import ExperimentConfig
+    from pipelines.config_identity import config_identity
+
+    today = to_dict(ExperimentConfig())
+    old = to_dict(ExperimentConfig())
+    old["model"] = {**old["model"], "m2clip": to_dict(M2ClipConfig()), "heads": []}
+    assert config_identity(old) == config_identity(today)
+    changed = {**old, "model": {**old["model"], "m2clip": {**old["model"]["m2clip"], "cmc_weight": 2.0}}}
+    assert config_identity(changed) != config_identity(today)
