@@ -1,6 +1,8 @@
-"""Ingest throughput: the Ray Data pipeline vs a plain single-process decord loop.
+"""Ingest throughput: the Ray Data pipeline vs a plain single-process loop, per decoder.
 
-Both decode the same clips (same files, same ClipSpec, same per-clip seeded sampling, same batch
+The plain loop runs once per decoder of ``--decoders`` (decode_clip with data.decoder = that name,
+no fallback), so the decoders are compared on the same files; the Ray pipeline uses the first one.
+All modes decode the same clips (same files, same ClipSpec, same per-clip seeded sampling, same batch
 size) pinned to the same CPU cores, each in a fresh subprocess so their memory is measured
 apart. Measured per mode: clips/s over whole epochs (start-up included) and in steady state
 (from the first batch on), and the peak memory of the whole process tree (driver, Ray's
@@ -8,6 +10,7 @@ raylet/GCS and decoder workers) as PSS, which counts shared pages (the object st
 
     python benchmarks/ingest_throughput.py                    # synthetic data, defaults
     python benchmarks/ingest_throughput.py --manifest M.parquet --split train --clips 500
+    python benchmarks/ingest_throughput.py --decoders decord,pyav --actors    # decoders only, no Ray
 
 Writes benchmarks/results/ingest_throughput.json and prints a summary.
 """
@@ -110,27 +113,21 @@ def _rng(seed: int, clip_id: str, visit: int) -> np.random.Generator:
 
 
 def run_plain(rows: list[dict], a) -> dict:
-    """The baseline: open, sample, get_batch, release; one clip after another, in batches."""
-    import decord
-
-    from components.video.decode import ClipSpec, resolve_range
+    """The baseline: decode_clip with one decoder (open, sample, decode, release), one clip after another."""
+    from components.video.decode import ClipSpec, VideoDecodeError, decode_clip
 
     spec = ClipSpec(num_frames=a.num_frames, size=a.img_size, sampling=a.sampling, stride=a.stride)
+    ranges = ("start_frame", "end_frame", "start_sec", "end_sec")
     epochs = []
     with MemoryMonitor() as mon:
         for epoch in range(a.epochs):
             start, batch, clips, first = time.perf_counter(), [], 0, None
+            cpu0 = time.process_time()  # this process only: the decoder's own work, steadier under load
             for r in rows:
                 try:
-                    vr = decord.VideoReader(r["video_path"], width=a.img_size, height=a.img_size, num_threads=1)
-                    n = len(vr)
-                    s, e = resolve_range(n, float(vr.get_avg_fps()), r["start_frame"], r["end_frame"],
-                                         r["start_sec"], r["end_sec"])
-                    idx = np.clip(spec.indices(s, e, _rng(a.seed, r["clip_id"], epoch)), 0, n - 1)
-                    batch.append(vr.get_batch(idx).asnumpy())
-                    vr.seek(0)
-                    del vr
-                except Exception:  # the pipeline skips broken files; so does the loop
+                    batch.append(decode_clip(r["video_path"], spec, rng=_rng(a.seed, r["clip_id"], epoch),
+                                             decoder=a.decoder, **{k: r[k] for k in ranges}))
+                except VideoDecodeError:  # the pipeline skips broken files; so does the loop
                     batch.append(np.zeros((a.num_frames, a.img_size, a.img_size, 3), np.uint8))
                 if len(batch) == a.batch_size:
                     np.stack(batch)
@@ -140,8 +137,11 @@ def run_plain(rows: list[dict], a) -> dict:
             if batch:
                 np.stack(batch)
                 clips += len(batch)
-            epochs.append({**_epoch(start, first, clips), "peak_pss_mb": mon.mark()})
-    return {"epochs": epochs, **_totals(epochs), **mon.summary()}
+            epochs.append({**_epoch(start, first, clips), "cpu_seconds": round(time.process_time() - cpu0, 3),
+                           "peak_pss_mb": mon.mark()})
+    cpu = sum(e["cpu_seconds"] for e in epochs)
+    return {"epochs": epochs, **_totals(epochs), **mon.summary(),
+            "clips_per_cpu_s": round(sum(e["clips"] for e in epochs) / max(cpu, 1e-9), 2)}
 
 
 def run_ray(rows_table, a) -> dict:
@@ -152,7 +152,7 @@ def run_ray(rows_table, a) -> dict:
     ray.init(num_cpus=len(a.cores), include_dashboard=False, log_to_driver=False,
              object_store_memory=a.object_store_mb * 1024 * 1024)
     settings = DecodeSettings(num_frames=a.num_frames, size=a.img_size, sampling=a.sampling, stride=a.stride,
-                              training=True, seed=a.seed, task="single_label", num_outputs=1)
+                              training=True, seed=a.seed, task="single_label", num_outputs=1, decoder=a.decoder)
     epochs = []
     with MemoryMonitor() as mon:
         for _ in range(a.epochs):
@@ -236,7 +236,10 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3,
                    help="runs per mode, interleaved (plain, ray, plain, ray, ...) so a change in machine "
                         "load hits every mode alike; the median run is reported")
-    p.add_argument("--actors", type=int, nargs="+", default=[1], help="decoder actor counts to run")
+    p.add_argument("--decoders", default="decord,pyav",
+                   help="comma-separated decoders (components/video/decoders): a plain loop each; Ray uses the first")
+    p.add_argument("--actors", type=int, nargs="*", default=[1],
+                   help="decoder actor counts to run on Ray (none: the plain loops only)")
     p.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs reserved per decoder actor")
     p.add_argument("--cores", type=int, nargs="+", default=sorted(os.sched_getaffinity(0)),
                    help="CPU cores both modes are pinned to")
@@ -244,11 +247,12 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--mode", choices=("plain", "ray"), help=argparse.SUPPRESS)  # subprocess role
+    p.add_argument("--decoder", default="decord", help=argparse.SUPPRESS)  # the subprocess's decoder
     return p.parse_args(argv)
 
 
-def _subprocess(a, mode: str, actors: int = 1) -> dict:
-    argv = [sys.executable, __file__, "--mode", mode, "--manifest", a.manifest, "--split", a.split,
+def _subprocess(a, mode: str, actors: int = 1, decoder: str = "decord") -> dict:
+    argv = [sys.executable, __file__, "--mode", mode, "--decoder", decoder, "--manifest", a.manifest, "--split", a.split,
             "--clips", str(a.clips), "--tile", str(a.tile), "--num-frames", str(a.num_frames), "--img-size", str(a.img_size),
             "--sampling", a.sampling, "--stride", str(a.stride), "--batch-size", str(a.batch_size),
             "--decode-batch-size", str(a.decode_batch_size), "--epochs", str(a.epochs),
@@ -277,22 +281,34 @@ def main(argv=None) -> int:
             make_synthetic_dataset(data, num_classes=4, clips_per_class=max(a.synth_clips // 4, 1),
                                    frames=a.synth_frames, size=a.synth_size, seed=0, val_fraction=0.0)
         a.manifest = str(manifest)
+    from components.video.decoders import decoder_names
+
+    decoders = [d.strip() for d in a.decoders.split(",") if d.strip()]
+    unknown = [d for d in decoders if d not in decoder_names()]
+    if not decoders or unknown:
+        raise SystemExit(f"--decoders: unknown {unknown or 'empty'}; known: {', '.join(decoder_names())}")
     runs: dict[str, list[dict]] = {}
     for _ in range(a.repeats):
-        runs.setdefault("plain", []).append(_subprocess(a, "plain"))
+        for d in decoders:
+            runs.setdefault(f"plain_{d}", []).append(_subprocess(a, "plain", decoder=d))
         for n in a.actors:
-            runs.setdefault(f"ray_{n}_actor{'s' if n > 1 else ''}", []).append(_subprocess(a, "ray", n))
+            runs.setdefault(f"ray_{n}_actor{'s' if n > 1 else ''}_{decoders[0]}", []).append(
+                _subprocess(a, "ray", n, decoders[0]))
     results = {}
     for name, rs in runs.items():
         best = sorted(rs, key=lambda r: r["clips_per_s"])[len(rs) // 2]  # the median run
         steady = [r["steady_clips_per_s"] for r in rs if r["steady_clips_per_s"]]
         results[name] = {**best, "steady_clips_per_s": float(np.median(steady)) if steady else None,
                          "all_clips_per_s": [r["clips_per_s"] for r in rs], "all_steady_clips_per_s": steady}
-    plain = results["plain"]
+        if "clips_per_cpu_s" in best:  # plain loops: per CPU second, the median over repeats
+            results[name]["clips_per_cpu_s"] = float(np.median([r["clips_per_cpu_s"] for r in rs]))
+            results[name]["all_clips_per_cpu_s"] = [r["clips_per_cpu_s"] for r in rs]
+    baseline = f"plain_{decoders[0]}"
+    plain = results[baseline]
     summary = {name: {"ratio_vs_plain": round(r["clips_per_s"] / plain["clips_per_s"], 3),
                       "steady_ratio_vs_plain": (round(r["steady_clips_per_s"] / plain["steady_clips_per_s"], 3)
                                                 if r["steady_clips_per_s"] and plain["steady_clips_per_s"] else None)}
-               for name, r in results.items() if name != "plain"}
+               for name, r in results.items() if name != baseline}
     record = {
         "command": " ".join([Path(sys.executable).name, "benchmarks/ingest_throughput.py", *(argv or sys.argv[1:])]),
         "machine": {"cpus": os.cpu_count(), "cores_used": a.cores, "platform": platform.platform(),
@@ -300,19 +316,23 @@ def main(argv=None) -> int:
         "settings": {k: getattr(a, k) for k in ("manifest", "split", "clips", "tile", "num_frames", "img_size", "sampling",
                                                 "batch_size", "decode_batch_size", "epochs", "repeats",
                                                 "decode_cpus", "object_store_mb")},
+        "decoders": decoders, "baseline": baseline,
         "load_average_after": os.getloadavg(),
         "results": results, "summary": summary, "target_ratio": 0.9,
     }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
-    print(f"{'mode':<14}{'clips/s':>9}{'steady':>9}{'ratio':>7}{'steady':>8}{'1st batch s':>13}"
+    print(f"{'mode':<20}{'clips/s':>9}{'steady':>9}{'ratio':>7}{'steady':>8}{'1st batch s':>13}"
           f"   peak PSS MB per epoch")
     for name, r in results.items():
         s = summary.get(name, {"ratio_vs_plain": 1.0, "steady_ratio_vs_plain": 1.0})
         peaks = ", ".join(str(e["peak_pss_mb"]) for e in r["epochs"])
-        print(f"{name:<14}{r['clips_per_s']:>9}{str(r['steady_clips_per_s']):>9}{s['ratio_vs_plain']:>7}"
+        print(f"{name:<20}{r['clips_per_s']:>9}{str(r['steady_clips_per_s']):>9}{s['ratio_vs_plain']:>7}"
               f"{str(s['steady_ratio_vs_plain']):>8}{r['mean_first_batch_s']:>13}   {peaks}")
+    for name, r in results.items():
+        if "clips_per_cpu_s" in r:
+            print(f"{name}: {r['clips_per_cpu_s']} clips per CPU second (runs: {r['all_clips_per_cpu_s']})")
     print(f"results: {out}")
     return 0
 

@@ -1,6 +1,7 @@
 """Scan every video of a manifest in parallel and report the unusable ones.
 
-Per video (once, however many clips use it): exists, non-empty, readable, opens with decord,
+Per video (once, however many clips use it): exists, non-empty, readable, opens with the decoder
+(or its fallback, which the status then names),
 and (unless `quick`) decodes its first, middle and last frame, which catches files truncated
 after a valid header. Per clip: its time/frame range lies inside the video. Work is spread over
 a process pool (spawned, so it is safe in a process that already runs Ray); each check opens and
@@ -36,9 +37,16 @@ class VideoStatus:
     reason: str = ""
     frames: int = 0
     fps: float = 0.0
+    fallback: bool = False  # readable by the fallback decoder only
 
 
-def check_video(path: str, quick: bool = False) -> VideoStatus:
+@dataclass(frozen=True)
+class Decoders:
+    decoder: str = "decord"
+    fallback: str = "pyav"  # "" = none
+
+
+def check_video(path: str, quick: bool = False, decoders: Decoders = Decoders()) -> VideoStatus:
     """One file's status; never raises for a bad file (the reason says what is wrong)."""
     from components.video.decode import ClipSpec, VideoDecodeError, decode_clip, probe_video
 
@@ -52,37 +60,39 @@ def check_video(path: str, quick: bool = False) -> VideoStatus:
         return VideoStatus(path, False, "empty (zero-byte) file")
     if not os.access(path, os.R_OK):
         return VideoStatus(path, False, "not readable (permission denied)")
+    used: list[VideoDecodeError] = []  # the first decoder's errors when the fallback read the file
+    kw = {"decoder": decoders.decoder, "fallback": decoders.fallback or None, "on_fallback": used.append}
     try:
-        n, fps, _, _ = probe_video(path)
+        n, fps, _, _ = probe_video(path, **kw)
         if n < 1:
             return VideoStatus(path, False, "no frames")
         if not quick:
             probe = np.unique(np.array([0, n // 2, n - 1]))
-            decode_clip(path, ClipSpec(num_frames=len(probe), size=64), indices_fn=lambda s, e: probe)
+            decode_clip(path, ClipSpec(num_frames=len(probe), size=64), indices_fn=lambda s, e: probe, **kw)
     except VideoDecodeError as e:
         return VideoStatus(path, False, e.reason)
-    return VideoStatus(path, True, frames=n, fps=fps)
+    return VideoStatus(path, True, frames=n, fps=fps, fallback=bool(used))
 
 
-def _check_many(args: tuple[list[str], bool]) -> list[VideoStatus]:
-    paths, quick = args
-    return [check_video(p, quick) for p in paths]
+def _check_many(args: tuple[list[str], bool, Decoders]) -> list[VideoStatus]:
+    paths, quick, decoders = args
+    return [check_video(p, quick, decoders) for p in paths]
 
 
 def scan(paths: list[str], workers: int = 0, quick: bool = False,
-         progress: Callable[[int, int], None] | None = None) -> dict[str, VideoStatus]:
+         progress: Callable[[int, int], None] | None = None, decoders: Decoders = Decoders()) -> dict[str, VideoStatus]:
     """Status of every path, checked by `workers` processes (0 = one per CPU; 1 = in process)."""
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(paths) < 2:
         out = {}
         for i, p in enumerate(paths):
-            out[p] = check_video(p, quick)
+            out[p] = check_video(p, quick, decoders)
             if progress and (i + 1) % 100 == 0:
                 progress(i + 1, len(paths))
         return out
     # Small chunks keep the pool busy when file sizes (decode cost) differ a lot.
     size = max(1, min(32, len(paths) // (workers * 4) or 1))
-    chunks = [(paths[i:i + size], quick) for i in range(0, len(paths), size)]
+    chunks = [(paths[i:i + size], quick, decoders) for i in range(0, len(paths), size)]
     out, done = {}, 0
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -102,6 +112,7 @@ class CheckReport:
     bad_videos: int
     clips: int
     bad_clips: int
+    fallback_videos: int  # readable by the fallback decoder only
     by_dataset: dict[str, dict[str, int]]
     bad: list[dict]  # {"path", "reason", "clips", "clip_ids", "datasets"}
 
@@ -110,7 +121,8 @@ class CheckReport:
 
 
 def check_manifest(manifest: str | os.PathLike, workers: int = 0, quick: bool = False,
-                   progress: Callable[[int, int], None] | None = None) -> tuple[CheckReport, set[str]]:
+                   progress: Callable[[int, int], None] | None = None,
+                   decoders: Decoders = Decoders()) -> tuple[CheckReport, set[str]]:
     """(report, ids of the bad clips) for every clip of the manifest."""
     from components.video.decode import resolve_range
 
@@ -119,7 +131,7 @@ def check_manifest(manifest: str | os.PathLike, workers: int = 0, quick: bool = 
     rows = t.select(["clip_id", "video_path", "dataset", "start_frame", "end_frame", "start_sec",
                      "end_sec"]).to_pylist()
     paths = list(dict.fromkeys(r["video_path"] for r in rows))
-    status = scan(paths, workers, quick, progress)
+    status = scan(paths, workers, quick, progress, decoders)
 
     bad_ids: set[str] = set()
     bad: dict[tuple[str, str], dict] = {}
@@ -150,7 +162,8 @@ def check_manifest(manifest: str | os.PathLike, workers: int = 0, quick: bool = 
         if ds not in entry["datasets"]:
             entry["datasets"].append(ds)
     report = CheckReport(str(m.path), len(paths), sum(not s.ok for s in status.values()), len(rows),
-                         len(bad_ids), dict(sorted(by_dataset.items())), list(bad.values()))
+                         len(bad_ids), sum(s.fallback for s in status.values()), dict(sorted(by_dataset.items())),
+                         list(bad.values()))
     return report, bad_ids
 
 

@@ -63,7 +63,11 @@ class DataConfig:
     flip: bool = cfg(True, "with augment: random horizontal flip (off for direction-sensitive "
                            "labels, e.g. Something-Something)")
     color_jitter: float = cfg(0.0, "with augment: brightness/contrast/saturation jitter strength (0 = off)")
-    decode_actors: int = cfg(1, "maximum decoder actors (each decodes whole clips with decord)")
+    decoder: str = cfg("decord", "video decoder: decord (fastest on short clips) or pyav (maintained, FFmpeg 7: "
+                                 "reads AV1, cheaper on long videos); README: Choosing a decoder")
+    decoder_fallback: str = cfg("pyav", "decoder tried on a file data.decoder cannot read, before its clip is "
+                                        "skipped (counted as fallback_clips); empty or the same as data.decoder = none")
+    decode_actors: int = cfg(1, "maximum decoder actors (each decodes whole clips with data.decoder)")
     decode_cpus: float = cfg(0.5, "CPUs reserved per decoder actor; keep some CPU free of train workers")
     decode_batch_size: int = cfg(4, "clips per decoder call")
     shuffle_buffer: int = cfg(32, "local shuffle buffer (clips) on each worker; 0 = no shuffle")
@@ -75,6 +79,12 @@ class DataConfig:
                              "img_size * decode_scale (> 1 needs decode_scale > 1)")
 
     def __post_init__(self) -> None:
+        from components.video.decoders import decoder_names
+
+        for key in ("decoder", "decoder_fallback"):
+            value = getattr(self, key)
+            if value not in decoder_names() and not (key == "decoder_fallback" and value == ""):
+                raise ValueError(f"{key} must be one of {', '.join(decoder_names())}, got {value!r}")
         for key in ("train_sampling", "eval_sampling"):
             if getattr(self, key) not in SAMPLINGS:
                 raise ValueError(f"{key} must be one of {SAMPLINGS}, got {getattr(self, key)!r}")

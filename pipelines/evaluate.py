@@ -45,7 +45,8 @@ def evaluation_pass(model, dataset, cfg, device, names=None) -> dict:
     views = cfg.data.eval_clips * cfg.data.eval_crops
     scores = r.scores.numpy() if r.scores is not None else np.zeros((0, cfg.model.head.num_outputs))
     target = torch.cat(targets)[::views].numpy() if targets else np.zeros((0,))  # views of a video are consecutive
-    return {"metrics": r.metrics, "scores": scores, "targets": target, "skipped": r.skipped, "clips": r.clips}
+    return {"metrics": r.metrics, "scores": scores, "targets": target, "skipped": r.skipped, "clips": r.clips,
+            "fallback": r.fallback}
 
 
 def _evaluate_task(trained: Trained, table, settings) -> dict:
@@ -164,7 +165,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     # 3) report
     metrics = dict(res["metrics"])
     result = {"split": split, "manifest": str(Path(manifest).absolute()), "model": str(source), "clips": res["clips"],
-              "skipped_clips": res["skipped"], "views": views, "metrics": metrics}
+              "skipped_clips": res["skipped"], "fallback_clips": res["fallback"], "views": views, "metrics": metrics}
     out_dir = Path(out) if out else (t.run_dir or Path(source).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
@@ -192,6 +193,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
         if not reopened:
             tracking.end_run(uri, run_id)
     shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-    print(f"[vidpeft] {split}: {res['clips']} clips ({res['skipped']} skipped)  {shown}", flush=True)
+    fallback = f", {res['fallback']} by the fallback decoder" if res["fallback"] else ""
+    print(f"[vidpeft] {split}: {res['clips']} clips ({res['skipped']} skipped{fallback})  {shown}", flush=True)
     print(f"[vidpeft] written: {', '.join(str(f) for f in files)}", flush=True)
     return result

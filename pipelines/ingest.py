@@ -1,9 +1,11 @@
 """Ray Data ingest: manifest rows -> decoded clips, streamed into Train workers.
 
 The manifest is validated on the driver (errors name row and column) and handed to Ray Data as
-Arrow blocks; a pool of decoder actors turns rows into uint8 clips with decord. A video that fails
-to decode does not stop the epoch: its row comes out with ``ok = False`` and an all-zero clip, and
-the training loop drops it from the batch and counts it, so the count reaches the run's metrics.
+Arrow blocks; a pool of decoder actors turns rows into uint8 clips with ``data.decoder`` (decord or
+pyav). A file that decoder cannot read is tried with ``data.decoder_fallback`` (``fallback = True``
+on its row, counted as fallback_clips). A video that still fails to decode does not stop the epoch:
+its row comes out with ``ok = False`` and an all-zero clip, and the training loop drops it from the
+batch and counts it, so the count reaches the run's metrics.
 With ``augment`` on, training clips are decoded a little larger and randomly cropped/flipped/jittered
 on the decoder actors (seeded per clip and visit); evaluation clips get the centre crop of the same
 decode, so both see objects at the same scale. No decord reader outlives one clip (decord leaks).
@@ -60,6 +62,8 @@ class DecodeSettings:
     datasets: tuple[str, ...] = ()  # non-empty: emit a `dataset_index` column (per-dataset counts)
     eval_clips: int = 1  # evaluation views (pipelines/eval_views.py): clips x crops per video
     eval_crops: int = 1
+    decoder: str = "decord"  # components/video/decoders
+    decoder_fallback: str = ""  # tried when `decoder` cannot read a file; "" = none
 
     @property
     def decode_size(self) -> int:
@@ -78,7 +82,8 @@ def decode_settings(cfg, training: bool, datasets: tuple[str, ...] = ()) -> Deco
         modalities=tuple(ModalityColumn(m.name, m.column, m.dim, max(m.tokens, 1)) for m in cfg.model.modalities),
         target_fps=d.target_fps, augment=d.augment, decode_scale=d.decode_scale,
         crop_scale=(float(d.crop_scale[0]), float(d.crop_scale[1])), flip=d.flip,
-        color_jitter=d.color_jitter, datasets=tuple(datasets), eval_clips=d.eval_clips, eval_crops=d.eval_crops)
+        color_jitter=d.color_jitter, datasets=tuple(datasets), eval_clips=d.eval_clips, eval_crops=d.eval_crops,
+        decoder=d.decoder, decoder_fallback=d.decoder_fallback)
 
 
 def _optional(value):
@@ -98,6 +103,18 @@ class ClipDecoder:
         self.visits: dict[str, int] = {}
         self.views = eval_views.view_decoding(settings)  # None: one clip per video
         self.target = make_task(settings.task, settings.num_outputs)  # decodes the target column
+        self.decoders = {"decoder": settings.decoder, "fallback": settings.decoder_fallback or None}
+        self.fallback_warned = False
+
+    def _on_fallback(self, flags: np.ndarray, i: int, clip_id: str):
+        def used(first: VideoDecodeError) -> None:
+            flags[i] = True
+            # once per actor at warning level (the count reaches the metrics), then per clip at debug
+            level = logging.DEBUG if self.fallback_warned else logging.WARNING
+            self.fallback_warned = True
+            log.log(level, "clip %s: %s cannot read %s (%s); decoded with %s", clip_id, self.s.decoder,
+                    first.path, first.reason, self.s.decoder_fallback)
+        return used
 
     def _rng(self, clip_id: str) -> np.random.Generator | None:
         if not self.s.training:
@@ -113,15 +130,19 @@ class ClipDecoder:
         views = (self.views[1].num_views,) if self.views else ()
         videos = np.zeros((n, *views, t, size, size, 3), dtype=np.uint8)  # (n, [V,] T, S, S, 3)
         ok = np.ones(n, dtype=bool)
+        fallback = np.zeros(n, dtype=bool)  # decoded by the fallback decoder
         for i in range(n):
             clip_id = str(batch["clip_id"][i])
             ranges = {k: _optional(batch[k][i]) if k in batch else None for k in RANGE_COLUMNS}
             rng = self._rng(clip_id)
+            used = self._on_fallback(fallback, i, clip_id)
             try:
                 if self.views:
-                    videos[i] = decode_views(batch["video_path"][i], *self.views, **ranges)
+                    videos[i] = decode_views(batch["video_path"][i], *self.views, **self.decoders, on_fallback=used,
+                                             **ranges)
                     continue
-                clip = decode_clip(batch["video_path"][i], self.spec, rng=rng, **ranges)
+                clip = decode_clip(batch["video_path"][i], self.spec, rng=rng, **self.decoders, on_fallback=used,
+                                   **ranges)
             except VideoDecodeError as e:
                 ok[i] = False
                 dataset = f" of dataset {batch['dataset'][i]}" if "dataset" in batch else ""
@@ -133,6 +154,7 @@ class ClipDecoder:
         out = {
             "video": videos,
             "ok": ok,
+            "fallback": fallback,
             "target": np.stack([self.target.decode(v) for v in batch[self.target.column]]),
         }
         if self.dataset_index:

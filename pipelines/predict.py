@@ -95,7 +95,7 @@ class PredictDecoder:
             error = ""
             if self.window_sec:
                 try:
-                    ranges = window_ranges(path, self.window_sec, self.stride_sec)
+                    ranges = window_ranges(path, self.window_sec, self.stride_sec, **self.read.decoders)
                 except VideoDecodeError as e:
                     error = str(e)
             for start, end in ranges:

@@ -40,10 +40,11 @@ def eval_settings(cfg):
     return replace(decode_settings(cfg, training=False), datasets=())
 
 
-def window_ranges(path: str, window_sec: float, stride_sec: float) -> list[tuple[float, float]]:
+def window_ranges(path: str, window_sec: float, stride_sec: float, decoder: str = "decord",
+                  fallback: str | None = None) -> list[tuple[float, float]]:
     """[start, end) windows of ``window_sec`` every ``stride_sec`` covering the video; the last one
     ends at the video's end (a video shorter than a window is one window)."""
-    n, fps, _, _ = probe_video(path)
+    n, fps, _, _ = probe_video(path, decoder, fallback)
     duration = n / fps if fps > 0 else 0.0
     if duration <= window_sec:
         return [(0.0, duration)]
@@ -63,6 +64,8 @@ class ClipReader:
         self.views = eval_views.view_decoding(settings)
         self.spec = ClipSpec(num_frames=settings.num_frames, size=settings.decode_size, sampling=settings.sampling,
                              stride=settings.stride, target_fps=settings.target_fps)
+        # data.decoder and data.decoder_fallback of the run (for decode_clip / probe_video)
+        self.decoders = {"decoder": settings.decoder, "fallback": settings.decoder_fallback or None}
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -71,8 +74,8 @@ class ClipReader:
 
     def __call__(self, path: str, **ranges) -> np.ndarray:
         if self.views:
-            return decode_views(path, *self.views, **ranges)
-        clip = decode_clip(path, self.spec, **ranges)
+            return decode_views(path, *self.views, **self.decoders, **ranges)
+        clip = decode_clip(path, self.spec, **self.decoders, **ranges)
         return center_crop(clip, self.s.size) if self.s.augment else clip
 
 
@@ -161,7 +164,8 @@ def predict_local(scorer: Scorer, paths: list[str], window_sec: float = 0.0, str
     for path in paths:
         path = str(path)
         try:
-            ranges = window_ranges(path, window_sec, stride_sec or window_sec) if window_sec else [(None, None)]
+            ranges = (window_ranges(path, window_sec, stride_sec or window_sec, **reader.decoders) if window_sec
+                      else [(None, None)])
         except VideoDecodeError as e:
             rows.append(failed_row(_meta(path), str(e)))
             continue

@@ -100,7 +100,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def _print_table(metrics: dict, out: Path, run_id: str | None, datasets: list[str] = ()) -> None:
     keys = [k for k in ("best_epoch", "last_epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
                         "val_mAP",
-                        "val_mse", "zeroshot_top1", "zeroshot_top5", "skipped_clips_total", "clips_per_sec",
+                        "val_mse", "zeroshot_top1", "zeroshot_top5", "skipped_clips_total", "fallback_clips_total",
+                        "clips_per_sec",
                         "trainable_pct", "trainable_pct_with_head") if k in metrics]
     keys += multi_dataset.table_keys(metrics, list(datasets))  # several datasets: each one's headline metric
     width = max(len(k) for k in keys) if keys else 10

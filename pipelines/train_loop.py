@@ -108,7 +108,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     stopper = Patience(plan.checkpoint_metric, plan.checkpoint_mode, cfg.optim.patience)
 
     # 2) resume: Ray's checkpoint (worker restart or --resume) carries weights, optimizer, schedule
-    start_epoch, skipped_total = 0, 0
+    start_epoch, skipped_total, fallback_total = 0, 0, 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and plan.resume_from:
         checkpoint = ray.train.Checkpoint(plan.resume_from)  # a local dir or a storage URI
@@ -117,6 +117,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as d:
             state = restore_checkpoint(Path(d), model, optimizer, scheduler, model_config, step.scaler)
         start_epoch, skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
+        fallback_total = state.get("fallback_total", 0)
         stopper.restore(state.get("patience"))  # [after]
         if rank == 0 and cfg.log.level != "quiet":
             say(f"[vidpeft] resumed from epoch {state['epoch']} checkpoint")
@@ -151,17 +152,21 @@ def train_loop_per_worker(loop_config: dict) -> None:
                           uri=uri, run_id=run_id)
         train = _run_epoch(model, train_shard, cfg, device, task, step, epoch, len(dataset_names), watch)
         watch.close()
-        skipped = train.skipped
+        skipped, fallback = train.skipped, train.fallback
         seen, secs = _sum([train.clips, train.seconds])
         metrics = {f"train_{k}": v for k, v in _gather(train.acc).compute(names).items()}
         metrics.update(epoch=epoch, lr=lr, clips_per_sec=seen / max(secs / ctx.get_world_size(), 1e-9))
         if val_shard is not None:
             val = _run_epoch(model, val_shard, cfg, device, task, num_datasets=len(dataset_names))
-            skipped = skipped + val.skipped
+            skipped, fallback = skipped + val.skipped, fallback + val.fallback
             metrics.update({f"val_{k}": v for k, v in _gather(val.acc).compute(names).items()})
         per_dataset = [int(v) for v in _sum(skipped.tolist())]  # summed over workers
         skipped_total += sum(per_dataset)
         metrics.update(skipped_clips=sum(per_dataset), skipped_clips_total=skipped_total, **counts)
+        if cfg.data.decoder_fallback not in ("", cfg.data.decoder):  # clips read by the fallback decoder
+            fallback = int(_sum([fallback])[0])  # summed over workers
+            fallback_total += fallback
+            metrics.update(fallback_clips=fallback, fallback_clips_total=fallback_total)
         if len(dataset_names) > 1:  # one dataset: the plain count says it all
             metrics.update({f"skipped_clips_{n}": v for n, v in zip(dataset_names, per_dataset)})
 
@@ -173,7 +178,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                state = {"epoch": epoch, "skipped_total": skipped_total, "metrics": metrics,
+                state = {"epoch": epoch, "skipped_total": skipped_total, "fallback_total": fallback_total,
+                         "metrics": metrics,
                          "patience": stopper.state()}
                 save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)

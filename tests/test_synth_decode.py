@@ -12,8 +12,8 @@ import pytest
 
 from components.data.manifest import read_manifest
 from components.data.synth import make_synthetic_dataset, write_mp4
-from components.video.decode import (ClipSpec, VideoDecodeError, _get_batch, decode_clip,
-                                     probe_video)
+from components.video.decode import ClipSpec, VideoDecodeError, decode_clip, probe_video
+from components.video.decoders.decord_backend import get_batch as _get_batch
 from components.video.sampling import (multiview_indices, segment_indices, strided_indices,
                                        uniform_indices)
 

@@ -39,12 +39,16 @@ def multilabel_manifest(src, dst_dir):
     return write_manifest(dst_dir / "multi.parquet", table, m.class_names, m.feature_dims)
 
 
-@pytest.mark.parametrize("task, metric", [("multi_label", "val_mAP"), ("regression", "val_mse")])
-def test_task_types_through_the_cli(ray_session, synth_data, tmp_path, task, metric):
+# the regression run also decodes with PyAV (decord as its fallback): data.decoder through the CLI
+@pytest.mark.parametrize("task, metric, decoder", [("multi_label", "val_mAP", "decord"),
+                                                   ("regression", "val_mse", "pyav")])
+def test_task_types_through_the_cli(ray_session, synth_data, tmp_path, task, metric, decoder):
     manifest = multilabel_manifest(synth_data, tmp_path) if task == "multi_label" else synth_data
     out = tmp_path / "run"
     argv = ["train", "--config", str(DEMO_CONFIG), *TINY,
             "--set", f"model.head.task={task}",
+            "--set", f"data.decoder={decoder}",
+            "--set", f"data.decoder_fallback={'decord' if decoder == 'pyav' else 'pyav'}",
             "--set", f"data.manifest={manifest}", "--set", f"output_dir={out}",
             "--set", f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db"]
     assert main(argv) == 0
@@ -55,3 +59,4 @@ def test_task_types_through_the_cli(ray_session, synth_data, tmp_path, task, met
     else:
         assert metrics["val_mse"] >= 0.0 and "val_mse_speed" in metrics  # per-target MSE, named
     assert metrics["gflops"] > 0 and 0 < metrics["trainable_pct"] < 100
+    assert metrics["fallback_clips_total"] == 0  # every readable synthetic video is read by the first decoder

@@ -205,10 +205,10 @@ def _seconds(table: pa.Table, base: Path | None) -> tuple[list, list]:
         if base is not None and not os.path.isabs(path):
             path = str(base / path)
         if path not in fps_cache:
-            from components.video.decode import VideoDecodeError, probe_video  # lazy: decord
+            from components.video.decode import VideoDecodeError, probe_video  # lazy: decoders
 
             try:
-                fps_cache[path] = probe_video(path)[1]
+                fps_cache[path] = probe_video(path, fallback="pyav")[1]
             except VideoDecodeError as e:
                 raise FeatureError(f"row {i}: clip given in frames, and its fps is unknown: {e}") from None
         fps = fps_cache[path]

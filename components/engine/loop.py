@@ -29,6 +29,7 @@ class PassResult:
     acc: object  # the Task's accumulator (MetricAccumulator or HeadsAccumulator)
     clips: int = 0  # readable clips (videos) seen
     skipped: torch.Tensor = field(default_factory=lambda: torch.zeros(1, dtype=torch.long))  # per dataset
+    fallback: int = 0  # clips read by the fallback decoder (a ``fallback`` batch column)
     seconds: float = 0.0
     scores: list[torch.Tensor] = field(default_factory=list)  # per-video scores (keep_scores)
     ids: list = field(default_factory=list)
@@ -45,6 +46,7 @@ class EvalResult:
     ids: list
     clips: int
     skipped: int
+    fallback: int = 0  # clips read by the fallback decoder
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -85,6 +87,9 @@ def run_pass(model: nn.Module, batches: Iterable[dict], task: Task, *, step: Tra
     for batch in batches:
         batch = _to(batch, device)
         ok = batch.pop("ok").bool() if "ok" in batch else torch.ones(len(batch["video"]), dtype=torch.bool)
+        fallback = batch.pop("fallback", None)
+        if fallback is not None:
+            result.fallback += int(fallback.sum())
         n_ok = int(ok.sum())
         index = batch.get("dataset_index")  # stays in the batch: routes clips to heads
         if index is not None:
@@ -132,4 +137,4 @@ def evaluate(model: nn.Module, batches: Iterable[dict], task: Task, device: torc
     r = run_pass(model, batches, task, device=device, amp=amp, forward=forward, keep_scores=keep_scores,
                  num_datasets=num_datasets)
     scores = torch.cat(r.scores) if r.scores else None
-    return EvalResult(r.acc.compute(names), scores, r.ids, r.clips, int(r.skipped.sum()))
+    return EvalResult(r.acc.compute(names), scores, r.ids, r.clips, int(r.skipped.sum()), r.fallback)

@@ -1,9 +1,10 @@
-"""Clip decoding with decord: resize in the decoder, return uint8 (T, H, W, C).
+"""Clip decoding: frame range + sampling -> uint8 (T, H, W, C), resized by the decoder backend.
 
-Normalisation is deliberately not done here: the model normalises on its own device with the
-backbone's mean/std, so the data path ships compact uint8.
-Every failure to read a file raises `VideoDecodeError` (naming the file) so callers can
-skip-and-count instead of crashing a worker.
+The backend is chosen by name (``decoder``; components/video/decoders: decord, pyav), with an
+optional ``fallback`` backend tried on a file the first cannot read. Normalisation is deliberately
+not done here: the model normalises on its own device with the backbone's mean/std, so the data
+path ships compact uint8. Every failure to read a file raises `VideoDecodeError` (naming the file)
+so callers can skip-and-count instead of crashing a worker.
 """
 
 from __future__ import annotations
@@ -15,21 +16,15 @@ from typing import Literal
 
 import numpy as np
 
+from components.video.decoders import get_decoder
+from components.video.errors import VideoDecodeError, check_file
 from components.video.sampling import fps_indices, segment_indices, strided_indices, uniform_indices
+
+__all__ = ["ClipSpec", "VideoDecodeError", "decode_clip", "probe_video", "resolve_range"]
 
 Sampling = Literal["uniform", "segment", "strided", "fps"]
 IndicesFn = Callable[[int, int], np.ndarray]
-
-
-class VideoDecodeError(RuntimeError):
-    """A video could not be opened or decoded; the message names the file."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path, self.reason = str(path), reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self) -> tuple:  # picklable across Ray workers despite the 2-arg __init__
-        return (type(self), (self.path, self.reason))
+OnFallback = Callable[[VideoDecodeError], None]
 
 
 @dataclass(frozen=True)
@@ -73,73 +68,28 @@ class ClipSpec:
         return uniform_indices(start, end, self.num_frames)
 
 
-# decord 0.6 fails get_batch ("size must exactly match") for some output widths (seen: 2-8, 12,
-# 16, 24, 48, 72 on x86-64), whatever the source. Such widths are decoded at an integer multiple
-# >= _SAFE_WIDTH and box-averaged back; widths seen failing are remembered per process.
-_BAD_WIDTHS: set[int] = set()
-_SAFE_WIDTH = 80
-_WIDTH_BUG = "size must exactly match"
-
-
-class _WidthBugError(Exception):
-    """decord cannot produce this output width (internal; triggers the wide-decode fallback)."""
-
-
-def _width_factor(width: int) -> int:
-    return max(2, -(-_SAFE_WIDTH // width)) if width in _BAD_WIDTHS else 1
-
-
-def _open(path: str, height: int = -1, width: int = -1):  # -> decord.VideoReader
-    """Open a reader (-1 = native dimension), turning every failure into VideoDecodeError."""
-    import decord  # lazy: importing this module should not load ffmpeg
-
+def _with_fallback(path: str, decoder: str, fallback: str | None, on_fallback: OnFallback | None, call):
+    """call(backend) with `decoder`, then with `fallback` when the first raises VideoDecodeError."""
+    check_file(path)  # missing / empty: no backend can help
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise VideoDecodeError(path, "file not found") from None
-    except OSError as e:
-        raise VideoDecodeError(path, f"cannot stat file: {e}") from e
-    if st.st_size == 0:
-        raise VideoDecodeError(path, "empty (zero-byte) file")
-    try:
-        # num_threads=1: parallelism comes from data-loader workers, not from ffmpeg threads.
-        return decord.VideoReader(path, width=width, height=height, num_threads=1)
-    except Exception as e:  # decord raises DECORDError / RuntimeError / AssertionError
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise VideoDecodeError(path, f"cannot open video ({type(e).__name__}: {first})") from e
+        return call(get_decoder(decoder))
+    except VideoDecodeError as first:
+        if not fallback or fallback == decoder:
+            raise
+        try:
+            out = call(get_decoder(fallback))
+        except VideoDecodeError as second:
+            raise VideoDecodeError(path, f"{decoder}: {first.reason}; {fallback}: {second.reason}") from second
+        if on_fallback is not None:
+            on_fallback(first)
+        return out
 
 
-def _native_dims(path: str) -> tuple[int, int]:
-    """(height, width) from the container header via PyAV (no decoding needed)."""
-    import av
-
-    try:
-        with av.open(path) as container:
-            ctx = container.streams.video[0].codec_context
-            return int(ctx.height), int(ctx.width)
-    except Exception as e:  # av.FFmpegError, IndexError (no video stream)
-        raise VideoDecodeError(path, f"cannot read video header ({type(e).__name__}: {e})") from e
-
-
-def _release(vr) -> None:
-    # decord leaks decoder memory when readers are kept alive/positioned mid-stream.
-    try:
-        vr.seek(0)
-    except Exception:
-        pass
-
-
-def probe_video(path: str | os.PathLike) -> tuple[int, float, int, int]:
+def probe_video(path: str | os.PathLike, decoder: str = "decord", fallback: str | None = None,
+                on_fallback: OnFallback | None = None) -> tuple[int, float, int, int]:
     """(num_frames as reported by the container, avg fps, height, width) at native size."""
     path = str(path)
-    vr = _open(path)
-    try:
-        n, fps = len(vr), float(vr.get_avg_fps())
-    finally:
-        _release(vr)
-        del vr
-    h, w = _native_dims(path)
-    return n, fps, h, w
+    return _with_fallback(path, decoder, fallback, on_fallback, lambda backend: backend.probe(path))
 
 
 def resolve_range(num_frames: int, fps: float, start_frame: int | None = None,
@@ -169,66 +119,29 @@ def resolve_range(num_frames: int, fps: float, start_frame: int | None = None,
 def decode_clip(path: str | os.PathLike, spec: ClipSpec, start_frame: int | None = None,
                 end_frame: int | None = None, start_sec: float | None = None,
                 end_sec: float | None = None, rng: np.random.Generator | None = None,
-                indices_fn: IndicesFn | None = None) -> np.ndarray:
+                indices_fn: IndicesFn | None = None, decoder: str = "decord", fallback: str | None = None,
+                on_fallback: OnFallback | None = None) -> np.ndarray:
     """Decode one clip as uint8 (T, H, W, 3).
 
     `rng` switches to training-time random sampling (segment/strided offset); None is the
     deterministic evaluation sampling. `indices_fn(start, end)` overrides `spec.sampling`; if it
     returns a (V, T) array (e.g. multiview_indices) the result is (V, T, H, W, 3), decoded in one
-    batch so shared frames are read once.
+    batch so shared frames are read once. `decoder` names the backend, `fallback` a second one tried
+    when the first cannot read the file; `on_fallback(first_error)` is called when it succeeded.
     """
     path = str(path)
-    height = width = -1 if spec.size is None else spec.size
-    factor = 1 if width == -1 else _width_factor(width)
-    while True:
-        vr = _open(path, height, width * factor if width > 0 else width)
-        try:
-            n = len(vr)
-            try:
-                s, e = resolve_range(n, float(vr.get_avg_fps()), start_frame, end_frame,
-                                     start_sec, end_sec)
-            except ValueError as err:
-                raise VideoDecodeError(path, str(err)) from err
-            idx = (indices_fn(s, e) if indices_fn is not None
-                   else spec.indices(s, e, rng, float(vr.get_avg_fps())))
-            idx = np.asarray(idx, dtype=np.int64)
-            flat = np.clip(idx.reshape(-1), 0, n - 1)  # (V*T,) or (T,)
-            frames = _get_batch(vr, flat, path)  # (V*T, H, W*factor, C)
-            break
-        except _WidthBugError as err:
-            if factor > 1:
-                raise VideoDecodeError(path, f"decode failed at width {width * factor}") from err
-            if width == -1:  # native size hit the bug: decode wide at the native dims
-                height, width = _native_dims(path)
-            _BAD_WIDTHS.add(width)
-            factor = _width_factor(width)
-        finally:
-            _release(vr)
-            del vr
-    if factor > 1:  # box-average groups of `factor` columns back to the requested width
-        nf, h, wk, c = frames.shape
-        # (N, H, W*k, C) -> (N, H, W, k, C) -> mean over k -> (N, H, W, C)
-        frames = frames.reshape(nf, h, wk // factor, factor, c).mean(axis=3)
-        frames = np.rint(frames).astype(np.uint8)
-    return frames.reshape(*idx.shape, *frames.shape[1:])  # (T, H, W, C) or (V, T, H, W, C)
+    shape: list[tuple[int, ...]] = []
 
-
-def _get_batch(vr, idx: np.ndarray, path: str) -> np.ndarray:
-    """get_batch with the off-by-one fallback: the container's frame count can exceed the
-    decodable frames by one, so a failure touching the last index retries one lower."""
-    n = len(vr)
-    try:
-        batch = vr.get_batch(idx)
-    except Exception as e:
-        if _WIDTH_BUG in str(e):
-            raise _WidthBugError(str(e)) from e
-        if n < 2 or idx.max() < n - 1:
-            raise VideoDecodeError(path, f"decode failed ({type(e).__name__}: {e})") from e
+    def choose(n: int, fps: float) -> np.ndarray:
         try:
-            batch = vr.get_batch(np.minimum(idx, n - 2))
-        except Exception as e2:
-            raise VideoDecodeError(path, f"decode failed ({type(e2).__name__}: {e2})") from e2
-    arr = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)  # bridge-agnostic
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[0] != idx.shape[0]:
-        raise VideoDecodeError(path, f"unexpected decoded batch {arr.shape} {arr.dtype}")
-    return arr
+            s, e = resolve_range(n, fps, start_frame, end_frame, start_sec, end_sec)
+        except ValueError as err:
+            raise VideoDecodeError(path, str(err)) from err
+        idx = np.asarray(indices_fn(s, e) if indices_fn is not None else spec.indices(s, e, rng, fps),
+                         dtype=np.int64)  # (T,) or (V, T)
+        shape[:] = [idx.shape]
+        return np.clip(idx.reshape(-1), 0, n - 1)  # (V*T,) or (T,)
+
+    frames = _with_fallback(path, decoder, fallback, on_fallback,
+                            lambda backend: backend.read(path, spec.size, choose))  # (V*T, H, W, C)
+    return frames.reshape(*shape[0], *frames.shape[1:])  # (T, H, W, C) or (V, T, H, W, C)

@@ -37,12 +37,12 @@ class ViewSpec:
 
 
 def decode_views(path: str | os.PathLike, spec: ClipSpec, views: ViewSpec, fps: float = 0.0,
-                 **ranges) -> np.ndarray:
+                 decoder: str = "decord", fallback: str | None = None, on_fallback=None, **ranges) -> np.ndarray:
     """uint8 (num_clips * num_crops, T, S, S, 3), clip-major: view v = clip v // num_crops,
     crop v % num_crops. `fps` is the video's rate for "fps" sampling (0 = probe the file);
-    `ranges` are decode_clip's start/end frame/sec keywords."""
+    `decoder`, `fallback`, `on_fallback` and `ranges` are decode_clip's keywords."""
     if spec.sampling == "fps" and not fps > 0:
-        fps = probe_video(path)[1]
+        fps = probe_video(path, decoder, fallback)[1]
 
     def indices(start: int, end: int) -> np.ndarray:
         if spec.sampling == "fps":
@@ -50,7 +50,8 @@ def decode_views(path: str | os.PathLike, spec: ClipSpec, views: ViewSpec, fps: 
         stride = spec.stride if spec.sampling == "strided" else None
         return multiview_indices(start, end, spec.num_frames, views.num_clips, stride)
 
-    clips = decode_clip(path, spec, indices_fn=indices, **ranges)  # (V_t, T, H, W, C)
+    clips = decode_clip(path, spec, indices_fn=indices, decoder=decoder, fallback=fallback,
+                        on_fallback=on_fallback, **ranges)  # (V_t, T, H, W, C)
     if views.crop_size == 0:
         return clips
     crops = np.stack([multi_crop(c, views.crop_size, views.num_crops) for c in clips])  # (V_t, V_s, T, S, S, C)

@@ -11,19 +11,23 @@ from pathlib import Path
 
 
 def run(args) -> int:
-    from pipelines.check_videos import check_manifest, write_clean_manifest, write_reports
+    from pipelines.check_videos import Decoders, check_manifest, write_clean_manifest, write_reports
 
     def progress(done: int, total: int) -> None:
         print(f"check-videos: {done}/{total} videos", file=sys.stderr, flush=True)
 
     report, bad_ids = check_manifest(args.manifest, workers=args.workers, quick=args.quick,
-                                     progress=progress if args.progress else None)
+                                     progress=progress if args.progress else None,
+                                     decoders=Decoders(args.decoder, args.decoder_fallback))
     stem = Path(args.manifest)
     json_path = args.report or str(stem.with_name(stem.name + ".check.json"))
     csv_path = args.csv or str(stem.with_name(stem.name + ".check.csv"))
     write_reports(report, json_path, csv_path)
     for name, d in report.by_dataset.items():
         print(f"{name}: {d['bad_videos']}/{d['videos']} bad videos, {d['bad_clips']}/{d['clips']} bad clips")
+    if report.fallback_videos:
+        print(f"{report.fallback_videos} video(s) readable by {args.decoder_fallback} only "
+              f"(decoded by data.decoder_fallback during training)")
     for b in report.bad[:50]:
         print(f"  {b['path']}: {b['reason']} ({b['clips']} clip(s))")
     if len(report.bad) > 50:
@@ -36,12 +40,17 @@ def run(args) -> int:
 
 
 def add_parser(subparsers) -> None:
+    from components.video.decoders import decoder_names
+
     p = subparsers.add_parser("check-videos", help="scan a manifest's videos in parallel and report bad files",
                               description=__doc__)
     p.add_argument("manifest")
     p.add_argument("--workers", type=int, default=0, help="processes (0 = one per CPU)")
     p.add_argument("--quick", action="store_true",
                    help="only open each file (skip decoding its first/middle/last frame)")
+    p.add_argument("--decoder", default="decord", choices=decoder_names(), help="decoder checked (data.decoder)")
+    p.add_argument("--decoder-fallback", default="pyav", choices=("", *decoder_names()),
+                   help="tried on a file --decoder cannot read (data.decoder_fallback); '' = none")
     p.add_argument("--report", default="", help="JSON report path (default MANIFEST.check.json)")
     p.add_argument("--csv", default="", help="CSV report path (default MANIFEST.check.csv)")
     p.add_argument("--clean", default="", metavar="OUT", help="also write a manifest without the bad clips")

@@ -86,7 +86,7 @@ def _windows(rows: list[PendingRow], window: float, finder: VideoFinder) -> list
     """Split each recording into [i*w, (i+1)*w) windows; needs the videos, so they are probed
     here from the first existing candidate (rows without a video pass through unchanged and the
     missing policy deals with them)."""
-    from components.video.decode import VideoDecodeError, probe_video  # lazy: loads decord
+    from components.video.decode import VideoDecodeError, probe_video  # lazy: decoders
 
     out = []
     for r in rows:
@@ -95,7 +95,7 @@ def _windows(rows: list[PendingRow], window: float, finder: VideoFinder) -> list
             out.append(r)
             continue
         try:
-            n, fps, _, _ = probe_video(path)
+            n, fps, _, _ = probe_video(path, fallback="pyav")
         except VideoDecodeError:
             out.append(r)  # a broken recording: check-videos / the training skip will report it
             continue
