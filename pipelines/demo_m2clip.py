@@ -127,5 +127,5 @@ def _report_spec(work: Path, runs: Path, seen: Path, held: Path) -> ReportSpec:
         next_commands=[
             f"zero-shot: vidpeft zeroshot --checkpoint {runs / 'adapters'} --classes {classes} --manifest {held} "
             f"--template 'a {{}}'",
-            f"predict: vidpeft predict {runs / 'adapters'} {seen} --split val --out {work / 'preds_m2clip.parquet'} "
+            f"predict: vidpeft predict {runs / 'adapters'} {seen} --split val --out {runs / 'preds.parquet'} "
             f"--top-k 3"])

@@ -54,6 +54,7 @@ def _plot(path: Path, spec: ReportSpec, curves: dict[str, list[tuple[int, float]
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     styles = ("--", ":", "-.")
@@ -70,6 +71,7 @@ def _plot(path: Path, spec: ReportSpec, curves: dict[str, list[tuple[int, float]
                 ax.plot([points[-1][0] + 1], [value], marker="*", markersize=14, color=line.get_color(),
                         linestyle="none", label=f"{spec.labels[name]}: {col.header}")
     ax.set(xlabel="epoch", ylabel="top-1", ylim=(0, 1), title=spec.title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")

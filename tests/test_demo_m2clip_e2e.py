@@ -15,11 +15,12 @@ from pipelines.demo_m2clip import M2ClipDemoSize, run_m2clip_demo
 pytestmark = pytest.mark.e2e
 
 SMALL = M2ClipDemoSize(clips_per_class=16)
+EPOCHS = ["optim.epochs=2"]  # both stages
 
 
 def test_m2clip_demo_recognises_held_out_compositions(ray_session, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    run_m2clip_demo(str(tmp_path), [], size=SMALL)
+    run_m2clip_demo(str(tmp_path), EPOCHS, size=SMALL)
     captured = capsys.readouterr()
     out = captured.out
     runs_dir = tmp_path / "runs" / "demo_m2clip"
@@ -50,6 +51,6 @@ def test_m2clip_demo_recognises_held_out_compositions(ray_session, tmp_path, mon
     assert "Reporting training result" not in out + captured.err  # Ray Train's own lines show only with --verbose
 
     # a rerun skips every finished stage
-    again = run_m2clip_demo(str(tmp_path), [], size=SMALL)
+    again = run_m2clip_demo(str(tmp_path), EPOCHS, size=SMALL)
     assert {k: v["run_id"] for k, v in again["runs"].items()} == {k: v["run_id"] for k, v in summary["runs"].items()}
     assert "finished earlier" in capsys.readouterr().out
