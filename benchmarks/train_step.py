@@ -15,6 +15,10 @@ backbone, and each adapter case's ratios to the full fine-tuning case on the sam
 
     python benchmarks/train_step.py                       # ViT-B/16, 1 clip x 8 frames, 224 px
     python benchmarks/train_step.py --cases full,mhva_pt --amp off,bf16 --repeats 3
+    python benchmarks/train_step.py --cases full,mhva_pt,m2clip --grad-ckpt off,on   # activation checkpointing
+
+A case measured with ``model.grad_checkpointing`` is keyed ``CASE@AMP+ckpt`` and compared, like every
+adapter case, with full fine-tuning WITHOUT checkpointing (what a user would otherwise run).
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ def experiment(case: str, args) -> "object":
         bb = {"family": "openclip_vit", "name": args.clip_model}
     sets = [f"model.backbone.{k}={v}" for k, v in bb.items()]
     sets += [f"model.backbone.img_size={args.img_size}", f"model.backbone.num_frames={args.frames}",
-             f"model.finetune={spec['finetune']}", f"optim.amp='{args.amp}'"]  # quoted: YAML reads off as false
+             f"model.finetune={spec['finetune']}", f"optim.amp='{args.amp}'",  # quoted: YAML reads off as false
+             f"model.grad_checkpointing={str(getattr(args, 'grad_ckpt', 'off') == 'on').lower()}"]
     if spec["backbone"] == "clip" and not spec["preset"]:
         sets.append("model.backbone.pool=cls")
     cfg = load_experiment(files, sets)
@@ -149,6 +154,7 @@ def worker(args) -> dict:
     return {
         "case": args.case,
         "amp": args.amp,
+        "grad_ckpt": getattr(args, "grad_ckpt", "off") == "on",
         "device": device.type,
         "step_wall_s": wall,
         "step_cpu_s": cpu,
@@ -164,8 +170,10 @@ def ratios(cases: dict, key: str) -> dict:
     out = {}
     for name, r in cases.items():
         base = CASES[r["case"]]["baseline"]
-        base_key = f"{base}@{r['amp']}"
-        if base and base_key in cases and CASES[r["case"]]["finetune"] != "full":
+        if not (base or r["grad_ckpt"]):
+            continue
+        base_key = f"{base or r['case']}@{r['amp']}"  # full FT without checkpointing
+        if base_key in cases and name != base_key:
             out[name] = cases[name][key]["median"] / cases[base_key][key]["median"]
     return out
 
@@ -185,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per case (interleaved across cases)")
     p.add_argument("--amp", default="off", help="comma-separated optim.amp values to measure: off, bf16, fp16")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    p.add_argument("--grad-ckpt", default="off", help="comma-separated: off, on (model.grad_checkpointing)")
     add_run_args(p, "train_step")
     args = p.parse_args(argv)
 
@@ -197,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown case(s) {unknown}; known: {sorted(CASES)}")
     amps = [a.strip() for a in args.amp.split(",") if a.strip()]
+    ckpts = [c.strip() for c in args.grad_ckpt.split(",") if c.strip()]
+    if set(ckpts) - {"off", "on"}:
+        p.error(f"--grad-ckpt takes off and/or on, got {args.grad_ckpt!r}")
     common_args = [f"--model={args.model}", f"--clip-model={args.clip_model}", f"--frames={args.frames}",
                    f"--img-size={args.img_size}", f"--batch={args.batch}", f"--classes={args.classes}",
                    f"--modality-dim={args.modality_dim}", f"--steps={args.steps}", f"--warmup={args.warmup}",
@@ -206,17 +218,20 @@ def main(argv: list[str] | None = None) -> int:
     info = machine(pick_device(args.device))
     for rep in range(args.repeats):  # interleaved, so slow drifts in machine load hit every case alike
         for amp in amps:
-            for case in cases:
-                r = run_isolated(Path(__file__), ["--worker=step", *common_args, f"--case={case}", f"--amp={amp}"])
-                runs.setdefault(f"{case}@{amp}", []).append(r)
-                print(f"[{rep + 1}/{args.repeats}] {case:10s} amp={amp:4s} step {min(r['step_wall_s']):6.2f}s "
-                      f"peak {fmt_mib(r['peak_mem_bytes'])} load {r['loadavg'][0]:.1f}", flush=True)
+            for ckpt in ckpts:
+                for case in cases:
+                    r = run_isolated(Path(__file__), ["--worker=step", *common_args, f"--case={case}", f"--amp={amp}",
+                                                      f"--grad-ckpt={ckpt}"])
+                    runs.setdefault(f"{case}@{amp}" + ("+ckpt" if ckpt == "on" else ""), []).append(r)
+                    print(f"[{rep + 1}/{args.repeats}] {case:10s} amp={amp:4s} ckpt={ckpt:3s} "
+                          f"step {min(r['step_wall_s']):6.2f}s peak {fmt_mib(r['peak_mem_bytes'])} "
+                          f"load {r['loadavg'][0]:.1f}", flush=True)
 
     table = {}
     for key, rs in runs.items():
         first = rs[0]
         table[key] = {
-            "case": first["case"], "amp": first["amp"],
+            "case": first["case"], "amp": first["amp"], "grad_ckpt": first["grad_ckpt"],
             # per repetition: the median step of that process; then median/spread over repetitions
             "step_wall_s": summary([statistics.median(r["step_wall_s"]) for r in rs]),
             "step_cpu_s": summary([statistics.median(r["step_cpu_s"]) for r in rs]),
@@ -243,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             "step_best": ratios(table, "step_best_s"),
             "peak_mem": ratios(table, "peak_mem_bytes"),
         },
-        "targets": {"step_time_ratio_max": 0.67, "peak_mem_ratio_max": 0.8},
+        # issue #16's targets on CPU: MHVA+PT <= 0.75x and M2-CLIP <= 0.85x of full FT's step; with
+        # gradient checkpointing, peak memory <= 0.5x full FT's (no checkpointing) at ViT-B/16, 8 frames
+        "targets": {"step_ratio_max": {"mhva_pt@off": 0.75, "m2clip@off": 0.85},
+                    "peak_mem_ratio_max": {"mhva_pt@off+ckpt": 0.5, "m2clip@off+ckpt": 0.5}},
     }
     path = write_result("train_step", result, Path(args.out) if args.out else None)
     print(f"\n{'case':16s} {'step wall s':>16s} {'best s':>7s} {'cpu s':>7s} {'peak mem':>11s} {'trainable':>10s} "
@@ -255,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:16s} {w['median']:7.2f} ±{w['spread'] * 100:4.0f}%   {t['step_best_s']['median']:7.2f} "
               f"{t['step_cpu_s']['median']:7.2f} "
               f"{fmt_mib(t['peak_mem_bytes']['median']):>11s} {t['trainable_pct']:9.2f}% {rel:>22s}")
-    print(f"targets: step <= 0.67x, peak memory <= 0.8x of full FT; load {info['loadavg'][0]:.1f} -> "
+    print(f"targets: step MHVA+PT <= 0.75x, M2-CLIP <= 0.85x; peak memory with checkpointing <= 0.5x; load {info['loadavg'][0]:.1f} -> "
           f"{result['loadavg_end'][0]:.1f}; wrote {path}")
     return 0
 

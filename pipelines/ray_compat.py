@@ -1,7 +1,8 @@
 """Every private Ray name vidpeft uses, in one place (checked against Ray 2.60).
 
-Ray Train V2 has no public hook for "the worker group started", and a placement group is freed by
-id only through ``ray._raylet``. When Ray moves either, tests/test_ray_compat.py fails and this is
+Ray Train V2 has no public hook for "the worker group started", a placement group is freed by
+id only through ``ray._raylet``, and a local instance can be kept on loopback only through a
+private constant. When Ray moves either, tests/test_ray_compat.py fails and this is
 the only file to fix.
 """
 
@@ -21,3 +22,17 @@ def ray_data_logging_defaults() -> dict:
     from ray.data._internal.logging import DEFAULT_CONFIG
 
     return DEFAULT_CONFIG
+
+
+def keep_local_node_on_loopback() -> None:
+    """Make the next local ``ray.init()`` use 127.0.0.1 as its node address, so its GCS, raylet,
+    worker, agent and metrics servers listen on loopback only.
+
+    Ray turns an explicit ``_node_ip_address="127.0.0.1"`` into the machine's external address, and
+    its servers then listen on every interface; only the (private) single-machine mode, the one Ray
+    uses on macOS and Windows, keeps them on loopback. A process that joins a cluster must not call
+    this: other machines could not reach it.
+    """
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False

@@ -57,9 +57,11 @@ def quiet_train_worker(level: str) -> None:
 
 
 def ensure_ray(address: str = "") -> None:
-    """Reuse a running Ray (tests share one), join ``address``/RAY_ADDRESS, or start a local one.
-    Ray's own start-up messages show only with --verbose."""
+    """Reuse a running Ray (tests share one), join ``address``/RAY_ADDRESS, or start a local one
+    that listens on 127.0.0.1 only. Ray's own start-up messages show only with --verbose."""
     import ray
+
+    from pipelines.ray_compat import keep_local_node_on_loopback
 
     quiet_ray_data()
     if ray.is_initialized():
@@ -73,8 +75,12 @@ def ensure_ray(address: str = "") -> None:
     if address:  # a cluster: its nodes may not see a local file, so Ray Data keeps its own logging there
         ray.init(address=address, log_to_driver=True, **{k: v for k, v in quiet.items() if k != "runtime_env"})
         return
-    # Local: the dashboard (needed by Ray's State API, which Train uses to clean up placement
-    # groups) listens on loopback only.
+    # Local: every Ray server (GCS, raylet, workers, agents, the dashboard that Ray's State API and
+    # Train's placement-group clean-up need) listens on loopback only. Token authentication stays
+    # Ray's default (on); its one-line notice about that default shows only with --verbose.
+    keep_local_node_on_loopback()
+    if not verbose():
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
              **quiet)
 

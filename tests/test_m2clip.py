@@ -387,3 +387,25 @@ def test_training_reuses_the_frozen_text_blocks_and_matches_the_full_tower():
     model._encode_prompts(names, templates, chunk=None)
     assert len(runs) == 1
     hook.remove()
+
+
+def test_prompts_run_at_their_real_length_with_the_embeddings_of_the_padded_ones():
+    """CLIP pads every prompt to 77 tokens; behind the causal mask the padding never reaches the EOT
+    token, so the tower runs only up to the longest prompt's EOT, with the same embeddings and
+    gradients as the padded prompts."""
+    model = make()
+    model.train()
+    text = model.text
+    k, c, length = model.prompt_ids.shape
+    padded = torch.zeros(k * c, text.context_length, dtype=torch.long)
+    padded[:, :length] = rearrange(model.prompt_ids, "k c l -> (k c) l")
+    assert length < text.context_length and (padded[:, length - 1] != 0).any()  # cut right after the last EOT
+    short = F.normalize(text(padded[:, :length]), dim=-1)
+    full = F.normalize(text(padded), dim=-1)
+    torch.testing.assert_close(short, full, atol=1e-6, rtol=1e-5)
+    params = [p for p in text.parameters() if p.requires_grad]
+    for a, b in zip(torch.autograd.grad(short.sum() + short.square().sum(), params),
+                    torch.autograd.grad(full.sum() + full.square().sum(), params)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    text.attn_mask = None  # a tower without a causal mask: padding is attended to, so nothing is cut
+    assert text.used_length(padded) == text.context_length

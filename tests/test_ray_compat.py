@@ -30,3 +30,35 @@ def test_only_ray_compat_imports_private_ray_modules():
                  for p in (root / d).rglob("*.py")
                  if p.name != "ray_compat.py" and ("ray._raylet" in p.read_text() or "._internal" in p.read_text())]
     assert offenders == []
+
+
+def test_private_constant_for_single_machine_mode_exists():
+    from ray._private import ray_constants, services
+
+    assert isinstance(ray_constants.ENABLE_RAY_CLUSTER, bool)
+    # what the constant switches: the node address Ray picks when nobody names one
+    assert "ENABLE_RAY_CLUSTER" in inspect.getsource(services.get_node_ip_address)
+
+
+def _is_loopback(ip: str) -> bool:
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip)
+    return addr.is_loopback or bool(getattr(addr, "ipv4_mapped", None) and addr.ipv4_mapped.is_loopback)
+
+
+def test_local_ray_listens_on_loopback_only(ray_session):
+    """vidpeft's local instance (the one every test shares, started by ensure_ray) exposes no port on
+    another interface: GCS, raylet, workers, dashboard, agents and metrics servers all on 127.0.0.1."""
+    import os
+
+    import psutil
+
+    gcs_host = ray_session.get_runtime_context().gcs_address.rsplit(":", 1)[0]
+    assert _is_loopback(gcs_host), gcs_host
+    ray_pids = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
+    listening = [(c.laddr.ip, c.laddr.port, c.pid) for c in psutil.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in ray_pids]
+    assert len(listening) >= 5, listening  # GCS, raylet (2), dashboard, agents: we found Ray's servers
+    exposed = [(ip, port, psutil.Process(pid).name()) for ip, port, pid in listening if not _is_loopback(ip)]
+    assert exposed == []

@@ -46,9 +46,9 @@ from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
 from components.config import ConfigError
 from components.weights.families import load_open_clip
+from components.weights.sizes import add_openclip_test_archs
 
-CONFIG_DIR = Path(__file__).with_name("openclip_configs")
-open_clip.add_model_config(CONFIG_DIR)  # tiny test architectures, e.g. "vidpeft-tiny-clip"
+add_openclip_test_archs()  # tiny test architectures, e.g. "vidpeft-tiny-clip"
 
 # site name -> path relative to a block; pre_attn/pre_mlp are the residual taps described above
 OPENCLIP_SITES = {"block": "", "attn": "attn", "mlp": "mlp", "pre_attn": "pre_attn", "pre_mlp": "pre_mlp"}

@@ -40,16 +40,8 @@ from components.backbones.pooling import FrameTokens, PooledBackbone
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
 from components.weights.families import load_video_swin
+from components.weights.sizes import VIDEO_SWIN_SIZES as VARIANTS
 
-# torchvision's swin3d_t/s/b constructor arguments (torchvision.models.video.swin3d_*).
-VARIANTS: dict[str, dict] = {
-    "swin3d_t": dict(patch_size=[2, 4, 4], embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
-                     window_size=[8, 7, 7], stochastic_depth_prob=0.1),
-    "swin3d_s": dict(patch_size=[2, 4, 4], embed_dim=96, depths=[2, 2, 18, 2], num_heads=[3, 6, 12, 24],
-                     window_size=[8, 7, 7], stochastic_depth_prob=0.1),
-    "swin3d_b": dict(patch_size=[2, 4, 4], embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32],
-                     window_size=[8, 7, 7], stochastic_depth_prob=0.1),
-}
 KINETICS_MEAN = (0.485, 0.456, 0.406)
 KINETICS_STD = (0.229, 0.224, 0.225)
 

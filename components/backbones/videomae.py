@@ -36,14 +36,9 @@ from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
 from components.config import ConfigError
 from components.weights.families import load_videomae
+from components.weights.sizes import VIDEOMAE_SIZES as VARIANTS
 
 DEFAULTS = dict(patch_size=16, tubelet_size=2, mlp_ratio=4.0, use_mean_pooling=True)
-VARIANTS: dict[str, dict] = {
-    "videomae_small": dict(embed_dim=384, depth=12, num_heads=6),
-    "videomae_base": dict(embed_dim=768, depth=12, num_heads=12),
-    "videomae_large": dict(embed_dim=1024, depth=24, num_heads=16),
-    "videomae_huge": dict(embed_dim=1280, depth=32, num_heads=16),
-}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

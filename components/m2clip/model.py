@@ -166,7 +166,9 @@ class M2Clip(ModelKind):
 
     def _tokenize(self, names: list[str], templates: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = [tokenize_prompts(self.tokenizer, t, names, self.text.context_length) for t in templates]
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])  # (K, C, L) each
+        ids, is_label = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])  # (K, C, 77) each
+        used = self.text.used_length(ids)  # the padding after the longest prompt changes nothing: cut it
+        return ids[..., :used], is_label[..., :used]  # (K, C, L) each
 
     def _encode_prompts(self, names: list[str], templates: list[str], chunk: int | None) -> torch.Tensor:
         """(K, C, D) L2-normalised embeddings of every template filled with every name."""

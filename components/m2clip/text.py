@@ -89,5 +89,15 @@ class OpenClipTextTower(nn.Module):
             return self.text_projection(x)
         return x @ self.text_projection
 
+    def used_length(self, ids: torch.Tensor) -> int:
+        """How many leading positions of (..., L) padded ids can change the embeddings: up to the last
+        EOT. Behind a causal mask, padding after a prompt's EOT never reaches the EOT token, so prompts
+        padded to CLIP's 77 tokens run at their real length (~10 for class prompts) with identical
+        outputs. Without a causal mask, or with a pooling that reads the last position, all of L."""
+        if self.attn_mask is None or self.pool_type not in ("argmax", "eos"):
+            return ids.shape[-1]
+        used = (ids != 0).flatten(0, -2).any(dim=0).nonzero()  # 0 = the tokenizer's padding id
+        return int(used.max()) + 1 if len(used) else 1
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.project(self.encode_tokens(ids), ids)

@@ -11,6 +11,8 @@ import re
 
 import torch
 
+from components.weights.sizes import VIDEO_SWIN_SIZES, VIDEOMAE_SIZES, add_openclip_test_archs
+
 
 def _count(keys, pattern: str) -> int:
     found = {m.group(1) for k in keys if (m := re.match(pattern, k))}
@@ -18,8 +20,6 @@ def _count(keys, pattern: str) -> int:
 
 
 def guess_video_swin(state: dict[str, torch.Tensor]) -> str | None:
-    from components.backbones.video_swin import VARIANTS
-
     w = state.get("patch_embed.proj.weight")
     if w is None:
         return None
@@ -27,7 +27,7 @@ def guess_video_swin(state: dict[str, torch.Tensor]) -> str | None:
     depths = [_count(state, rf"features\.{2 * s}\.(\d+)\.") for s in range(stages)]
     heads = [state[f"features.{2 * s}.0.attn.relative_position_bias_table"].shape[1]
              for s in range(stages) if f"features.{2 * s}.0.attn.relative_position_bias_table" in state]
-    for name, arch in VARIANTS.items():
+    for name, arch in VIDEO_SWIN_SIZES.items():
         if arch["embed_dim"] == w.shape[0] and list(arch["depths"]) == depths and list(arch["num_heads"]) == heads:
             return name
     return None
@@ -56,7 +56,7 @@ def guess_open_clip(state: dict[str, torch.Tensor]) -> str | None:
     import open_clip
     from open_clip.factory import _MODEL_CONFIGS
 
-    import components.backbones.openclip_vit  # noqa: F401  (registers the tiny test architectures)
+    add_openclip_test_archs()
 
     w = state.get("visual.conv1.weight")
     if w is None:
@@ -80,13 +80,11 @@ def guess_open_clip(state: dict[str, torch.Tensor]) -> str | None:
 
 
 def guess_videomae(state: dict[str, torch.Tensor]) -> str | None:
-    from components.backbones.videomae import VARIANTS
-
     w = state.get("patch_embed.proj.weight")
     if w is None or w.dim() != 5:
         return None
     depth = _count(state, r"blocks\.(\d+)\.")
-    return next((n for n, a in VARIANTS.items() if (a["embed_dim"], a["depth"]) == (w.shape[0], depth)), None)
+    return next((n for n, a in VIDEOMAE_SIZES.items() if (a["embed_dim"], a["depth"]) == (w.shape[0], depth)), None)
 
 
 GUESSERS = {"videomae": guess_videomae, "video_swin": guess_video_swin, "timm_vit": guess_timm_vit, "openclip_vit": guess_open_clip}
