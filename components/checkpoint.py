@@ -16,6 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from components.model_config import drop_other_kinds
+
 CONFIG_KEY = "vidpeft_model_config"
 
 
@@ -40,9 +42,10 @@ def save_weights(path: str | Path, state: dict[str, torch.Tensor], model_config:
 
 
 def read_weights_config(path: str | Path) -> dict | None:
+    """The model config a weights file was saved with (files that saved every kind's sections: only its kind's)."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-    return json.loads(meta[CONFIG_KEY]) if CONFIG_KEY in meta else None
+    return drop_other_kinds(json.loads(meta[CONFIG_KEY]), str(path)) if CONFIG_KEY in meta else None
 
 
 def _diff(a, b, prefix: str = "") -> list[str]:

@@ -8,6 +8,7 @@ Polymorphic lists (adapters) pick their dataclass from a ``type`` key via a regi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -32,13 +33,64 @@ def cfg(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable
     return dataclasses.field(default=default, metadata=meta)
 
 
-# A hook for polymorphic fields: maps a field's declared base class to a resolver(type_name) -> class.
-_POLYMORPHIC: dict[type, Callable[[str], type]] = {}
+@dataclasses.dataclass(frozen=True)
+class Polymorphic:
+    """How a config base picks its concrete dataclass: ``resolver(data[key])`` (``default`` when absent;
+    None = the key is required). ``variants()`` (optional) lists name -> class, so a key that only another
+    variant has is reported as such, and ``explain`` shows every variant's own keys."""
+
+    resolver: Callable[[str], type]
+    key: str = "type"
+    default: str | None = None
+    variants: Callable[[], dict[str, type]] | None = None
 
 
-def register_polymorphic(base: type, resolver: Callable[[str], type]) -> None:
-    """Let lists of ``base`` pick their concrete dataclass by each item's ``type`` key."""
-    _POLYMORPHIC[base] = resolver
+# A hook for polymorphic configs: maps a declared base class to how its concrete class is picked.
+_POLYMORPHIC: dict[type, Polymorphic] = {}
+
+
+def register_polymorphic(base: type, resolver: Callable[[str], type], key: str = "type", default: str | None = None,
+                         variants: Callable[[], dict[str, type]] | None = None) -> None:
+    """Let configs declared as ``base`` (fields, list items) pick their dataclass by the ``key`` of their data."""
+    _POLYMORPHIC[base] = Polymorphic(resolver, key, default, variants)
+
+
+def _family(tp: type) -> tuple[type, Polymorphic] | None:
+    return next(((base, p) for base, p in _POLYMORPHIC.items() if issubclass(tp, base)), None)
+
+
+def _pick(tp: type, data: dict, prefix: str) -> type:
+    """The concrete dataclass ``data`` asks for, when ``tp`` is a polymorphic base; else ``tp``."""
+    poly = _POLYMORPHIC.get(tp)  # a variant named outright (from_dict(MhvaConfig, ...)) is built as is
+    if poly is None:
+        return tp
+    where = f"{prefix}: " if prefix else ""
+    name = data.get(poly.key, poly.default)
+    if name is None:
+        raise ConfigError(f"{where}missing {poly.key!r} (which {tp.__name__} to build)")
+    key = f"{prefix + '.' if prefix else ''}{poly.key}"
+    if not isinstance(name, str):
+        raise ConfigError(f"{key}: expected a name, got {name!r}")
+    try:
+        return poly.resolver(name)
+    except KeyError as e:
+        raise ConfigError(f"{key}: {e.args[0]}") from None
+
+
+def _other_variant_key(cls: type, name: str, value: Any, data: dict, prefix: str) -> str | None:
+    """'model.m2clip.* is only for kind m2clip (...)' when ``name`` is a key of another variant of ``cls``."""
+    family = _family(cls)
+    if family is None or family[1].variants is None:
+        return None
+    poly = family[1]
+    owners = [v for v, c in poly.variants().items()
+              if c is not cls and name in {f.name for f in dataclasses.fields(c)}]
+    if not owners:
+        return None
+    key = f"{prefix}.{name}" if prefix else name
+    key += ".*" if isinstance(value, dict) else ""
+    own = f"{prefix}.{poly.key}" if prefix else poly.key
+    return f"{key} is only for {poly.key} {' / '.join(owners)} ({own} is {data.get(poly.key, poly.default)!r})"
 
 
 def _type_name(tp: Any) -> str:
@@ -82,14 +134,6 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             value = to_dict(value)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
-        resolver = next((r for base, r in _POLYMORPHIC.items() if issubclass(tp, base)), None)
-        if resolver is not None:
-            if "type" not in value:
-                raise ConfigError(f"{key}: missing 'type' (which {tp.__name__} to build)")
-            try:
-                tp = resolver(value["type"])
-            except KeyError as e:
-                raise ConfigError(f"{key}.type: {e.args[0]}") from None
         return from_dict(tp, value, prefix=key)
     if tp is bool:
         if isinstance(value, bool):
@@ -115,11 +159,18 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 
 
 def from_dict(cls: type, data: dict[str, Any] | None, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError.
+
+    A polymorphic base (``register_polymorphic``) builds the variant its data names."""
     data = dict(data or {})
+    cls = _pick(cls, data, prefix)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
+    for name in unknown:
+        elsewhere = _other_variant_key(cls, name, data[name], data, prefix)
+        if elsewhere:
+            raise ConfigError(elsewhere)
     if unknown:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(
@@ -211,28 +262,77 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def resolve(cls: type, files: list[str | Path] = (), overrides: list[str] = (), base: dict | None = None) -> Any:
-    """defaults < ``base`` < each YAML file in order < each ``key=value`` override."""
-    data: dict = to_dict(cls())
-    if base:
-        data = deep_merge(data, base)
-    for f in files:
-        data = deep_merge(data, load_yaml(f))
+    """defaults < ``base`` < each YAML file in order < each ``key=value`` override.
+
+    Resolved at the end: a polymorphic section's defaults are those of the variant the merged layers
+    name last (``--set model.kind=m2clip`` and ``--set model.m2clip.x=...`` work in either order)."""
+    layers = ([base] if base else []) + [load_yaml(f) for f in files]
+    probe: dict = {}
+    for layer in layers:
+        probe = deep_merge(probe, layer)
+    probe = copy.deepcopy(probe)
+    for ov in overrides:  # only to learn which variants are asked for; the real pass below raises
+        try:
+            probe = apply_override(probe, ov)
+        except ConfigError:
+            pass
+    data = _variant_defaults(cls(), probe)
+    for layer in layers:
+        data = deep_merge(data, layer)
     for ov in overrides:
         data = apply_override(data, ov)
     return from_dict(cls, data)
+
+
+def _variant_defaults(obj: Any, probe: Any) -> dict:
+    """``to_dict(obj)``, with each polymorphic section's defaults those of the variant ``probe`` names."""
+    hints = typing.get_type_hints(type(obj))
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            sub = probe.get(f.name) if isinstance(probe, dict) else None
+            sub = sub if isinstance(sub, dict) else {}
+            try:
+                chosen = _pick(hints[f.name], sub, f.name)
+            except ConfigError:  # an unknown variant: from_dict reports it with the whole key
+                chosen = type(value)
+            if chosen is not type(value):
+                value = chosen()
+            out[f.name] = _variant_defaults(value, sub)
+        else:
+            out[f.name] = to_dict(value)
+    return out
 
 
 def explain(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
     """(dotted key, default, help) for every field, recursing into nested configs."""
     rows = []
     instance = cls()
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         value = getattr(instance, f.name)
         if dataclasses.is_dataclass(value):
             rows.extend(explain(type(value), prefix=f"{key}."))
+            rows.extend(_variant_rows(hints[f.name], type(value), f"{key}."))
         else:
             rows.append((key, repr(value), f.metadata.get("help", "")))
+    return rows
+
+
+def _variant_rows(declared: Any, built: type, prefix: str) -> list[tuple[str, str, str]]:
+    """The keys only other variants of a polymorphic section have, their help saying which variant."""
+    family = _family(declared) if isinstance(declared, type) else None
+    if family is None or family[1].variants is None:
+        return []
+    poly, own = family[1], {f.name for f in dataclasses.fields(built)}
+    rows = []
+    for name, variant in poly.variants().items():
+        fields = [f for f in dataclasses.fields(variant) if f.name not in own]
+        for key, default, text in explain(variant, prefix=prefix):
+            if any(key == f"{prefix}{f.name}" or key.startswith(f"{prefix}{f.name}.") for f in fields):
+                rows.append((key, default, f"({poly.key} {name}) {text}"))
     return rows
 
 

@@ -8,14 +8,16 @@ class_names)`` and registered by name (one line in ``components/model.py``). It 
 - ``batch_keys`` / ``outputs``: what ``forward(batch)`` reads and what it returns (``logits`` always,
   ``loss`` when the batch has a ``target``, optional ``loss/<term>`` parts);
 - ``head_modules``: its task heads (left out of the papers' "trainable %");
-- ``param_groups(lr)``: its optimiser groups (default: every trainable parameter at ``lr``).
+- ``param_groups(lr)``: its optimiser groups (default: every trainable parameter at ``lr``);
+- ``config_cls``: its config, ``ModelConfig`` or a subclass adding the kind's own keys (registered
+  with the kind, so ``model.kind`` picks it when a config is read).
 ``normalise`` turns the decoder's uint8 clips into the backbone's normalised float input, on the
 model's device, so the data pipeline ships 4x fewer bytes than float frames.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from einops import rearrange
@@ -24,15 +26,14 @@ from torch import nn
 from components.adapters import AdapterConfig
 from components.adapters.inject import adapter_modules
 from components.config import ConfigError
-
-if TYPE_CHECKING:  # model_config imports the adapter configs; only the annotation needs it here
-    from components.model_config import ModalityConfig
+from components.model_config import ModalityConfig, ModelConfig, register_model_config
 
 
 class ModelKind(nn.Module):
     batch_keys: ClassVar[tuple[str, ...]] = ("video", "target")
     outputs: ClassVar[tuple[str, ...]] = ("logits", "loss")
     head_modules: ClassVar[tuple[str, ...]] = ("head",)
+    config_cls: ClassVar[type[ModelConfig]] = ModelConfig
 
     def init_normalisation(self, spec) -> None:
         """Register the backbone's per-channel mean / std (buffers: they follow the model's device)."""
@@ -58,6 +59,7 @@ MODEL_KINDS: dict[str, type[ModelKind]] = {}
 def register_model_kind(name: str, cls: type[ModelKind]) -> None:
     if not issubclass(cls, ModelKind):
         raise TypeError(f"model kind {name!r}: {cls.__name__} must subclass components.model_kind.ModelKind")
+    register_model_config(name, cls.config_cls)
     MODEL_KINDS[name] = cls
 
 

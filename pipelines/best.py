@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from components.config import ConfigError
+from components.multihead.config import dataset_heads
 
 PRIMARY = {"single_label": ("top1", "max"), "multi_label": ("mAP", "max"), "regression": ("mse", "min")}
 
@@ -32,7 +33,7 @@ def checkpoint_metric(cfg) -> tuple[str | None, str]:
         if cfg.optim.patience:
             raise ConfigError("optim.patience needs a metric to watch: set data.val_split or checkpoint.metric")
         return None, "max"
-    if cfg.model.heads:
+    if dataset_heads(cfg.model):
         return "val_loss", "min"
     name, mode = PRIMARY[cfg.model.head.task]
     return f"val_{name}", (c.mode if c.mode != "auto" else mode)

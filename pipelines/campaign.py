@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.config import ConfigError, cfg, from_dict, load_yaml, resolve, to_dict
+from components.model_config import MODEL_CONFIGS
 from pipelines import tracking
 from pipelines.config import ExperimentConfig
 from pipelines.report import LAYOUT  # noqa: F401  (the layout artifact `vidpeft report` reads)
@@ -148,11 +149,20 @@ def _without_defaults(data, defaults):
     return out
 
 
+def _key_defaults() -> dict:
+    """The built-in defaults a key leaves out: every model kind's own sections at their defaults too, as
+    when one ModelConfig held them all (``model.m2clip``, ``model.heads``), so cells keep their keys."""
+    defaults = to_dict(ExperimentConfig())
+    for kind_config in MODEL_CONFIGS.values():
+        defaults["model"] = {**to_dict(kind_config()), **defaults["model"]}  # the shared keys' defaults win
+    return defaults
+
+
 def cell_key(data: dict) -> str:
     """Identity of a cell: its resolved config without the UNKEYED entries and without what equals
     the built-in defaults, so a config field added in a later version (at its default) leaves the
     keys of finished cells unchanged and they are not rerun."""
-    data = _without_defaults(json.loads(json.dumps(data)), to_dict(ExperimentConfig()))
+    data = _without_defaults(json.loads(json.dumps(data)), _key_defaults())
     for dotted in UNKEYED:
         *parents, last = dotted.split(".")
         node = data

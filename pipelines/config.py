@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.config import cfg
+from components.config import cfg, load_yaml
 from components.model import ModelConfig
+from components.model_config import drop_other_kinds
 from components.multihead.config import NAME_PATTERN
 from components.tasks import TASKS
 
@@ -222,3 +223,16 @@ class ExperimentConfig:
     log: LogConfig = cfg(factory=LogConfig, help="console output and per-step / system metrics")
     zeroshot: ZeroShotConfig = cfg(factory=ZeroShotConfig, help="zero-shot evaluation closing the run "
                                                                 "(pipelines/zeroshot_close.py)")
+
+
+def saved_config(data: dict, where: str) -> dict:
+    """A run's config read back (config.yaml, an export's metadata) as today's config takes it: runs
+    saved before configs were per model kind hold every kind's sections (``drop_other_kinds``)."""
+    if isinstance(data.get("model"), dict):
+        data = {**data, "model": drop_other_kinds(data["model"], where)}
+    return data
+
+
+def load_saved_config(path) -> dict:
+    """A run directory's config.yaml as plain data, through ``saved_config``."""
+    return saved_config(load_yaml(path), str(path))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from components.config import ConfigError
+from components.multihead.config import dataset_heads
 from pipelines import tracking
 from pipelines.trained import Trained, check_classes, load_trained, run_tracking
 
@@ -127,7 +128,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
 
     # 1) model, manifest and views, checked before Ray starts
     t = load_trained(source, backbone_checkpoint)
-    if t.cfg.model.heads:
+    if dataset_heads(t.cfg.model):
         raise ConfigError(f"{source}: a multi-dataset run is evaluated per dataset during training; evaluate "
                           f"takes single-head runs")
     data = t.cfg.data

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from components.config import ConfigError
 from components.data.manifest import SPLITS, FEATURE_TYPE, Manifest, ManifestError, read_manifest
+from components.model_config import with_kind
 from components.multihead.config import DatasetHeadConfig
 from components.tasks import Heads, make_task
 from pipelines.config import DatasetEntry, ExperimentConfig
@@ -199,8 +200,8 @@ def prepare_multi_dataset(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Mani
     names = {e.name: n for e, m, *_ in loaded if (n := make_task(e.task).output_names(m)) is not None}
     combined = Manifest(table=table, class_names=[], num_classes=0, feature_dims=features,
                         path=Path(loaded[0][1].path), extra_metadata={TARGET_NAMES_KEY: names})
-    model = replace(cfg.model, kind="multi_dataset", heads=heads, modalities=modalities,
-                    head=replace(cfg.model.head, num_outputs=packed_width))
+    model = with_kind(cfg.model, "multi_dataset", heads=heads, modalities=modalities,
+                      head=replace(cfg.model.head, num_outputs=packed_width))
     print("[vidpeft] datasets: " + ", ".join(f"{h.name} ({h.task}, {h.num_outputs} outputs, {c} training clips "
                                              f"per epoch)" for h, c in zip(heads, counts)), flush=True)
     return replace(cfg, model=model), combined

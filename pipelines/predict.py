@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.config import ConfigError
+from components.multihead.config import dataset_heads
 from pipelines.predict_core import SCHEMA, VIDEO_EXTENSIONS, ClipReader, Scorer, eval_settings, failed_row, window_ranges
 from pipelines.trained import Trained, check_classes, load_trained
 
@@ -185,7 +186,7 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int = 5, window
     if workers < 1 or top_k < 1:
         raise ConfigError("--workers and --top-k must be at least 1")
     trained = load_trained(source, backbone_checkpoint)
-    if trained.cfg.model.heads:
+    if dataset_heads(trained.cfg.model):
         raise ConfigError(f"{source}: a multi-dataset run (model.heads) has one head per dataset; predict scores "
                           f"single-head runs only")
     classes = read_class_names(classes_file) if classes_file else None

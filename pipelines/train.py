@@ -16,6 +16,7 @@ from pathlib import Path
 
 from components.config import ConfigError, dump_yaml, to_dict
 from components.data.manifest import Manifest, read_manifest
+from components.multihead.config import dataset_heads
 from components.tasks import make_task
 from pipelines import best, multi_dataset, preflight, tracking, trained, zeroshot_close
 from pipelines.config import ExperimentConfig
@@ -38,7 +39,7 @@ def output_dir(cfg: ExperimentConfig) -> Path:
 
 def prepare_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Manifest]:
     """Load the manifest and fill what the config leaves to it (class count, feature widths)."""
-    if cfg.data.datasets or cfg.model.heads or cfg.model.kind == "multi_dataset":  # several manifests, a head each
+    if cfg.data.datasets or cfg.model.kind == "multi_dataset":  # several manifests, a head each
         return multi_dataset.prepare_multi_dataset(cfg)
     if not cfg.data.manifest:
         raise ConfigError("data.manifest: no manifest given (set it in the YAML or with --set data.manifest=PATH)")
@@ -171,7 +172,7 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
 
     # Datasets by index, so skipped clips are counted per dataset on the workers (several datasets: in
     # model.heads order, since the index also routes each clip to its head).
-    dataset_names = tuple(h.name for h in cfg.model.heads) or tuple(sorted(set(manifest.table["dataset"].to_pylist())))
+    dataset_names = tuple(h.name for h in dataset_heads(cfg.model)) or tuple(sorted(set(manifest.table["dataset"].to_pylist())))
 
     def settings(training: bool) -> DecodeSettings:
         return decode_settings(cfg, training, dataset_names)
@@ -253,6 +254,6 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
             tracking.log_artifact(uri, run_id, out / WEIGHTS, "weights")
         tracking.log_artifact(uri, run_id, out / "metrics.json")
         tracking.end_run(uri, run_id)
-    _print_table(final, out, run_id, [h.name for h in cfg.model.heads])
+    _print_table(final, out, run_id, [h.name for h in dataset_heads(cfg.model)])
     return redact_data(final)  # what callers print or store
 

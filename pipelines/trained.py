@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from components.config import ConfigError, from_dict, resolve, to_dict
-from pipelines.config import ExperimentConfig
+from pipelines.config import ExperimentConfig, load_saved_config, saved_config
 
 WEIGHTS = "weights.safetensors"
 LABELS = "labels.json"
@@ -89,7 +89,7 @@ def load_trained(source: str | Path, backbone_checkpoint: str | None = None) -> 
         if meta is None:
             raise ConfigError(f"{src}: not a `vidpeft export` file (no {STANDALONE_KEY} metadata); give the run "
                               f"directory instead")
-        cfg = from_dict(ExperimentConfig, meta["config"])
+        cfg = from_dict(ExperimentConfig, saved_config(meta["config"], str(src)))
         return Trained(cfg, list(meta.get("class_names") or []), list(meta.get("target_names") or []), src,
                        standalone=True)
     if not (src / "config.yaml").is_file():
@@ -98,7 +98,7 @@ def load_trained(source: str | Path, backbone_checkpoint: str | None = None) -> 
         raise FileNotFoundError(f"{src}: the run has no {WEIGHTS} (it has not finished an epoch; train or "
                                 f"resume it first)")
     overrides = [f"model.backbone.checkpoint={backbone_checkpoint}"] if backbone_checkpoint else []
-    cfg = resolve(ExperimentConfig, [src / "config.yaml"], overrides)
+    cfg = resolve(ExperimentConfig, [], overrides, base=load_saved_config(src / "config.yaml"))
     ckpt = cfg.model.backbone.checkpoint
     if ckpt and not Path(ckpt).exists():
         raise FileNotFoundError(f"model.backbone.checkpoint {ckpt} (from {src / 'config.yaml'}) not found: pass "

@@ -24,7 +24,7 @@ from components.engine import evaluate
 from components.model import build_model
 from components.tasks import SingleLabel
 from pipelines import preflight
-from pipelines.config import ExperimentConfig
+from pipelines.config import ExperimentConfig, load_saved_config
 from pipelines.eval_views import num_views
 from pipelines.ingest import build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray
@@ -64,13 +64,13 @@ def load_label_set(manifest: str, classes: str | None, split: str, check_files: 
 
 
 def resolve_config(checkpoint: str | None, files: list[str], overrides: list[str]) -> ExperimentConfig:
-    run_files = []
+    run = None
     if checkpoint:
         saved = Path(checkpoint) / "config.yaml"
         if not saved.is_file():
             raise FileNotFoundError(f"{checkpoint} is not a vidpeft run directory (no config.yaml)")
-        run_files.append(saved)
-    cfg = resolve(ExperimentConfig, [*run_files, *files], overrides)
+        run = load_saved_config(saved)
+    cfg = resolve(ExperimentConfig, files, overrides, base=run)
     if cfg.model.kind != "m2clip":
         raise ConfigError(f"model.kind is {cfg.model.kind!r}: zero-shot needs a text tower (model.kind=m2clip)")
     return cfg

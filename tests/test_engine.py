@@ -94,7 +94,6 @@ def test_a_training_pass_counts_skipped_clips_per_dataset():
     opt = make_optimizer(trainable_groups(model, 1e-3), 1e-3, 0.0)
     batch = {"video": clips(3), "target": torch.tensor([0, 1, 2]), "ok": torch.tensor([True, False, True]),
              "dataset_index": torch.tensor([0, 1, 1])}
-    config.heads = []
     r = run_pass(model, [batch], model_task(config), step=TrainStep(model, opt), num_datasets=2)
     assert r.clips == 2 and r.skipped.tolist() == [0, 1] and r.acc.count == 2
 
@@ -106,3 +105,16 @@ def test_a_frozen_model_gets_a_placeholder_group_and_steps_evaluate_only():
     assert len(groups) == 1 and groups[0].shape == (1,)
     out = TrainStep(model, make_optimizer(groups, 1e-3, 0.0))({"video": clips(1), "target": torch.tensor([0])})
     assert "loss" in out
+
+
+def test_the_decoder_actors_module_does_not_import_the_model_stack():
+    """Ray Data starts its decoder actors afresh every epoch; each imports pipelines.ingest. The model
+    stack (timm, open_clip, torchvision, adapters) it never uses must not load there."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipelines.ingest; "
+            "print(sorted(m for m in ('timm', 'open_clip', 'torchvision', 'components.adapters', "
+            "'components.engine.loop') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

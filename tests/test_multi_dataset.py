@@ -135,13 +135,12 @@ def test_checkpoint_round_trip_keeps_every_head(tmp_path):
         load_weights(make_model(wider), tmp_path / "w.safetensors", to_dict(model_config(wider)))
 
 
-def test_weights_saved_before_model_heads_existed_still_load(tmp_path):
+def test_weights_saved_with_or_without_the_old_heads_section_still_load(tmp_path):
     cfg = from_dict(ModelConfig, {"backbone": TINY_VIT, "adapters": ADAPTERS})
     model = build_model(cfg, 3)
-    old = to_dict(cfg)
-    del old["heads"]  # what a weights file written before this field existed holds
-    save_weights(tmp_path / "old.safetensors", trainable_state_dict(model), old)
-    assert load_weights(build_model(cfg, 3), tmp_path / "old.safetensors", to_dict(cfg))
+    for n, old in enumerate([to_dict(cfg), {**to_dict(cfg), "heads": []}]):  # before model.heads existed / every
+        save_weights(tmp_path / f"old{n}.safetensors", trainable_state_dict(model), old)  # kind's keys saved
+        assert load_weights(build_model(cfg, 3), tmp_path / f"old{n}.safetensors", to_dict(cfg))
 
 
 # ---------------------------------------------------------------- metrics

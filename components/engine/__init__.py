@@ -12,15 +12,31 @@
     result.metrics["top1"], result.scores, result.ids
 """
 
-from components.engine.loop import EvalResult, PassResult, evaluate, run_pass
-from components.engine.checkpointing import backbone_blocks, enable_grad_checkpointing
-from components.engine.optim import make_optimizer, make_scheduler, step_scheduler, trainable_groups
-from components.engine.precision import autocast_for, grad_scaler_for
-from components.engine.step import TrainStep, unwrap
-from components.engine.views import ViewAveraged, flatten_views, video_scores
+from __future__ import annotations
 
-__all__ = [
-    "EvalResult", "PassResult", "TrainStep", "ViewAveraged", "autocast_for", "backbone_blocks",
-    "enable_grad_checkpointing", "evaluate", "flatten_views", "grad_scaler_for", "make_optimizer",
-    "make_scheduler", "run_pass", "step_scheduler", "trainable_groups", "unwrap", "video_scores",
-]
+import importlib
+
+# name -> submodule. Imported on first use (PEP 562): the data path imports ``components.engine.views``
+# in Ray Data's decoder actors, which start afresh every epoch, and must not pay for the model stack
+# (timm, open_clip, adapters) that ``loop``/``step`` import.
+_EXPORTS = {
+    "EvalResult": "loop", "PassResult": "loop", "evaluate": "loop", "run_pass": "loop",
+    "backbone_blocks": "checkpointing", "enable_grad_checkpointing": "checkpointing",
+    "make_optimizer": "optim", "make_scheduler": "optim", "step_scheduler": "optim", "trainable_groups": "optim",
+    "autocast_for": "precision", "grad_scaler_for": "precision",
+    "TrainStep": "step", "unwrap": "step",
+    "ViewAveraged": "views", "flatten_views": "views", "video_scores": "views",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,5 +1,7 @@
 """M2-CLIP settings (``model.m2clip``): text-side adapters, prompts, and the multi-task decoder.
 
+``M2ClipModelConfig`` is kind m2clip's model config: the shared ``ModelConfig`` plus ``m2clip``.
+
 The visual adapters (TED) are the usual ``model.adapters`` list; the backbone is ``model.backbone``
 with ``family: openclip_vit``. Loss = contrastive_weight * (KL_v2t + KL_t2v) / 2 + cmc_weight * CE_cmc
 + cmlm_weight * CE_mlm + vc_weight * CE_vc over the enabled heads. The defaults reproduce the official
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 from components.adapters.base import AdapterConfig
 from components.config import cfg
+from components.model_config import ModelConfig
 
 EVAL_HEADS = ("vc", "xm", "both")
 MLM_VOCABS = ("labels", "full")
@@ -70,3 +73,9 @@ class M2ClipConfig:
         for t in [*self.templates, *self.eval_templates]:
             if t.count("{}") != 1:
                 raise ValueError(f"template {t!r} must contain exactly one '{{}}' (where the class name goes)")
+
+
+@dataclass
+class M2ClipModelConfig(ModelConfig):
+    kind: str = cfg("m2clip", "model kind (this config: m2clip)")
+    m2clip: M2ClipConfig = cfg(factory=M2ClipConfig, help="M2-CLIP text adapters, prompts and decoder heads")

@@ -41,7 +41,7 @@ from components.m2clip.losses import (
 from components.m2clip.prompts import clip_tokenizer, mask_token_id, tokenize_prompts
 from components.m2clip.text import OpenClipTextTower
 from components.m2clip.text_adapter import TextAdapter
-from components.model_config import ModelConfig
+from components.m2clip.config import M2ClipModelConfig
 from components.model_kind import ModelKind, prepare_adapters
 from components.tasks import SingleLabel
 
@@ -65,8 +65,9 @@ class M2Clip(ModelKind):
     batch_keys = ("video", "target")
     outputs = ("logits", "loss", "loss/<head>")
     head_modules = ("vc_head",)
+    config_cls = M2ClipModelConfig
 
-    def __init__(self, config: ModelConfig, num_outputs: int, class_names: list[str] | None = None) -> None:
+    def __init__(self, config: M2ClipModelConfig, num_outputs: int, class_names: list[str] | None = None) -> None:
         super().__init__()
         mc = config.m2clip
         self._check(config, num_outputs, class_names)
@@ -129,7 +130,7 @@ class M2Clip(ModelKind):
         self.text_encode_calls = 0  # how often class texts went through the text tower (tests, profiling)
 
     @staticmethod
-    def _check(config: ModelConfig, num_outputs: int, class_names: list[str] | None) -> None:
+    def _check(config: M2ClipModelConfig, num_outputs: int, class_names: list[str] | None) -> None:
         mc = config.m2clip
         if config.backbone.family != "openclip_vit":
             raise ConfigError(f"model.backbone.family: m2clip needs openclip_vit, got {config.backbone.family!r}")

@@ -1,4 +1,4 @@
-"""One head of a multi-dataset model (``model.heads``, model kind ``multi_dataset``).
+"""One head of a multi-dataset model (``model.heads``), and kind ``multi_dataset``'s model config.
 
 The training driver fills ``model.heads`` from ``data.datasets`` (name, task, width per dataset, in
 that order), so the model config saved with the weights is enough to rebuild every head.
@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 
 from components.config import cfg
-from components.tasks import TASKS
+from components.model_config import ModelConfig
+from components.tasks import TASKS, Heads, Task
 
 # Head names become module names (no dots) and parts of metric names (val_<name>_top1).
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -29,3 +30,18 @@ class DatasetHeadConfig:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.num_outputs <= 0:
             raise ValueError(f"num_outputs must be positive, got {self.num_outputs}")
+
+
+@dataclass
+class MultiDatasetModelConfig(ModelConfig):
+    kind: str = cfg("multi_dataset", "model kind (this config: multi_dataset)")
+    heads: list[DatasetHeadConfig] = cfg([], "one head per dataset, in data.datasets order (filled from "
+                                             "data.datasets by `vidpeft train`)")
+
+    def task(self) -> Task:
+        return Heads.from_configs(self.heads)
+
+
+def dataset_heads(config: ModelConfig) -> list[DatasetHeadConfig]:
+    """The per-dataset heads of a multi-dataset model config; none for any other kind."""
+    return list(config.heads) if isinstance(config, MultiDatasetModelConfig) else []

@@ -18,8 +18,8 @@ from torch import nn
 
 from components.config import ConfigError
 from components.classifier import VideoModel
-from components.model_config import ModelConfig
 from components.model_kind import side_inputs
+from components.multihead.config import MultiDatasetModelConfig
 from components.tasks import Heads
 
 
@@ -27,7 +27,9 @@ class MultiHeadModel(VideoModel):
     """VideoModel whose ``head`` is a ModuleDict of per-dataset heads (weights keys ``head.<name>.*``,
     so adapter-only checkpoints keep them like the single head)."""
 
-    def __init__(self, config: ModelConfig, num_outputs: int = 0, class_names: list[str] | None = None) -> None:
+    config_cls = MultiDatasetModelConfig
+
+    def __init__(self, config: MultiDatasetModelConfig, num_outputs: int = 0, class_names: list[str] | None = None) -> None:
         names = [h.name for h in config.heads]
         if not names:
             raise ConfigError("model.heads: kind multi_dataset needs one head per dataset (filled from data.datasets)")

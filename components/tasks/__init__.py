@@ -35,10 +35,8 @@ def task_loss(task: str | Task, logits, target):
 
 
 def model_task(model_config) -> Task:
-    """The Task a model config trains: one per head (``heads``) or its single ``head``."""
-    if getattr(model_config, "heads", None):
-        return Heads.from_configs(model_config.heads)
-    return make_task(model_config.head.task, model_config.head.num_outputs)
+    """The Task a model config trains (its kind's: one per dataset head, or its single ``head``)."""
+    return model_config.task()
 
 
 __all__ = [
