@@ -23,7 +23,9 @@ def write_backbone_file(source: str | Path, out: str | Path, backbone_checkpoint
     """``source``: a run directory or a `vidpeft export` file; ``out``: the .safetensors to write."""
     trained = load_trained(source, backbone_checkpoint)
     model = build_trained(trained)
-    state = native_backbone_state(model.backbone)
+    # a kind with more than one tower (M2-CLIP: image + text) writes them all, as its library's checkpoints hold
+    export = getattr(model, "export_backbone_state", None)
+    state = export() if export is not None else native_backbone_state(model.backbone)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -57,6 +57,11 @@ def cmd_synth(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    if args.recipe == "m2clip":
+        from pipelines.demo_m2clip import run_m2clip_demo
+
+        run_m2clip_demo(args.workdir, args.overrides)
+        return 0
     from pipelines.demo import run_demo
 
     run_demo(args.workdir, args.overrides)
@@ -83,11 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic motion-classified video dataset + manifest")
     p.add_argument("out_dir")
-    p.add_argument("--task", default="motion", choices=["motion", "appearance", "motion_texture"],
+    p.add_argument("--task", default="motion", choices=["motion", "appearance", "motion_texture", "compositions"],
                    help="scene and label: motion (shapes moving over texture, class = direction), appearance "
                         "(static white shape on black, class = shape x size), motion_texture (coloured shapes "
-                        "crossing a texture, class = direction)")
-    p.add_argument("--classes", type=int, default=4, help="number of classes (directions); appearance has 4")
+                        "crossing a texture, class = direction), compositions (one shape crossing a texture, "
+                        "class = colour x shape x direction in words, e.g. 'red disc moving left': 32 classes)")
+    p.add_argument("--classes", type=int, default=4, help="number of classes (directions); appearance has 4, compositions 32")
     p.add_argument("--clips-per-class", type=int, default=12)
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, default=64)
@@ -96,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corrupt", type=int, default=0, help="also list N broken video files in the train split")
     p.set_defaults(fn=cmd_synth)
 
-    p = sub.add_parser("demo", help="generate the demo dataset if missing and train on it")
+    p = sub.add_parser("demo", help="the staged demo: pretrain a tiny backbone, adapt it frozen, report (--recipe cm3t|m2clip)")
     p.add_argument("--workdir", default=".", help="where demo_data/, runs/ and mlflow.db go")
+    p.add_argument("--recipe", default="cm3t", choices=["cm3t", "m2clip"],
+                   help="cm3t: a ViT pretrained on a source set, adapted frozen (MHVA+PT, CAA); m2clip: a tiny CLIP "
+                        "pretrained on captioned clips, TED + text adapters, zero-shot on held-out compositions")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
     add_verbosity_args(p)
     p.set_defaults(fn=cmd_demo)

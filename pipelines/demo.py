@@ -22,7 +22,7 @@ from pathlib import Path
 from components.config import resolve
 from pipelines import tracking
 from pipelines.config import ExperimentConfig
-from pipelines.demo_report import LABELS, report
+from pipelines.demo_report import LABELS, Column, ReportSpec, report
 
 CONFIGS = Path(__file__).parent / "configs" / "demo"
 VARIANTS = tuple(LABELS)
@@ -105,4 +105,21 @@ def run_demo(workdir: str = ".", overrides: list[str] = (), size: DemoSize | Non
         results[variant] = _train([CONFIGS / "target.yaml", CONFIGS / f"{variant}.yaml"], fixed, overrides)
 
     _say("stage 4/4: report")
-    return report(work, results, chance=1.0 / size.target_classes, seconds=time.time() - start)
+    return report(work, results, time.time() - start, _report_spec(work, results, 1.0 / size.target_classes))
+
+
+def _report_spec(work: Path, results: dict, chance: float) -> ReportSpec:
+    target = work / "demo_data" / "target"
+    # the manifest's rows carry the side feature the CM3T run reads; bare mp4 files have none
+    best = results["adapters_side"].get("output_dir")
+    return ReportSpec(
+        labels=LABELS, title="Frozen pretrained ViT on a new video task",
+        headline=f"Target task: direction of motion over texture, {round(1 / chance)} classes (chance {chance:.3f})",
+        columns=[Column("val_top1", "val top-1", chance)],
+        next_commands=[
+            f"predict: vidpeft predict {best} {target / 'manifest.parquet'} --split val "
+            f"--out {work / 'preds.parquet'} --top-k 3",
+            f"search: vidpeft tune --config pipelines/configs/demo/target.yaml "
+            f"--config pipelines/configs/demo/adapters_frames.yaml --space tune_spaces/demo_adapters.yaml --trials 4 "
+            f"--set data.manifest={target / 'manifest.parquet'} "
+            f"--set model.backbone.checkpoint={work / 'runs' / 'demo' / 'backbone.safetensors'}"])

@@ -1,13 +1,34 @@
-"""The demo's closing report: a table against chance, demo_summary.json, a PNG of the val curves."""
+"""The demo's closing report, for every recipe: a table against chance, demo_summary.json, a PNG of the
+validation curves, and the next commands to try. A recipe describes itself in a ``ReportSpec``."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LABELS = {"linear_probe": "linear probe (head only)", "adapters_frames": "MHVA+PT, frames only",
           "adapters_side": "MHVA+PT + CAA (side feature)"}
+
+
+@dataclass
+class Column:
+    """One metric of the table: the runs' metrics.json key, its header and its chance level."""
+
+    key: str
+    header: str
+    chance: float
+
+
+@dataclass
+class ReportSpec:
+    labels: dict[str, str]  # run name -> table row label, in table order
+    headline: str  # what the table measures, printed above it
+    title: str  # the plot's title
+    columns: list[Column]
+    next_commands: list[str] = field(default_factory=list)  # "name: command" lines, MLflow UI added after
+    summary_extra: dict = field(default_factory=dict)  # more top-level keys of demo_summary.json
 
 
 def _curve(metrics: dict, key: str = "val_top1") -> list[tuple[int, float]]:
@@ -24,22 +45,34 @@ def _curve(metrics: dict, key: str = "val_top1") -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in history)
 
 
-def _plot(path: Path, curves: dict[str, list[tuple[int, float]]], chance: float) -> Path | None:
+def _plot(path: Path, spec: ReportSpec, curves: dict[str, list[tuple[int, float]]],
+          finals: dict[str, dict[str, float]]) -> Path | None:
+    """Validation top-1 per epoch per run; other columns' final values as markers at the last epoch."""
     if not any(curves.values()):
         return None
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    styles = ("--", ":", "-.")
+    for i, col in enumerate(spec.columns):
+        what = "chance" if len(spec.columns) == 1 else f"{col.header} chance"
+        ax.axhline(col.chance, color="grey", linestyle=styles[i % 3], label=f"{what} ({col.chance:.3f})")
     for name, points in curves.items():
-        if points:
-            ax.plot([s + 1 for s, _ in points], [v for _, v in points], marker="o", label=LABELS[name])
-    ax.axhline(chance, color="grey", linestyle="--", label=f"chance ({chance:.3f})")
-    ax.set(xlabel="epoch", ylabel="validation top-1", ylim=(0, 1),
-           title="Frozen pretrained ViT on a new video task")
-    ax.legend(loc="upper left", fontsize=8)
+        if not points:
+            continue
+        line, = ax.plot([s + 1 for s, _ in points], [v for _, v in points], marker="o", label=spec.labels[name])
+        for col in spec.columns[1:]:  # e.g. zero-shot: one number at the end of the run
+            value = finals[name].get(col.key)
+            if value is not None:
+                ax.plot([points[-1][0] + 1], [value], marker="*", markersize=14, color=line.get_color(),
+                        linestyle="none", label=f"{spec.labels[name]}: {col.header}")
+    ax.set(xlabel="epoch", ylabel="top-1", ylim=(0, 1), title=spec.title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp)
@@ -48,36 +81,43 @@ def _plot(path: Path, curves: dict[str, list[tuple[int, float]]], chance: float)
     return path
 
 
-def report(work: Path, results: dict[str, dict], chance: float, seconds: float) -> dict:
-    runs = {name: {"val_top1": m.get("val_top1"), "trainable_pct": m.get("trainable_pct"),
-                   "output_dir": m.get("output_dir"), "run_id": m.get("run_id")} for name, m in results.items()}
-    summary = {"chance": chance, "runs": runs, "seconds": round(seconds, 1)}
-    tmp = work / "demo_summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, work / "demo_summary.json")
-    png = _plot(work / "demo_curves.png", {n: _curve(m) for n, m in results.items()}, chance)
-
-    width = max(len(v) for v in LABELS.values())
-    print(f"\nTarget task: direction of motion over texture, {round(1 / chance)} classes (chance {chance:.3f})")
-    print(f"{'':<{width}}  {'val top-1':>9}  {'x chance':>8}  {'trainable %':>11}")
+def _table(spec: ReportSpec, runs: dict[str, dict]) -> None:
+    width = max(len(v) for v in spec.labels.values())
+    head = "".join(f"  {c.header:>{max(len(c.header), 9)}}  {'x chance':>8}" for c in spec.columns)
+    print(f"{'':<{width}}{head}  {'trainable %':>11}")
     for name, r in runs.items():
-        top1, pct = r["val_top1"], r["trainable_pct"]
-        cells = (f"{top1:9.3f}  {top1 / chance:8.1f}" if top1 is not None else f"{'-':>9}  {'-':>8}")
-        print(f"{LABELS[name]:<{width}}  {cells}  {pct if pct is None else round(pct, 2):>11}")
-    print(f"\nsummary: {work / 'demo_summary.json'}" + (f"\ncurves:  {png}" if png else ""))
+        cells = ""
+        for c in spec.columns:
+            w, value = max(len(c.header), 9), r.get(c.key)
+            cells += f"  {value:{w}.3f}  {value / c.chance:8.1f}" if value is not None else f"  {'-':>{w}}  {'-':>8}"
+        pct = r["trainable_pct"]
+        print(f"{spec.labels[name]:<{width}}{cells}  {pct if pct is None else round(pct, 2):>11}")
+
+
+def report(out_dir: Path, results: dict[str, dict], seconds: float, spec: ReportSpec) -> dict:
+    """Write ``out_dir``/demo_summary.json and demo_curves.png, print the table and the next commands.
+    The summary's ``chance`` is the first column's; each run carries every column's key."""
+    keys = [c.key for c in spec.columns]
+    runs = {name: {**{k: m.get(k) for k in keys}, "trainable_pct": m.get("trainable_pct"),
+                   "output_dir": m.get("output_dir"), "run_id": m.get("run_id")} for name, m in results.items()}
+    summary = {"chance": spec.columns[0].chance, **spec.summary_extra, "runs": runs, "seconds": round(seconds, 1)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "demo_summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out_dir / "demo_summary.json")
+    curves = {n: _curve(m, spec.columns[0].key) for n, m in results.items()}
+    png = _plot(out_dir / "demo_curves.png", spec, curves, runs)
+
+    print(f"\n{spec.headline}")
+    _table(spec, runs)
+    print(f"\nsummary: {out_dir / 'demo_summary.json'}" + (f"\ncurves:  {png}" if png else ""))
     print(f"took {seconds / 60:.1f} min\n")
 
-    best = runs["adapters_side"]["output_dir"]
-    target = work / "demo_data" / "target"
     uri = next((m.get("tracking_uri") for m in results.values() if m.get("tracking_uri")), None)
     print("Next:")
-    # the manifest's rows carry the side feature the CM3T run reads; bare mp4 files have none
-    print(f"  predict:   vidpeft predict {best} {target / 'manifest.parquet'} --split val "
-          f"--out {work / 'preds.parquet'} --top-k 3")
-    print(f"  search:    vidpeft tune --config pipelines/configs/demo/target.yaml "
-          f"--config pipelines/configs/demo/adapters_frames.yaml --space tune_spaces/demo_adapters.yaml --trials 4 "
-          f"--set data.manifest={target / 'manifest.parquet'} "
-          f"--set model.backbone.checkpoint={work / 'runs' / 'demo' / 'backbone.safetensors'}")
+    for line in spec.next_commands:
+        name, command = line.split(": ", 1)
+        print(f"  {name + ':':<10} {command}")
     if uri:
         print(f"  MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1   (then open http://127.0.0.1:5000)")
     return summary

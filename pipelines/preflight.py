@@ -11,6 +11,7 @@ the same way, before anything in OUTPUT_DIR is rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from dataclasses import replace
@@ -40,14 +41,19 @@ def build_on_meta(model_cfg, num_outputs: int, class_names: list[str] | None):
     built (M2-CLIP tokenises its class prompts) is built on the CPU instead."""
     from components.model import build_model
 
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # no-op loads
-            return build_model(model_cfg, num_outputs, class_names)
-    except NotImplementedError as e:
-        if "meta" not in str(e):
-            raise
-    return build_model(model_cfg, num_outputs, class_names)
+    # shapes only: open_clip's "initialized randomly" warning says nothing about the run's weights
+    quiet = model_cfg.backbone.family == "openclip_vit"
+    if quiet:
+        from components.backbones.openclip_vit import quiet_random_init_warning
+    with quiet_random_init_warning(True) if quiet else contextlib.nullcontext():
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # no-op loads
+                return build_model(model_cfg, num_outputs, class_names)
+        except NotImplementedError as e:
+            if "meta" not in str(e):
+                raise
+        return build_model(model_cfg, num_outputs, class_names)
 
 
 def check_model(cfg, class_names: list[str] | None = None, num_outputs: int | None = None) -> None:

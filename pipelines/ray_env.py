@@ -46,6 +46,16 @@ def train_logging():
     return ray.train.LoggingConfig(log_level="INFO" if verbose() else "WARNING")
 
 
+def quiet_train_worker(level: str) -> None:
+    """In a Ray Train worker, unless ``level`` is verbose: the root logger back to WARNING. Ray Train
+    (2.60) configures the worker's root logger at INFO with a console handler, so every library's INFO
+    line reaches the driver: Train's own "Reporting training result ..." (its logger is named after its
+    file, ray/train/v2/_internal/execution/context.py, so ``LoggingConfig``'s ray.train filter misses
+    it) and open_clip's model-creation lines. The training loop prints its own progress lines."""
+    if level != "verbose":
+        logging.getLogger().setLevel(logging.WARNING)
+
+
 def ensure_ray(address: str = "") -> None:
     """Reuse a running Ray (tests share one), join ``address``/RAY_ADDRESS, or start a local one
     that listens on 127.0.0.1 only. Ray's own start-up messages show only with --verbose."""

@@ -25,6 +25,7 @@ from pipelines.checkpoints import newer_in_storage, restore_checkpoint, save_che
 from pipelines.config import ExperimentConfig
 from pipelines.run_plan import RunPlan
 from pipelines.progress import say
+from pipelines.ray_env import quiet_train_worker
 from pipelines.step_watch import StepWatch
 from pipelines.system_metrics import SystemMetrics
 
@@ -85,6 +86,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # 1) config and model
     plan = RunPlan.from_dict(loop_config)
     cfg = plan.config
+    quiet_train_worker(cfg.log.level)
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     if cfg.scaling.torch_threads > 0:

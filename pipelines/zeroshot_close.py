@@ -104,6 +104,7 @@ def evaluate(cfg: ExperimentConfig, held_out: HeldOut, weights: Path, uri: str |
             tracking.end_run(uri, run_id, status="FAILED")
         raise
     print(f"[vidpeft] zero-shot on {cfg.zeroshot.manifest} split {cfg.zeroshot.split}: {result['clips']} clips x "
-          f"{result['views']} view(s), {len(held_out.names)} classes, {result['adapters_loaded']} adapter tensors: "
+          f"{result['views']} view(s), {len(held_out.names)} classes, {result['adapters_loaded']} trained "
+          f"{'encoder' if cfg.model.finetune == 'full' else 'adapter'} tensors: "
           f"top1 {result.get('top1', float('nan')):.4f}  top5 {result.get('top5', float('nan')):.4f}", flush=True)
     return metrics

@@ -49,8 +49,9 @@ def test_task_kinds_write_manifests_with_captions(tmp_path):
         m = read_manifest(make_synthetic_dataset(tmp_path / task, task=task, num_classes=4, clips_per_class=2,
                                                  frames=4, size=32, feature_dim=0))
         rows = m.table.to_pylist()
-        assert len(rows) == 8 and all(r["caption"] for r in rows)
-        assert m.num_classes == 4 and {r["label"] for r in rows} == set(range(4))
+        k = len(TASKS[task][1](4))  # appearance and compositions have fixed class sets
+        assert len(rows) == 2 * k and all(r["caption"] for r in rows)
+        assert m.num_classes == k and {r["label"] for r in rows} == set(range(k))
     with pytest.raises(ValueError, match="task must be one of"):
         make_synthetic_dataset(tmp_path / "x", task="colour")
 

@@ -100,7 +100,7 @@ def add_residual_taps(transformer: Transformer) -> None:
 
 
 @contextmanager
-def _quiet_random_init_warning(active: bool):
+def quiet_random_init_warning(active: bool):
     """Hide open_clip's "initialized randomly" warning when a checkpoint is loaded afterwards."""
     flt = lambda record: "No pretrained weights loaded" not in record.getMessage()  # noqa: E731
     root = logging.getLogger()
@@ -122,7 +122,7 @@ def create_openclip(config: BackboneConfig, text: bool = True) -> nn.Module:
         raise ConfigError(f"model.backbone.name: unknown open_clip architecture {config.name!r}")
     if config.checkpoint and not Path(config.checkpoint).is_file():
         raise FileNotFoundError(f"model.backbone.checkpoint: weights file not found: {config.checkpoint}")
-    with _quiet_random_init_warning(bool(config.checkpoint)):  # weights are loaded right below
+    with quiet_random_init_warning(bool(config.checkpoint)):  # weights are loaded right below
         model = open_clip.create_model(
             config.name,
             pretrained=None,

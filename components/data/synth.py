@@ -3,7 +3,9 @@
 The scene of each clip comes from a task kind in `synth_scenes` (``motion``, the default:
 several shapes moving one way over a texture, class = direction; ``appearance``: a static
 white shape on black, class = shape x size, the demo's source task; ``motion_texture``:
-coloured shapes crossing a texture, class = direction, the demo's target task). Every row also
+coloured shapes crossing a texture, class = direction, the demo's target task; ``compositions``:
+one shape crossing a texture, class = colour x shape x direction in words, the M2-CLIP demo's
+captioned task). Every row also
 carries the regression target `speed` (pixels per frame / frame size) and a `caption` in words.
 
 Side feature `feat_audio` (feature_dim floats): a noisy code of the class, independent of the
@@ -85,7 +87,7 @@ def make_synthetic_dataset(out_dir: str | Path, num_classes: int = 4, clips_per_
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     render, class_names_of, default_shapes = TASKS[task]
     class_names = class_names_of(num_classes)
-    num_classes = len(class_names)  # the appearance task has a fixed class set
+    num_classes = len(class_names)  # appearance and compositions have fixed class sets
     shapes = shapes or default_shapes
     dataset = DATASET_NAME if task == "motion" else f"synthetic_{task}"
     if num_classes < 2 or clips_per_class < 1 or frames < 2:

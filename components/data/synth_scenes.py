@@ -13,6 +13,10 @@ Task kinds (see `TASKS`):
 - ``motion_texture``: the *target* task. One or two coloured shapes that cross the middle of a
   textured frame together; class = direction, regression target = speed. It differs from the source
   in appearance (colour on texture) and needs temporal modelling (any one frame is ambiguous).
+- ``compositions``: the M2-CLIP demo's captioned task. One shape crossing a textured frame; class =
+  colour x shape x direction, named in words ("red disc moving left", 4 x 2 x 4 = 32 classes), so
+  class names are captions and a held-out subset of compositions tests zero-shot recognition
+  (``held_out_compositions``).
 """
 
 from __future__ import annotations
@@ -134,9 +138,50 @@ def render_motion_texture(rng: np.random.Generator, label: int, num_classes: int
     return out, speed, f"{what} moving {_direction_words(angle)} {pace}"
 
 
+COMPOSITION_COLOURS = ("red", "green", "blue", "yellow")
+COMPOSITION_DIRECTIONS = ("right", "down", "left", "up")  # angle 90 deg x index, y pointing down
+
+
+def composition_names() -> list[str]:
+    """Class names of the ``compositions`` task, label order colour-major, then shape, then direction."""
+    return [f"{c} {s} moving {d}" for c in COMPOSITION_COLOURS for s in SHAPES for d in COMPOSITION_DIRECTIONS]
+
+
+def held_out_compositions() -> list[int]:
+    """Labels of the 8 compositions the M2-CLIP demo holds out: one direction per (colour, shape),
+    chosen so every colour-shape, colour-direction and shape-direction pair still occurs among the 24
+    training compositions (only the triples are new)."""
+    nc, ns, nd = len(COMPOSITION_COLOURS), len(SHAPES), len(COMPOSITION_DIRECTIONS)
+    return [(c * ns + s) * nd + d for c in range(nc) for s in range(ns) for d in range(nd) if (c + s + d) % nd == 0]
+
+
+def render_compositions(rng: np.random.Generator, label: int, num_classes: int, frames: int, size: int,
+                        contrast: float = 1.0, **_: object) -> tuple[np.ndarray, float, str]:
+    """Task ``compositions``: one shape of the label's colour and kind crossing the frame its way."""
+    ns, nd = len(SHAPES), len(COMPOSITION_DIRECTIONS)
+    colour, square, direction = COMPOSITION_COLOURS[label // (ns * nd)], bool(label // nd % ns), label % nd
+    bg = background(rng, size, contrast)
+    angle = direction * math.pi / 2 + rng.uniform(-1, 1) * math.pi / 16
+    travel = rng.uniform(0.4, 0.6) * size  # the whole path stays inside the frame
+    vel = np.array([math.sin(angle), math.cos(angle)]) * travel / (frames - 1)  # (dy, dx) per frame
+    unit = size / 32
+    r = rng.uniform(6.0, 8.0) * unit  # large enough that a disc and a square differ at 8-pixel patches
+    mid = rng.uniform(size / 2 - 3 * unit, size / 2 + 3 * unit, size=2)  # clip-middle centre
+    yy, xx = _grid(size)
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)  # (T, H, W, C)
+    for t in range(frames):
+        img = bg.copy()
+        c = mid + vel * (t - (frames - 1) / 2)
+        img[_shape_mask(yy, xx, square, c[0], c[1], r)] = COLOURS[colour]
+        out[t] = np.clip(img, 0, 255).astype(np.uint8)
+    caption = f"a {colour} {SHAPES[int(square)]} moving {COMPOSITION_DIRECTIONS[direction]}"
+    return out, float(travel / (frames - 1)), caption
+
+
 # task kind -> (renderer, class names for num_classes, default shapes range)
 TASKS = {
     "motion": (render_motion, lambda k: [direction_name(i, k) for i in range(k)], (2, 4)),
     "appearance": (render_appearance, lambda k: list(APPEARANCE_CLASSES), (1, 1)),
     "motion_texture": (render_motion_texture, lambda k: [direction_name(i, k) for i in range(k)], (1, 2)),
+    "compositions": (render_compositions, lambda k: composition_names(), (1, 1)),
 }

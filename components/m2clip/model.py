@@ -4,7 +4,10 @@ Video encoder: open_clip image tower per frame with ``model.adapters`` (TED befo
 over T of the projected class tokens (Eq. 3). Text encoder: open_clip text tower with
 ``model.m2clip.text_adapters``. Decoder heads (each switchable, weighted; see ``M2ClipConfig``):
 contrastive (KL, same-label pairs positive), CMC (cross-entropy on ``scale * cos(v, w_c)`` over all
-classes), CMLM (``cmlm.py``) and VC (linear layer on ``v``). Only adapters and heads train.
+classes), CMLM (``cmlm.py``) and VC (linear layer on ``v``). Only adapters and heads train, unless
+``model.finetune: full``: then both towers train too, which with only the contrastive head on and
+captions as class names is CLIP's own contrastive pretraining (the M2-CLIP demo's ``pretrain`` stage;
+``export_backbone_state`` then writes both towers as an open_clip checkpoint).
 
 Protocol: ``forward(batch) -> {"logits", "loss", "loss/<head>"...}`` with ``batch["video"]`` uint8
 (B, T, H, W, C) and optional ``batch["target"]`` (B,) class indices. ``zero_shot_logits`` scores any
@@ -83,6 +86,9 @@ class M2Clip(ModelKind):
         self.text = OpenClipTextTower(clip)
         self.register_buffer("logit_scale", clip.logit_scale.detach().float().exp().reshape(()), persistent=False)
         self.requires_grad_(False)
+        if config.finetune == "full":  # contrastive pretraining: both towers learn (the temperature stays)
+            self.backbone.requires_grad_(True)
+            self.text.requires_grad_(True)
         spec = self.backbone.spec
         self.init_normalisation(spec)
         self._spec = dataclasses.replace(spec, total_params=spec.total_params + self.text.spec.total_params)
@@ -130,8 +136,9 @@ class M2Clip(ModelKind):
             raise ConfigError(f"model.backbone.family: m2clip needs openclip_vit, got {config.backbone.family!r}")
         if config.head.task != "single_label":
             raise ConfigError(f"model.head.task: m2clip is single-label classification, got {config.head.task!r}")
-        if config.finetune != "adapters":
-            raise ConfigError(f"model.finetune: m2clip trains adapters and heads only, got {config.finetune!r}")
+        if config.finetune not in ("adapters", "full"):
+            raise ConfigError(f"model.finetune: m2clip trains adapters and heads (adapters) or both towers too "
+                              f"(full, e.g. contrastive pretraining), got {config.finetune!r}")
         if config.backbone.pool == "grid":
             raise ConfigError("model.backbone.pool: m2clip compares frame embeddings with class texts: use cls or mean")
         if config.backbone.temporal != "mean":
@@ -306,16 +313,18 @@ class M2Clip(ModelKind):
         return groups
 
     def load_transfer_weights(self, path: str) -> list[str]:
-        """Load a trained run's encoder adapters only (visual + text), e.g. for zero-shot on other classes.
+        """Load a trained run's encoders' trained part (visual + text), e.g. for zero-shot on other classes:
+        the adapters, and under ``finetune: full`` the towers themselves.
 
-        The VC and CMLM heads are sized by the training classes and are skipped; every adapter key of
+        The VC and CMLM heads are sized by the training classes and are skipped; every such key of
         this model must be in the file. Returns the keys loaded.
         """
         from safetensors.torch import load_file
 
         state = load_file(str(path))
         own = self.state_dict()
-        wanted = sorted(k for k in own if k.startswith(("backbone.", "text.")) and ".adapters." in k)
+        full = self.config.finetune == "full"
+        wanted = sorted(k for k in own if k.startswith(("backbone.", "text.")) and (full or ".adapters." in k))
         missing = [k for k in wanted if k not in state]
         if missing:
             raise ValueError(f"{path} lacks {len(missing)} encoder adapter tensor(s), e.g. {missing[:4]}")
@@ -325,3 +334,13 @@ class M2Clip(ModelKind):
         self.load_state_dict({k: state[k] for k in wanted}, strict=False)
         return wanted
 
+    def export_backbone_state(self) -> dict[str, torch.Tensor]:
+        """Both towers in open_clip's own key layout (adapters unwrapped and dropped), with CLIP's
+        ``logit_scale``: the file `vidpeft export --backbone-only` writes and a later run's
+        ``model.backbone.checkpoint`` loads, like a downloaded open_clip checkpoint."""
+        from components.backbones.export import native_backbone_state
+
+        state = native_backbone_state(self.backbone)  # visual.*
+        state.update(native_backbone_state(self.text))  # token_embedding, transformer.*, ln_final, ...
+        state["logit_scale"] = self.logit_scale.detach().log().reshape(()).cpu()
+        return state
