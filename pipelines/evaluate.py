@@ -22,13 +22,15 @@ import numpy as np
 from components.config import ConfigError
 from components.multihead.config import dataset_heads
 from pipelines import tracking
+from pipelines.ray_env import LOG_LEVEL_ENV
 from pipelines.trained import Trained, check_classes, load_trained, run_tracking
 
 
-def evaluation_pass(model, dataset, cfg, device, names=None) -> dict:
+def evaluation_pass(model, dataset, cfg, device, names=None, progress=None) -> dict:
     """The engine's evaluation pass (components.engine.evaluate, what computes val_* in training: same
     batch size, views averaged by the Task, same precision) over ``dataset``; returns its metrics, the
-    per-video probabilities with their targets (for per-class metrics) and the counts."""
+    per-video probabilities with their targets (for per-class metrics) and the counts. ``progress``:
+    a ``pipelines.progress.Progress`` told of every batch."""
     import torch
 
     from components.engine import evaluate
@@ -41,7 +43,11 @@ def evaluation_pass(model, dataset, cfg, device, names=None) -> dict:
         return model(flat)
 
     batches = dataset.iter_torch_batches(batch_size=cfg.data.eval_batch_size, device=device, drop_last=False)
-    r = evaluate(model, batches, model_task(cfg.model), device, cfg.optim.amp, names=names, forward=forward)
+    on_batch = (lambda clips, _loss: progress.update(clips)) if progress is not None else None
+    r = evaluate(model, batches, model_task(cfg.model), device, cfg.optim.amp, names=names, forward=forward,
+                 on_batch=on_batch)
+    if progress is not None:
+        progress.close()
     views = cfg.data.eval_clips * cfg.data.eval_crops
     scores = r.scores.numpy() if r.scores is not None else np.zeros((0, cfg.model.head.num_outputs))
     target = torch.cat(targets)[::views].numpy() if targets else np.zeros((0,))  # views of a video are consecutive
@@ -49,11 +55,15 @@ def evaluation_pass(model, dataset, cfg, device, names=None) -> dict:
             "fallback": r.fallback}
 
 
-def _evaluate_task(trained: Trained, table, settings) -> dict:
-    """Runs in a Ray task: build the model, decode the split with the actor pool, evaluate."""
+def _evaluate_task(trained: Trained, table, settings, level: str = "info") -> dict:
+    """Runs in a Ray task: build the model, decode the split with the actor pool, evaluate (a progress
+    line every ``log.progress_steps`` batches / ``log.progress_seconds``, unless ``level`` is quiet)."""
+    import math
+
     import torch
 
     from pipelines.ingest import build_dataset
+    from pipelines.progress import Progress
     from pipelines.trained import build_trained
 
     cfg = trained.cfg
@@ -63,7 +73,10 @@ def _evaluate_task(trained: Trained, table, settings) -> dict:
     model = build_trained(trained, device)
     d = cfg.data
     ds = build_dataset(table, settings, d.decode_actors, d.decode_cpus, d.decode_batch_size)
-    return evaluation_pass(model, ds, cfg, device, trained.target_names or None)
+    progress = Progress("evaluate", math.ceil(table.num_rows / d.eval_batch_size), device=device,
+                        every_steps=cfg.log.progress_steps, every_seconds=cfg.log.progress_seconds,
+                        enabled=level != "quiet")
+    return evaluation_pass(model, ds, cfg, device, trained.target_names or None, progress)
 
 
 def class_report(scores: np.ndarray, targets: np.ndarray, names: list[str]) -> dict:
@@ -160,7 +173,8 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     print(f"[vidpeft] evaluating {source} on {manifest} split {split}: {table.num_rows} clips x {views} view(s)"
           f"{' (GPU)' if gpu else ''}", flush=True)
     task = ray.remote(_evaluate_task).options(num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if gpu else 0)
-    res = ray.get(task.remote(t, table, replace(decode_settings(cfg, training=False), datasets=())))
+    level = os.environ.get(LOG_LEVEL_ENV, "info")
+    res = ray.get(task.remote(t, table, replace(decode_settings(cfg, training=False), datasets=()), level))
 
     # 3) report
     metrics = dict(res["metrics"])

@@ -133,3 +133,33 @@ def test_standalone_export_round_trip_needs_no_backbone_file(tmp_path):
     assert exported.standalone and exported.class_names == ["a", "b", "c"]
     got = build_trained(exported)({"video": video})["logits"]
     torch.testing.assert_close(got, expected)
+
+
+def test_evaluation_prints_progress_per_batch_and_its_metrics_match(ray_session):
+    """`vidpeft evaluate`'s pass over a Ray dataset of decoded clips: a progress line as configured
+    (here every batch: step/total, clips/s, ETA), and the metrics of the same clips as the engine's."""
+    import json
+
+    import ray
+    import torch
+
+    from components.engine import evaluate
+    from components.model import build_model
+    from components.tasks import model_task
+    from pipelines.evaluate import evaluation_pass
+    from pipelines.progress import Progress
+    from tests.conftest import TINY_VIT
+
+    cfg = _cfg(f"model.backbone={json.dumps(TINY_VIT)}", "model.head.num_outputs=3", "data.eval_batch_size=2")
+    model = build_model(cfg.model, 3).eval()
+    g = np.random.default_rng(0)
+    rows = [{"video": g.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), "target": i % 3, "ok": True}
+            for i in range(5)]
+    lines: list[str] = []
+    progress = Progress("evaluate", 3, every_steps=1, every_seconds=0, out=lines.append)
+    r = evaluation_pass(model, ray.data.from_items(rows), cfg, torch.device("cpu"), progress=progress)
+    assert len(lines) == 3 and "evaluate | 3/3" in lines[-1] and "clips/s" in lines[0] and "ETA" in lines[0]
+    batches = [{"video": torch.from_numpy(np.stack([x["video"] for x in rows[i:i + 2]])),
+                "target": torch.tensor([x["target"] for x in rows[i:i + 2]])} for i in range(0, 5, 2)]
+    expected = evaluate(model, batches, model_task(cfg.model))
+    assert r["clips"] == 5 and r["metrics"] == pytest.approx(expected.metrics)

@@ -127,14 +127,15 @@ def run_pass(model: nn.Module, batches: Iterable[dict], task: Task, *, step: Tra
 
 def evaluate(model: nn.Module, batches: Iterable[dict], task: Task, device: torch.device | str = "cpu",
              amp: str = "off", *, names=None, forward: Callable[[dict], dict] | None = None,
-             keep_scores: bool = True, num_datasets: int = 1) -> EvalResult:
+             keep_scores: bool = True, num_datasets: int = 1,
+             on_batch: Callable[[int, float | None], None] | None = None) -> EvalResult:
     """Evaluate ``model`` on ``batches`` (dicts of ``video`` (B[, V], T, H, W, C), ``target``, optional
     ``ok``, ``clip_id``, side inputs; a Ray Data iterator or a plain list) for ``task``.
 
     Returns the task's metrics (``names``: per-output names, e.g. regression traits), per-video scores
-    and ids. Batches without ``target`` (prediction) give scores only.
+    and ids. Batches without ``target`` (prediction) give scores only. ``on_batch`` as in ``run_pass``.
     """
     r = run_pass(model, batches, task, device=device, amp=amp, forward=forward, keep_scores=keep_scores,
-                 num_datasets=num_datasets)
+                 num_datasets=num_datasets, on_batch=on_batch)
     scores = torch.cat(r.scores) if r.scores else None
     return EvalResult(r.acc.compute(names), scores, r.ids, r.clips, int(r.skipped.sum()), r.fallback)
