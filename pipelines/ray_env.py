@@ -22,8 +22,9 @@ def quiet_ray_data() -> None:
 
 
 def _data_logging_env() -> dict[str, str]:
-    """Ray Data's logging config with its console at WARNING (the per-dataset "execution finished"
-    lines off; its log files keep everything), for the processes Ray Data runs in."""
+    """Ray Data's logging config with its console at ERROR (the per-dataset "execution finished" lines
+    and its notices about settings vidpeft chose, such as "Progress bars disabled", off; its log
+    files keep everything), for the processes Ray Data runs in."""
     import tempfile
 
     import yaml
@@ -32,7 +33,7 @@ def _data_logging_env() -> dict[str, str]:
 
     defaults = ray_data_logging_defaults()
     config = {**defaults, "handlers": {**defaults["handlers"]}}
-    config["handlers"]["console"] = {**config["handlers"]["console"], "level": "WARNING"}
+    config["handlers"]["console"] = {**config["handlers"]["console"], "level": "ERROR"}
     path = Path(tempfile.gettempdir()) / "vidpeft-ray-data-logging.yaml"
     path.write_text(yaml.safe_dump(config))
     return {"RAY_DATA_LOGGING_CONFIG": str(path)}
