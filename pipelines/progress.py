@@ -26,6 +26,29 @@ def say(line: str, stream: TextIO | None = None) -> None:
     stream.flush()
 
 
+# per-run constants (in the final table and MLflow), or the epoch index the line already shows
+_NOT_PER_EPOCH = {"epoch", "gflops", "gmacs", "trainable_params", "head_params", "backbone_params", "trainable_pct",
+                  "trainable_pct_with_head", "skipped_clips_total", "fallback_clips_total"}
+
+
+def epoch_line(epoch: int, epochs: int, metrics: dict) -> str:
+    """The end-of-epoch line: losses and metrics, lr and clips/s; skipped/fallback clips only when any."""
+    parts = [f"[vidpeft] epoch {epoch + 1}/{epochs}"]
+    for key, value in metrics.items():
+        if key in _NOT_PER_EPOCH or key in ("lr", "clips_per_sec") or not isinstance(value, (int, float)):
+            continue
+        if key in ("skipped_clips", "fallback_clips"):
+            if value:
+                parts.append(f"{key.replace('_', ' ')} {int(value)}")
+            continue
+        parts.append(f"{key} {value:.4g}")
+    if "lr" in metrics:
+        parts.append(f"lr {metrics['lr']:.3g}")
+    if "clips_per_sec" in metrics:
+        parts.append(f"{metrics['clips_per_sec']:.1f} clips/s")
+    return " | ".join(parts)
+
+
 def peak_memory_gb(device: torch.device | str = "cpu") -> float:
     """Peak memory of this process: CUDA's allocator peak on a GPU, else the peak resident set."""
     device = torch.device(device)

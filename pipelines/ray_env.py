@@ -72,7 +72,10 @@ def ensure_ray(address: str = "") -> None:
     if not verbose():
         env = _data_logging_env()
         os.environ.update(env)  # the driver's own Ray Data logger
-        quiet = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": env}}
+        # Ray's workers: no DeprecationWarnings about Ray's own internals (Ray Data's DatasetManager
+        # warns about options it sets itself); --verbose shows them
+        worker_env = {**env, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+        quiet = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": worker_env}}
     if address:  # a cluster: its nodes may not see a local file, so Ray Data keeps its own logging there
         ray.init(address=address, log_to_driver=True, **{k: v for k, v in quiet.items() if k != "runtime_env"})
         return

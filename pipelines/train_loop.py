@@ -24,7 +24,7 @@ from pipelines.best import Patience
 from pipelines.checkpoints import newer_in_storage, restore_checkpoint, save_checkpoint
 from pipelines.config import ExperimentConfig
 from pipelines.run_plan import RunPlan
-from pipelines.progress import say
+from pipelines.progress import epoch_line, say
 from pipelines.ray_env import quiet_train_worker
 from pipelines.step_watch import StepWatch
 from pipelines.system_metrics import SystemMetrics
@@ -187,9 +187,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
                 if log_to_mlflow:
                     tracking.log_metrics(uri, run_id, metrics, step=epoch)
-                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
                 if cfg.log.level != "quiet":
-                    say(f"[vidpeft] epoch {epoch + 1}/{cfg.optim.epochs} {shown}")
+                    say(epoch_line(epoch, cfg.optim.epochs, metrics))
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:  # [after]
             if rank == 0:

@@ -106,3 +106,14 @@ def test_system_metrics_land_in_the_run(tmp_path):
     assert "system/cpu_utilization_percentage" in metrics
     assert "system/system_memory_usage_megabytes" in metrics
     assert SystemMetrics(uri, run_id, enabled=False).monitor is None
+
+
+def test_the_epoch_line_shows_what_changes_per_epoch_once():
+    from pipelines.progress import epoch_line
+
+    metrics = {"train_loss": 1.88541, "train_top1": 0.2708, "epoch": 1, "lr": 0.003, "clips_per_sec": 35.0791,
+               "val_top1": 0.5625, "skipped_clips": 0, "skipped_clips_total": 0, "fallback_clips": 2,
+               "fallback_clips_total": 2, "gflops": 0.0637, "trainable_pct": 57.3}
+    line = epoch_line(1, 6, metrics)
+    assert line == ("[vidpeft] epoch 2/6 | train_loss 1.885 | train_top1 0.2708 | val_top1 0.5625 | "
+                    "fallback clips 2 | lr 0.003 | 35.1 clips/s")
