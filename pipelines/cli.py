@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[LOG_LEVEL_ENV] = level
         if isinstance(getattr(args, "overrides", None), list):
             args.overrides.append(f"log.level={level}")
+    if os.environ.get(LOG_LEVEL_ENV, "info") != "verbose":  # MLflow's "Creating initial database tables" etc.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         return args.fn(args)
     except (ConfigError, ManifestError, OSError) as e:  # bad input: one line naming it, exit code 2

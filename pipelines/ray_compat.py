@@ -2,7 +2,8 @@
 
 Ray Train V2 has no public hook for "the worker group started", a placement group is freed by
 id only through ``ray._raylet``, and a local instance can be kept on loopback only through a
-private constant. When Ray moves either, tests/test_ray_compat.py fails and this is
+private constant, and the lines Ray forwards from its workers to the driver pass one private
+dispatcher. When Ray moves either, tests/test_ray_compat.py fails and this is
 the only file to fix.
 """
 
@@ -36,3 +37,24 @@ def keep_local_node_on_loopback() -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def drop_forwarded_lines(drop) -> None:
+    """Lines Ray forwards from its workers' stdout/stderr to this driver for which ``drop(line)`` is
+    true are not printed (Ray's log files keep them). Call after ``ray.init``."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    def wrap(handler):
+        if getattr(handler, "vidpeft_filter", False):
+            return handler
+
+        def handle(batch):
+            lines = [line for line in batch.get("lines", []) if not drop(line)]
+            if lines:
+                handler({**batch, "lines": lines})
+
+        handle.vidpeft_filter = True
+        return handle
+
+    with dispatcher._lock:
+        dispatcher.handlers = [(name, wrap(h) if name == "ray_print_logs" else h) for name, h in dispatcher.handlers]

@@ -62,3 +62,18 @@ def test_local_ray_listens_on_loopback_only(ray_session):
     assert len(listening) >= 5, listening  # GCS, raylet (2), dashboard, agents: we found Ray's servers
     exposed = [(ip, port, psutil.Process(pid).name()) for ip, port, pid in listening if not _is_loopback(ip)]
     assert exposed == []
+
+
+def test_known_false_alarms_forwarded_from_ray_workers_are_not_printed(ray_session, capsys):
+    """The driver prints what Ray's workers write; a line that is one of Ray's known false alarms
+    (issue 57733, on every Ray Data actor pool) is dropped unless --verbose, the rest still prints."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    alarm = ("[2026-11-30 09:41:00,393 E 1 2] core_worker.cc:2465: Actor with class name: 'MapWorker' and ID: 'x' "
+             "has constructor arguments in the object store and max_restarts > 0. If the arguments ...")
+    handlers = dict(dispatcher.handlers)
+    assert "ray_print_logs" in handlers  # where Ray prints forwarded lines (ray_compat wraps it)
+    handlers["ray_print_logs"]({"ip": "127.0.0.1", "pid": 4242, "task_name": "SplitCoordinator", "is_err": False,
+                                "lines": [alarm, "[vidpeft] epoch 1/1 | train_loss 1.0"], "actor_name": ""})
+    out = capsys.readouterr().out
+    assert "[vidpeft] epoch 1/1" in out and "constructor arguments" not in out
