@@ -6,7 +6,8 @@ import logging
 import os
 from pathlib import Path
 
-LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"  # quiet | info | verbose, set by the CLI's --quiet / --verbose
+LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"
+LOOPBACK_GCS_ENV = "VIDPEFT_LOOPBACK_GCS"  # the GCS address of a loopback-only instance this process started  # quiet | info | verbose, set by the CLI's --quiet / --verbose
 
 
 def verbose() -> bool:
@@ -72,7 +73,7 @@ def ensure_ray(address: str = "") -> None:
     that listens on 127.0.0.1 only. Ray's own start-up messages show only with --verbose."""
     import ray
 
-    from pipelines.ray_compat import drop_forwarded_lines
+    from pipelines.ray_compat import drop_forwarded_lines, keep_local_node_on_loopback
 
     quiet_ray_data()
     if ray.is_initialized():
@@ -87,9 +88,12 @@ def ensure_ray(address: str = "") -> None:
         worker_env = {**env, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
         quiet = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": worker_env}}
     if address:  # a cluster: its nodes may not see a local file, so Ray Data keeps its own logging there
+        if address == os.environ.get(LOOPBACK_GCS_ENV):  # the loopback-only instance a parent vidpeft started:
+            keep_local_node_on_loopback()  # join it as a node of the same kind (its raylet is on 127.0.0.1)
         ray.init(address=address, log_to_driver=True, **{k: v for k, v in quiet.items() if k != "runtime_env"})
     else:
         _start_local(quiet)
+        os.environ[LOOPBACK_GCS_ENV] = ray.get_runtime_context().gcs_address  # for child processes that join it
     if not verbose():
         drop_forwarded_lines(_false_alarm)
 
