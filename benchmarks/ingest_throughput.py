@@ -64,27 +64,70 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def tree_pss_mb(root: int) -> float:
-    kids, todo, total = _children(), [root], 0
+def _tree(root: int) -> list[int]:
+    kids, todo, pids = _children(), [root], []
     while todo:
         pid = todo.pop()
-        total += _pss_kb(pid)
+        pids.append(pid)
         todo.extend(kids.get(pid, []))
-    return total / 1024
+    return pids
+
+
+def tree_pss_mb(root: int) -> float:
+    return sum(_pss_kb(pid) for pid in _tree(root)) / 1024
+
+
+def _kind(pid: int, root: int) -> str:
+    """Which part of the pipeline a process is: what its memory is spent on."""
+    if pid == root:
+        return "driver"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    if "ClipDecoder" in cmd:
+        return "decoder_actors"
+    if cmd.startswith("ray::"):
+        return "ray_workers"  # pooled Ray workers: idle ones, tasks, Ray Data's own actors (stats, coordinators)
+    for name in ("gcs_server", "raylet"):
+        if name in cmd.split(" ", 1)[0]:
+            return name
+    return "ray_agents"  # Ray's helper processes (log monitor, runtime-env and dashboard agents)
+
+
+def breakdown_mb(root: int) -> dict[str, float]:
+    """PSS per part of the process tree (MB); shared pages (the object store) are split among users."""
+    parts: dict[str, float] = {}
+    for pid in _tree(root):
+        kind = _kind(pid, root)
+        parts[kind] = parts.get(kind, 0.0) + _pss_kb(pid) / 1024
+    return {k: round(v, 1) for k, v in sorted(parts.items())}
 
 
 class MemoryMonitor:
-    """Samples the PSS of this process and all its descendants every `period` seconds."""
+    """Samples the PSS of this process and all its descendants every `period` seconds (with
+    ``breakdown``, per part of the tree too: the peak's parts say where the memory goes)."""
 
-    def __init__(self, period: float = 0.25) -> None:
-        self.period, self.samples = period, []
+    def __init__(self, period: float = 0.25, breakdown: bool = False) -> None:
+        self.period, self.samples, self.breakdown = period, [], breakdown
+        self.parts_at_peak: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> float:
+        if not self.breakdown:
+            return tree_pss_mb(os.getpid())
+        parts = breakdown_mb(os.getpid())
+        total = sum(parts.values())
+        if total > max([m for _, m in self.samples] or [0.0]):
+            self.parts_at_peak = parts
+        return total
 
     def _run(self) -> None:
         start = time.perf_counter()
         while not self._stop.is_set():
-            self.samples.append((time.perf_counter() - start, tree_pss_mb(os.getpid())))
+            self.samples.append((time.perf_counter() - start, self._sample()))
             self._stop.wait(self.period)
 
     def __enter__(self) -> MemoryMonitor:
@@ -103,7 +146,10 @@ class MemoryMonitor:
         return round(max(m for _, m in self.samples[start:]), 1)
 
     def summary(self) -> dict:
-        return {"peak_pss_mb": round(max([m for _, m in self.samples] or [0.0]), 1)}
+        out = {"peak_pss_mb": round(max([m for _, m in self.samples] or [0.0]), 1)}
+        if self.breakdown:
+            out["peak_parts_mb"] = self.parts_at_peak
+        return out
 
 
 # ---------------------------------------------------------------- the two modes (subprocesses)
@@ -144,27 +190,40 @@ def run_plain(rows: list[dict], a) -> dict:
             "clips_per_cpu_s": round(sum(e["clips"] for e in epochs) / max(cpu, 1e-9), 2)}
 
 
-def run_ray(rows_table, a) -> dict:
+def run_ray(rows_table, a, warm: bool) -> dict:
+    """The Ray Data pipeline as training runs it. ``warm``: one stream over all epochs (one decoder pool
+    for the run, pipelines/epoch_stream.py); else a dataset per epoch (a new pool each epoch, as
+    before the stream)."""
     import ray
 
+    from pipelines.epoch_stream import split_epochs
     from pipelines.ingest import DecodeSettings, build_dataset
 
     ray.init(num_cpus=len(a.cores), include_dashboard=False, log_to_driver=False,
              object_store_memory=a.object_store_mb * 1024 * 1024)
+    time.sleep(2.0)  # let Ray's own processes finish starting: what they hold then is its fixed cost
+    idle = breakdown_mb(os.getpid())
     settings = DecodeSettings(num_frames=a.num_frames, size=a.img_size, sampling=a.sampling, stride=a.stride,
                               training=True, seed=a.seed, task="single_label", num_outputs=1, decoder=a.decoder)
+
+    def dataset(epochs):
+        return build_dataset(rows_table, settings, decode_actors=a.actors, decode_cpus=a.decode_cpus,
+                             decode_batch_size=a.decode_batch_size, epochs=epochs)
+
+    def batches(ds):
+        return ds.iter_batches(batch_size=a.batch_size, batch_format="numpy", drop_last=False)
+
+    stream = split_epochs(batches(dataset(range(a.epochs))), rows_table.num_rows, a.batch_size) if warm else None
     epochs = []
-    with MemoryMonitor() as mon:
-        for _ in range(a.epochs):
-            ds = build_dataset(rows_table, settings, decode_actors=a.actors, decode_cpus=a.decode_cpus,
-                               decode_batch_size=a.decode_batch_size)
+    with MemoryMonitor(breakdown=True) as mon:
+        for e in range(a.epochs):
             start, clips, first = time.perf_counter(), 0, None
-            for b in ds.iter_batches(batch_size=a.batch_size, batch_format="numpy", drop_last=False):
+            for b in (next(stream) if warm else batches(dataset(range(e, e + 1)))):
                 clips += len(b["video"])
                 first = first or (time.perf_counter(), clips)
             epochs.append({**_epoch(start, first, clips), "peak_pss_mb": mon.mark()})
     ray.shutdown()
-    return {"epochs": epochs, **_totals(epochs), **mon.summary()}
+    return {"epochs": epochs, **_totals(epochs), **mon.summary(), "idle_ray_mb": idle}
 
 
 def _epoch(start: float, first: tuple[float, int] | None, clips: int) -> dict:
@@ -184,7 +243,9 @@ def _totals(epochs: list[dict]) -> dict:
     ss = sum(e.get("steady_seconds", 0.0) for e in epochs)
     return {"clips": clips, "seconds": round(secs, 3), "clips_per_s": round(clips / secs, 2),
             "steady_clips_per_s": round(sc / ss, 2) if ss > 0 else None,
-            "mean_first_batch_s": round(float(np.mean([e.get("first_batch_s", 0.0) for e in epochs])), 3)}
+            "mean_first_batch_s": round(float(np.mean([e.get("first_batch_s", 0.0) for e in epochs])), 3),
+            "first_batch_s": epochs[0].get("first_batch_s") if epochs else None,  # the first epoch: start-up
+            "later_first_batch_s": max([e.get("first_batch_s", 0.0) for e in epochs[1:]], default=None)}
 
 
 def worker_main(a) -> None:
@@ -207,7 +268,7 @@ def worker_main(a) -> None:
         cols = ["clip_id", "video_path", "start_frame", "end_frame", "start_sec", "end_sec"]
         result = run_plain(table.select(cols).to_pylist(), a)
     else:
-        result = run_ray(table, a)
+        result = run_ray(table, a, warm=a.mode == "ray")
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -246,7 +307,10 @@ def parse_args(argv=None):
     p.add_argument("--object-store-mb", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--mode", choices=("plain", "ray"), help=argparse.SUPPRESS)  # subprocess role
+    p.add_argument("--cold", action="store_true",
+                   help="also run Ray the old way, a dataset (and decoder pool) per epoch, to show what the "
+                        "one-stream pipeline saves")
+    p.add_argument("--mode", choices=("plain", "ray", "ray_cold"), help=argparse.SUPPRESS)  # subprocess role
     p.add_argument("--decoder", default="decord", help=argparse.SUPPRESS)  # the subprocess's decoder
     return p.parse_args(argv)
 
@@ -292,8 +356,9 @@ def main(argv=None) -> int:
         for d in decoders:
             runs.setdefault(f"plain_{d}", []).append(_subprocess(a, "plain", decoder=d))
         for n in a.actors:
-            runs.setdefault(f"ray_{n}_actor{'s' if n > 1 else ''}_{decoders[0]}", []).append(
-                _subprocess(a, "ray", n, decoders[0]))
+            for mode in ("ray", "ray_cold") if a.cold else ("ray",):
+                name = f"{mode}_{n}_actor{'s' if n > 1 else ''}_{decoders[0]}"
+                runs.setdefault(name, []).append(_subprocess(a, mode, n, decoders[0]))
     results = {}
     for name, rs in runs.items():
         best = sorted(rs, key=lambda r: r["clips_per_s"])[len(rs) // 2]  # the median run
@@ -323,13 +388,18 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
-    print(f"{'mode':<20}{'clips/s':>9}{'steady':>9}{'ratio':>7}{'steady':>8}{'1st batch s':>13}"
+    print(f"{'mode':<24}{'clips/s':>9}{'steady':>9}{'ratio':>7}{'steady':>8}{'1st batch s':>13}{'later':>7}"
           f"   peak PSS MB per epoch")
     for name, r in results.items():
         s = summary.get(name, {"ratio_vs_plain": 1.0, "steady_ratio_vs_plain": 1.0})
         peaks = ", ".join(str(e["peak_pss_mb"]) for e in r["epochs"])
-        print(f"{name:<20}{r['clips_per_s']:>9}{str(r['steady_clips_per_s']):>9}{s['ratio_vs_plain']:>7}"
-              f"{str(s['steady_ratio_vs_plain']):>8}{r['mean_first_batch_s']:>13}   {peaks}")
+        print(f"{name:<24}{r['clips_per_s']:>9}{str(r['steady_clips_per_s']):>9}{s['ratio_vs_plain']:>7}"
+              f"{str(s['steady_ratio_vs_plain']):>8}{str(r['first_batch_s']):>13}{str(r['later_first_batch_s']):>7}"
+              f"   {peaks}")
+    for name, r in results.items():
+        if "idle_ray_mb" in r:  # where the memory goes: Ray's fixed cost, then the pipeline's parts at its peak
+            print(f"{name}: idle Ray {sum(r['idle_ray_mb'].values()):.0f} MB {r['idle_ray_mb']}; "
+                  f"at the peak {r['peak_pss_mb']:.0f} MB {r['peak_parts_mb']}")
     for name, r in results.items():
         if "clips_per_cpu_s" in r:
             print(f"{name}: {r['clips_per_cpu_s']} clips per CPU second (runs: {r['all_clips_per_cpu_s']})")

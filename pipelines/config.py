@@ -70,7 +70,9 @@ class DataConfig:
     decode_actors: int = cfg(1, "maximum decoder actors (each decodes whole clips with data.decoder)")
     decode_cpus: float = cfg(0.5, "CPUs reserved per decoder actor; keep some CPU free of train workers")
     decode_batch_size: int = cfg(4, "clips per decoder call")
-    shuffle_buffer: int = cfg(32, "local shuffle buffer (clips) on each worker; 0 = no shuffle")
+    shuffle_buffer: int = cfg(0, "extra local shuffle buffer (clips) on each worker over the training stream; "
+                                 "every epoch is already a fresh seeded permutation of the whole split, so 0 "
+                                 "(no buffer) keeps each epoch's clips exactly that epoch's")
     limit: int = cfg(0, "use at most this many clips per split (0 = all); for smoke runs")
     check_files: bool = cfg(True, "check that every video file exists when the manifest is loaded")
     eval_clips: int = cfg(1, "evaluation: temporal clips per video, spread over its range; scores are "

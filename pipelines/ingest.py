@@ -7,8 +7,10 @@ on its row, counted as fallback_clips). A video that still fails to decode does 
 its row comes out with ``ok = False`` and an all-zero clip, and the training loop drops it from the
 batch and counts it, so the count reaches the run's metrics.
 With ``augment`` on, training clips are decoded a little larger and randomly cropped/flipped/jittered
-on the decoder actors (seeded per clip and visit); evaluation clips get the centre crop of the same
+on the decoder actors (seeded per run seed, clip and epoch); evaluation clips get the centre crop of the same
 decode, so both see objects at the same scale. No decord reader outlives one clip (decord leaks).
+The training split is one stream over all epochs (pipelines/epoch_stream.py): its rows are
+(row, epoch) pairs, which the decoder looks up in the manifest table it holds.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from components.video.decode import ClipSpec, VideoDecodeError, decode_clip
 from components.video.transforms import ClipAugment, center_crop
 from components.video.views import decode_views
 from pipelines import eval_views
+from pipelines.epoch_stream import EPOCH, ROW, stream_table
 
 log = logging.getLogger("vidpeft.ingest")
 
 RANGE_COLUMNS = ("start_frame", "end_frame", "start_sec", "end_sec")
+SPLIT_CPUS = 0.0  # CPUs a task cutting the training stream's index blocks reserves: none (it copies a few ints)
 
 
 @dataclass(frozen=True)
@@ -93,14 +97,14 @@ def _optional(value):
 class ClipDecoder:
     """Ray Data callable class: a batch of manifest rows -> a batch of numeric training columns."""
 
-    def __init__(self, settings: DecodeSettings) -> None:
+    def __init__(self, settings: DecodeSettings, rows: pa.Table | None = None) -> None:
         self.s = settings
+        self.rows = rows  # a stream of (row, epoch) pairs: the manifest rows they index
         self.spec = ClipSpec(num_frames=settings.num_frames, size=settings.decode_size,
                              sampling=settings.sampling, stride=settings.stride, target_fps=settings.target_fps)
         self.augment = (ClipAugment(settings.size, settings.crop_scale, flip=settings.flip,
                                     color_jitter=settings.color_jitter) if settings.augment else None)
         self.dataset_index = {name: i for i, name in enumerate(settings.datasets)}
-        self.visits: dict[str, int] = {}
         self.views = eval_views.view_decoding(settings)  # None: one clip per video
         self.target = make_task(settings.task, settings.num_outputs)  # decodes the target column
         self.decoders = {"decoder": settings.decoder, "fallback": settings.decoder_fallback or None}
@@ -116,16 +120,24 @@ class ClipDecoder:
                     first.path, first.reason, self.s.decoder_fallback)
         return used
 
-    def _rng(self, clip_id: str) -> np.random.Generator | None:
+    def _rng(self, clip_id: str, epoch: int) -> np.random.Generator | None:
         if not self.s.training:
             return None
-        # Seeded per (run seed, clip, visit): reproducible, and a new sample every epoch.
-        visit = self.visits.get(clip_id, 0)
-        self.visits[clip_id] = visit + 1
-        return np.random.default_rng([self.s.seed, zlib.crc32(clip_id.encode()), visit])
+        # Seeded per (run seed, clip, epoch): reproducible whichever actor decodes it, new every epoch.
+        return np.random.default_rng([self.s.seed, zlib.crc32(clip_id.encode()), epoch])
+
+    def _lookup(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """(row, epoch) pairs -> the manifest rows they name, as Ray's numpy batch format has them."""
+        table = self.rows.take(pa.array(batch[ROW]))
+        out = {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
+        out[EPOCH] = batch[EPOCH]
+        return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.rows is not None:
+            batch = self._lookup(batch)
         n = len(batch["clip_id"])
+        epochs = batch[EPOCH] if EPOCH in batch else np.zeros(n, dtype=np.int64)
         t, size = self.s.num_frames, self.s.size
         views = (self.views[1].num_views,) if self.views else ()
         videos = np.zeros((n, *views, t, size, size, 3), dtype=np.uint8)  # (n, [V,] T, S, S, 3)
@@ -134,7 +146,7 @@ class ClipDecoder:
         for i in range(n):
             clip_id = str(batch["clip_id"][i])
             ranges = {k: _optional(batch[k][i]) if k in batch else None for k in RANGE_COLUMNS}
-            rng = self._rng(clip_id)
+            rng = self._rng(clip_id, int(epochs[i]))
             used = self._on_fallback(fallback, i, clip_id)
             try:
                 if self.views:
@@ -157,6 +169,8 @@ class ClipDecoder:
             "fallback": fallback,
             "target": np.stack([self.target.decode(v) for v in batch[self.target.column]]),
         }
+        if EPOCH in batch:
+            out[EPOCH] = np.asarray(batch[EPOCH], dtype=np.int64)
         if self.dataset_index:
             out["dataset_index"] = np.array([self.dataset_index[str(d)] for d in batch["dataset"]],
                                             dtype=np.int64)
@@ -174,9 +188,14 @@ class ClipDecoder:
 
 
 def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int, decode_cpus: float,
-                  decode_batch_size: int, limit: int = 0):
-    """A lazy Ray Dataset of decoded clips for one split (nothing is decoded until iterated)."""
+                  decode_batch_size: int, limit: int = 0, epochs: range | None = None):
+    """A lazy Ray Dataset of decoded clips for one split (nothing is decoded until iterated).
+
+    ``epochs``: the training stream, every epoch of ``epochs`` in one dataset, each in its own seeded
+    order (pipelines/epoch_stream.py); None: the split once, in manifest order."""
     import ray.data
+
+    from pipelines.ray_compat import small_blocks  # Ray internals: not for the decoder actors to import
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # per-epoch progress comes from the train loop instead
@@ -187,16 +206,22 @@ def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int,
     keep += [m.column for m in settings.modalities]
     keep += ["dataset"] if settings.datasets else []
     table = table.select(keep)
-    if settings.training:  # one seeded permutation; workers add a local shuffle buffer per epoch
-        perm = np.random.default_rng(settings.seed).permutation(table.num_rows)
-        table = table.take(pa.array(perm))
     # Several small blocks, so more than one decoder actor can work at once.
     rows_per_block = max(decode_batch_size * 2, 1)
-    blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
-    ds = ray.data.from_arrow(blocks)
+    constructor = {"settings": settings}
+    if epochs is not None:
+        # One (row, epoch) block per epoch, cut into small blocks as the stream flows (not all at
+        # once: a long run over a large manifest would hold millions of them). The decoder actors hold
+        # the rows themselves.
+        ds = ray.data.from_arrow([stream_table(table.num_rows, settings.seed, range(e, e + 1)) for e in epochs])
+        ds = small_blocks(ds, rows_per_block, cpus=SPLIT_CPUS)
+        constructor["rows"] = table
+    else:
+        blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
+        ds = ray.data.from_arrow(blocks)
     return ds.map_batches(
         ClipDecoder,
-        fn_constructor_kwargs={"settings": settings},
+        fn_constructor_kwargs=constructor,
         batch_size=decode_batch_size,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
         num_cpus=decode_cpus,

@@ -2,9 +2,9 @@
 
 Ray Train V2 has no public hook for "the worker group started", a placement group is freed by
 id only through ``ray._raylet``, and a local instance can be kept on loopback only through a
-private constant, and the lines Ray forwards from its workers to the driver pass one private
-dispatcher. When Ray moves either, tests/test_ray_compat.py fails and this is
-the only file to fix.
+private constant, the lines Ray forwards from its workers to the driver pass one private
+dispatcher, and a streaming repartition takes task options only on its logical operator. When
+Ray moves one, tests/test_ray_compat.py fails and this is the only file to fix.
 """
 
 from __future__ import annotations
@@ -58,3 +58,24 @@ def drop_forwarded_lines(drop) -> None:
 
     with dispatcher._lock:
         dispatcher.handlers = [(name, wrap(h) if name == "ray_print_logs" else h) for name, h in dispatcher.handlers]
+
+
+def small_blocks(ds, rows: int, cpus: float):
+    """``ds`` cut into blocks of at most ``rows`` rows as it streams, in order, by one task at a time
+    reserving ``cpus`` CPUs.
+
+    ``Dataset.repartition(target_num_rows_per_block=)`` streams, but its tasks reserve a whole CPU and
+    take no resource arguments: on a machine whose CPUs the Train workers and decoder actors already
+    hold, they would wait forever. Its logical operator carries the task options the planner uses.
+    One task at a time keeps the input blocks' order (several would interleave them).
+    """
+    import ray.data
+
+    out = ds.repartition(target_num_rows_per_block=rows)
+    op = out._logical_plan.dag
+    if not isinstance(getattr(op, "ray_remote_args", None), dict) or not hasattr(op, "compute"):
+        raise RuntimeError("this Ray's streaming repartition takes no task options: vidpeft needs updating "
+                           "(pipelines/ray_compat.small_blocks)")
+    op.ray_remote_args["num_cpus"] = cpus
+    object.__setattr__(op, "compute", ray.data.TaskPoolStrategy(size=1))
+    return out

@@ -26,6 +26,9 @@ class RunPlan:
                                         "to their head with several datasets)")
     has_val: bool = cfg(False, "a validation split is streamed as dataset shard 'val'")
     train_clips: int = cfg(0, "training clips per epoch (plans the per-step LR schedule and the progress total)")
+    val_clips: int = cfg(0, "validation clips per epoch")
+    val_stream: bool = cfg(False, "shard 'val' is one stream over every epoch still to run (one worker), "
+                                  "not a dataset per epoch")
     tracking_uri: str | None = cfg(None, "MLflow tracking URI the workers log into (None: no tracking)")
     run_id: str | None = cfg(None, "the driver's MLflow run id")
     resume_from: str | None = cfg(None, "checkpoint to resume from unless Ray hands the workers a newer one "

@@ -20,7 +20,7 @@ from components.multihead.config import dataset_heads
 from components.tasks import make_task
 from pipelines import best, multi_dataset, preflight, tracking, trained, zeroshot_close
 from pipelines.config import ExperimentConfig
-from pipelines.checkpoints import WEIGHTS, latest_checkpoint
+from pipelines.checkpoints import WEIGHTS, latest_checkpoint, restored_epoch
 from pipelines.ingest import DecodeSettings, build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray, train_logging, use_gpu
 from pipelines.redaction import redact_data, redact_urls
@@ -133,6 +133,9 @@ def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | Non
         return _run_train(cfg, resume, callbacks, opened)
 
 
+VAL_DECODE_CPUS = 0.01  # Ray's CPU reservation of a validation decoder actor (see _run_train)
+
+
 def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, opened: list) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -179,11 +182,22 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
         return decode_settings(cfg, training, dataset_names)
 
     d = cfg.data
+    # The training split: one stream over the epochs still to run (the decoder pool lives for the run)
+    first_epoch = restored_epoch(restore) + 1 if restore else 0
+    remaining = range(first_epoch, max(cfg.optim.epochs, first_epoch + 1))
     datasets = {"train": build_dataset(manifest.split(d.train_split), settings(True), d.decode_actors,
-                                       d.decode_cpus, d.decode_batch_size, d.limit)}
+                                       d.decode_cpus, d.decode_batch_size, d.limit, epochs=remaining)}
+    # Validation: a stream too with one worker (its epochs are then exact); with several, Ray's split
+    # cannot give each worker exactly its share of every epoch, so a dataset per epoch.
+    val_stream = cfg.scaling.num_workers == 1
     if d.val_split:
+        # Validation decodes while training waits for it: its decoders work on the CPUs that the paused
+        # training pool and the waiting Train worker leave idle, so they reserve next to none. A full
+        # reservation would add up to more CPUs than a small machine has, and validation would wait for
+        # them forever.
         datasets["val"] = build_dataset(manifest.split(d.val_split), settings(False), d.decode_actors,
-                                        d.decode_cpus, d.decode_batch_size, d.limit)
+                                        VAL_DECODE_CPUS, d.decode_batch_size, d.limit,
+                                        epochs=remaining if val_stream else None)
 
     # 4) the Ray Train run
     gpu = use_gpu(cfg.scaling.use_gpu)
@@ -200,6 +214,8 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
             run_id=run_id,
             has_val=bool(d.val_split),
             train_clips=min(manifest.split(d.train_split).num_rows, d.limit or 1 << 62),
+            val_clips=min(manifest.split(d.val_split).num_rows, d.limit or 1 << 62) if d.val_split else 0,
+            val_stream=val_stream,
             dataset_names=list(dataset_names),
             resume_from=str(restore) if restore else None,
             storage=storage,

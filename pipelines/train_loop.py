@@ -23,6 +23,7 @@ from components.tasks import Task, model_task
 from pipelines.best import Patience
 from pipelines.checkpoints import newer_in_storage, restore_checkpoint, save_checkpoint
 from pipelines.config import ExperimentConfig
+from pipelines.epoch_stream import rows_per_worker, split_epochs
 from pipelines.run_plan import RunPlan
 from pipelines.progress import epoch_line, say
 from pipelines.ray_env import quiet_train_worker
@@ -58,17 +59,13 @@ def _batches(shard, batch_size: int, device, shuffle: int, seed: int):
 def steps_per_epoch(clips: int, batch_size: int, workers: int, accumulate: int) -> int:
     """Optimizer steps one worker takes per epoch over ``clips`` training clips (the LR schedule's plan;
     the last, partial accumulation of an epoch steps too)."""
-    batches = math.ceil(math.ceil(max(clips, 1) / max(workers, 1)) / batch_size)
+    batches = math.ceil(rows_per_worker(max(clips, 1), max(workers, 1)) / batch_size)
     return max(math.ceil(batches / accumulate), 1)
 
 
-def _run_epoch(model, shard, cfg: ExperimentConfig, device, task: Task, step: TrainStep | None = None,
-               epoch: int = 0, num_datasets: int = 0, on_batch=None):
-    """One pass of the engine over a shard: trains with ``step``, else evaluates (views averaged)."""
-    training = step is not None
-    bs = cfg.data.batch_size if training else cfg.data.eval_batch_size
-    shuffle = cfg.data.shuffle_buffer if training else 0
-    batches = _batches(shard, bs, device, shuffle, cfg.seed + epoch)
+def _run_epoch(model, batches, cfg: ExperimentConfig, device, task: Task, step: TrainStep | None = None,
+               num_datasets: int = 0, on_batch=None):
+    """One pass of the engine over an epoch's batches: trains with ``step``, else evaluates (views averaged)."""
     result = run_pass(model, batches, task, step=step, device=device, amp=cfg.optim.amp, num_datasets=num_datasets,
                       on_batch=on_batch)
     if step is not None:
@@ -127,8 +124,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
     uri, run_id = plan.tracking_uri, plan.run_id
     log_to_mlflow = rank == 0 and uri and run_id
 
+    # The training stream holds every epoch still to run; each epoch is this worker's equal share
     train_shard = ray.train.get_dataset_shard("train")
+    train_epochs = split_epochs(_batches(train_shard, cfg.data.batch_size, device, cfg.data.shuffle_buffer, cfg.seed),
+                                rows_per_worker(plan.train_clips, ctx.get_world_size()), cfg.data.batch_size)
     val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
+    val_epochs = None
+    if val_shard is not None and plan.val_stream:  # one worker: the whole stream is this worker's
+        val_epochs = split_epochs(_batches(val_shard, cfg.data.eval_batch_size, device, 0, 0), plan.val_clips,
+                                  cfg.data.eval_batch_size)
     names = plan.metric_names
     dataset_names = plan.dataset_names
 
@@ -152,14 +156,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         watch = StepWatch(cfg, f"epoch {epoch + 1}/{cfg.optim.epochs}", batches_per_epoch, step, device,
                           enabled=rank == 0, log=tracking.log_metrics if log_to_mlflow else None,
                           uri=uri, run_id=run_id)
-        train = _run_epoch(model, train_shard, cfg, device, task, step, epoch, len(dataset_names), watch)
+        train = _run_epoch(model, next(train_epochs), cfg, device, task, step, len(dataset_names), watch)
         watch.close()
         skipped, fallback = train.skipped, train.fallback
         seen, secs = _sum([train.clips, train.seconds])
         metrics = {f"train_{k}": v for k, v in _gather(train.acc).compute(names).items()}
         metrics.update(epoch=epoch, lr=lr, clips_per_sec=seen / max(secs / ctx.get_world_size(), 1e-9))
         if val_shard is not None:
-            val = _run_epoch(model, val_shard, cfg, device, task, num_datasets=len(dataset_names))
+            val_batches = (next(val_epochs) if val_epochs is not None
+                           else _batches(val_shard, cfg.data.eval_batch_size, device, 0, 0))
+            val = _run_epoch(model, val_batches, cfg, device, task, num_datasets=len(dataset_names))
             skipped, fallback = skipped + val.skipped, fallback + val.fallback
             metrics.update({f"val_{k}": v for k, v in _gather(val.acc).compute(names).items()})
         per_dataset = [int(v) for v in _sum(skipped.tolist())]  # summed over workers
