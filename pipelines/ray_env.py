@@ -85,7 +85,9 @@ def ensure_ray(address: str = "") -> None:
         os.environ.update(env)  # the driver's own Ray Data logger
         # Ray's workers: no DeprecationWarnings about Ray's own internals (Ray Data's DatasetManager
         # warns about options it sets itself); --verbose shows them
-        worker_env = {**env, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+        # and no C++ warnings from torch's DDP reducer (find_unused_parameters is on by design: adapters
+        # of an absent modality get no gradient)
+        worker_env = {**env, "PYTHONWARNINGS": "ignore::DeprecationWarning", "TORCH_CPP_LOG_LEVEL": "ERROR"}
         quiet = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": worker_env}}
     if address:  # a cluster: its nodes may not see a local file, so Ray Data keeps its own logging there
         if address == os.environ.get(LOOPBACK_GCS_ENV):  # the loopback-only instance a parent vidpeft started:
@@ -96,6 +98,15 @@ def ensure_ray(address: str = "") -> None:
         os.environ[LOOPBACK_GCS_ENV] = ray.get_runtime_context().gcs_address  # for child processes that join it
     if not verbose():
         drop_forwarded_lines(_false_alarm)
+
+
+def name_own_instance() -> None:
+    """Runs in every Ray worker process of a local instance vidpeft started (a runtime-env setup hook):
+    the worker names its own instance in RAY_ADDRESS. Ray Train's placement-group cleaner looks the
+    cluster up without an address, which fails when a second Ray instance runs on the same machine."""
+    import ray
+
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
 def _start_local(quiet: dict) -> None:
@@ -109,8 +120,9 @@ def _start_local(quiet: dict) -> None:
     keep_local_node_on_loopback()
     if not verbose():
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    runtime_env = {**quiet.pop("runtime_env", {}), "worker_process_setup_hook": f"{__name__}.name_own_instance"}
     ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
-             **quiet)
+             runtime_env=runtime_env, **quiet)
 
 
 def use_gpu(setting: bool | str) -> bool:

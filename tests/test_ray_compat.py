@@ -77,3 +77,30 @@ def test_known_false_alarms_forwarded_from_ray_workers_are_not_printed(ray_sessi
                                 "lines": [alarm, "[vidpeft] epoch 1/1 | train_loss 1.0"], "actor_name": ""})
     out = capsys.readouterr().out
     assert "[vidpeft] epoch 1/1" in out and "constructor arguments" not in out
+
+
+def test_workers_of_a_local_instance_name_it_in_ray_address(ray_session):
+    """Ray Train's placement-group cleaner looks its cluster up without an address; with a second Ray
+    instance on the machine that lookup fails (a traceback on the console, no clean-up) unless the
+    worker's RAY_ADDRESS names its own instance."""
+    import os
+
+    @ray_session.remote(num_cpus=0)
+    def address() -> str | None:
+        return os.environ.get("RAY_ADDRESS")
+
+    assert ray_session.get(address.remote()) == ray_session.get_runtime_context().gcs_address
+
+
+def test_streaming_repartition_still_takes_task_options_on_its_logical_operator(ray_session):
+    """pipelines/ray_compat.small_blocks sets the cutting tasks' CPUs and concurrency there."""
+    import ray.data
+
+    from pipelines.ray_compat import small_blocks
+
+    import pyarrow as pa
+
+    ds = small_blocks(ray.data.from_arrow(pa.table({"x": list(range(20))})), 8, cpus=0.0)
+    op = ds._logical_plan.dag
+    assert op.ray_remote_args == {"num_cpus": 0.0} and op.compute.size == 1
+    assert [len(b["x"]) for b in ds.iter_batches(batch_size=None)] == [8, 8, 4]
