@@ -27,6 +27,8 @@ class RunPlan:
     has_val: bool = cfg(False, "a validation split is streamed as dataset shard 'val'")
     train_clips: int = cfg(0, "training clips per epoch (plans the per-step LR schedule and the progress total)")
     val_clips: int = cfg(0, "validation clips per epoch")
+    progress_board: str = cfg("", "the driver's live progress board (pipelines/progress_relay.py): rank 0 "
+                                  "posts its progress there; '' = rank 0 prints lines")
     val_stream: bool = cfg(False, "shard 'val' is one stream over every epoch still to run (one worker), "
                                   "not a dataset per epoch")
     tracking_uri: str | None = cfg(None, "MLflow tracking URI the workers log into (None: no tracking)")

@@ -6,18 +6,21 @@ from __future__ import annotations
 import time
 
 from pipelines.progress import Progress
+from pipelines.progress_relay import BAR
 
 
 class StepWatch:
     """``on_batch`` hook for ``run_pass`` (see components/engine/loop.py)."""
 
     def __init__(self, cfg, label: str, total_batches: int, step, device, *, enabled: bool, log=None,
-                 uri: str | None = None, run_id: str | None = None, live: bool = False) -> None:
+                 uri: str | None = None, run_id: str | None = None, post=None) -> None:
         lc = cfg.log
         self.step = step  # the TrainStep: its optimizer (LR) and its count of optimizer steps
+        # post: the driver's live board (pipelines/progress_relay.py) redraws the bar; else plain lines
         self.progress = Progress(label, total_batches, every_steps=lc.progress_steps,
-                                 every_seconds=lc.progress_seconds, live=live, device=device,
-                                 enabled=enabled and lc.level != "quiet")
+                                 every_seconds=lc.progress_seconds, live=post is not None, device=device,
+                                 enabled=enabled and lc.level != "quiet",
+                                 out=(lambda line: post(BAR, line)) if post is not None else None)
         self.every = lc.metrics_steps if enabled and log is not None else 0
         self.log, self.uri, self.run_id = log, uri, run_id
         self.logged_update = step.updates

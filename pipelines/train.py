@@ -21,6 +21,7 @@ from components.tasks import make_task
 from pipelines import best, multi_dataset, preflight, tracking, trained, zeroshot_close
 from pipelines.config import ExperimentConfig
 from pipelines.checkpoints import WEIGHTS, latest_checkpoint, restored_epoch
+from pipelines.progress_relay import LiveRelay
 from pipelines.ingest import DecodeSettings, build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray, train_logging, use_gpu
 from pipelines.redaction import redact_data, redact_urls
@@ -202,6 +203,8 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
     # 4) the Ray Train run
     gpu = use_gpu(cfg.scaling.use_gpu)
     resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if gpu else {})}
+    # a terminal: rank 0's progress is drawn in place on it (Ray forwards worker output line by line)
+    relay = LiveRelay(enabled=cfg.log.level != "quiet").__enter__()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=RunPlan(
@@ -216,6 +219,7 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
             train_clips=min(manifest.split(d.train_split).num_rows, d.limit or 1 << 62),
             val_clips=min(manifest.split(d.val_split).num_rows, d.limit or 1 << 62) if d.val_split else 0,
             val_stream=val_stream,
+            progress_board=relay.name or "",
             dataset_names=list(dataset_names),
             resume_from=str(restore) if restore else None,
             storage=storage,
@@ -252,6 +256,8 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
         if run_id:
             tracking.end_run(uri, run_id, status="FAILED")
         raise
+    finally:
+        relay.__exit__(None, None, None)
 
     # 5) results: final weights, metrics.json, MLflow artifacts
     # [after] the run's result is its best epoch (by checkpoint.metric); the last epoch's scores are kept too

@@ -26,6 +26,7 @@ from pipelines.config import ExperimentConfig
 from pipelines.epoch_stream import rows_per_worker, split_epochs
 from pipelines.run_plan import RunPlan
 from pipelines.progress import epoch_line, say
+from pipelines.progress_relay import LINE, board_poster
 from pipelines.ray_env import quiet_train_worker
 from pipelines.step_watch import StepWatch
 from pipelines.system_metrics import SystemMetrics
@@ -122,6 +123,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
             say(f"[vidpeft] resumed from epoch {state['epoch']} checkpoint")
 
     uri, run_id = plan.tracking_uri, plan.run_id
+    post = board_poster(plan.progress_board) if rank == 0 else None  # the driver draws a live bar
+
+    def show(line: str) -> None:  # a line that stays (through the driver's board when it draws a bar)
+        if post is not None:
+            post(LINE, line)
+        else:
+            say(line)
+
     log_to_mlflow = rank == 0 and uri and run_id
 
     # The training stream holds every epoch still to run; each epoch is this worker's equal share
@@ -155,7 +164,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         lr = optimizer.param_groups[0]["lr"]
         watch = StepWatch(cfg, f"epoch {epoch + 1}/{cfg.optim.epochs}", batches_per_epoch, step, device,
                           enabled=rank == 0, log=tracking.log_metrics if log_to_mlflow else None,
-                          uri=uri, run_id=run_id)
+                          uri=uri, run_id=run_id, post=post)
         train = _run_epoch(model, next(train_epochs), cfg, device, task, step, len(dataset_names), watch)
         watch.close()
         skipped, fallback = train.skipped, train.fallback
@@ -194,11 +203,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 if log_to_mlflow:
                     tracking.log_metrics(uri, run_id, metrics, step=epoch)
                 if cfg.log.level != "quiet":
-                    say(epoch_line(epoch, cfg.optim.epochs, metrics))
+                    show(epoch_line(epoch, cfg.optim.epochs, metrics))
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:  # [after]
             if rank == 0:
-                say(f"[vidpeft] {stop}")
+                show(f"[vidpeft] {stop}")
             break
     system.__exit__(None, None, None)
     if rank == 0 and os.environ.get("VIDPEFT_DEBUG"):

@@ -117,3 +117,37 @@ def test_the_epoch_line_shows_what_changes_per_epoch_once():
     line = epoch_line(1, 6, metrics)
     assert line == ("[vidpeft] epoch 2/6 | train_loss 1.885 | train_top1 0.2708 | val_top1 0.5625 | "
                     "fallback clips 2 | lr 0.003 | 35.1 clips/s")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_rank_zeros_progress_as_one_live_bar(ray_session):
+    """Through the driver's board (a real Ray actor): bar posts redraw one line in place, an epoch line
+    clears the bar and stays; a pipe gets no board (workers print plain lines)."""
+    from pipelines.progress_relay import BAR, LINE, LiveRelay, board_poster
+
+    @ray_session.remote(num_cpus=0)
+    def rank0(name: str) -> None:  # stands in for a Train worker's rank 0
+        post = board_poster(name)
+        for step in (1, 2):
+            post(BAR, f"[vidpeft] epoch 1/1 | {step}/2")
+        post(LINE, "[vidpeft] epoch 1/1 | train_loss 1.0")
+        post(BAR, "[vidpeft] epoch 2/2 | 1/2")
+
+    screen = _Terminal()
+    with LiveRelay(stream=screen, period=0.05) as relay:
+        assert relay.name
+        ray_session.get(rank0.remote(relay.name))
+    text = screen.getvalue()
+    assert "\r\x1b[2K[vidpeft] epoch 1/1 | 2/2" in text  # the newest bar was drawn in place
+    assert "\r\x1b[2K[vidpeft] epoch 1/1 | train_loss 1.0\n" in text  # the bar cleared, the line kept
+    assert text.endswith("[vidpeft] epoch 2/2 | 1/2\n")  # the last bar ended with its line
+    assert text.count("train_loss") == 1
+
+    piped = io.StringIO()
+    with LiveRelay(stream=piped) as relay:
+        assert relay.name is None and board_poster(relay.name) is None
+    assert piped.getvalue() == ""
