@@ -3,6 +3,7 @@
 - TED: the fused path (one fc1 GEMM for both branches with the frame difference taken after fc1, one
   fc2 GEMM, channels-last convolutions) against Eq. 6-8 written out here with the branch modules'
   own Conv1d / Conv2d on the input-side differences; outputs and every gradient, each branch alone too.
+- q/k/v split with unbind (split_heads) equals the indexed permutation, gradients included.
 - QuickGELU through SiLU against open_clip's ``x * sigmoid(1.702 x)``, and swapped in by create_openclip.
 - Gradient checkpointing covers M2-CLIP's text tower and CMLM block (tests/test_training_levers.py
   checks the gradients of the whole M2-CLIP model with and without it).
@@ -20,6 +21,7 @@ from components.adapters.base import ForwardContext, SiteInfo, TokenLayout
 from components.adapters.ted import TEDAdapter, TEDConfig
 from components.backbones.config import BackboneConfig
 from components.backbones.fast_gelu import FastQuickGELU, use_fast_quick_gelu
+from components.backbones.fast_mha import split_heads
 from components.backbones.openclip_vit import create_openclip
 from components.config import from_dict
 from components.engine.checkpointing import backbone_blocks
@@ -143,3 +145,17 @@ def test_checkpointing_covers_the_text_tower_and_the_cmlm_block():
     wanted = [*model.backbone.visual.transformer.resblocks, *model.text.transformer.resblocks, model.cmlm.block]
     assert all(id(b) in blocks for b in wanted) and len(blocks) == len(wanted)
     assert all(getattr(b.forward, "vidpeft_checkpointed", False) for b in wanted)
+
+
+def test_split_heads_matches_the_rearranged_projection_and_its_gradient():
+    qkv = torch.randn(2, 5, 3 * 4 * 6, dtype=torch.float64)
+    weights = torch.randn(3, 2, 4, 5, 6, dtype=torch.float64)  # a different weight per q/k/v element
+    grads = []
+    for split in (lambda t: split_heads(t, 4), lambda t: rearrange(t, "b n (three h d) -> three b h n d", three=3, h=4)):
+        t = qkv.clone().requires_grad_(True)
+        parts = split(t)
+        assert all(p.shape == (2, 4, 5, 6) for p in parts)
+        sum((p * w).sum() for p, w in zip(parts, weights)).backward()
+        grads.append((torch.stack(list(parts)).detach(), t.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
