@@ -3,6 +3,8 @@
 - TED: the fused path (one fc1 GEMM for both branches with the frame difference taken after fc1, one
   fc2 GEMM, channels-last convolutions) against Eq. 6-8 written out here with the branch modules'
   own Conv1d / Conv2d on the input-side differences; outputs and every gradient, each branch alone too.
+- MHVA's group gathers (a permutation for even groups, the class token apart) against one adapter per
+  group, gradients included.
 - q/k/v split with unbind (split_heads) equals the indexed permutation, gradients included.
 - QuickGELU through SiLU against open_clip's ``x * sigmoid(1.702 x)``, and swapped in by create_openclip.
 - Gradient checkpointing covers M2-CLIP's text tower and CMLM block (tests/test_training_levers.py
@@ -18,7 +20,9 @@ from einops import rearrange
 from open_clip.transformer import QuickGELU
 
 from components.adapters.base import ForwardContext, SiteInfo, TokenLayout
+from components.adapters.mhva import MHVAConfig, MultiHeadVisionAdapter
 from components.adapters.ted import TEDAdapter, TEDConfig
+from components.adapters.tokens import site_tokens, token_groups
 from components.backbones.config import BackboneConfig
 from components.backbones.fast_gelu import FastQuickGELU, use_fast_quick_gelu
 from components.backbones.fast_mha import split_heads
@@ -159,3 +163,57 @@ def test_split_heads_matches_the_rearranged_projection_and_its_gradient():
         grads.append((torch.stack(list(parts)).detach(), t.grad))
     torch.testing.assert_close(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
+@pytest.mark.parametrize("layout,shape,prefix_group,even", [
+    (TokenLayout(kind="frames", grid=(4, 4), num_prefix_tokens=1), (3, 17, 8), True, True),  # a permutation
+    (TokenLayout(kind="frames", grid=(4, 4), num_prefix_tokens=1), (3, 17, 8), False, True),
+    (TokenLayout(kind="frames", grid=(3, 3), num_prefix_tokens=1), (3, 10, 8), True, False),  # padded
+    (TokenLayout(kind="swin", window=(2, 2, 2)), (2, 2, 3, 5, 8), True, False),
+    (TokenLayout(kind="sequence", num_prefix_tokens=2), (2, 10, 8), True, True),
+], ids=["frames-even", "frames-no-prefix-group", "frames-uneven", "swin-uneven", "sequence"])
+def test_mhva_groups_equal_one_adapter_per_group_gradients_included(layout, shape, prefix_group, even):
+    """MHVA's gathers (a permutation where groups are even, padding otherwise; the class token apart)
+    against the plain reading: every token through its own group's down/up pair."""
+    torch.manual_seed(0)
+    site = SiteInfo("b.mlp", "mlp", 0, 8, 2, "test", layout, ForwardContext(), base=torch.nn.Identity())
+    layer = MultiHeadVisionAdapter(MHVAConfig(heads=4, bottleneck=3, scale=2.0, adapt_prefix_tokens=prefix_group),
+                                   site).double()
+    for p in layer.parameters():
+        torch.nn.init.normal_(p)
+    x = torch.randn(*shape, dtype=torch.float64)
+    ids = token_groups(tuple(shape), layout, 4, layer.grid, layer.prefix_group)
+    rows = torch.where(ids >= 0, layer._remap[ids.clamp(min=0)], ids)
+
+    def plain(v):
+        tokens, restore = site_tokens(v, layout)
+        out = torch.zeros_like(tokens)
+        for g in range(layer.num_groups):
+            sel = rows == g
+            h = torch.relu(tokens[:, sel] @ layer.down_weight[g] + layer.down_bias[g])
+            out[:, sel] = h @ layer.up_weight[g] + layer.up_bias[g]
+        return layer.scale * restore(out)
+
+    def hidden_plain(v):
+        tokens, restore = site_tokens(v, layout)
+        out = tokens.new_zeros(*tokens.shape[:2], 3)
+        for g in range(layer.num_groups):
+            sel = rows == g
+            out[:, sel] = torch.relu(tokens[:, sel] @ layer.down_weight[g] + layer.down_bias[g])
+        return restore(out)
+
+    for fast, ref in ((lambda v: layer(v, v), plain), (layer.hidden, hidden_plain)):
+        results = []
+        for fn in (fast, ref):
+            xi = x.clone().requires_grad_(True)
+            layer.zero_grad(set_to_none=True)
+            out = fn(xi)
+            (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+            results.append((out.detach(), xi.grad, [p.grad for p in layer.parameters()]))
+        (o1, g1, p1), (o2, g2, p2) = results
+        torch.testing.assert_close(o1, o2)
+        torch.testing.assert_close(g1, g2)
+        for a, b in zip(p1, p2):
+            if b is not None:
+                torch.testing.assert_close(a, b)
+    assert (layer._plan(tuple(shape), x.device).perm is not None) == even  # both paths are covered
