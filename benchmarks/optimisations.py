@@ -12,8 +12,17 @@ in machine load hits both) and reports the median process CPU seconds (and wall 
 - ``text``: M2-CLIP's class-text encoding with gradients (open_clip ViT-B-16 text tower, text adapter
   in the last block, ``--text-classes`` prompts): only the adapted block run per step (the frozen
   blocks' output reused) vs the whole tower per step.
+- ``ted``: one ViT-B TED adapter (bottleneck 384, 8 frames), forward + backward: the fused path (one
+  fc1 and one fc2 GEMM for both branches, channels-last convolutions) vs the unfused formula.
+- ``quickgelu``: open_clip's QuickGELU on one ViT-B MLP activation (8 x 197 x 3072), forward +
+  backward: through SiLU (``fast_gelu.py``) vs ``x * sigmoid(1.702 x)``.
+- ``mhva``: one ViT-B MHVA site (4 groups + the class token's, bottleneck 64), forward + backward:
+  the class token apart and even groups gathered as a permutation vs every group padded to 49 tokens
+  and gathered by index (accumulating backward).
+- ``qkv``: one prefix-tuned timm ViT-B attention site (L = 16), forward + backward: q/k/v split with
+  ``unbind`` on the projection's layout (``split_heads``) vs indexing a (3, B, H, N, dh) permutation.
 
-    python benchmarks/optimisations.py                      # all four, 5 repetitions each
+    python benchmarks/optimisations.py                      # all of them, 5 repetitions each
     python benchmarks/optimisations.py --only prefix,mha --repeats 3
 """
 
@@ -31,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, add_run_args, emit, machine, run_isolated, summary, write_result  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-CASES = ("prefix", "adamw", "mha", "text")
+CASES = ("prefix", "adamw", "mha", "text", "ted", "quickgelu", "mhva", "qkv")
 
 
 def ab(a: Callable[[], None], b: Callable[[], None], repeats: int, warmup: int = 1) -> dict:
@@ -155,6 +164,117 @@ def case_text(args) -> dict:
     r = ab(cached, whole, args.repeats)
     return {"a_name": f"blocks {start}+ only", "b_name": "whole tower", "prompts": len(flat),
             "frozen_blocks": start, **r}
+
+
+def fwd_bwd(fn: Callable[[], "object"], grad) -> Callable[[], None]:
+    return lambda: fn().backward(grad)
+
+
+def case_ted(args) -> dict:
+    import torch
+    from einops import rearrange
+
+    from components.adapters.base import ForwardContext, SiteInfo, TokenLayout
+    from components.adapters.ted import TEDAdapter, TEDConfig
+
+    context = ForwardContext()
+    context.num_frames = args.frames
+    site = SiteInfo("b.pre_attn", "pre_attn", 0, 768, 12, "openclip_vit",
+                    TokenLayout(kind="frames", grid=(14, 14), num_prefix_tokens=1), context)
+    layer = TEDAdapter(TEDConfig(bottleneck=384), site)
+    for p in layer.parameters():  # trained-like weights (the zero-initialised ones too)
+        torch.nn.init.normal_(p, std=0.02)
+    x = torch.randn(args.frames, 197, 768, requires_grad=True)
+    e, d, t = layer.enhance, layer.difference, args.frames
+
+    def unfused():  # Eq. 6-8 as written: two branches, input-side differences, Conv1d over (b n) r t
+        h = rearrange(e.fc1(x), "(b t) n r -> (b n) r t", t=t)
+        out = e.fc2(rearrange(e.conv(h), "(b n) r t -> (b t) n r", n=197))
+        z = rearrange(x[:, 1:], "(b t) n c -> b t n c", t=t)
+        diff = torch.cat([torch.zeros_like(z[:, :1]), z[:, 1:] - z[:, :-1]], dim=1)
+        h = rearrange(d.fc1(diff), "b t (h w) r -> (b t) r h w", h=14)
+        td = d.fc2(rearrange(d.conv(h), "bt r h w -> bt (h w) r"))
+        return out + torch.cat([torch.zeros_like(x[:, :1]), td], dim=1)
+
+    grad = torch.randn(args.frames, 197, 768)
+    r = ab(fwd_bwd(lambda: layer(x, None), grad), fwd_bwd(unfused, grad), args.repeats)
+    return {"a_name": "fused", "b_name": "unfused", **r}
+
+
+def case_quickgelu(args) -> dict:
+    import torch
+    from open_clip.transformer import QuickGELU
+
+    from components.backbones.fast_gelu import FastQuickGELU
+
+    x = torch.randn(args.frames, 197, 3072, requires_grad=True)
+    grad = torch.randn_like(x)
+    fast, plain = FastQuickGELU(), QuickGELU()
+    r = ab(fwd_bwd(lambda: fast(x), grad), fwd_bwd(lambda: plain(x), grad), args.repeats)
+    return {"a_name": "via SiLU", "b_name": "x * sigmoid(1.702 x)", **r,
+            "saved_bytes": {"a": saved_bytes(lambda: fast(x)), "b": saved_bytes(lambda: plain(x))}}
+
+
+def case_mhva(args) -> dict:
+    import torch
+
+    from components.adapters.base import ForwardContext, SiteInfo, TokenLayout
+    from components.adapters.mhva import MHVAConfig, MultiHeadVisionAdapter
+    from components.adapters.tokens import group_plan, token_groups
+
+    layout = TokenLayout(kind="frames", grid=(14, 14), num_prefix_tokens=1)
+    site = SiteInfo("b.mlp", "mlp", 0, 768, 12, "timm_vit", layout, ForwardContext(), base=torch.nn.Identity())
+    layer = MultiHeadVisionAdapter(MHVAConfig(heads=4, bottleneck=64), site)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    x = torch.randn(args.frames, 197, 768, requires_grad=True)
+    index, slot = group_plan(token_groups(tuple(x.shape), layout, 4, layer.grid, True), layer.num_groups)
+
+    def padded():  # every group (the class token's too) padded to the largest and gathered by index
+        h = torch.relu(torch.einsum("bgmd,gdr->bgmr", x[:, index], layer.down_weight) + layer.down_bias[:, None])
+        y = torch.einsum("bgmr,grd->bgmd", h, layer.up_weight) + layer.up_bias[:, None]
+        flat = y.flatten(1, 2)
+        flat = torch.cat([flat, flat.new_zeros(flat.shape[0], 1, flat.shape[2])], dim=1)
+        return layer.scale * flat[:, slot]
+
+    grad = torch.randn(args.frames, 197, 768)
+    r = ab(fwd_bwd(lambda: layer(x, x), grad), fwd_bwd(padded, grad), args.repeats)
+    return {"a_name": "permutation, class token apart", "b_name": "padded index gathers", **r}
+
+
+def case_qkv(args) -> dict:
+    import types
+
+    import timm
+    import torch
+    from einops import rearrange
+
+    from components.adapters.base import ForwardContext, SiteInfo, TokenLayout
+    from components.adapters.prefix import PrefixConfig, PrefixTuning
+    from components.adapters.wrapper import AdaptedModule
+    from components.backbones.attention import HeadsView
+
+    block = timm.create_model("vit_base_patch16_224", pretrained=False).blocks[0].requires_grad_(False)
+
+    def site_with_prefix():
+        site = SiteInfo("b.attn", "attn", 0, 768, 12, "timm_vit", TokenLayout(kind="sequence"), ForwardContext(),
+                        base=block.attn)
+        torch.manual_seed(0)
+        wrapper = AdaptedModule(block.attn, site)
+        wrapper.add("prefix", PrefixTuning(PrefixConfig(prefix_length=16, hidden=192, dropout=0.0), site))
+        return wrapper
+
+    def indexed_heads(self, x):  # the split this replaced
+        qkv = rearrange(self.module.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        return HeadsView(qkv[0], qkv[1], qkv[2], None, lambda y: rearrange(y, "b h n d -> b n (h d)"))
+
+    new, old = site_with_prefix(), site_with_prefix()
+    internals = old.adapters["prefix"].internals
+    internals.heads = types.MethodType(indexed_heads, internals)
+    x = torch.randn(args.frames, 197, 768, requires_grad=True)
+    grad = torch.randn(args.frames, 197, 768)
+    r = ab(fwd_bwd(lambda: new(x), grad), fwd_bwd(lambda: old(x), grad), args.repeats)
+    return {"a_name": "unbind (split_heads)", "b_name": "indexed permutation", **r}
 
 
 def worker(args) -> dict:

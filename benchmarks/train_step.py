@@ -8,6 +8,9 @@ fresh interpreter so peak memory is that configuration's alone:
 - GPU: ``torch.cuda.max_memory_allocated`` (weights + gradients + optimizer state + activations).
 - CPU: peak RSS (``getrusage`` high-water mark) minus the RSS before the model was built: the same
   things plus allocator slack.
+  Beside it, ``peak_live_bytes``: the largest live C-heap size sampled during the steps (``LiveHeap``,
+  glibc ``mallinfo2``) minus the size before the build, i.e. without the memory glibc keeps after
+  ``free``: the CPU counterpart of ``max_memory_allocated``.
 
 Reported per case: step time (wall and process CPU seconds; CPU time is less distorted by other
 processes on a shared machine), peak memory, trainable parameters and their share of the frozen
@@ -33,7 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    ROOT, add_run_args, current_rss, emit, fmt_mib, machine, peak_rss, pick_device, run_isolated, summary, write_result,
+    ROOT, LiveHeap, add_run_args, current_rss, emit, fmt_mib, machine, peak_rss, pick_device, run_isolated, summary,
+    write_result,
 )
 
 PRESETS = ROOT / "pipelines" / "configs" / "presets"
@@ -140,17 +144,20 @@ def worker(args) -> dict:
     device = torch.device(pick_device(args.device))
     cfg = experiment(args.case, args)
     names = [f"class {i}" for i in range(args.classes)]
+    heap = LiveHeap()  # CPU: live heap bytes beside RSS (allocator slack excluded)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = current_rss()
+    heap_base = heap.start().peak
     model = build_model(cfg.model, args.classes, names).to(device).train()
     after_build = torch.cuda.memory_allocated() if device.type == "cuda" else current_rss()
     batch = synthetic_batch(cfg, args.batch, args.classes, device)
     step = make_step(model, cfg, batch, device)
     wall, cpu = time_steps(step, args.warmup, args.steps, device)
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else peak_rss()
+    peak_live = heap.stop() - heap_base if heap.available and device.type == "cpu" else None
     return {
         "case": args.case,
         "amp": args.amp,
@@ -159,6 +166,7 @@ def worker(args) -> dict:
         "step_wall_s": wall,
         "step_cpu_s": cpu,
         "peak_mem_bytes": peak - base,
+        "peak_live_bytes": peak_live,
         "model_mem_bytes": after_build - base,
         **parameter_counts(model),
         "loadavg": list(os.getloadavg()),
@@ -238,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             # the least disturbed step of all repetitions: on a shared machine the closest to the true cost
             "step_best_s": {"median": min(min(r["step_wall_s"]) for r in rs)},
             "peak_mem_bytes": summary([r["peak_mem_bytes"] for r in rs]),
+            "peak_live_bytes": summary([r["peak_live_bytes"] for r in rs if r.get("peak_live_bytes") is not None]),
             "model_mem_bytes": summary([r["model_mem_bytes"] for r in rs]),
             "trainable_params": first["trainable_params"],
             "backbone_params": first["backbone_params"],
@@ -257,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             "step_cpu": ratios(table, "step_cpu_s"),
             "step_best": ratios(table, "step_best_s"),
             "peak_mem": ratios(table, "peak_mem_bytes"),
+            "peak_live": ratios(table, "peak_live_bytes") if all(t["peak_live_bytes"]["n"] for t in table.values()) else {},
         },
         # issue #16's targets on CPU: MHVA+PT <= 0.75x and M2-CLIP <= 0.85x of full FT's step; with
         # gradient checkpointing, peak memory <= 0.5x full FT's (no checkpointing) at ViT-B/16, 8 frames
@@ -267,12 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'case':16s} {'step wall s':>16s} {'best s':>7s} {'cpu s':>7s} {'peak mem':>11s} {'trainable':>10s} "
           f"{'x full (wall/best/cpu/mem)':>27s}")
     rw, rb, rc, rm = (result["ratio_to_full_ft"][k] for k in ("step_wall", "step_best", "step_cpu", "peak_mem"))
+    rl = result["ratio_to_full_ft"]["peak_live"]
     for key, t in table.items():
         w = t["step_wall_s"]
         rel = f"{rw[key]:.2f}/{rb[key]:.2f}/{rc[key]:.2f}/{rm[key]:.2f}" if key in rw else "-"
         print(f"{key:16s} {w['median']:7.2f} ±{w['spread'] * 100:4.0f}%   {t['step_best_s']['median']:7.2f} "
               f"{t['step_cpu_s']['median']:7.2f} "
-              f"{fmt_mib(t['peak_mem_bytes']['median']):>11s} {t['trainable_pct']:9.2f}% {rel:>22s}")
+              f"{fmt_mib(t['peak_mem_bytes']['median']):>11s} {t['trainable_pct']:9.2f}% {rel:>22s}"
+              + (f"  live heap {fmt_mib(t['peak_live_bytes']['median'])}" if t["peak_live_bytes"]["n"] else "")
+              + (f" ({rl[key]:.2f}x)" if key in rl else ""))
     print(f"targets: step MHVA+PT <= 0.75x, M2-CLIP <= 0.85x; peak memory with checkpointing <= 0.5x; load {info['loadavg'][0]:.1f} -> "
           f"{result['loadavg_end'][0]:.1f}; wrote {path}")
     return 0

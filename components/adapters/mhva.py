@@ -81,14 +81,14 @@ class MultiHeadVisionAdapter(AdapterLayer):
         self.act = nn.ReLU()
         self.drop = nn.Dropout(config.dropout)
         self.register_scale(config.scale, config.learnable_scale)
-        self._plans: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._plans: dict[tuple, GroupPlan] = {}
 
     @property
     def num_groups(self) -> int:
         return self.down_weight.shape[0]
 
-    def _plan(self, shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index (G, M), slot (N,)) for a site tensor of ``shape``; cached per shape and device."""
+    def _plan(self, shape: tuple[int, ...], device: torch.device) -> "GroupPlan":
+        """How to gather a site tensor of ``shape`` into groups; cached per shape and device."""
         key = (tuple(shape), str(device))
         if key not in self._plans:
             ids = token_groups(shape, self.site.layout, self.config.heads, self.grid, self.prefix_group)
@@ -97,34 +97,94 @@ class MultiHeadVisionAdapter(AdapterLayer):
                 raise ValueError(f"MHVA at {self.site.path}: input {tuple(shape)} has tokens in groups built for "
                                  f"none of the {self.site.layout.grid} grid's windows (model.backbone.img_size "
                                  "must match the input frames)")
-            index, slot = group_plan(rows, self.num_groups)
-            self._plans[key] = (index.to(device), slot.to(device))
+            self._plans[key] = GroupPlan(rows, self.num_groups - int(self.prefix_group), self.site.layout.num_prefix_tokens,
+                                         device)
         return self._plans[key]
 
     def _grouped_hidden(self, x: torch.Tensor):
-        """ReLU(x_g W_down_g + b_g) for every group: (B', G, M, r), plus what is needed to scatter back."""
+        """ReLU(x_g W_down_g + b_g): spatial groups (B', G, M, r), the prefix group's (B', P, r) or None,
+        the plan and the layout's inverse."""
         tokens, restore = site_tokens(x, self.site.layout)  # (B', N, d)
-        index, slot = self._plan(tuple(x.shape), x.device)
-        xg = tokens[:, index]  # (B', G, M, d): each group's tokens, padded
-        h = torch.einsum("bgmd,gdr->bgmr", xg, self.down_weight) + self.down_bias[:, None, :]
-        return self.act(h), slot, restore
-
-    @staticmethod
-    def _scatter(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-        """(B', G, M, c) group outputs -> (B', N, c) in token order; tokens in no group get zeros."""
-        flat = rearrange(y, "b g m c -> b (g m) c")
-        flat = torch.cat([flat, flat.new_zeros(flat.shape[0], 1, flat.shape[2])], dim=1)  # the zero slot
-        return flat[:, slot]
+        plan = self._plan(tuple(x.shape), x.device)
+        g = plan.groups
+        xg = plan.gather(tokens)  # (B', G, M, d): each spatial group's tokens (padded if uneven)
+        h = torch.einsum("bgmd,gdr->bgmr", xg, self.down_weight[:g]) + self.down_bias[:g, None, :]
+        hp = None
+        if self.prefix_group:  # the class token(s) alone: no padding to a spatial group's size
+            hp = self.act(tokens[:, : plan.prefix] @ self.down_weight[g] + self.down_bias[g])
+        return self.act(h), hp, plan, restore
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """The bottleneck activations ReLU(x W_down) in x's layout with r channels (used by CAA/MMCA)."""
-        h, slot, restore = self._grouped_hidden(x)
-        return restore(self._scatter(h, slot))
+        h, hp, plan, restore = self._grouped_hidden(x)
+        return restore(plan.scatter(h, hp))
 
     def forward(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
-        h, slot, restore = self._grouped_hidden(x)
-        y = torch.einsum("bgmr,grd->bgmd", self.drop(h), self.up_weight) + self.up_bias[:, None, :]
-        return self.scale * restore(self._scatter(y, slot))  # (B', N, d) -> x's layout
+        h, hp, plan, restore = self._grouped_hidden(x)
+        g = plan.groups
+        y = torch.einsum("bgmr,grd->bgmd", self.drop(h), self.up_weight[:g]) + self.up_bias[:g, None, :]
+        yp = self.drop(hp) @ self.up_weight[g] + self.up_bias[g] if hp is not None else None
+        return self.scale * restore(plan.scatter(y, yp))  # (B', N, d) -> x's layout
+
+
+class GroupPlan:
+    """Gather / scatter between (B', N, C) tokens and (B', G, M, C) spatial groups; prefix tokens
+    (the first ``prefix`` of N, which ``token_groups`` gives their own id or none) are kept apart.
+
+    When the spatial groups are equal and cover every non-prefix token (ViT patch grids split evenly,
+    Swin stages whose windows split evenly), gathering is a permutation of the tokens: an
+    ``index_select`` whose backward is the inverse ``index_select``. Otherwise groups are padded to the
+    largest (``group_plan``) and scattered back through an all-zero slot; the backward of those
+    gathers accumulates (``index_put`` with duplicates), several times slower on CPU."""
+
+    def __init__(self, rows: torch.Tensor, groups: int, prefix: int, device: torch.device) -> None:
+        self.groups, self.prefix = groups, prefix
+        spatial = rows[prefix:]
+        counts = torch.bincount(spatial.clamp(min=0), minlength=groups)
+        even = bool((spatial >= 0).all()) and groups > 0 and bool((counts == counts[0]).all())
+        if even:
+            perm = torch.argsort(spatial, stable=True)  # tokens in group order
+            self.perm, self.inverse = perm.to(device), torch.argsort(perm).to(device)
+            self.size = len(spatial) // groups
+        else:
+            self.perm = None
+            index, slot = group_plan(spatial, groups)
+            self.index, self.slot = index.to(device), slot.to(device)
+
+    def gather(self, tokens: torch.Tensor) -> torch.Tensor:
+        spatial = tokens[:, self.prefix :]
+        if self.perm is not None:
+            flat = _Permute.apply(spatial, self.perm, self.inverse)
+            return flat.unflatten(1, (self.groups, self.size))
+        return spatial[:, self.index]
+
+    def scatter(self, y: torch.Tensor, prefix_out: torch.Tensor | None) -> torch.Tensor:
+        """(B', G, M, c) groups (+ (B', P, c) prefix outputs, or zeros) -> (B', N, c) in token order."""
+        flat = rearrange(y, "b g m c -> b (g m) c")
+        if self.perm is not None:
+            out = _Permute.apply(flat, self.inverse, self.perm)
+        else:
+            flat = torch.cat([flat, flat.new_zeros(flat.shape[0], 1, flat.shape[2])], dim=1)  # the zero slot
+            out = flat[:, self.slot]
+        if not self.prefix:
+            return out
+        if prefix_out is None:
+            prefix_out = out.new_zeros(out.shape[0], self.prefix, out.shape[2])
+        return torch.cat([prefix_out, out], dim=1)
+
+
+class _Permute(torch.autograd.Function):
+    """``x[:, order]`` for a permutation ``order`` with ``inverse``: the backward is a gather too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, order)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
 
 
 register_adapter("mhva", MHVAConfig, MultiHeadVisionAdapter)

@@ -67,13 +67,20 @@ class TemporalEnhancement(nn.Module):
         for p in (self.fc1.bias, self.conv.weight, self.conv.bias, self.fc2.bias):
             nn.init.zeros_(p)
 
+    def mix(self, h: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The depthwise convolution over time of every token's hidden vector: (b t) n r -> (b t) n r.
+
+        Run as a (k, 1) conv2d on a channels-last view (b, r, t, n) of the same memory: no layout
+        copies before or after (the Conv1d over (b n) r t needs two), same weights and sums."""
+        x = rearrange(h, "(b t) n r -> b r t n", t=num_frames)  # a channels-last view when h is contiguous
+        k = self.conv.kernel_size[0]
+        y = F.conv2d(x.contiguous(memory_format=torch.channels_last), self.conv.weight.unsqueeze(-1),
+                     self.conv.bias, padding=(k // 2, 0), groups=self.conv.groups)
+        return rearrange(y, "b r t n -> (b t) n r")
+
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        n = x.shape[1]
-        h = self.fc1(x)  # (b t) n r
-        h = rearrange(h, "(b t) n r -> (b n) r t", t=num_frames)
-        h = self.conv(h)  # mixes neighbouring frames, per channel
-        h = rearrange(h, "(b n) r t -> (b t) n r", n=n)
-        return self.fc2(h)  # (b t) n c
+        """The branch on its own (reference; ``TEDAdapter`` fuses the two branches' projections)."""
+        return self.fc2(self.mix(self.fc1(x), num_frames))  # (b t) n c
 
 
 class TemporalDifference(nn.Module):
@@ -86,14 +93,22 @@ class TemporalDifference(nn.Module):
         self.fc2 = nn.Linear(hidden, dim, bias=False)
         nn.init.zeros_(self.conv.weight)
 
+    @staticmethod
+    def frame_difference(z: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """z_t - z_{t-1} per token, zero for the first frame: (b t) n c -> (b t) n c."""
+        z = rearrange(z, "(b t) n c -> b t n c", t=num_frames)
+        d = F.pad(z[:, 1:] - z[:, :-1], (0, 0, 0, 0, 1, 0))  # first frame's difference := 0
+        return rearrange(d, "b t n c -> (b t) n c")
+
+    def mix(self, d: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The depthwise conv on the patch grid: (b t) (h w) r -> (b t) (h w) r, on a channels-last view."""
+        x = rearrange(d, "bt (h w) r -> bt r h w", h=grid[0], w=grid[1])
+        y = self.conv(x.contiguous(memory_format=torch.channels_last))
+        return rearrange(y, "bt r h w -> bt (h w) r")
+
     def forward(self, patches: torch.Tensor, num_frames: int, grid: tuple[int, int]) -> torch.Tensor:
-        z = rearrange(patches, "(b t) n c -> b t n c", t=num_frames)
-        previous = torch.cat([z[:, :1], z[:, :-1]], dim=1)  # z_{t-1}, with z_0 := z_1 (first difference = 0)
-        d = self.fc1(z - previous)  # b t (h w) r
-        d = rearrange(d, "b t (h w) r -> (b t) r h w", h=grid[0], w=grid[1])
-        d = self.conv(d)
-        d = rearrange(d, "bt r h w -> bt (h w) r")
-        return self.fc2(d)  # (b t) (h w) c
+        """The branch on its own (reference): fc1 of the frame differences of the patch tokens."""
+        return self.fc2(self.mix(self.fc1(self.frame_difference(patches, num_frames)), grid))  # (b t) (h w) c
 
 
 class TEDAdapter(AdapterLayer):
@@ -117,13 +132,36 @@ class TEDAdapter(AdapterLayer):
                 f"{self.site.path}: TED expects ((B*T), {self.prefix}+{self.grid[0]}*{self.grid[1]}, C) tokens "
                 f"with T={t}, got {tuple(x.shape)}"
             )
-        delta = torch.zeros_like(x)
+        return self.fused(x, t)
+
+    def fused(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """Both branches with one input and one output projection (Eq. 6-8, same sums regrouped).
+
+        fc1 is linear and TD's has no bias, so fc1_D(z_t - z_{t-1}) = fc1_D(z_t) - fc1_D(z_{t-1}): both
+        branches' fc1 run as one GEMM on the tokens ([W1_E; W1_D], width 2r) and TD takes its frame
+        differences in the r-wide hidden space. fc2_E(e) + pad(fc2_D(d)) is one GEMM on [e, pad(d)]
+        with [W2_E, W2_D] (TD's class-token rows are zero, as the reference's padding). The weights
+        stay the branch modules' own (state dict unchanged); ``TemporalEnhancement.forward`` and
+        ``TemporalDifference.forward`` are the unfused reference (tests/test_ted_fused.py).
+        """
+        branches = [b for b in (self.enhance, self.difference) if b is not None]
+        r = branches[0].fc1.out_features
+        w1 = _cat([b.fc1.weight for b in branches], 0)  # (k r, c)
+        b1 = _cat([b.fc1.bias if b.fc1.bias is not None else x.new_zeros(r) for b in branches], 0)
+        hidden = F.linear(x, w1, b1).split(r, dim=-1)  # k x (b t) n r
+        mixed = []
         if self.enhance is not None:
-            delta = delta + self.enhance(x, t)
+            mixed.append(self.enhance.mix(hidden[0], t))  # (b t) n r
         if self.difference is not None:
-            d = self.difference(x[:, self.prefix :], t, self.grid)  # (b t) (h w) c
-            delta = delta + F.pad(d, (0, 0, self.prefix, 0))  # zeros for the class token(s)
-        return delta
+            d = self.difference.frame_difference(hidden[-1][:, self.prefix :], t)  # (b t) (h w) r
+            mixed.append(F.pad(self.difference.mix(d, self.grid), (0, 0, self.prefix, 0)))  # class token(s): 0
+        w2 = _cat([b.fc2.weight for b in branches], 1)  # (c, k r)
+        bias = self.enhance.fc2.bias if self.enhance is not None else None
+        return F.linear(_cat(mixed, -1), w2, bias)  # (b t) n c
+
+
+def _cat(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim)
 
 
 register_adapter("ted", TEDConfig, TEDAdapter)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from components.backbones.fast_mha import plain_self_attention
+from components.backbones.fast_mha import plain_self_attention, split_heads
 
 
 @dataclass
@@ -147,9 +147,8 @@ if TimmAttention is not None:
 
         def heads(self, x: torch.Tensor) -> HeadsView:
             m = self.module
-            qkv = rearrange(m.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-            q, k = m.q_norm(qkv[0]), m.k_norm(qkv[1])
-            return HeadsView(q, k, qkv[2], None, lambda y: rearrange(y, "b h n d -> b n (h d)"))
+            q, k, v = split_heads(m.qkv(x), self.num_heads)
+            return HeadsView(m.q_norm(q), m.k_norm(k), v, None, lambda y: rearrange(y, "b h n d -> b n (h d)"))
 
         def prefix_kv(self, c):
             m = self.module
@@ -190,8 +189,7 @@ class MultiheadAttentionInternals(AttentionInternals):
         m = self.module
         if not m.batch_first:
             x = rearrange(x, "n b c -> b n c")
-        qkv = F.linear(x, m.in_proj_weight, m.in_proj_bias)
-        q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        q, k, v = split_heads(F.linear(x, m.in_proj_weight, m.in_proj_bias), self.num_heads)
         if m.batch_first:
             restore = lambda y: rearrange(y, "b h n d -> b n (h d)")  # noqa: E731
         else:

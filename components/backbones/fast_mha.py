@@ -30,6 +30,16 @@ def plain_self_attention(m: nn.MultiheadAttention, query, key, value, key_paddin
             and not m.add_zero_attn and not (m.training and m.dropout > 0))
 
 
+def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fused projection's output (B, N, 3 * H * dh) -> q, k, v, each a (B, H, N, dh) view.
+
+    Split with ``unbind`` on the (B, N, 3, H, dh) view: its backward stacks the three gradients straight
+    into the projection's layout. Indexing ``qkv[0]`` ... of a (3, B, H, N, dh) permutation instead
+    costs, per index, a zero-filled copy of the whole tensor in backward, plus a permuting copy."""
+    q, k, v = qkv.unflatten(-1, (3, num_heads, -1)).unbind(2)  # b n h d each
+    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # b h n d
+
+
 class SelfAttention(nn.MultiheadAttention):
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
@@ -38,8 +48,7 @@ class SelfAttention(nn.MultiheadAttention):
                                    attn_mask=attn_mask, average_attn_weights=average_attn_weights,
                                    is_causal=is_causal)
         x = query if self.batch_first else rearrange(query, "n b e -> b n e")
-        qkv = F.linear(x.contiguous(), self.in_proj_weight, self.in_proj_bias)
-        q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        q, k, v = split_heads(F.linear(x.contiguous(), self.in_proj_weight, self.in_proj_bias), self.num_heads)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=self._sdpa_mask(attn_mask, x.shape[0], q.dtype))
         out = F.linear(rearrange(y, "b h n d -> b n (h d)"), self.out_proj.weight, self.out_proj.bias)
         return (out if self.batch_first else rearrange(out, "b n e -> n b e")), None

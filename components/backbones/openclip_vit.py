@@ -41,6 +41,7 @@ from components.adapters.base import TokenLayout
 from components.backbones.arch_kwargs import openclip_kwargs
 from components.backbones.config import BackboneConfig
 from components.backbones.pooling import FrameTokens, PooledBackbone
+from components.backbones.fast_gelu import use_fast_quick_gelu
 from components.backbones.fast_mha import use_fast_self_attention
 from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
@@ -142,6 +143,7 @@ def create_openclip(config: BackboneConfig, text: bool = True) -> nn.Module:
     add_residual_taps(model.visual.transformer)
     add_residual_taps(model.transformer)
     use_fast_self_attention(model)  # same weights; see fast_mha.py for the slow path it avoids
+    use_fast_quick_gelu(model)  # same function, fewer kernels (fast_gelu.py)
     return model.float()
 
 

@@ -52,7 +52,8 @@ class CrossModalMLM(nn.Module):
             raise ValueError("CMLM needs a clean copy of the last open_clip text block (taken before injection)")
         self.block = copy.deepcopy(last_text_block).requires_grad_(False)
         width = self.block.ln_1.normalized_shape[0]
-        spec = BackboneSpec(
+        # kept as ``self.spec``: model.grad_checkpointing finds the block through it, like the towers' blocks
+        self.spec = spec = BackboneSpec(
             family="openclip_text_cmlm",
             feature_dim=width,
             mean=(0.0, 0.0, 0.0),
