@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -138,7 +137,6 @@ def case_mha(args) -> dict:
 
 
 def case_text(args) -> dict:
-    import torch
     import torch.nn.functional as F
     from einops import rearrange
 
