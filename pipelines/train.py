@@ -143,6 +143,10 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
 
     out = output_dir(cfg)
     storage = storage_location(cfg, out)
+    # A Tune trial's run gets its final status from the search (tune.close_trial_runs): a trial the
+    # scheduler stops may be torn down while it is still ending its run here, and a status written
+    # then would land after the search's own
+    in_trial = bool(callbacks)
     # 1) inputs: manifest and config, checked before anything starts
     cfg, manifest = prepare_config(cfg)
     metric, mode = best.checkpoint_metric(cfg)  # [after] what ranks checkpoints (checked before Ray starts)
@@ -167,7 +171,8 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
         run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name,
                                     tracking.flatten(to_dict(cfg)), tags=_run_tags(cfg, out),
                                     run_id=info.get("run_id"))
-        opened.append((uri, run_id))  # any failure from here on marks it FAILED
+        if not in_trial:
+            opened.append((uri, run_id))  # any failure from here on marks it FAILED
         if not info.get("run_id"):
             tracking.log_artifact(uri, run_id, out / "config.yaml")
     info_file.write_text(json.dumps({"run_id": run_id, "tracking_uri": redact_urls(uri)}, indent=2))
@@ -247,13 +252,13 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
         with _stop_like_ctrl_c():
             result = trainer.fit()
     except (KeyboardInterrupt, SystemExit):  # Ray Train's SIGINT handler ends with sys.exit
-        if run_id:
+        if run_id and not in_trial:
             tracking.end_run(uri, run_id, status="KILLED")
         print(f"[vidpeft] interrupted; the checkpoints so far are kept: rerun with --resume to continue "
               f"(output_dir {out})", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     except BaseException:
-        if run_id:
+        if run_id and not in_trial:
             tracking.end_run(uri, run_id, status="FAILED")
         raise
     finally:
