@@ -102,4 +102,6 @@ def board_poster(name: str | None) -> Callable[[str, str], None] | None:
     import ray
 
     board = ray.get_actor(name)
-    return lambda kind, text: board.post.remote(kind, text)
+    # waits for the board to hold the post (a round trip of about a millisecond, twice a second at most):
+    # a post still in flight when the run ends would be lost with its line
+    return lambda kind, text: ray.get(board.post.remote(kind, text))
