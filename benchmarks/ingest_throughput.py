@@ -112,6 +112,7 @@ class MemoryMonitor:
     def __init__(self, period: float = 0.25, breakdown: bool = False) -> None:
         self.period, self.samples, self.breakdown = period, [], breakdown
         self.parts_at_peak: dict[str, float] = {}
+        self.peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -120,8 +121,8 @@ class MemoryMonitor:
             return tree_pss_mb(os.getpid())
         parts = breakdown_mb(os.getpid())
         total = sum(parts.values())
-        if total > max([m for _, m in self.samples] or [0.0]):
-            self.parts_at_peak = parts
+        if total > self.peak:
+            self.peak, self.parts_at_peak = total, parts
         return total
 
     def _run(self) -> None:

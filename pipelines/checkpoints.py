@@ -106,15 +106,6 @@ def latest_checkpoint(storage: str | Path) -> str | None:
     return None
 
 
-def restored_epoch(location: str) -> int:
-    """The epoch of the checkpoint at ``location`` (a dir or URI, as ``latest_checkpoint`` names it)."""
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(location if "://" in location else str(Path(location).absolute()))
-    with fs.open_input_stream(f"{path.rstrip('/')}/{STATE}") as f:
-        return json.loads(f.read())["epoch"]
-
-
 def epoch_of(checkpoint) -> int:
     """The epoch a ``ray.train.Checkpoint`` holds (its state.json, read where it is stored)."""
     with checkpoint.filesystem.open_input_stream(checkpoint.path.rstrip("/") + "/" + STATE) as f:

@@ -20,7 +20,7 @@ from components.multihead.config import dataset_heads
 from components.tasks import make_task
 from pipelines import best, multi_dataset, preflight, tracking, trained, zeroshot_close
 from pipelines.config import ExperimentConfig
-from pipelines.checkpoints import WEIGHTS, latest_checkpoint, restored_epoch
+from pipelines.checkpoints import WEIGHTS, epoch_of, latest_checkpoint
 from pipelines.progress_relay import LiveRelay
 from pipelines.ingest import DecodeSettings, build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray, train_logging, use_gpu
@@ -189,7 +189,7 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
 
     d = cfg.data
     # The training split: one stream over the epochs still to run (the decoder pool lives for the run)
-    first_epoch = restored_epoch(restore) + 1 if restore else 0
+    first_epoch = epoch_of(ray.train.Checkpoint(restore)) + 1 if restore else 0
     remaining = range(first_epoch, max(cfg.optim.epochs, first_epoch + 1))
     datasets = {"train": build_dataset(manifest.split(d.train_split), settings(True), d.decode_actors,
                                        d.decode_cpus, d.decode_batch_size, d.limit, epochs=remaining)}
