@@ -21,6 +21,7 @@ from components.tasks import make_task
 from pipelines import best, multi_dataset, preflight, tracking, trained, zeroshot_close
 from pipelines.config import ExperimentConfig
 from pipelines.checkpoints import WEIGHTS, epoch_of, latest_checkpoint
+from pipelines.epoch_stream import rows_per_worker
 from pipelines.progress_relay import LiveRelay
 from pipelines.ingest import DecodeSettings, build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray, train_logging, use_gpu
@@ -188,6 +189,11 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
         return decode_settings(cfg, training, dataset_names)
 
     d = cfg.data
+    train_clips = min(manifest.split(d.train_split).num_rows, d.limit or 1 << 62)
+    try:  # every worker needs at least one clip per epoch: say so here, not in a worker's traceback
+        rows_per_worker(train_clips, cfg.scaling.num_workers)
+    except ValueError as e:
+        raise ConfigError(f"scaling.num_workers: {e}") from None
     # The training split: one stream over the epochs still to run (the decoder pool lives for the run)
     first_epoch = epoch_of(ray.train.Checkpoint(restore)) + 1 if restore else 0
     remaining = range(first_epoch, max(cfg.optim.epochs, first_epoch + 1))
@@ -221,7 +227,7 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
             tracking_uri=uri if run_id else None,
             run_id=run_id,
             has_val=bool(d.val_split),
-            train_clips=min(manifest.split(d.train_split).num_rows, d.limit or 1 << 62),
+            train_clips=train_clips,
             val_clips=min(manifest.split(d.val_split).num_rows, d.limit or 1 << 62) if d.val_split else 0,
             val_stream=val_stream,
             progress_board=relay.name or "",

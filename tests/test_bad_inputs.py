@@ -242,3 +242,10 @@ def test_zeroshot_bad_inputs_are_one_line(synth_data, tmp_path, capsys, no_ray, 
     names = {"no_config": str(run), "absent_classes": str(classes), "empty_classes": str(classes),
              "absent_manifest": str(manifest)}[case]
     assert_one_line(rc, err, names)
+
+
+def test_more_workers_than_training_clips_is_a_one_line_error(ray_session, synth_data, tmp_path, capsys):
+    rc, text = run_cli(capsys, train_args(synth_data, tmp_path / "run", "--set", "data.limit=1",
+                                          "--set", "scaling.num_workers=2"))
+    assert rc != 0 and "Traceback" not in text
+    assert "scaling.num_workers: 1 training clip(s) cannot be shared among 2 workers" in text
