@@ -8,7 +8,8 @@
    2 x forward: one matmul for input gradients, one for weight gradients). It is what MFU means
    for full fine-tuning. A frozen layer computes no weight gradient, so an adapter run does less
    work than 3x forward: ``executed_flops`` counts what one real step (forward + backward) runs,
-   with FlopCounterMode active through ``loss.backward()``, and ``hfu`` divides by that.
+   with ``components.flops.step_flop_counter`` (FlopCounterMode with grouped convolutions' weight
+   gradients counted as run) active through ``loss.backward()``, and ``hfu`` divides by that.
 3. Every figure is given per wall second and per process CPU second. On a machine other jobs share,
    wall time includes time spent waiting for a core, so ``*_cpu`` (FLOPs per CPU second of the model
    over FLOPs per CPU second of the GEMM) is the steadier figure; on an idle machine the two agree.
@@ -78,9 +79,7 @@ def peak_worker(args) -> dict:
 def model_worker(args) -> dict:
     """Forward FLOPs, executed step FLOPs and step time of one case, in this fresh process."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from components.flops import forward_flops
+    from components.flops import forward_flops, step_flop_counter
     from components.model import build_model, parameter_counts
 
     torch.set_num_threads(args.threads)
@@ -92,7 +91,7 @@ def model_worker(args) -> dict:
     batch = train_step.synthetic_batch(cfg, args.batch, args.classes, device)
     fwd = forward_flops(model, batch)
     step = train_step.make_step(model, cfg, batch, device)
-    with FlopCounterMode(display=False) as counter:  # forward + backward as they run in a real step
+    with step_flop_counter() as counter:  # forward + backward as they run in a real step
         step()
     executed = counter.get_total_flops()
     wall, cpu = train_step.time_steps(step, args.warmup, args.steps, device)

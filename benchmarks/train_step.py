@@ -7,7 +7,9 @@ fresh interpreter so peak memory is that configuration's alone:
 
 - GPU: ``torch.cuda.max_memory_allocated`` (weights + gradients + optimizer state + activations).
 - CPU: peak RSS (``getrusage`` high-water mark) minus the RSS before the model was built: the same
-  things plus allocator slack.
+  things plus allocator slack. Each worker sets glibc's mmap threshold as a training worker would
+  (``scaling.host_mmap_mib``, ``components/engine/host_memory.py``: auto = 4 MiB with checkpointing,
+  glibc's default without); ``--host-mmap 0`` measures glibc's default everywhere.
   Beside it, ``peak_live_bytes``: the largest live C-heap size sampled during the steps (``LiveHeap``,
   glibc ``mallinfo2``) minus the size before the build, i.e. without the memory glibc keeps after
   ``free``: the CPU counterpart of ``max_memory_allocated``.
@@ -73,7 +75,8 @@ def experiment(case: str, args) -> "object":
     sets = [f"model.backbone.{k}={v}" for k, v in bb.items()]
     sets += [f"model.backbone.img_size={args.img_size}", f"model.backbone.num_frames={args.frames}",
              f"model.finetune={spec['finetune']}", f"optim.amp='{args.amp}'",  # quoted: YAML reads off as false
-             f"model.grad_checkpointing={str(getattr(args, 'grad_ckpt', 'off') == 'on').lower()}"]
+             f"model.grad_checkpointing={str(getattr(args, 'grad_ckpt', 'off') == 'on').lower()}",
+             f"scaling.host_mmap_mib={getattr(args, 'host_mmap', 'auto')}"]
     if spec["backbone"] == "clip" and not spec["preset"]:
         sets.append("model.backbone.pool=cls")
     cfg = load_experiment(files, sets)
@@ -137,12 +140,15 @@ def worker(args) -> dict:
     """One (case, repetition) in this fresh process: build, warm up, time ``steps`` steps, peak memory."""
     import torch
 
+    from components.engine import mmap_threshold_mib, set_mmap_threshold
     from components.model import build_model, parameter_counts
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(pick_device(args.device))
     cfg = experiment(args.case, args)
+    mmap_mib = mmap_threshold_mib(cfg.scaling.host_mmap_mib, cfg.model.grad_checkpointing, device)
+    set_mmap_threshold(mmap_mib)  # as pipelines/train_loop.py does
     names = [f"class {i}" for i in range(args.classes)]
     heap = LiveHeap()  # CPU: live heap bytes beside RSS (allocator slack excluded)
     if device.type == "cuda":
@@ -162,6 +168,7 @@ def worker(args) -> dict:
         "case": args.case,
         "amp": args.amp,
         "grad_ckpt": getattr(args, "grad_ckpt", "off") == "on",
+        "host_mmap_mib": mmap_mib,
         "device": device.type,
         "step_wall_s": wall,
         "step_cpu_s": cpu,
@@ -202,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amp", default="off", help="comma-separated optim.amp values to measure: off, bf16, fp16")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     p.add_argument("--grad-ckpt", default="off", help="comma-separated: off, on (model.grad_checkpointing)")
+    p.add_argument("--host-mmap", default="auto",
+                   help="scaling.host_mmap_mib: auto (4 MiB with checkpointing on CPU), 0 = glibc's default, or MiB")
     add_run_args(p, "train_step")
     args = p.parse_args(argv)
 
@@ -220,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     common_args = [f"--model={args.model}", f"--clip-model={args.clip_model}", f"--frames={args.frames}",
                    f"--img-size={args.img_size}", f"--batch={args.batch}", f"--classes={args.classes}",
                    f"--modality-dim={args.modality_dim}", f"--steps={args.steps}", f"--warmup={args.warmup}",
-                   f"--device={args.device}", f"--threads={args.threads}"]
+                   f"--device={args.device}", f"--threads={args.threads}", f"--host-mmap={args.host_mmap}"]
     runs: dict[str, list[dict]] = {}
     started = time.time()
     info = machine(pick_device(args.device))
@@ -240,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         first = rs[0]
         table[key] = {
             "case": first["case"], "amp": first["amp"], "grad_ckpt": first["grad_ckpt"],
+            "host_mmap_mib": first.get("host_mmap_mib"),
             # per repetition: the median step of that process; then median/spread over repetitions
             "step_wall_s": summary([statistics.median(r["step_wall_s"]) for r in rs]),
             "step_cpu_s": summary([statistics.median(r["step_cpu_s"]) for r in rs]),
@@ -285,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{t['step_cpu_s']['median']:7.2f} "
               f"{fmt_mib(t['peak_mem_bytes']['median']):>11s} {t['trainable_pct']:9.2f}% {rel:>22s}"
               + (f"  live heap {fmt_mib(t['peak_live_bytes']['median'])}" if t["peak_live_bytes"]["n"] else "")
-              + (f" ({rl[key]:.2f}x)" if key in rl else ""))
+              + (f" ({rl[key]:.2f}x)" if key in rl else "")
+              + (f"  [malloc mmap >= {t['host_mmap_mib']:g} MiB]" if t.get("host_mmap_mib") else ""))
     print(f"targets: step MHVA+PT <= 0.75x, M2-CLIP <= 0.85x; peak memory with checkpointing <= 0.5x; load {info['loadavg'][0]:.1f} -> "
           f"{result['loadavg_end'][0]:.1f}; wrote {path}")
     return 0

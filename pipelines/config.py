@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from components.config import cfg, load_yaml
 from components.model import ModelConfig
@@ -154,6 +155,10 @@ class ScalingConfig:
     use_gpu: bool | str = cfg("auto", "auto (if the cluster has GPUs), true or false")
     cpus_per_worker: float = cfg(1.0, "CPUs each Train worker reserves")
     torch_threads: int = cfg(0, "intra-op threads per worker; 0 = Ray's default (= cpus_per_worker)")
+    host_mmap_mib: Literal["auto"] | float = cfg(
+        "auto", "CPU training: glibc malloc maps blocks of at least this many MiB on their own and returns them "
+                "when freed (peak RSS then follows live memory; costs page faults). auto = 4 with "
+                "model.grad_checkpointing on CPU, else glibc's default; 0 = glibc's default")
     ray_address: str = cfg("", "Ray cluster to join (ray://... or auto); empty = RAY_ADDRESS or a local instance")
     storage_path: str = cfg("", "where Ray keeps checkpoints (shared storage on clusters); empty = OUTPUT_DIR/ray")
     max_failures: int = cfg(0, "times a failed run restarts from its last checkpoint")
@@ -162,6 +167,8 @@ class ScalingConfig:
     def __post_init__(self) -> None:
         if self.num_workers < 1:
             raise ValueError("num_workers must be at least 1")
+        if self.host_mmap_mib != "auto" and self.host_mmap_mib < 0:
+            raise ValueError(f"host_mmap_mib must be auto or >= 0, got {self.host_mmap_mib}")
         if isinstance(self.use_gpu, str):  # "true"/"false" strings from older configs are accepted too
             if self.use_gpu not in ("auto", "true", "false"):
                 raise ValueError(f"use_gpu must be auto, true or false, got {self.use_gpu!r}")

@@ -16,7 +16,10 @@ import torch
 import torch.distributed as dist
 
 from components.config import to_dict
-from components.engine import TrainStep, make_optimizer, make_scheduler, run_pass, trainable_groups, unwrap
+from components.engine import (
+    TrainStep, make_optimizer, make_scheduler, mmap_threshold_mib, run_pass, set_mmap_threshold, trainable_groups,
+    unwrap,
+)
 from components.flops import accounting
 from components.model import build_model
 from components.tasks import Task, model_task
@@ -89,13 +92,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     rank = ctx.get_world_rank()
     if cfg.scaling.torch_threads > 0:
         torch.set_num_threads(cfg.scaling.torch_threads)
+    device = ray.train.torch.get_device()
+    set_mmap_threshold(mmap_threshold_mib(cfg.scaling.host_mmap_mib, cfg.model.grad_checkpointing, device))
     torch.manual_seed(cfg.seed)
     task = model_task(cfg.model)
     model_config = to_dict(cfg.model)
     model = build_model(cfg.model, plan.num_outputs, plan.class_names)
     counts = accounting(model)  # GFLOPs per clip and trainable parameters, logged with every epoch
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
-    device = ray.train.torch.get_device()
     o = cfg.optim
     optimizer = make_optimizer(trainable_groups(unwrap(model), o.lr), o.lr, o.weight_decay)
     batches_per_epoch = steps_per_epoch(plan.train_clips, cfg.data.batch_size, ctx.get_world_size(), 1)

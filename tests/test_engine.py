@@ -118,3 +118,14 @@ def test_the_decoder_actors_module_does_not_import_the_model_stack():
             "'components.engine.loop') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_gradients_are_held_between_micro_batches_and_freed_after_the_optimizer_step():
+    model, _ = tiny()
+    opt = torch.optim.SGD(trainable_groups(model, 0.1), lr=0.1)
+    step = TrainStep(model, opt, accumulate=2, grad_clip=0.0)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    step({"video": clips(2), "target": torch.tensor([0, 1])})
+    assert any(p.grad is not None for p in trainable)  # summed into by the next micro-batch
+    step({"video": clips(2, seed=1), "target": torch.tensor([1, 0])})
+    assert step.updates == 1 and all(p.grad is None for p in trainable)  # nothing held into validation

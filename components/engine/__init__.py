@@ -2,6 +2,7 @@
 
 - ``optim.py``: the optimizer over a model's parameter groups, and its per-step LR schedule.
 - ``checkpointing.py``: activation checkpointing of backbone blocks (``model.grad_checkpointing``).
+- ``host_memory.py``: glibc malloc's mmap threshold on CPU (``scaling.host_mmap_mib``).
 - ``precision.py``: autocast and the fp16 gradient scaler for ``optim.amp``.
 - ``step.py``: ``TrainStep``, one training step (accumulation, clipping, mixed precision).
 - ``views.py``: several views per video flattened in, averaged out by the Task.
@@ -23,6 +24,7 @@ _EXPORTS = {
     "EvalResult": "loop", "PassResult": "loop", "evaluate": "loop", "run_pass": "loop",
     "backbone_blocks": "checkpointing", "enable_grad_checkpointing": "checkpointing",
     "make_optimizer": "optim", "make_scheduler": "optim", "step_scheduler": "optim", "trainable_groups": "optim",
+    "mmap_threshold_mib": "host_memory", "set_mmap_threshold": "host_memory",
     "autocast_for": "precision", "grad_scaler_for": "precision",
     "TrainStep": "step", "unwrap": "step",
     "ViewAveraged": "views", "flatten_views": "views", "video_scores": "views",

@@ -54,13 +54,13 @@ class TrainStep:
         model's outputs (``loss`` the batch's, undivided)."""
         final = self.micro + 1 >= self.accumulate
         no_sync = getattr(self.model, "no_sync", None)  # DDP: all-reduce on the final micro-step only
+        if self.micro == 0:  # before the forward: the last step's gradients must not sit beside activations
+            self.optimizer.zero_grad(set_to_none=True)
         with nullcontext() if final or no_sync is None else no_sync():
             out = self.forward(batch, live)
             loss = out["loss"]
             if not loss.requires_grad:  # nothing trainable (e.g. a frozen zero-shot baseline): evaluate only
                 return out
-            if self.micro == 0:
-                self.optimizer.zero_grad(set_to_none=True)
             scaled = loss / self.accumulate if self.accumulate > 1 else loss
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         self.micro += 1
@@ -82,6 +82,7 @@ class TrainStep:
             self.scaler.update()
         else:
             self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)  # freed now: validation and checkpointing need no gradients
         self.micro = 0
         self.updates += 1
         if self.scheduler is not None:
