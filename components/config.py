@@ -94,6 +94,8 @@ def _other_variant_key(cls: type, name: str, value: Any, data: dict, prefix: str
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:  # Literal["auto"] reads as 'auto'
+        return " or ".join(repr(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -114,7 +116,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{key}: {value!r} matches none of {[_type_name(a) for a in args]}")
+        raise ConfigError(f"{key}: {value!r} is none of: {', '.join(_type_name(a) for a in args if a is not type(None))}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
