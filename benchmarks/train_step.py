@@ -297,8 +297,12 @@ def main(argv: list[str] | None = None) -> int:
               + (f"  live heap {fmt_mib(t['peak_live_bytes']['median'])}" if t["peak_live_bytes"]["n"] else "")
               + (f" ({rl[key]:.2f}x)" if key in rl else "")
               + (f"  [malloc mmap >= {t['host_mmap_mib']:g} MiB]" if t.get("host_mmap_mib") else ""))
-    print(f"targets: step MHVA+PT <= 0.75x, M2-CLIP <= 0.85x; peak memory with checkpointing <= 0.5x; load {info['loadavg'][0]:.1f} -> "
-          f"{result['loadavg_end'][0]:.1f}; wrote {path}")
+    verdicts = [f"{key} {kind} {r[key]:.2f}x {'<=' if r[key] <= limit else '>'} {limit}x"
+                for kind, r, limits in (("step", rw, result["targets"]["step_ratio_max"]),
+                                        ("peak mem", rm, result["targets"]["peak_mem_ratio_max"]))
+                for key, limit in limits.items() if key in r]
+    print("targets (issue #16): " + ("; ".join(verdicts) or "none of the measured cases has one")
+          + f"; load {info['loadavg'][0]:.1f} -> {result['loadavg_end'][0]:.1f}; wrote {path}")
     return 0
 
 
