@@ -9,7 +9,6 @@ of a single run: on a small shared machine one slow repetition is common.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -56,11 +55,6 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
 class LiveHeap:
     """Bytes the C heap holds in live allocations (glibc ``mallinfo2``: in-use arena chunks + mmapped
     chunks), sampled every ``interval`` s in a thread; ``peak`` is the largest sample since ``start``.
@@ -72,20 +66,17 @@ class LiveHeap:
     ``available`` is False off glibc (then nothing is sampled)."""
 
     def __init__(self, interval: float = 0.002) -> None:
+        from components.engine.host_memory import glibc
+
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
-        try:
-            self._libc = ctypes.CDLL("libc.so.6")
-            self._libc.mallinfo2.restype = _MallInfo2
-            self.available = True
-        except (OSError, AttributeError):
-            self.available = False
+        self.available = glibc() is not None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def now(self) -> int:
-        if not self.available:
-            return 0
-        info = self._libc.mallinfo2()
-        return info.uordblks + info.hblkhd
+        from components.engine.host_memory import mallinfo
+
+        info = mallinfo()
+        return info.uordblks + info.hblkhd if info is not None else 0
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

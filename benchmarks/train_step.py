@@ -140,15 +140,14 @@ def worker(args) -> dict:
     """One (case, repetition) in this fresh process: build, warm up, time ``steps`` steps, peak memory."""
     import torch
 
-    from components.engine import mmap_threshold_mib, set_mmap_threshold
+    from components.engine import apply_mmap_threshold
     from components.model import build_model, parameter_counts
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(pick_device(args.device))
     cfg = experiment(args.case, args)
-    mmap_mib = mmap_threshold_mib(cfg.scaling.host_mmap_mib, cfg.model.grad_checkpointing, device)
-    set_mmap_threshold(mmap_mib)  # as pipelines/train_loop.py does
+    mmap_mib = apply_mmap_threshold(cfg.scaling.host_mmap_mib, cfg.model.grad_checkpointing, device)  # as train_loop
     names = [f"class {i}" for i in range(args.classes)]
     heap = LiveHeap()  # CPU: live heap bytes beside RSS (allocator slack excluded)
     if device.type == "cuda":

@@ -108,15 +108,15 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{key}: {value!r} is none of: {', '.join(_type_name(a) for a in args if a is not type(None))}")
+            except ConfigError:
+                pass  # the next type may take it; the error below names them all
+        allowed = ", ".join(_type_name(a) for a in args if a is not type(None))
+        raise ConfigError(f"{key}: {value!r} is none of: {allowed}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")

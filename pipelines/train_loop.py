@@ -17,8 +17,7 @@ import torch.distributed as dist
 
 from components.config import to_dict
 from components.engine import (
-    TrainStep, make_optimizer, make_scheduler, mmap_threshold_mib, run_pass, set_mmap_threshold, trainable_groups,
-    unwrap,
+    TrainStep, apply_mmap_threshold, make_optimizer, make_scheduler, run_pass, trainable_groups, unwrap,
 )
 from components.flops import accounting
 from components.model import build_model
@@ -93,7 +92,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if cfg.scaling.torch_threads > 0:
         torch.set_num_threads(cfg.scaling.torch_threads)
     device = ray.train.torch.get_device()
-    set_mmap_threshold(mmap_threshold_mib(cfg.scaling.host_mmap_mib, cfg.model.grad_checkpointing, device))
+    apply_mmap_threshold(cfg.scaling.host_mmap_mib, cfg.model.grad_checkpointing, device)
     torch.manual_seed(cfg.seed)
     task = model_task(cfg.model)
     model_config = to_dict(cfg.model)

@@ -32,21 +32,16 @@ def test_the_config_key_takes_auto_or_mib():
 
 
 PROBE = textwrap.dedent("""
-    import ctypes, sys
+    import sys
     import torch
-    from components.engine import set_mmap_threshold
+    from components.engine import mallinfo, set_mmap_threshold
 
-    class Info(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = Info
     if sys.argv[1] != "0":
         assert set_mmap_threshold(float(sys.argv[1]))
-    torch.empty(16 * 2**20, dtype=torch.uint8)  # made and freed: freeing a mapped 16 MiB block raises glibc's own threshold
-    before = libc.mallinfo2().hblks
+    torch.empty(16 * 2**20, dtype=torch.uint8)  # made and freed: freeing a mapped block raises glibc's threshold
+    before = mallinfo().hblks
     x = torch.empty(2 * 2**20, dtype=torch.uint8)  # a 2 MiB activation
-    print(libc.mallinfo2().hblks - before)
+    print(mallinfo().hblks - before)
 """)
 
 

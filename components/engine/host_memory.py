@@ -16,11 +16,37 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 import torch
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 AUTO_MIB = 4.0  # ``auto``'s threshold: every activation of a ViT-B/16 step is above it
+
+
+class MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2``: ``uordblks`` bytes in use in arenas, ``hblks`` / ``hblkhd`` mapped
+    blocks and their bytes."""
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+@functools.cache
+def glibc() -> ctypes.CDLL | None:
+    """The process's C library when it is glibc with ``mallopt`` and ``mallinfo2`` (2.33+), else None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        libc.mallinfo2.restype = MallInfo2
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def mallinfo() -> MallInfo2 | None:
+    """glibc's current heap statistics, or None off glibc."""
+    libc = glibc()
+    return libc.mallinfo2() if libc is not None else None
 
 
 def mmap_threshold_mib(setting: float | str, grad_checkpointing: bool, device: torch.device | str) -> float:
@@ -36,12 +62,15 @@ def mmap_threshold_mib(setting: float | str, grad_checkpointing: bool, device: t
 def set_mmap_threshold(mib: float) -> bool:
     """Fix glibc's mmap threshold at ``mib`` MiB for this process (0: leave glibc's default alone).
     False when nothing was set: 0, or a C library other than glibc (musl, macOS)."""
-    if mib <= 0:
+    libc = glibc()
+    if mib <= 0 or libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, int(mib * 2**20)) == 1
+    return libc.mallopt(M_MMAP_THRESHOLD, int(mib * 2**20)) == 1
+
+
+def apply_mmap_threshold(setting: float | str, grad_checkpointing: bool, device: torch.device | str) -> float:
+    """Set the threshold a training process on ``device`` gets from ``scaling.host_mmap_mib``; returns it
+    in MiB (0 = glibc's default kept)."""
+    mib = mmap_threshold_mib(setting, grad_checkpointing, device)
+    set_mmap_threshold(mib)
+    return mib
