@@ -74,7 +74,7 @@ class Patience:
 
     def reason(self) -> str:
         return (f"early stop: {self.metric} has not improved for {self.since_best} epoch(s) (optim.patience="
-                f"{self.patience}); best {self.best:.4f} at epoch {self.best_epoch}")
+                f"{self.patience}); best {self.best:.4f} at epoch {self.best_epoch + 1}")  # 1-based, as the progress lines
 
     def state(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch, "since_best": self.since_best}

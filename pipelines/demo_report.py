@@ -91,7 +91,7 @@ def _table(spec: ReportSpec, runs: dict[str, dict]) -> None:
             w, value = max(len(c.header), 9), r.get(c.key)
             cells += f"  {value:{w}.3f}  {value / c.chance:8.1f}" if value is not None else f"  {'-':>{w}}  {'-':>8}"
         pct = r["trainable_pct"]
-        print(f"{spec.labels[name]:<{width}}{cells}  {pct if pct is None else round(pct, 2):>11}")
+        print(f"{spec.labels[name]:<{width}}{cells}  {'-' if pct is None else f'{pct:.2f}':>11}")
 
 
 def report(out_dir: Path, results: dict[str, dict], seconds: float, spec: ReportSpec) -> dict:

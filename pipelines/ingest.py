@@ -109,6 +109,7 @@ class ClipDecoder:
         self.target = make_task(settings.task, settings.num_outputs)  # decodes the target column
         self.decoders = {"decoder": settings.decoder, "fallback": settings.decoder_fallback or None}
         self.fallback_warned = False
+        self.reported: set[str] = set()  # clips whose skip this actor has printed (later epochs: counted only)
 
     def _on_fallback(self, flags: np.ndarray, i: int, clip_id: str):
         def used(first: VideoDecodeError) -> None:
@@ -158,7 +159,10 @@ class ClipDecoder:
             except VideoDecodeError as e:
                 ok[i] = False
                 dataset = f" of dataset {batch['dataset'][i]}" if "dataset" in batch else ""
-                log.warning("skipping clip %s%s: %s", clip_id, dataset, e)
+                # once per clip and actor: the decoder lives for the run and meets the clip every epoch
+                level = logging.DEBUG if clip_id in self.reported else logging.WARNING
+                self.reported.add(clip_id)
+                log.log(level, "skipping clip %s%s: %s", clip_id, dataset, e)
                 continue
             if self.augment is not None:
                 clip = self.augment(clip, rng) if rng is not None else center_crop(clip, size)

@@ -123,7 +123,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         fallback_total = state.get("fallback_total", 0)
         stopper.restore(state.get("patience"))  # [after]
         if rank == 0 and cfg.log.level != "quiet":
-            say(f"[vidpeft] resumed from epoch {state['epoch']} checkpoint")
+            say(f"[vidpeft] resumed after epoch {state['epoch'] + 1}/{cfg.optim.epochs} (its checkpoint)")
 
     uri, run_id = plan.tracking_uri, plan.run_id
     post = board_poster(plan.progress_board) if rank == 0 else None  # the driver draws a live bar

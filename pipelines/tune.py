@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,9 @@ def run_trials(job: TrialJob, exp_dir: Path, restore: bool, param_space: dict | 
     from ray import tune
 
     record = exp_dir.with_name(exp_dir.name + ".ended.json")
+    # Tune's per-trial CSV and JSON logs, but not its TensorBoard writer, which it adds whenever
+    # tensorboardX is importable and which prints a `tensorboard --logdir` hint: runs are tracked in MLflow
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     trainable = tune.with_resources(tune.with_parameters(trial_driver, job=job), {"cpu": TRIAL_CPU})
     if restore:
         print(f"[vidpeft] resuming the search in {exp_dir}", flush=True)
@@ -153,7 +157,8 @@ def run_trials(job: TrialJob, exp_dir: Path, restore: bool, param_space: dict | 
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                            run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent),
                                                      failure_config=tune.FailureConfig(max_failures=0),
-                                                     callbacks=[TrialEnds(str(record))]))
+                                                     callbacks=[TrialEnds(str(record)), tune.logger.CSVLoggerCallback(),
+                                                                tune.logger.JsonLoggerCallback()]))
     results = tuner.fit()
     for r in results:  # an interrupted trial's Train run was killed too
         release_placement_group(r.metrics.get(TRAIN_PG, ""))

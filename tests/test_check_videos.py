@@ -99,3 +99,21 @@ def test_ingest_skips_bad_clips_per_dataset_and_logs_paths(synth_data, caplog):
     assert out["dataset_index"].tolist() == [1, 1, 1, 1]
     for r in bad.to_pylist():
         assert any(r["video_path"] in m and "synthetic_motion" in m for m in caplog.messages)
+
+
+def test_a_bad_clip_is_reported_once_and_counted_every_epoch(synth_data, caplog):
+    """The decoder actor lives for the whole run and meets a broken file every epoch: it says so the
+    first time and flags the clip (which the metrics count) every time."""
+    from pipelines.ingest import ClipDecoder, DecodeSettings
+
+    table = read_manifest(synth_data).table
+    rows = table.filter(pc.starts_with(table["clip_id"], "corrupt")).to_pylist()
+    batch = {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
+    settings = DecodeSettings(num_frames=4, size=32, sampling="uniform", stride=2, training=False, seed=0,
+                              task="single_label", num_outputs=4)
+    decoder = ClipDecoder(settings)
+    with caplog.at_level("WARNING", logger="vidpeft.ingest"):
+        flags = [decoder(batch)["ok"].tolist() for _epoch in range(3)]
+    assert flags == [[False] * len(rows)] * 3
+    for r in rows:
+        assert sum(r["video_path"] in m for m in caplog.messages) == 1, caplog.messages

@@ -213,7 +213,7 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(ray_session, synth_data, 
         if proc.poll() is None:
             proc.kill()
     text = log.read_text()
-    assert "resumed from epoch" in text, text[-4000:]  # the restarted worker loaded the checkpoint
+    assert "resumed after epoch" in text, text[-4000:]  # the restarted worker loaded the checkpoint
     final = json.loads((out / "metrics.json").read_text())
     assert final["last_epoch"] == 2  # metrics.json: the best epoch's metrics, trained to the last
     client = MlflowClient(uri)

@@ -46,6 +46,9 @@ def test_asha_search_ends_with_a_best_config(ray_session, mlflow_server, tiny_da
     space, out = tmp_path / "space.yaml", tmp_path / "search"
     space.write_text(SPACE)
     assert main(tune_args(tiny_data, mlflow_server, space, out)) == 0
+    printed = "".join(capsys.readouterr()).lower()
+    assert "tensorboard" not in printed  # runs are tracked in MLflow: Tune writes no TensorBoard logs, hints none
+    assert list(out.rglob("progress.csv")) and not list(out.rglob("events.out.tfevents*"))
 
     # the best config: the good learning rate, a file `vidpeft train` takes as it is
     best = json.loads((out / "best.json").read_text())

@@ -3,11 +3,32 @@ and its bundled ffmpeg has no AV1 decoder)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from functools import cache
 
 import numpy as np
 
+from components.video.decoders.native_stderr import dropping
 from components.video.errors import VideoDecodeError
+
+# decord's own log lines ("[18:15:50] /github/workspace/src/video/video_reader.cc:83: ERROR opening: ...");
+# each one precedes an exception that carries the same message
+_DECORD_LOG_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] \S*src/\S+\.cc:\d+: ")
+
+
+def _decord_line(line: str) -> bool:
+    return bool(_DECORD_LOG_LINE.match(line))
+
+
+@cache
+def _decord():
+    """decord, with its bundled ffmpeg's log off ("moov atom not found" before every failed open): the
+    failure reaches the caller as a VideoDecodeError naming the file."""
+    import decord  # lazy: importing this module should not load ffmpeg
+
+    decord.logging.set_level(decord.logging.QUIET)
+    return decord
 
 # decord 0.6 fails get_batch ("size must exactly match") for some output widths (seen: 2-8, 12,
 # 16, 24, 48, 72 on x86-64), whatever the source. Such widths are decoded at an integer multiple
@@ -27,11 +48,11 @@ def _width_factor(width: int) -> int:
 
 def _open(path: str, height: int = -1, width: int = -1):  # -> decord.VideoReader
     """Open a reader (-1 = native dimension), turning every failure into VideoDecodeError."""
-    import decord  # lazy: importing this module should not load ffmpeg
-
+    decord = _decord()
     try:
-        # num_threads=1: parallelism comes from data-loader workers, not from ffmpeg threads.
-        return decord.VideoReader(path, width=width, height=height, num_threads=1)
+        with dropping(_decord_line):
+            # num_threads=1: parallelism comes from data-loader workers, not from ffmpeg threads.
+            return decord.VideoReader(path, width=width, height=height, num_threads=1)
     except Exception as e:  # decord raises DECORDError / RuntimeError / AssertionError
         first = str(e).splitlines()[0] if str(e) else ""
         raise VideoDecodeError(path, f"cannot open video ({type(e).__name__}: {first})") from e
@@ -100,14 +121,16 @@ def get_batch(vr, idx: np.ndarray, path: str) -> np.ndarray:
     decodable frames by one, so a failure touching the last index retries one lower."""
     n = len(vr)
     try:
-        batch = vr.get_batch(idx)
+        with dropping(_decord_line):
+            batch = vr.get_batch(idx)
     except Exception as e:
         if _WIDTH_BUG in str(e):
             raise _WidthBugError(str(e)) from e
         if n < 2 or idx.max() < n - 1:
             raise VideoDecodeError(path, f"decode failed ({type(e).__name__}: {e})") from e
         try:
-            batch = vr.get_batch(np.minimum(idx, n - 2))
+            with dropping(_decord_line):
+                batch = vr.get_batch(np.minimum(idx, n - 2))
         except Exception as e2:
             raise VideoDecodeError(path, f"decode failed ({type(e2).__name__}: {e2})") from e2
     arr = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)  # bridge-agnostic
