@@ -32,13 +32,23 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_weights(path: str | Path, state: dict[str, torch.Tensor], model_config: dict | None = None) -> None:
-    """Atomic: written beside the target, then renamed over it."""
+def save_safetensors(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """Atomic: written beside the target, then renamed over it, so a half-written file never takes the
+    name. safetensors creates its file owner-only (0600); it gets the mode any new file gets here
+    (0644 under the usual umask), as the run's other outputs do."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    metadata = {CONFIG_KEY: json.dumps(model_config, sort_keys=True)} if model_config is not None else None
     save_file(state, str(tmp), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+    return path
+
+
+def save_weights(path: str | Path, state: dict[str, torch.Tensor], model_config: dict | None = None) -> None:
+    metadata = {CONFIG_KEY: json.dumps(model_config, sort_keys=True)} if model_config is not None else None
+    save_safetensors(path, state, metadata)
 
 
 def read_weights_config(path: str | Path) -> dict | None:

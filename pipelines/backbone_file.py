@@ -7,12 +7,10 @@ The file is the same kind as a downloaded checkpoint: a later run names it in
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from components.backbones.export import native_backbone_state
+from components.checkpoint import save_safetensors
 from components.config import to_dict
 from pipelines.trained import build_trained, load_trained
 
@@ -28,8 +26,5 @@ def write_backbone_file(source: str | Path, out: str | Path, backbone_checkpoint
     state = export() if export is not None else native_backbone_state(model.backbone)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     meta = {BACKBONE_KEY: json.dumps(to_dict(trained.cfg.model.backbone), sort_keys=True)}
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, out)  # a half-written file never takes the name
-    return out
+    return save_safetensors(out, state, meta)

@@ -227,6 +227,26 @@ def _parent_run(uri: str, experiment: str, camp: Campaign, known: str) -> str:
                               tags={"vidpeft.kind": "campaign", "vidpeft.campaign": camp.name})
 
 
+def check_cells(campaign_file, cells: list[Cell]) -> None:
+    """Each cell still to run checked as `vidpeft train` checks its inputs (manifest, model, weights
+    files), before Ray starts: one line naming every distinct problem and its cells."""
+    from components.data.manifest import ManifestError
+    from pipelines.train import check_inputs
+
+    problems: dict[str, list[str]] = {}
+    for c in cells:
+        try:
+            check_inputs(from_dict(ExperimentConfig, c.data))
+        except (ConfigError, ManifestError, OSError) as e:
+            problems.setdefault(str(e), []).append(c.name)
+    if problems:
+        def named(names: list[str]) -> str:
+            return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        bad = sum(len(v) for v in problems.values())
+        raise ConfigError(f"{campaign_file}: {bad} of {len(cells)} cells cannot start: "
+                          + "; ".join(f"{why} (cells {named(names)})" for why, names in problems.items()))
+
+
 def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", max_concurrent: int = 0) -> int:
     from ray import tune
 
@@ -246,6 +266,7 @@ def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", m
         raise ConfigError(f"{campaign_file}: tracking.enabled is false, but a campaign's table is built from MLflow")
     uri = tracking.resolve_tracking_uri(uri_cfg)
     todo = [c for c in cells if not c.finished()]
+    check_cells(campaign_file, todo)
     print(f"[vidpeft] campaign {camp.name}: {len(cells)} cells, {len(cells) - len(todo)} finished earlier, "
           f"{len(todo)} to run", flush=True)
 

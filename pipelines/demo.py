@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.config import resolve
+from components.config import ConfigError, resolve, to_dict
 from pipelines import tracking
 from pipelines.config import ExperimentConfig
 from pipelines.demo_report import LABELS, Column, ReportSpec, report
@@ -60,6 +60,20 @@ def make_data(work: Path, size: DemoSize) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+def _changed_settings(saved: Path, cfg: ExperimentConfig) -> list[str]:
+    """What differs between a finished stage's saved config and this invocation's (tracking aside:
+    the store's address may be spelled differently)."""
+    from components.checkpoint import config_differences
+    from pipelines.train import prepare_config
+
+    if not saved.exists():
+        return []
+    # the saved config is the prepared one (class count and feature widths read from the manifest)
+    before, now = to_dict(resolve(ExperimentConfig, [saved], [])), to_dict(prepare_config(cfg)[0])
+    return [d.replace(": checkpoint ", ": earlier ", 1).replace(" vs current ", ", now ", 1)
+            for d in config_differences(before, now, ignore=("tracking",))]
+
+
 def _train(files: list[Path], fixed: list[str], overrides: list[str]) -> dict:
     """One stage's run; a finished run is read back, an interrupted one resumed."""
     from pipelines.train import run_train
@@ -67,6 +81,10 @@ def _train(files: list[Path], fixed: list[str], overrides: list[str]) -> dict:
     cfg = resolve(ExperimentConfig, files, [*fixed, *overrides])
     out = Path(cfg.output_dir)
     if (out / "metrics.json").exists():
+        changed = _changed_settings(out / "config.yaml", cfg)
+        if changed:
+            raise ConfigError(f"{out} holds this stage finished with other settings ({'; '.join(changed[:3])}): "
+                              f"delete {out.parent} to rerun the demo with these, or run it in another --workdir")
         _say(f"{cfg.name}: finished earlier, reusing {out}")
         return json.loads((out / "metrics.json").read_text())
     resume = (out / "run_info.json").exists()

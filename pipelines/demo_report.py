@@ -111,7 +111,7 @@ def report(out_dir: Path, results: dict[str, dict], seconds: float, spec: Report
     print(f"\n{spec.headline}")
     _table(spec, runs)
     print(f"\nsummary: {out_dir / 'demo_summary.json'}" + (f"\ncurves:  {png}" if png else ""))
-    print(f"took {seconds / 60:.1f} min\n")
+    print(f"took {seconds / 60:.1f} min\n" if seconds >= 60 else f"took {seconds:.0f} s\n")
 
     uri = next((m.get("tracking_uri") for m in results.values() if m.get("tracking_uri")), None)
     print("Next:")

@@ -140,13 +140,17 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     from pipelines.ingest import decode_settings
     from pipelines.ray_env import ensure_ray, use_gpu
 
-    # 1) model, manifest and views, checked before Ray starts
+    # 1) options, model, manifest and views, checked before Ray starts
+    for flag, value in (("--clips", clips), ("--crops", crops)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
     t = load_trained(source, backbone_checkpoint)
     if dataset_heads(t.cfg.model):
         raise ConfigError(f"{source}: a multi-dataset run is evaluated per dataset during training; evaluate "
                           f"takes single-head runs")
     data = t.cfg.data
-    data = replace(data, eval_clips=clips or data.eval_clips, eval_crops=crops or data.eval_crops)
+    data = replace(data, eval_clips=data.eval_clips if clips is None else clips,
+                   eval_crops=data.eval_crops if crops is None else crops)
     try:
         data.__post_init__()
     except ValueError as e:
@@ -170,10 +174,11 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     # 2) one evaluation worker on Ray, fed by the decoder actors
     ensure_ray(cfg.scaling.ray_address)
     gpu = use_gpu(cfg.scaling.use_gpu)
-    print(f"[vidpeft] evaluating {source} on {manifest} split {split}: {table.num_rows} clips x {views} view(s)"
-          f"{' (GPU)' if gpu else ''}", flush=True)
-    task = ray.remote(_evaluate_task).options(num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if gpu else 0)
     level = os.environ.get(LOG_LEVEL_ENV, "info")
+    if level != "quiet":  # -q: the results only
+        print(f"[vidpeft] evaluating {source} on {manifest} split {split}: {table.num_rows} clips x {views} view(s)"
+              f"{' (GPU)' if gpu else ''}", flush=True)
+    task = ray.remote(_evaluate_task).options(num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if gpu else 0)
     res = ray.get(task.remote(t, table, replace(decode_settings(cfg, training=False), datasets=()), level))
 
     # 3) report

@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import sys
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -52,7 +55,7 @@ def merge_report(t: Trained) -> list[str]:
 
 def write_standalone(t: Trained, path: Path) -> Path:
     """The whole model in one safetensors file (written beside, then renamed: never half-written)."""
-    from safetensors.torch import save_file
+    from components.checkpoint import save_safetensors
 
     from components.checkpoint import CONFIG_KEY
 
@@ -62,10 +65,7 @@ def write_standalone(t: Trained, path: Path) -> Path:
     meta = {STANDALONE_KEY: json.dumps({"config": to_dict(t.cfg), "class_names": t.class_names,
                                         "target_names": t.target_names}),
             CONFIG_KEY: json.dumps(to_dict(t.cfg.model), sort_keys=True)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return save_safetensors(path, state, meta)
 
 
 def signature():
@@ -92,6 +92,9 @@ def _requirements() -> list[str]:
     return out
 
 
+_REGISTRY_LINES = ("Successfully registered model", "Created version", "Registered model")
+
+
 def log_mlflow_model(t: Trained, standalone: Path, register: str | None = None, top_k: int = 5) -> dict:
     import mlflow
 
@@ -105,13 +108,18 @@ def log_mlflow_model(t: Trained, standalone: Path, register: str | None = None, 
         exp_obj = c.get_experiment_by_name(exp)
         exp_id = exp_obj.experiment_id if exp_obj else c.create_experiment(exp, artifact_location=tracking.artifact_root(uri))
         run_id = c.create_run(exp_id, run_name=f"{t.cfg.name}-export").info.run_id
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars for one model file
+    said = io.StringIO()
+    with mlflow.start_run(run_id=run_id), warnings.catch_warnings(), contextlib.redirect_stderr(said):
         # MLflow suggests type hints and an input example; the explicit signature below says it all
         warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(MODEL_CODE), artifacts={"model": str(standalone)},
             code_paths=[str(ROOT / "components"), str(ROOT / "pipelines")], signature=signature(),
             pip_requirements=_requirements(), model_config={"top_k": top_k}, registered_model_name=register or None)
+    # the registry's own "Successfully registered model" / "Created version" lines: run_export says both
+    sys.stderr.writelines(line for line in said.getvalue().splitlines(keepends=True)
+                          if not line.startswith(_REGISTRY_LINES))
     version = getattr(info, "registered_model_version", None)
     return {"tracking_uri": uri, "run_id": run_id, "model_uri": info.model_uri,
             "registered": register or None, "version": version}

@@ -9,6 +9,7 @@ paths, so loading needs neither a vidpeft install nor the run directory nor the 
 from __future__ import annotations
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -23,7 +24,9 @@ class VidpeftVideoModel(PythonModel):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.scorer = Scorer(load_trained(context.artifacts["model"]), device, top_k=int(config.get("top_k", 5)))
 
-    def predict(self, context, model_input, params=None):
+    # a DataFrame hint: MLflow validates against the logged signature (pipelines/export.py) and stops
+    # asking for type hints on every log and load
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from pipelines.predict_core import predict_local
 
         params = params or {}

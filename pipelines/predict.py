@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 
 from components.config import ConfigError
 from components.multihead.config import dataset_heads
-from pipelines.predict_core import SCHEMA, VIDEO_EXTENSIONS, ClipReader, Scorer, eval_settings, failed_row, window_ranges
+from pipelines.predict_core import (SCHEMA, VIDEO_EXTENSIONS, ClipReader, Scorer, check_open_vocabulary, eval_settings,
+                                    failed_row, window_ranges)
 from pipelines.trained import Trained, check_classes, load_trained
 
 MANIFEST_EXTENSIONS = (".parquet",)
@@ -172,24 +173,51 @@ def show_table(table: pa.Table) -> None:
         print(f"{name[-28:]:<28} {window:>13}  {label[:18]:<18} {score:>6}  {rest}")
 
 
-def run_predict(source: str, inputs: list[str], out: str, top_k: int = 5, window_sec: float = 0.0,
-                stride_sec: float = 0.0, workers: int = 1, classes_file: str | None = None,
+def check_options(out: str, top_k: int | None, window_sec: float | None, stride_sec: float | None, workers: int,
+                  batch_size: int) -> None:
+    """The command's own options, before anything is loaded (each error names its option)."""
+    if Path(out).suffix.lower() != ".parquet":
+        raise ConfigError(f"--out {out}: predict writes a Parquet table; name the file *.parquet")
+    for flag, value in (("--window-sec", window_sec), ("--stride-sec", stride_sec)):
+        if value is not None and not value > 0:  # NaN too
+            raise ConfigError(f"{flag} must be > 0 seconds, got {value}")
+    if stride_sec is not None and window_sec is None:
+        raise ConfigError("--stride-sec needs --window-sec (the length of each window)")
+    for flag, value in (("--workers", workers), ("--top-k", top_k)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
+    if batch_size < 0:
+        raise ConfigError(f"--batch-size must be at least 1 (0 = data.eval_batch_size), got {batch_size}")
+
+
+def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = None, window_sec: float | None = None,
+                stride_sec: float | None = None, workers: int = 1, classes_file: str | None = None,
                 backbone_checkpoint: str | None = None, split: str | None = None, batch_size: int = 0) -> dict:
+    """``top_k``: classes per row (None: up to 5); ``window_sec``/``stride_sec``: None = one row per input."""
     import ray
 
-    from pipelines.ray_env import ensure_ray, use_gpu
+    from pipelines.driver_stderr import quiet_driver_lines
+    from pipelines.ray_env import LOG_LEVEL_ENV, ensure_ray, use_gpu
     from pipelines.zeroshot import read_class_names
 
-    # 1) inputs, checked before Ray starts
-    if window_sec < 0 or stride_sec < 0 or (stride_sec and not window_sec):
-        raise ConfigError("--window-sec must be > 0 to use --stride-sec (both in seconds)")
-    if workers < 1 or top_k < 1:
-        raise ConfigError("--workers and --top-k must be at least 1")
+    # 1) options and inputs, checked before Ray starts
+    check_options(out, top_k, window_sec, stride_sec, workers, batch_size)
+    window_sec, stride_sec = window_sec or 0.0, stride_sec or 0.0
+    quiet = os.environ.get(LOG_LEVEL_ENV, "info") == "quiet"
     trained = load_trained(source, backbone_checkpoint)
     if dataset_heads(trained.cfg.model):
         raise ConfigError(f"{source}: a multi-dataset run (model.heads) has one head per dataset; predict scores "
                           f"single-head runs only")
+    check_open_vocabulary(trained, bool(classes_file), source)
     classes = read_class_names(classes_file) if classes_file else None
+    names = classes or trained.output_names
+    if top_k is None:
+        top_k = min(5, len(names))
+    elif top_k > len(names) and trained.task != "regression":
+        if not quiet:
+            print(f"[vidpeft] --top-k {top_k}: the model scores {len(names)} classes; each row lists all "
+                  f"{len(names)}", flush=True)
+        top_k = len(names)
     rows = expand_inputs(inputs, trained, split)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,13 +243,15 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int = 5, window
         num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if gpu else 0, batch_format="numpy")
 
     # 3) stream into one Parquet file
-    print(f"[vidpeft] predicting {rows.num_rows} input clip(s) with {source} on {workers} model worker(s)"
-          f"{' (GPU)' if gpu else ''}", flush=True)
+    if not quiet:
+        print(f"[vidpeft] predicting {rows.num_rows} input clip(s) with {source} on {workers} model worker(s)"
+              f"{' (GPU)' if gpu else ''}", flush=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
     done = failed = 0
     shown: list[pa.Table] = []
     last = time.monotonic()
-    with pq.ParquetWriter(tmp, SCHEMA) as writer:
+    # the driver executes the dataset: its core worker creates the actor pools (Ray's false alarm about them off)
+    with quiet_driver_lines(), pq.ParquetWriter(tmp, SCHEMA) as writer:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             batch = batch.select(SCHEMA.names).cast(SCHEMA)
             writer.write_table(batch)
@@ -229,7 +259,7 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int = 5, window
             failed += batch.num_rows - batch["error"].null_count
             if rows.num_rows <= SHOW_TABLE_UP_TO:
                 shown.append(batch)
-            if time.monotonic() - last > 10:
+            if time.monotonic() - last > 10 and not quiet:
                 print(f"[vidpeft] predicted {done} row(s) of {rows.num_rows} input clip(s), {failed} failed", flush=True)
                 last = time.monotonic()
     os.replace(tmp, out_path)

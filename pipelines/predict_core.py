@@ -79,6 +79,15 @@ class ClipReader:
         return center_crop(clip, self.s.size) if self.s.augment else clip
 
 
+def check_open_vocabulary(trained, classes: bool, source: str = "") -> None:
+    """Other class names (``--classes``) need an M2-CLIP run; the driver checks before Ray starts."""
+    if classes and trained.cfg.model.kind != "m2clip":
+        from components.config import ConfigError
+
+        raise ConfigError(f"--classes needs an M2-CLIP run (model.kind=m2clip), {source or 'this one'} is "
+                          f"{trained.cfg.model.kind!r}: it can only predict its own classes")
+
+
 class Scorer:
     """A trained model (pipelines.trained) -> per-clip probabilities and top-k rows.
 
@@ -91,11 +100,7 @@ class Scorer:
 
         from pipelines.trained import build_trained
 
-        if classes and trained.cfg.model.kind != "m2clip":
-            from components.config import ConfigError
-
-            raise ConfigError(f"--classes needs an M2-CLIP run (model.kind=m2clip), this one is "
-                              f"{trained.cfg.model.kind!r}: it can only predict its own classes")
+        check_open_vocabulary(trained, bool(classes))
         self.trained, self.task = trained, trained.task
         self.classes = list(classes) if classes else None
         self.templates = templates

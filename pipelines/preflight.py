@@ -78,7 +78,7 @@ def check_model(cfg, class_names: list[str] | None = None, num_outputs: int | No
         try:
             build_on_meta(model_cfg, num_outputs, class_names)
         except Exception as e:  # the architecture built above: whatever fails now is the file's
-            text = _one_line(e)
+            text = _one_line(e).removeprefix(f"{key}.checkpoint: ")  # the weights reader names the key too
             where = "" if str(path) in text else f"{path}: "
             raise ConfigError(f"{key}.checkpoint: {where}{text}") from None
 

@@ -25,6 +25,13 @@ def ray_data_logging_defaults() -> dict:
     return DEFAULT_CONFIG
 
 
+def reconfigure_ray_data_logging() -> None:
+    """Ray Data's loggers set up again from RAY_DATA_LOGGING_CONFIG (``import ray.data`` read it once)."""
+    from ray.data._internal.logging import configure_logging
+
+    configure_logging()
+
+
 def keep_local_node_on_loopback() -> None:
     """Make the next local ``ray.init()`` use 127.0.0.1 as its node address, so its GCS, raylet,
     worker, agent and metrics servers listen on loopback only.
@@ -58,6 +65,17 @@ def drop_forwarded_lines(drop) -> None:
 
     with dispatcher._lock:
         dispatcher.handlers = [(name, wrap(h) if name == "ray_print_logs" else h) for name, h in dispatcher.handlers]
+    # The raylet's warnings reach the driver through its error channel, whose thread calls the module's
+    # print_to_stdstream directly (ray/_private/worker.py: listen_error_messages), not the dispatcher
+    import ray._private.worker as ray_worker
+
+    direct = ray_worker.print_to_stdstream
+    if not getattr(direct, "vidpeft_filter", False):
+        def print_to_stdstream(data, ignore_prefix):
+            wrap(lambda batch: direct(batch, ignore_prefix))(data)
+
+        print_to_stdstream.vidpeft_filter = True
+        ray_worker.print_to_stdstream = print_to_stdstream
 
 
 def small_blocks(ds, rows: int, cpus: float):

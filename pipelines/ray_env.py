@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"
@@ -77,16 +78,19 @@ def ensure_ray(address: str = "") -> None:
     that listens on 127.0.0.1 only. Ray's own start-up messages show only with --verbose."""
     import ray
 
-    from pipelines.ray_compat import drop_forwarded_lines, keep_local_node_on_loopback
+    from pipelines.ray_compat import drop_forwarded_lines, keep_local_node_on_loopback, reconfigure_ray_data_logging
 
     quiet_ray_data()
+    if not sys.stdout.isatty():  # a log file or a pipe: Ray's "(worker pid=...)" prefixes without colour codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS", "")
     quiet = {}
     if not verbose():
         env = _data_logging_env()
-        os.environ.update(env)  # the driver's own Ray Data logger
+        os.environ.update(env)  # the driver's own Ray Data logger (predict and zeroshot execute on the driver)
+        reconfigure_ray_data_logging()  # `import ray.data` above already read its logging config
         # Ray's workers: no DeprecationWarnings about Ray's own internals (Ray Data's DatasetManager
         # warns about options it sets itself); --verbose shows them
         # and no C++ warnings from torch's DDP reducer (find_unused_parameters is on by design: adapters

@@ -142,4 +142,23 @@ def submit(req: SubmitRequest, dry_run: bool = False, environ: dict[str, str] | 
               file=sys.stderr)
     if dry_run:
         return 0
+    check_reachable(job_address(req.address, environ))
     return subprocess.run(cmd, env=client_env(environ), check=False).returncode
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A one-line error when nothing answers at the dashboard's address (instead of `ray job submit`'s
+    connection traceback). Any HTTP answer counts, an authentication refusal included: `ray job` handles it."""
+    import urllib.error
+    import urllib.request
+
+    if not address.startswith(("http://", "https://")):
+        return  # ray:// (Ray Client) and other schemes: `ray job` says what it makes of them
+    try:
+        urllib.request.urlopen(address.rstrip("/") + "/api/version", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConfigError(f"submit: no Ray dashboard answers at {redact_urls(address)} ({reason}); start a cluster "
+                          "(`ray start --head`, deploy/) or name its dashboard with --address or RAY_ADDRESS") from None

@@ -76,6 +76,18 @@ def prepare_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Manifest]:
     return replace(cfg, model=model), manifest
 
 
+def check_inputs(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Manifest, object]:
+    """Everything a run checks before Ray starts, so a bad input is one line: the manifest (prepared
+    config), the checkpoint metric, the zero-shot label set, the model and its weights files (on the
+    meta device). ``tune`` and ``ablate`` call it for their trials' configs too. Returns the prepared
+    config, the manifest and the held-out label set (or None)."""
+    cfg, manifest = prepare_config(cfg)
+    best.checkpoint_metric(cfg)  # [after] what ranks checkpoints
+    held_out = zeroshot_close.prepare(cfg)  # the zeroshot section's label set
+    preflight.check_model(cfg, manifest.class_names)  # model and weights files
+    return cfg, manifest, held_out
+
+
 def storage_location(cfg: ExperimentConfig, out: Path) -> str:
     """Where Ray keeps this run's checkpoints: a local dir or a URI (s3://, gs://, file://, ...).
 
@@ -154,10 +166,8 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
     # then would land after the search's own
     in_trial = bool(callbacks)
     # 1) inputs: manifest and config, checked before anything starts
-    cfg, manifest = prepare_config(cfg)
-    metric, mode = best.checkpoint_metric(cfg)  # [after] what ranks checkpoints (checked before Ray starts)
-    held_out = zeroshot_close.prepare(cfg)  # the zeroshot section's label set, checked before training
-    preflight.check_model(cfg, manifest.class_names)  # model and weights files, before Ray starts
+    cfg, manifest, held_out = check_inputs(cfg)
+    metric, mode = best.checkpoint_metric(cfg)
     restore = latest_checkpoint(storage)
     if restore and not resume:
         raise ConfigError(f"{out} already holds checkpoints of a run: add --resume to continue it, "
@@ -293,6 +303,7 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
             tracking.log_artifact(uri, run_id, out / WEIGHTS, "weights")
         tracking.log_artifact(uri, run_id, out / "metrics.json")
         tracking.end_run(uri, run_id)
-    _print_table(final, out, run_id, cfg.optim.epochs, [h.name for h in dataset_heads(cfg.model)])
+    if not in_trial:  # a search prints one summary for all its trials
+        _print_table(final, out, run_id, cfg.optim.epochs, [h.name for h in dataset_heads(cfg.model)])
     return redact_data(final)  # what callers print or store
 

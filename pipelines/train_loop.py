@@ -208,9 +208,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 if cfg.log.level != "quiet":
                     show(epoch_line(epoch, cfg.optim.epochs, metrics))
             ray.train.report(metrics, checkpoint=ckpt)
-        if stop:  # [after]
-            if rank == 0:
-                show(f"[vidpeft] {stop}")
+        if stop:  # [after] the run's closing table says why it stopped
             break
     system.__exit__(None, None, None)
     if rank == 0 and os.environ.get("VIDPEFT_DEBUG"):

@@ -47,6 +47,8 @@ class TrialEnds(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._ended(trial)
+        epochs = trial.last_result.get(EPOCHS_DONE)
+        print(f"[vidpeft] trial {trial.trial_id} ended" + (f" after {epochs} epoch(s)" if epochs else ""), flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._ended(trial)

@@ -21,7 +21,7 @@ from typing import Any
 
 
 from components.config import ConfigError, dump_yaml, from_dict, resolve, to_dict
-from pipelines import tracking
+from pipelines import ray_env, tracking
 from pipelines.config import ExperimentConfig
 from pipelines.config_identity import config_identity
 from pipelines.search_space import SearchSpace, apply_params, load_space, validate
@@ -155,7 +155,10 @@ def run_trials(job: TrialJob, exp_dir: Path, restore: bool, param_space: dict | 
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                           # Tune's own status tables and per-trial result boxes only with --verbose: the
+                           # trials' epoch lines, TrialEnds' line per trial and the closing summary say it
                            run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent),
+                                                     verbose=None if ray_env.verbose() else 0,
                                                      failure_config=tune.FailureConfig(max_failures=0),
                                                      callbacks=[TrialEnds(str(record)), tune.logger.CSVLoggerCallback(),
                                                                 tune.logger.JsonLoggerCallback()]))
@@ -238,6 +241,10 @@ def run_search(config_files: list[str], overrides: list[str], space_file: str, t
     if scheduler not in ("asha", "fifo"):
         raise ConfigError(f"--scheduler must be asha or fifo, got {scheduler!r}")
     check_search(search, space, str(space_file))
+    if not any(k == "data" or k.startswith(("data.manifest", "data.datasets")) for k in space.params):
+        from pipelines.train import check_inputs
+
+        check_inputs(cfg)  # data, model and weights as `vidpeft train` checks them, before Ray starts
     name = Path(space_file).stem
     search_dir = Path(out or Path("runs") / f"tune-{name}").absolute()
     exp_dir = search_dir / "tune"

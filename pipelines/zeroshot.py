@@ -101,6 +101,14 @@ def run_zeroshot(checkpoint: str | None, classes: str, manifest: str, files: lis
                  split: str = "test", templates: list[str] | None = None, output: str | None = None,
                  clips: int | None = None, crops: int | None = None) -> dict:
     """``clips`` / ``crops``: views per video (None = the config's data.eval_clips / eval_crops)."""
+    from pipelines.driver_stderr import quiet_driver_lines
+
+    for flag, value in (("--clips", clips), ("--crops", crops)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
+    for t in templates or ():
+        if t.count("{}") != 1:
+            raise ConfigError(f"--template {t!r} must contain exactly one '{{}}' (where the class name goes)")
     views = [f"data.eval_{k}={v}" for k, v in (("clips", clips), ("crops", crops)) if v is not None]
     cfg = resolve_config(checkpoint, list(files), [*overrides, *views])
     names, table = load_label_set(manifest, classes, split, cfg.data.check_files)
@@ -112,7 +120,8 @@ def run_zeroshot(checkpoint: str | None, classes: str, manifest: str, files: lis
         loaded = model.load_transfer_weights(str(Path(checkpoint) / "weights.safetensors"))
 
     ensure_ray(cfg.scaling.ray_address)
-    result = evaluate_zeroshot(cfg, model, table, names, templates or None)
+    with quiet_driver_lines():  # the driver executes the dataset: Ray's false alarm about its actor pool off
+        result = evaluate_zeroshot(cfg, model, table, names, templates or None)
     result.update(split=split, adapters_loaded=len(loaded), checkpoint=checkpoint,
                   manifest=str(Path(manifest).absolute()))
     out = Path(output) if output else (Path(checkpoint) if checkpoint else Path(".")) / "zeroshot.json"

@@ -41,7 +41,7 @@ def test_patience_counts_epochs_without_improvement_and_survives_a_restore():
     resumed = Patience("val_loss", "min", patience=2)
     resumed.restore(p.state())
     reason = resumed.update(3, {"val_loss": float("nan")})  # NaN never improves
-    assert reason and "val_loss" in reason and "epoch 1" in reason and resumed.exhausted()
+    assert reason and "val_loss" in reason and "at epoch 2" in reason and resumed.exhausted()  # 1-based, as printed
     assert Patience("val_top1", "max", 0).update(0, {"val_top1": 0.1}) is None  # 0 = never stop
     with pytest.raises(ConfigError, match="val_top9"):
         Patience("val_top9", "max", 1).update(0, {"val_top1": 0.5})
@@ -133,6 +133,87 @@ def test_standalone_export_round_trip_needs_no_backbone_file(tmp_path):
     assert exported.standalone and exported.class_names == ["a", "b", "c"]
     got = build_trained(exported)({"video": video})["logits"]
     torch.testing.assert_close(got, expected)
+
+
+def _tiny_classifier_run(root) -> str:
+    """A loadable run directory (config, labels, weights) of a tiny 3-class classifier, without training."""
+    import json
+
+    from components.checkpoint import save_weights, trainable_state_dict
+    from components.config import dump_yaml, to_dict
+    from components.model import build_model
+    from pipelines.trained import write_labels
+    from tests.conftest import TINY_VIT
+
+    cfg = _cfg(f"model.backbone={json.dumps(TINY_VIT)}", "model.head.num_outputs=3")
+    run = root / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    write_labels(run, ["a", "b", "c"], None)
+    save_weights(run / "weights.safetensors", trainable_state_dict(build_model(cfg.model, 3)), to_dict(cfg.model))
+    return str(run)
+
+
+@pytest.mark.parametrize("argv,names", [
+    (["predict", "RUN", "clip.mp4", "--classes", "classes.txt"], "--classes needs an M2-CLIP run"),
+    (["predict", "RUN", "clip.mp4", "--out", "preds.csv"], "--out preds.csv"),
+    (["predict", "RUN", "clip.mp4", "--out", "preds"], "--out preds"),
+    (["predict", "RUN", "clip.mp4", "--window-sec", "0"], "--window-sec"),
+    (["predict", "RUN", "clip.mp4", "--window-sec", "-2"], "--window-sec"),
+    (["predict", "RUN", "clip.mp4", "--window-sec", "2", "--stride-sec", "0"], "--stride-sec"),
+    (["predict", "RUN", "clip.mp4", "--stride-sec", "1"], "--stride-sec needs --window-sec"),
+    (["predict", "RUN", "clip.mp4", "--top-k", "0"], "--top-k"),
+    (["predict", "RUN", "clip.mp4", "--workers", "0"], "--workers"),
+    (["evaluate", "RUN", "--clips", "0"], "--clips"),
+    (["evaluate", "RUN", "--crops", "-1"], "--crops"),
+    (["zeroshot", "--checkpoint", "RUN", "--classes", "classes.txt", "--manifest", "m.parquet", "--clips", "0"],
+     "--clips"),
+    (["zeroshot", "--checkpoint", "RUN", "--classes", "classes.txt", "--manifest", "m.parquet", "--template", "a"],
+     "--template 'a'"),
+])
+def test_predict_evaluate_zeroshot_options_are_one_line_errors_before_ray(tmp_path, capsys, monkeypatch, argv, names):
+    """Checks that used to fail inside a Ray Data actor (a 250-line traceback) or were silently ignored
+    (--out x.csv wrote Parquet, --clips 0 meant the default) stop on the driver: one line, exit code 2."""
+    import pipelines.ray_env
+    import pipelines.zeroshot
+    from pipelines.cli import main
+
+    def started(*_a, **_k):
+        raise AssertionError("Ray was started for an option the driver could have checked")
+
+    monkeypatch.setattr(pipelines.ray_env, "ensure_ray", started)
+    monkeypatch.setattr(pipelines.zeroshot, "ensure_ray", started)
+    monkeypatch.chdir(tmp_path)
+    from components.data.synth import write_mp4
+
+    write_mp4(tmp_path / "clip.mp4", np.zeros((8, 32, 32, 3), np.uint8), fps=8)
+    (tmp_path / "classes.txt").write_text("x\ny\n")
+    run = _tiny_classifier_run(tmp_path)
+    assert main([run if a == "RUN" else a for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("vidpeft: error: ") and names in err, err
+
+
+def test_the_driver_drops_rays_native_false_alarm_and_keeps_every_other_line(capfd, monkeypatch):
+    """Ray's C++ core worker writes its actor-pool false alarm to the driver's fd 2 (predict and zeroshot
+    execute their datasets on the driver); the filter keeps everything else, in order, as it comes."""
+    import os
+
+    from pipelines.driver_stderr import dropping_lines, quiet_driver_lines
+    from pipelines.ray_env import LOG_LEVEL_ENV, _false_alarm
+
+    alarm = ("[2026-11-30 18:57:04,055 E 25604 25604] core_worker.cc:2465: Actor with class name: 'MapWorker("
+             "MapBatches(PredictDecoder))' and ID: '01' has constructor arguments in the object store and "
+             "max_restarts > 0. If the arguments ...\n")
+    with dropping_lines(_false_alarm):
+        os.write(2, b"first\n" + alarm.encode() + b"sec")
+        os.write(2, b"ond\n")
+        os.write(2, b"no newline at the end")
+    assert capfd.readouterr().err == "first\nsecond\nno newline at the end"
+    monkeypatch.setenv(LOG_LEVEL_ENV, "verbose")
+    with quiet_driver_lines():  # --verbose: Ray's own lines too
+        os.write(2, alarm.encode())
+    assert capfd.readouterr().err == alarm
 
 
 def test_evaluation_prints_progress_per_batch_and_its_metrics_match(ray_session):

@@ -136,6 +136,38 @@ def test_predict_folder_with_a_corrupt_file_and_the_manifest(run, capsys):
     assert sum(r["label"] == truth[r["clip_id"]] for r in got) / 8 == pytest.approx(m["val_top1"])
 
 
+RAY_NOISE = ("core_worker.cc", "has constructor arguments in the object store", "Progress bars disabled",
+             "execution finished in", "streaming_executor.py")
+
+
+def test_quiet_predict_and_evaluate_print_only_their_results(run, tmp_path, capfd, monkeypatch):
+    """-q: no progress lines, no Ray lines (Ray Data's logger on the driver, the core worker's false alarm
+    about the decoder actor pool), the results only. At the default level: the progress lines, still no
+    Ray lines, and a --top-k above the class count said once and clamped."""
+    from pipelines.ray_env import LOG_LEVEL_ENV
+
+    monkeypatch.setenv(LOG_LEVEL_ENV, "info")  # main() sets it from -q: restored after the test
+    folder = _folder_with_a_corrupt_video(run, "vids_quiet")
+    preds = tmp_path / "q.parquet"
+    assert main(["predict", str(run["out"]), str(folder), "--out", str(preds), "-q"]) == 0
+    cap = capfd.readouterr()
+    text = cap.out + cap.err
+    assert not any(n in text for n in RAY_NOISE), text
+    assert "predicting" not in text and "wrote 4 prediction row(s)" in cap.out and "(error)" in cap.out
+    assert all(len(r["top_k_labels"]) == 4 for r in pq.read_table(preds).to_pylist() if not r["error"])
+    assert main(["evaluate", str(run["out"]), "--split", "val", "--out", str(tmp_path), "--no-mlflow", "-q"]) == 0
+    cap = capfd.readouterr()
+    assert "evaluating" not in cap.out + cap.err and "[vidpeft] val: 8 clips" in cap.out
+    assert not any(n in cap.out + cap.err for n in RAY_NOISE), cap.out + cap.err
+    monkeypatch.setenv(LOG_LEVEL_ENV, "info")
+    assert main(["predict", str(run["out"]), str(folder), "--out", str(preds), "--top-k", "9"]) == 0
+    cap = capfd.readouterr()
+    text = cap.out + cap.err
+    assert not any(n in text for n in RAY_NOISE), text
+    assert text.count("--top-k 9: the model scores 4 classes") == 1 and "predicting 4 input clip(s)" in cap.out
+    assert all(len(r["top_k_labels"]) == 4 for r in pq.read_table(preds).to_pylist() if not r["error"])
+
+
 def test_export_and_mlflow_model_score_as_the_run(run, tmp_path):
     folder = _folder_with_a_corrupt_video(run, "vids2")
     ref = tmp_path / "ref.parquet"
@@ -195,6 +227,9 @@ def test_bad_inputs_are_one_line_errors(run, tmp_path, capsys):
 
     out = str(run["out"])
     assert "nowhere.mp4" in err("predict", out, str(tmp_path / "nowhere.mp4"))
+    (tmp_path / "classes.txt").write_text("x\ny\n")  # open vocabulary needs M2-CLIP: said on the driver
+    assert "--classes needs an M2-CLIP run" in err("predict", out, str(tmp_path / "nowhere.mp4"), "--classes",
+                                                   str(tmp_path / "classes.txt"))
     (tmp_path / "clip.xyz").write_bytes(b"\0")
     msg = err("predict", out, str(tmp_path / "clip.xyz"))
     assert "clip.xyz" in msg and "extension" in msg

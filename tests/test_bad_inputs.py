@@ -160,13 +160,30 @@ def weight_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return {"evil.pt": (evil, "evil.pt"), **{n: (tmp_path / n, n) for n in names}}
 
 
+def reader_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Legacy / plain pickles that run code and files that are no weights: train prints the reader's line."""
+    from components.weights.reader import WeightsError, read_weights_file
+    from tests.test_weights_safety import code_pickles, not_weights_files
+
+    files = {**code_pickles(tmp_path, tmp_path / "PWNED"),
+             **{n: p for n, (p, _) in not_weights_files(tmp_path).items()}}
+    out = {}
+    for name, path in files.items():
+        with pytest.raises(WeightsError) as err:
+            read_weights_file(path)
+        out[name] = (path, str(err.value))
+    return out
+
+
 def test_bad_weight_files_stop_train_before_ray(synth_data, tmp_path, capsys, no_ray):
     marker = tmp_path / "PWNED"
-    for name, (path, named) in weight_files(tmp_path).items():
+    for name, (path, named) in {**weight_files(tmp_path), **reader_files(tmp_path)}.items():
         out = tmp_path / f"run-{name}"
         rc, err = run_cli(capsys, train_args(synth_data, out, "--set", f"model.backbone.checkpoint={path}"))
         assert_one_line(rc, err, "model.backbone.checkpoint")
         assert named in err, err
+        assert err.count("model.backbone.checkpoint") == 1, err  # the key said once
+        assert "weights_only" not in err and "Weights only" not in err, err  # torch's advice is not passed on
         assert not (out / "config.yaml").exists()  # nothing written for a refused run
     assert not marker.exists()
 

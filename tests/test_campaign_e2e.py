@@ -68,6 +68,20 @@ def test_a_bad_cell_stops_the_campaign_before_it_starts(tmp_path):
         load_campaign(path)
 
 
+def test_cells_whose_data_is_missing_stop_the_campaign_in_one_line(tmp_path, capsys):
+    """Checked as `vidpeft train` checks a run, before Ray starts: not one Tune traceback per cell."""
+    from components.data.synth import make_synthetic_dataset
+
+    a = make_synthetic_dataset(tmp_path / "a", num_classes=4, clips_per_class=4, frames=8, size=32, seed=0)
+    path = write_campaign(tmp_path, uri=f"sqlite:///{tmp_path}/mlflow.db", a=a, b=tmp_path / "gone.parquet")
+    assert main(["ablate", "--campaign", str(path), "--out", str(tmp_path / "camp")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert "2 of 4 cells cannot start" in err and "gone.parquet" in err
+    assert "b/adapters/seed=0" in err and "a/adapters" not in err
+    assert not (tmp_path / "camp").exists()  # nothing started, nothing written
+
+
 @pytest.mark.parametrize("name", ["demo.yaml", "cm3t_table1.yaml"])
 def test_shipped_campaigns_resolve_every_cell(name, tmp_path):
     path = ROOT / "tune_spaces" / "campaigns" / name

@@ -77,3 +77,28 @@ def test_backbone_export_is_timm_native_and_drops_adapters():
         if hasattr(m, "adapters"):
             m.adapters.clear()
     assert torch.allclose(plain.forward_features(frames), model.backbone.vit.forward_features(frames), atol=1e-6)
+
+
+def test_a_finished_stage_is_reused_only_with_the_same_settings(tmp_path, capsys):
+    """`vidpeft demo --set optim.epochs=2` after a finished demo must not report the old runs as its own."""
+    import json
+
+    from components.config import ConfigError, dump_yaml, resolve, to_dict
+    from pipelines.config import ExperimentConfig
+    from pipelines.demo import CONFIGS, _train
+    from pipelines.train import prepare_config
+
+    manifest = make_synthetic_dataset(tmp_path / "data", task="appearance", num_classes=4, clips_per_class=4,
+                                      frames=2, size=32, seed=0, feature_dim=0)
+    out = tmp_path / "runs" / "pretrain"
+    fixed = [f"data.manifest={manifest}", f"output_dir={out}"]
+    finished = prepare_config(resolve(ExperimentConfig, [CONFIGS / "pretrain.yaml"], fixed))[0]
+    out.mkdir(parents=True)
+    (out / "config.yaml").write_text(dump_yaml(to_dict(finished)))  # as a finished run leaves it
+    (out / "metrics.json").write_text(json.dumps({"val_top1": 0.5}))
+
+    assert _train([CONFIGS / "pretrain.yaml"], fixed, []) == {"val_top1": 0.5}
+    assert "finished earlier, reusing" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"pretrain holds this stage finished with other settings "
+                                          r"\(optim.epochs: earlier \d+, now 2\).*delete"):
+        _train([CONFIGS / "pretrain.yaml"], fixed, ["optim.epochs=2"])

@@ -148,3 +148,12 @@ def test_classifier_with_bottleneck_adapters_is_identity_at_init():
         assert not torch.allclose(adapted.features(video), base)
     out = adapted({"video": video, "target": torch.tensor([1, 3])})
     assert out["logits"].shape == (2, 5) and torch.isfinite(out["loss"])
+
+
+def test_building_without_a_checkpoint_prints_no_random_init_warning(capfd, caplog):
+    """open_clip warns "No pretrained weights loaded ... initialized randomly" about its own download
+    switch, which vidpeft never uses; runs built from a run's weights file printed it three times."""
+    caplog.set_level("WARNING")
+    create_openclip(tiny())
+    printed = "".join(capfd.readouterr()) + caplog.text
+    assert "initialized randomly" not in printed and "No pretrained weights" not in printed

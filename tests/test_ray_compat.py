@@ -78,12 +78,15 @@ def test_known_false_alarms_forwarded_from_ray_workers_are_not_printed(ray_sessi
     # the raylet's warning about worker count, forwarded as "(raylet)": by design on a 2-core machine
     busy = ("WARNING: 8 PYTHON worker processes have been started on node: 87a7 with address: 127.0.0.1, which is "
             "4x the maximum expected startup concurrency (2). This could be a result of using a large number ...")
-    handlers["ray_print_logs"]({"ip": "127.0.0.1", "pid": "raylet", "task_name": None, "is_err": True,
-                                "lines": [busy, "a raylet line that is not a known false alarm"], "actor_name": ""})
+    import ray._private.worker as ray_worker  # the raylet's error channel prints through this, not the dispatcher
+
+    ray_worker.print_to_stdstream({"pid": "raylet", "is_err": False,
+                                   "lines": [busy, "a raylet line that is not a known false alarm"]}, ignore_prefix=False)
     out = capsys.readouterr()
     printed = out.out + out.err
     assert "[vidpeft] epoch 1/1" in printed and "constructor arguments" not in printed
     assert "not a known false alarm" in printed and "startup concurrency" not in printed
+    assert "\x1b[" not in printed  # not a terminal: Ray's prefixes carry no colour codes
 
 
 def test_workers_of_a_local_instance_name_it_in_ray_address(ray_session):

@@ -166,3 +166,33 @@ def test_a_corrupted_checkpoint_of_the_right_size_is_passed_over(tmp_path):
     assert latest_checkpoint(tmp_path) == str(good)
     shutil.rmtree(good)
     assert latest_checkpoint(tmp_path) is None
+
+
+# ---- submit without a cluster ----------------------------------------------------------------------
+
+def test_submit_with_no_cluster_listening_is_one_line(capsys):
+    """Nothing answers at the dashboard address: one line naming it, not `ray job submit`'s traceback."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["submit", "--address", f"http://127.0.0.1:{port}", "--", "vidpeft", "explain"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vidpeft: error: submit: no Ray dashboard answers at http://127.0.0.1:")
+    assert not any("Traceback" in line for line in err)
+
+
+def test_submit_counts_any_http_answer_as_a_cluster():
+    """A dashboard that refuses the request (e.g. token authentication) still answers: `ray job` takes over."""
+    import http.server
+    import threading
+
+    from pipelines.submit import check_reachable
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # 501 to every GET
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    try:
+        check_reachable(f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.server_close()

@@ -38,6 +38,15 @@ def tune_args(manifest, uri, space, out, epochs=2):
             "--scheduler", "asha", "--out", str(out)]
 
 
+def test_a_search_on_missing_data_stops_in_one_line_before_ray(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    assert main(tune_args(tmp_path / "gone.parquet", f"sqlite:///{tmp_path}/m.db", space, tmp_path / "s")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "gone.parquet" in err and "not found" in err
+    assert not (tmp_path / "s").exists()
+
+
 def test_asha_search_ends_with_a_best_config(ray_session, mlflow_server, tiny_data, tmp_path, capsys):  # noqa: F811
     from mlflow.tracking import MlflowClient
 
@@ -48,6 +57,9 @@ def test_asha_search_ends_with_a_best_config(ray_session, mlflow_server, tiny_da
     assert main(tune_args(tiny_data, mlflow_server, space, out)) == 0
     printed = "".join(capsys.readouterr()).lower()
     assert "tensorboard" not in printed  # runs are tracked in MLflow: Tune writes no TensorBoard logs, hints none
+    # Tune's status tables and result boxes only with --verbose; a line per trial, and no per-trial run table
+    assert "trial status" not in printed and "result ──" not in printed and printed.count("ended after") == 2
+    assert "best epoch by" not in printed
     assert list(out.rglob("progress.csv")) and not list(out.rglob("events.out.tfevents*"))
 
     # the best config: the good learning rate, a file `vidpeft train` takes as it is

@@ -4,7 +4,10 @@ says what fits; `vidpeft weights inspect` reports the same without starting Ray.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import random
+import warnings
 import subprocess
 import sys
 import zipfile
@@ -61,6 +64,89 @@ def test_torchscript_archive_with_code_is_refused_and_never_compiled(tmp_path, m
     with pytest.raises(WeightsError, match=r"ViT-B-16\.pt: refused TorchScript archive: refused global io\.open"):
         read_weights_file(evil)
     assert not marker.exists()
+
+
+class RunsShell:
+    """Unpickling this calls ``os.system(f"touch {marker}")``: the payload of the user's report."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+SYSTEM = f"{os.system.__module__}.system"  # posix.system: the name the pickle stores
+
+
+def code_pickles(tmp_path: Path, marker: Path) -> dict[str, Path]:
+    """Every non-zip pickle container a user may hand over, each running code when unpickled."""
+    out = {"legacy.pth": tmp_path / "legacy.pth"}
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "payload": RunsShell(marker)}, out["legacy.pth"],
+               _use_new_zipfile_serialization=False)
+    for protocol in (0, 2, 4, 5):  # GLOBAL (text and binary) and STACK_GLOBAL with memoised names
+        out[f"plain{protocol}.pkl"] = tmp_path / f"plain{protocol}.pkl"
+        out[f"plain{protocol}.pkl"].write_bytes(pickle.dumps([RunsShell(marker), RunsShell(marker)], protocol=protocol))
+    return out
+
+
+def test_legacy_and_plain_pickles_with_code_are_refused_by_name(tmp_path, monkeypatch):
+    marker = tmp_path / "PWNED"
+    real_load = torch.load
+
+    def checked_load(*args, **kwargs):
+        assert kwargs.get("weights_only") is True, "torch.load without weights_only=True"
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", checked_load)
+    for name, path in code_pickles(tmp_path, marker).items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # torch's "Detected pickle protocol 4" UserWarning included
+            with pytest.raises(WeightsError) as err:
+                read_weights_file(path)
+        msg = str(err.value)
+        assert msg == (f"model.backbone.checkpoint: {path}: refused: the pickle refers to {SYSTEM}, which could run "
+                       "code when loaded; only tensors and plain data are read"), (name, msg)
+    assert not marker.exists()
+
+
+def test_legacy_and_plain_pickles_of_data_still_load(tmp_path):
+    import argparse
+
+    import numpy as np
+
+    state = {"meta": {"epoch": np.int64(3), "mean": np.zeros(2), "dtype": np.dtype("float32")},
+             "args": argparse.Namespace(lr=0.1), "state_dict": {"backbone.w": torch.ones(2, dtype=torch.bfloat16)}}
+    torch.save(state, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    wf = read_weights_file(tmp_path / "legacy.pth")
+    assert wf.format == "torch" and set(wf.tensors) == {"w"} and wf.tensors["w"].dtype == torch.bfloat16
+
+
+def not_weights_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, the error after "<key>: <file>: ")."""
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(64, 64)}, str(tmp_path / "good.safetensors"))
+    torch.save({"w": torch.zeros(64, 64)}, tmp_path / "good.pth")
+    files = {"garbage.bin": random.Random(0).randbytes(4096), "empty.pth": b"",
+             "truncated.safetensors": (tmp_path / "good.safetensors").read_bytes()[:500],
+             "truncated.pth": (tmp_path / "good.pth").read_bytes()[:2000]}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    no = "not a readable weights file (safetensors, torch zip or pickle): "
+    return {"garbage.bin": (tmp_path / "garbage.bin", no + "its bytes are none of these"),
+            "empty.pth": (tmp_path / "empty.pth", no + "the file is empty"),
+            "truncated.safetensors": (tmp_path / "truncated.safetensors", "unreadable safetensors file ("),
+            "truncated.pth": (tmp_path / "truncated.pth", no + "a truncated or damaged zip archive")}
+
+
+def test_files_that_are_no_weights_are_one_line_naming_the_file(tmp_path):
+    for name, (path, says) in not_weights_files(tmp_path).items():
+        with pytest.raises(WeightsError) as err:
+            read_weights_file(path)
+        msg = str(err.value)
+        assert msg.startswith(f"model.backbone.checkpoint: {path}: {says}"), (name, msg)
+        assert "\n" not in msg and "weights_only" not in msg and "refused" not in msg, (name, msg)
 
 
 def test_not_a_weights_file(tmp_path):
@@ -157,3 +243,18 @@ def test_weights_inspect_cli(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"\x00" * 64)
     junk = inspect(str(tmp_path / "junk.pth"))
     assert junk.returncode == 2 and "not a readable weights file" in junk.stdout
+
+
+def test_weights_inspect_says_what_the_reader_says(tmp_path):
+    """inspect and train print the reader's one line; code pickles are refused by name, silently."""
+    marker = tmp_path / "PWNED"
+    bad = {**{n: (p, f"refused: the pickle refers to {SYSTEM}") for n, p in code_pickles(tmp_path, marker).items()},
+           **not_weights_files(tmp_path)}
+    for name, (path, says) in bad.items():
+        with pytest.raises(WeightsError) as err:
+            read_weights_file(path, key_hint="weights inspect")
+        run = inspect(str(path))
+        assert run.returncode == 2, (name, run.stdout, run.stderr)
+        assert run.stdout == f"vidpeft: error: {err.value}\n" and says in run.stdout, (name, run.stdout)
+        assert run.stderr == "", (name, run.stderr)  # no torch warning, no traceback
+    assert not marker.exists()

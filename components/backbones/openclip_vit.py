@@ -123,7 +123,10 @@ def create_openclip(config: BackboneConfig, text: bool = True) -> nn.Module:
         raise ConfigError(f"model.backbone.name: unknown open_clip architecture {config.name!r}")
     if config.checkpoint and not Path(config.checkpoint).is_file():
         raise FileNotFoundError(f"model.backbone.checkpoint: weights file not found: {config.checkpoint}")
-    with quiet_random_init_warning(bool(config.checkpoint)):  # weights are loaded right below
+    # open_clip's "No pretrained weights loaded ... initialized randomly" is about its own download
+    # switch, which is never used here: weights come from config.checkpoint (below) or from a run's
+    # weights file that the caller loads next; from-scratch pretraining is the config's own choice
+    with quiet_random_init_warning(True):
         model = open_clip.create_model(
             config.name,
             pretrained=None,

@@ -24,7 +24,7 @@ def run(args) -> int:
         from pipelines.backbone_file import write_backbone_file
 
         out = write_backbone_file(args.model, args.out, args.backbone_checkpoint)
-        print(f"backbone: {out} (model.backbone.checkpoint={out})")
+        print(f"[vidpeft] backbone: {out} (use it as model.backbone.checkpoint={out})")
         return 0
     from pipelines.export import run_export
 

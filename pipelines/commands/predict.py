@@ -12,10 +12,10 @@ def add_parser(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="video files, folders (searched recursively for videos) and .parquet manifests")
     p.add_argument("--out", default="preds.parquet", help="Parquet file to write (default preds.parquet)")
-    p.add_argument("--top-k", type=int, default=5, help="classes per row (default 5)")
-    p.add_argument("--window-sec", type=float, default=0.0,
+    p.add_argument("--top-k", type=int, help="classes per row (default 5, or every class when the model has fewer)")
+    p.add_argument("--window-sec", type=float,
                    help="one row per window of this many seconds (default: one row per video)")
-    p.add_argument("--stride-sec", type=float, default=0.0, help="step between windows (default: --window-sec)")
+    p.add_argument("--stride-sec", type=float, help="step between windows (default: --window-sec)")
     p.add_argument("--workers", type=int, default=1, help="model actors (a GPU each when the cluster has GPUs)")
     p.add_argument("--classes", metavar="FILE",
                    help="M2-CLIP runs: predict over these class names (one per line) instead of the trained ones")

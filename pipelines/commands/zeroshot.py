@@ -20,6 +20,9 @@ def add_parser(sub) -> None:
     p.add_argument("--config", action="append", default=[], metavar="FILE",
                    help="experiment YAML(s), e.g. a frozen-CLIP preset when there is no --checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    from pipelines.cli import add_verbosity_args
+
+    add_verbosity_args(p)
     p.set_defaults(fn=run)
 
 

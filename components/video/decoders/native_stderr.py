@@ -5,6 +5,8 @@ the same message as an exception ("video_reader.cc:83: ERROR opening: <path>, In
 exception already reaches the user as a VideoDecodeError naming the file, so the line is noise (one per
 corrupt file per epoch). While a call runs, fd 2 points at a scratch file; afterwards every captured
 line that ``drop`` does not claim is written back, so output of other threads is delayed, never lost.
+Each call here lasts milliseconds, so a scratch file is cheaper than the pipe and thread that
+pipelines/driver_stderr.py uses to stream the driver's stderr through a filter over a whole run.
 """
 
 from __future__ import annotations
