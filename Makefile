@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	@# PYTHONWARNINGS: setuptools' build backend prints a 10-line notice for every editable install
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -131,7 +131,7 @@ def _print_table(metrics: dict, out: Path, run_id: str | None, total: int, datas
     print("-" * (width + 16))
     if metrics.get("checkpoint_metric"):  # [after]
         print(f"best epoch by {metrics['checkpoint_metric']} ({metrics['checkpoint_mode']}): weights.safetensors "
-              f"and the metrics above are epoch {epochs.get('best epoch', '?')}'s")
+              f"and the metrics above are from epoch {epochs.get('best epoch', '?')}")
     if metrics.get("stop_reason"):
         print(f"stopped: {metrics['stop_reason']}")
     print(f"outputs: {out}" + (f"\nMLflow run: {run_id}" if run_id else ""))
