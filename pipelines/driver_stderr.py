@@ -12,17 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator
 
-
-def _flush_python_streams() -> None:
-    for stream in (sys.stderr, sys.__stderr__):
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
+from components.video.decoders.native_stderr import flush_python_streams
 
 
 @contextlib.contextmanager
@@ -52,7 +45,7 @@ def dropping_lines(drop: Callable[[str], bool]) -> Iterator[None]:
         finally:
             os.close(read_end)
 
-    _flush_python_streams()
+    flush_python_streams()
     os.dup2(write_end, 2)
     os.close(write_end)
     thread = threading.Thread(target=pump, name="vidpeft-stderr-filter", daemon=True)
@@ -60,7 +53,7 @@ def dropping_lines(drop: Callable[[str], bool]) -> Iterator[None]:
     try:
         yield
     finally:
-        _flush_python_streams()
+        flush_python_streams()
         os.dup2(saved, 2)  # the pipe's last write end closes: the thread writes what is left and ends
         thread.join(timeout=5)
         if not thread.is_alive():  # else a child process still holds the pipe: leave the thread its fd

@@ -17,6 +17,15 @@ from components.video.decode import ClipSpec
 from components.video.views import ViewSpec
 
 
+def check_view_counts(clips: int | None, crops: int | None) -> None:
+    """``--clips`` / ``--crops`` of evaluate and zeroshot: None keeps the run's setting, else at least 1."""
+    from components.config import ConfigError
+
+    for flag, value in (("--clips", clips), ("--crops", crops)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
+
+
 def num_views(settings) -> int:
     """Views per video the decoder emits: 1 for training clips and single-view evaluation."""
     if settings.training:

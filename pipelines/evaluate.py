@@ -22,6 +22,7 @@ import numpy as np
 from components.config import ConfigError
 from components.multihead.config import dataset_heads
 from pipelines import tracking
+from pipelines.eval_views import check_view_counts
 from pipelines.ray_env import LOG_LEVEL_ENV
 from pipelines.trained import Trained, check_classes, load_trained, run_tracking
 
@@ -141,9 +142,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     from pipelines.ray_env import ensure_ray, use_gpu
 
     # 1) options, model, manifest and views, checked before Ray starts
-    for flag, value in (("--clips", clips), ("--crops", crops)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} must be at least 1, got {value}")
+    check_view_counts(clips, crops)
     t = load_trained(source, backbone_checkpoint)
     if dataset_heads(t.cfg.model):
         raise ConfigError(f"{source}: a multi-dataset run is evaluated per dataset during training; evaluate "

@@ -25,9 +25,17 @@ from components.model import build_model
 from components.tasks import SingleLabel
 from pipelines import preflight
 from pipelines.config import ExperimentConfig, load_saved_config
-from pipelines.eval_views import num_views
+from pipelines.eval_views import check_view_counts, num_views
 from pipelines.ingest import build_dataset, decode_settings
 from pipelines.ray_env import ensure_ray
+
+
+def check_templates(templates, where: str) -> None:
+    """Each prompt template holds exactly one ``{}`` (where the class name goes); ``where`` names the input
+    (the --template flag or the zeroshot.templates key)."""
+    for t in templates:
+        if t.count("{}") != 1:
+            raise ConfigError(f"{where} {t!r} must contain exactly one '{{}}' (where the class name goes)")
 
 
 def read_class_names(path: str | Path) -> list[str]:
@@ -103,12 +111,8 @@ def run_zeroshot(checkpoint: str | None, classes: str, manifest: str, files: lis
     """``clips`` / ``crops``: views per video (None = the config's data.eval_clips / eval_crops)."""
     from pipelines.driver_stderr import quiet_driver_lines
 
-    for flag, value in (("--clips", clips), ("--crops", crops)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} must be at least 1, got {value}")
-    for t in templates or ():
-        if t.count("{}") != 1:
-            raise ConfigError(f"--template {t!r} must contain exactly one '{{}}' (where the class name goes)")
+    check_view_counts(clips, crops)
+    check_templates(templates or (), "--template")
     views = [f"data.eval_{k}={v}" for k, v in (("clips", clips), ("crops", crops)) if v is not None]
     cfg = resolve_config(checkpoint, list(files), [*overrides, *views])
     names, table = load_label_set(manifest, classes, split, cfg.data.check_files)

@@ -39,7 +39,7 @@ class HeldOut:
 
 def prepare(cfg: ExperimentConfig) -> HeldOut | None:
     """None when `zeroshot.manifest` is empty; otherwise the checked label set (errors name the key)."""
-    from pipelines.zeroshot import load_label_set
+    from pipelines.zeroshot import check_templates, load_label_set
 
     z = cfg.zeroshot
     if not z.manifest:
@@ -47,9 +47,7 @@ def prepare(cfg: ExperimentConfig) -> HeldOut | None:
     if cfg.model.kind != "m2clip":
         raise ConfigError(f"zeroshot.manifest is set but model.kind is {cfg.model.kind!r}: zero-shot over class "
                           f"names needs a text tower (model.kind=m2clip); unset zeroshot.manifest")
-    for t in z.templates:
-        if t.count("{}") != 1:
-            raise ConfigError(f"zeroshot.templates: {t!r} must contain exactly one '{{}}'")
+    check_templates(z.templates, "zeroshot.templates:")
     names, table = load_label_set(z.manifest, z.classes, z.split, cfg.data.check_files, split_hint="zeroshot.split")
     return HeldOut(names, table, list(z.templates))
 

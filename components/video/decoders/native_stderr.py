@@ -28,6 +28,15 @@ def _scratch_fd() -> int:
     return _scratch[0].fileno()
 
 
+def flush_python_streams() -> None:
+    """Python's buffered stderr text out before fd 2 changes hands, so lines keep their order."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
 @contextmanager
 def dropping(drop: Callable[[str], bool]) -> Iterator[None]:
     """Run the body with fd 2 captured; write back the captured lines ``drop`` rejects."""
@@ -38,11 +47,7 @@ def dropping(drop: Callable[[str], bool]) -> Iterator[None]:
         except OSError:  # no fd 2 (a daemon) or no temp dir: nothing to filter
             yield
             return
-        for stream in (sys.stderr, sys.__stderr__):
-            try:
-                stream.flush()  # Python's buffered text goes out before the switch, in order
-            except (AttributeError, OSError, ValueError):
-                pass
+        flush_python_streams()
         os.ftruncate(scratch, 0)
         os.lseek(scratch, 0, os.SEEK_SET)
         os.dup2(scratch, 2)
