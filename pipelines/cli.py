@@ -11,7 +11,7 @@ import sys
 from components.config import ConfigError
 from components.data.manifest import ManifestError
 from pipelines import commands
-from pipelines.ray_env import LOG_LEVEL_ENV
+from pipelines.ray_env import LOG_LEVEL_ENV, verbose
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[LOG_LEVEL_ENV] = level
         if isinstance(getattr(args, "overrides", None), list):
             args.overrides.append(f"log.level={level}")
-    if os.environ.get(LOG_LEVEL_ENV, "info") != "verbose":  # MLflow's "Creating initial database tables" etc.
+    if not verbose():  # MLflow's "Creating initial database tables" etc.
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         return args.fn(args)

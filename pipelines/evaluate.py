@@ -23,7 +23,7 @@ from components.config import ConfigError
 from components.multihead.config import dataset_heads
 from pipelines import tracking
 from pipelines.eval_views import check_view_counts
-from pipelines.ray_env import LOG_LEVEL_ENV
+from pipelines.ray_env import log_level
 from pipelines.trained import Trained, check_classes, load_trained, run_tracking
 
 
@@ -173,7 +173,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     # 2) one evaluation worker on Ray, fed by the decoder actors
     ensure_ray(cfg.scaling.ray_address)
     gpu = use_gpu(cfg.scaling.use_gpu)
-    level = os.environ.get(LOG_LEVEL_ENV, "info")
+    level = log_level()
     if level != "quiet":  # -q: the results only
         print(f"[vidpeft] evaluating {source} on {manifest} split {split}: {table.num_rows} clips x {views} view(s)"
               f"{' (GPU)' if gpu else ''}", flush=True)

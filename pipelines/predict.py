@@ -197,13 +197,13 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     import ray
 
     from pipelines.driver_stderr import quiet_driver_lines
-    from pipelines.ray_env import LOG_LEVEL_ENV, ensure_ray, use_gpu
+    from pipelines.ray_env import ensure_ray, log_level, use_gpu
     from pipelines.zeroshot import read_class_names
 
     # 1) options and inputs, checked before Ray starts
     check_options(out, top_k, window_sec, stride_sec, workers, batch_size)
     window_sec, stride_sec = window_sec or 0.0, stride_sec or 0.0
-    quiet = os.environ.get(LOG_LEVEL_ENV, "info") == "quiet"
+    quiet = log_level() == "quiet"
     trained = load_trained(source, backbone_checkpoint)
     if dataset_heads(trained.cfg.model):
         raise ConfigError(f"{source}: a multi-dataset run (model.heads) has one head per dataset; predict scores "

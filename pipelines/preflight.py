@@ -12,7 +12,6 @@ the same way, before anything in OUTPUT_DIR is rewritten.
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -27,13 +26,7 @@ BUILD_ERRORS = (ValueError, TypeError, RuntimeError, KeyError, IndexError, Asser
 
 
 def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    if "Weights only load failed" in text:  # torch's advice (load it unsafely) is not for a config to take
-        head = text.split("Weights only load failed")[0].rstrip(" :")
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        text = (f"{head}: refused: it holds pickled objects, not only tensors"
-                + (f" ({found.group(1)})" if found else "") + "; a file that could run code is never loaded")
-    return text
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def build_on_meta(model_cfg, num_outputs: int, class_names: list[str] | None):

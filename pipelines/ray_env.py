@@ -7,12 +7,17 @@ import os
 import sys
 from pathlib import Path
 
-LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"
-LOOPBACK_GCS_ENV = "VIDPEFT_LOOPBACK_GCS"  # the GCS address of a loopback-only instance this process started  # quiet | info | verbose, set by the CLI's --quiet / --verbose
+LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"  # quiet | info | verbose, set by the CLI's --quiet / --verbose
+LOOPBACK_GCS_ENV = "VIDPEFT_LOOPBACK_GCS"  # the GCS address of a loopback-only instance this process started
+
+
+def log_level() -> str:
+    """quiet | info | verbose: this process's (and its Ray workers') verbosity."""
+    return os.environ.get(LOG_LEVEL_ENV, "info")
 
 
 def verbose() -> bool:
-    return os.environ.get(LOG_LEVEL_ENV, "info") == "verbose"
+    return log_level() == "verbose"
 
 
 def quiet_ray_data() -> None:

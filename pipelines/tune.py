@@ -149,6 +149,8 @@ def run_trials(job: TrialJob, exp_dir: Path, restore: bool, param_space: dict | 
     # Tune's per-trial CSV and JSON logs, but not its TensorBoard writer, which it adds whenever
     # tensorboardX is importable and which prints a `tensorboard --logdir` hint: runs are tracked in MLflow
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    if not ray_env.verbose():  # Tune's newer reporter prints its heading box even at verbose=0; the older is silent
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     trainable = tune.with_resources(tune.with_parameters(trial_driver, job=job), {"cpu": TRIAL_CPU})
     if restore:
         print(f"[vidpeft] resuming the search in {exp_dir}", flush=True)

@@ -51,7 +51,7 @@ class TrainStep:
 
     def __call__(self, batch: dict[str, torch.Tensor], live: bool = True) -> dict[str, torch.Tensor]:
         """Forward + backward (+ an optimizer step when ``accumulate`` micro-batches are in); returns the
-        model's outputs (``loss`` the batch's, undivided)."""
+        model's outputs, detached (``loss`` the batch's, undivided)."""
         final = self.micro + 1 >= self.accumulate
         no_sync = getattr(self.model, "no_sync", None)  # DDP: all-reduce on the final micro-step only
         if self.micro == 0:  # before the forward: the last step's gradients must not sit beside activations
@@ -66,7 +66,8 @@ class TrainStep:
         self.micro += 1
         if self.micro == self.accumulate:
             self.apply()
-        return out
+        # detached: the graph is spent, and a caller's float(loss) on a grad-carrying tensor warns
+        return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
 
     def apply(self) -> None:
         """Unscale, clip and step with the gradients gathered so far (a partial accumulation at an
