@@ -9,6 +9,7 @@ from pathlib import Path
 from ray.tune import Callback
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from pipelines import ray_env
 from pipelines.ray_compat import PlacementGroupID, WorkerGroupCallback, worker_group_placement_group_id
 
 TRAIN_PG = "train_placement_group"  # result key: the trial's Train worker placement group (hex id)
@@ -63,7 +64,8 @@ def release_placement_group(hex_id: str) -> bool:
     if placement_group_table(pg).get("state") in (None, "REMOVED"):
         return False  # the normal case: Train removed it when the run ended
     remove_placement_group(pg)
-    print(f"[vidpeft] freed the Train placement group {hex_id} of a stopped trial", flush=True)
+    if ray_env.verbose():  # housekeeping: the trial's own line already says it stopped
+        print(f"[vidpeft] freed the Train placement group {hex_id} of a stopped trial", flush=True)
     return True
 
 

@@ -61,6 +61,7 @@ def test_asha_search_ends_with_a_best_config(ray_session, mlflow_server, tiny_da
     assert "trial status" not in printed and "result ──" not in printed and printed.count("ended after") == 2
     assert "best epoch by" not in printed
     assert "configuration for experiment" not in printed and "view detailed results" not in printed  # Tune's heading
+    assert "placement group" not in printed  # freeing a stopped trial's resources is housekeeping (--verbose)
     assert list(out.rglob("progress.csv")) and not list(out.rglob("events.out.tfevents*"))
 
     # the best config: the good learning rate, a file `vidpeft train` takes as it is
