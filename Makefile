@@ -38,6 +38,7 @@ clean:
 BENCH_OUT ?= benchmarks/results/quick
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py --cases full,mhva_pt,full_clip,m2clip --frames 4 --steps 2 --repeats 1 --out $(BENCH_OUT)/train_step.json
+	$(BIN)/python benchmarks/train_step_paired.py --cases m2clip --frames 4 --pairs 4 --out $(BENCH_OUT)/train_step_paired.json
 	$(BIN)/python benchmarks/mfu.py --cases full --frames 4 --steps 2 --repeats 1 --out $(BENCH_OUT)/mfu.json
 	$(BIN)/python benchmarks/ray_overhead.py --repeats 1 --steps 20 --out $(BENCH_OUT)/ray_overhead.json
 	$(BIN)/python benchmarks/ingest_throughput.py --repeats 1 --epochs 1 --out $(BENCH_OUT)/ingest_throughput.json

@@ -92,6 +92,7 @@ def _table(spec: ReportSpec, runs: dict[str, dict]) -> None:
             cells += f"  {value:{w}.3f}  {value / c.chance:8.1f}" if value is not None else f"  {'-':>{w}}  {'-':>8}"
         pct = r["trainable_pct"]
         print(f"{spec.labels[name]:<{width}}{cells}  {'-' if pct is None else f'{pct:.2f}':>11}")
+    print("trainable %: adapter parameters as a share of the backbone's (heads not counted, as in the papers)")
 
 
 def report(out_dir: Path, results: dict[str, dict], seconds: float, spec: ReportSpec) -> dict:
