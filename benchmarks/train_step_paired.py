@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases": table,
     }
     path = write_result("train_step_paired", result, Path(args.out) if args.out else None)
-    verdicts = [f"{c} {t['step_wall_ratio']['median']:.2f}x {'<=' if t['step_wall_ratio']['median'] <= t['target_max'] else '>'} "
+    verdicts = [f"{c} {t['step_wall_ratio']['median']:.3f}x {'<=' if t['step_wall_ratio']['median'] <= t['target_max'] else '>'} "
                 f"{t['target_max']}x" for c, t in table.items() if t["target_max"] and not args.tiny]
     print(("targets (issue #16, median of pairs): " + "; ".join(verdicts) + "; " if verdicts else "")
           + f"wrote {path}")
