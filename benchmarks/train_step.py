@@ -192,9 +192,9 @@ def ratios(cases: dict, key: str) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", default=DEFAULT_CASES, help=f"comma-separated, from {sorted(CASES)}")
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The backbones, clip size, batch and classes a case is built at (what ``experiment`` and
+    ``synthetic_batch`` read); train_step_paired.py takes the same."""
     p.add_argument("--model", default="vit_base_patch16_224", help="timm backbone for full/linear/mhva_pt/cm3t")
     p.add_argument("--clip-model", default="ViT-B-16-quickgelu", help="open_clip backbone for full_clip/m2clip")
     p.add_argument("--frames", type=int, default=8)
@@ -202,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1, help="clips per step")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--modality-dim", type=int, default=1024, help="CM3T side feature width (audio, flow)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", default=DEFAULT_CASES, help=f"comma-separated, from {sorted(CASES)}")
+    add_model_args(p)
     p.add_argument("--steps", type=int, default=3, help="timed steps per repetition")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (allocator, kernels)")
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per case (interleaved across cases)")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, add_run_args, emit, machine, pick_device, run_isolated, write_result  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-from train_step import CASES, experiment, make_step, synthetic_batch  # noqa: E402
+from train_step import CASES, add_model_args, experiment, make_step, synthetic_batch  # noqa: E402
 
 TARGETS = {"mhva_pt": 0.75, "m2clip": 0.85}  # issue #16: step <= this x full fine-tuning's, on CPU
 TINY = {"model": "vit_tiny_patch16_224", "clip_model": "vidpeft-tiny-clip", "img_size": 32, "frames": 4}
@@ -86,13 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{sorted(c for c, s in CASES.items() if s['baseline'])}")
     p.add_argument("--pairs", type=int, default=8, help="alternated pairs of timed steps per case")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps of each model first")
-    p.add_argument("--model", default="vit_base_patch16_224", help="timm backbone for full/mhva_pt/cm3t")
-    p.add_argument("--clip-model", default="ViT-B-16-quickgelu", help="open_clip backbone for full_clip/m2clip")
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--batch", type=int, default=1, help="clips per step")
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--modality-dim", type=int, default=1024, help="CM3T side feature width (audio, flow)")
+    add_model_args(p)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     p.add_argument("--tiny", action="store_true", help="tiny random-init backbones at 32 px, 4 frames (seconds)")
     add_run_args(p, "train_step_paired")
