@@ -57,7 +57,7 @@ TINY_BACKBONES = {
 
 def cell_config(preset: str, frames: int, ckpt: bool, a):
     """The preset's ExperimentConfig at this cell's frames, size, precision and checkpointing."""
-    from pipelines.cli import load_experiment
+    from pipelines.cli.args import load_experiment
 
     files = [str(train_step.PRESETS / PRESETS[preset])]
     sets = [f"model.backbone.num_frames={frames}", f"model.backbone.img_size={a.img_size}",

@@ -193,12 +193,12 @@ def run_plain(rows: list[dict], a) -> dict:
 
 def run_ray(rows_table, a, warm: bool) -> dict:
     """The Ray Data pipeline as training runs it. ``warm``: one stream over all epochs (one decoder pool
-    for the run, pipelines/epoch_stream.py); else a dataset per epoch (a new pool each epoch, as
+    for the run, pipelines/data/epoch_stream.py); else a dataset per epoch (a new pool each epoch, as
     before the stream)."""
     import ray
 
-    from pipelines.epoch_stream import split_epochs
-    from pipelines.ingest import DecodeSettings, build_dataset
+    from pipelines.data.epoch_stream import split_epochs
+    from pipelines.data.ingest import DecodeSettings, build_dataset
 
     ray.init(num_cpus=len(a.cores), include_dashboard=False, log_to_driver=False,
              object_store_memory=a.object_store_mb * 1024 * 1024)

@@ -95,7 +95,7 @@ def bench_loop(config: dict) -> dict:
 def demo_model(classes: int) -> dict:
     """The demo's model section (pipelines/configs/demo.yaml) with its side feature width filled in."""
     from components.config import to_dict
-    from pipelines.cli import load_experiment
+    from pipelines.cli.args import load_experiment
 
     cfg = load_experiment([str(DEMO)], [])
     for m in cfg.model.modalities:
@@ -107,7 +107,7 @@ def worker_ray_init() -> dict:
     t0 = time.perf_counter()
     import ray
 
-    from pipelines.ray_env import ensure_ray
+    from pipelines.runtime.ray_env import ensure_ray
 
     t1 = time.perf_counter()
     ensure_ray()
@@ -133,7 +133,7 @@ def worker_loop(mode: str, args) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipelines.ray_env import ensure_ray
+    from pipelines.runtime.ray_env import ensure_ray
 
     workers = int(mode.removeprefix("train"))
     t_init = time.time()

@@ -2,7 +2,7 @@
 
 Every case is one real training step of the model the pipeline builds (``components.model.build_model``
 from the shipped presets, moved to a ViT-B backbone): forward with the task loss, backward, gradient
-clipping, AdamW step: the engine's ``TrainStep``, which ``pipelines/train_loop.py`` runs. Each (case, repetition) runs in a
+clipping, AdamW step: the engine's ``TrainStep``, which ``pipelines/run/train_loop.py`` runs. Each (case, repetition) runs in a
 fresh interpreter so peak memory is that configuration's alone:
 
 - GPU: ``torch.cuda.max_memory_allocated`` (weights + gradients + optimizer state + activations).
@@ -64,7 +64,7 @@ DEFAULT_CASES = "full,mhva_pt,cm3t,full_clip,m2clip"
 
 def experiment(case: str, args) -> "object":
     """The ExperimentConfig of a case: the preset's model section on the benchmark's backbone and size."""
-    from pipelines.cli import load_experiment
+    from pipelines.cli.args import load_experiment
 
     spec = CASES[case]
     files = [str(PRESETS / spec["preset"])] if spec["preset"] else []
@@ -104,7 +104,7 @@ def synthetic_batch(cfg, batch: int, num_classes: int, device) -> dict:
 
 
 def make_step(model, cfg, batch, device):
-    """One optimisation step as pipelines/train_loop.py runs it: the engine's TrainStep (autocast,
+    """One optimisation step as pipelines/run/train_loop.py runs it: the engine's TrainStep (autocast,
     backward, clip, AdamW) over the model's parameter groups."""
     from components.engine import TrainStep, make_optimizer, trainable_groups
 

@@ -16,7 +16,7 @@ SAMPLINGS = ("segment", "uniform", "strided", "fps")
 
 @dataclass
 class DatasetEntry:
-    """One dataset of a multi-dataset run (``data.datasets``; pipelines/multi_dataset.py)."""
+    """One dataset of a multi-dataset run (``data.datasets``; pipelines/data/multi_dataset.py)."""
 
     name: str = cfg("", "dataset name: its head and its metrics (val_<name>_top1, skipped_clips_<name>); "
                         "letters, digits, _ and -")
@@ -241,7 +241,7 @@ class ExperimentConfig:
     tracking: TrackingConfig = cfg(factory=TrackingConfig, help="MLflow")
     log: LogConfig = cfg(factory=LogConfig, help="console output and per-step / system metrics")
     zeroshot: ZeroShotConfig = cfg(factory=ZeroShotConfig, help="zero-shot evaluation closing the run "
-                                                                "(pipelines/zeroshot_close.py)")
+                                                                "(pipelines/infer/zeroshot_close.py)")
 
 
 def saved_config(data: dict, where: str) -> dict:

@@ -27,7 +27,7 @@ def ray_session():
     """A real local Ray instance shared by every test that needs one (start-up costs ~5 s)."""
     import ray
 
-    from pipelines.ray_env import ensure_ray
+    from pipelines.runtime.ray_env import ensure_ray
 
     ensure_ray()
     yield ray

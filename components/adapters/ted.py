@@ -142,7 +142,7 @@ class TEDAdapter(AdapterLayer):
         differences in the r-wide hidden space. fc2_E(e) + pad(fc2_D(d)) is one GEMM on [e, pad(d)]
         with [W2_E, W2_D] (TD's class-token rows are zero, as the reference's padding). The weights
         stay the branch modules' own (state dict unchanged); ``TemporalEnhancement.forward`` and
-        ``TemporalDifference.forward`` are the unfused reference (tests/test_perf_equivalence.py).
+        ``TemporalDifference.forward`` are the unfused reference (tests/components/backbones/test_perf_equivalence.py).
         """
         branches = [b for b in (self.enhance, self.difference) if b is not None]
         r = branches[0].fc1.out_features

@@ -9,7 +9,7 @@ an M2-CLIP training step on the benchmark CPU (``benchmarks/optimisations.py --o
 The same function, written through SiLU: ``x * sigmoid(a x) = silu(a x) / a`` with ``a = 1.702``, and
 ``d/dx [silu(a x) / a] = silu'(a x)``: forward is scale, SiLU, unscale (in place); backward is one
 ``silu_backward`` on the saved ``a x``. One saved tensor instead of two. Equal to open_clip's up to
-float rounding (tests/test_perf_equivalence.py). The module swap keeps names and state dicts
+float rounding (tests/components/backbones/test_perf_equivalence.py). The module swap keeps names and state dicts
 (QuickGELU has no parameters).
 """
 

@@ -4,7 +4,7 @@ The visual tower runs frame by frame on batch-first tokens ``(B*T, 1 + H*W, C)``
 is each frame's projected class token averaged over time (M2-CLIP Eq. 3). The text tower of the same
 model is described here too (``describe_openclip_text``) and used by ``components.m2clip``.
 
-Layout pinned to open_clip 3.3 (checked by tests/test_openclip_backbone.py): blocks at
+Layout pinned to open_clip 3.3 (checked by tests/components/backbones/test_openclip_backbone.py): blocks at
 ``transformer.resblocks[i]`` (``ResidualAttentionBlock``: ``ln_1, attn (nn.MultiheadAttention,
 batch_first), ls_1, ln_2, mlp (c_fc, gelu, c_proj), ls_2``), called as ``r(x, attn_mask=...)`` or,
 under gradient checkpointing, ``r(x, None, None, attn_mask)``.

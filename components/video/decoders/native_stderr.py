@@ -6,7 +6,7 @@ exception already reaches the user as a VideoDecodeError naming the file, so the
 corrupt file per epoch). While a call runs, fd 2 points at a scratch file; afterwards every captured
 line that ``drop`` does not claim is written back, so output of other threads is delayed, never lost.
 Each call here lasts milliseconds, so a scratch file is cheaper than the pipe and thread that
-pipelines/driver_stderr.py uses to stream the driver's stderr through a filter over a whole run.
+pipelines/runtime/driver_stderr.py uses to stream the driver's stderr through a filter over a whole run.
 """
 
 from __future__ import annotations

@@ -1,0 +1,262 @@
+"""Faults a run survives: a kill in the middle of a checkpoint save, a Train worker killed mid-run,
+a driver stopped with Ctrl-C and resumed, and checkpoints on a local dir standing in for shared storage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines.config import ExperimentConfig
+from pipelines.run.checkpoints import STATE, WEIGHTS, latest_checkpoint, restore_checkpoint, save_checkpoint
+from pipelines.run.train import STORAGE_ENV, _stop_like_ctrl_c, storage_location
+
+ROOT = Path(__file__).resolve().parents[3]
+MODEL_CONFIG = {"tiny": 1}
+
+
+def tiny_training_state(seed: int = 0):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    return model, optimizer, scheduler
+
+
+def save(directory: Path, epoch: int, seed: int = 0) -> Path:
+    """A complete checkpoint in Ray's layout: <storage>/<run>/checkpoint_<n>/."""
+    directory.mkdir(parents=True)
+    save_checkpoint(directory, *tiny_training_state(seed), {"epoch": epoch, "metrics": {}}, MODEL_CONFIG)
+    return directory
+
+
+def test_latest_checkpoint_picks_newest_complete(tmp_path):
+    run = tmp_path / "train-1"
+    save(run / "checkpoint_000", epoch=0)
+    newest = save(run / "checkpoint_001", epoch=1)
+    assert latest_checkpoint(tmp_path) == str(newest)
+    assert latest_checkpoint(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("damage", ["no_state", "missing_file", "truncated_file", "torn_state"])
+def test_partial_checkpoint_is_never_chosen(tmp_path, damage):
+    """Ray copies a checkpoint dir to storage file by file, in any order: a copy cut short is skipped."""
+    run = tmp_path / "train-1"
+    good = save(run / "checkpoint_000", epoch=0)
+    bad = run / "checkpoint_001"
+    shutil.copytree(save(tmp_path / "newer", epoch=1, seed=1), bad)
+    if damage == "no_state":
+        (bad / STATE).unlink()
+    elif damage == "missing_file":
+        (bad / "optimizer.pt").unlink()
+    elif damage == "truncated_file":
+        data = (bad / WEIGHTS).read_bytes()
+        (bad / WEIGHTS).write_bytes(data[: len(data) // 2])
+    else:
+        text = (bad / STATE).read_text()
+        (bad / STATE).write_text(text[: len(text) // 2])
+    assert latest_checkpoint(tmp_path) == str(good)
+
+
+KILL_DURING_SAVE = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    import pipelines.run.checkpoints as tl
+    from tests.pipelines.run.test_faults import save, tiny_training_state, MODEL_CONFIG
+
+    storage, point = Path(sys.argv[1]), sys.argv[2]
+    save(storage / "train-1" / "checkpoint_000", epoch=0)
+    die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    if point == "optimizer":  # half the bytes reach the disk, then the process dies
+        def torch_save(obj, path):
+            real_save(obj, str(path) + ".full")
+            data = Path(str(path) + ".full").read_bytes()
+            Path(path).write_bytes(data[: len(data) // 2])
+            die()
+        real_save, tl.torch.save = tl.torch.save, torch_save
+    elif point == "state":  # everything written, killed just before state.json is renamed into place
+        real_replace = os.replace
+        def replace(src, dst):
+            if str(dst).endswith(tl.STATE):
+                die()
+            real_replace(src, dst)
+        tl.os.replace = replace
+    target = storage / "train-1" / "checkpoint_001"
+    target.mkdir()
+    tl.save_checkpoint(target, *tiny_training_state(1), {"epoch": 1, "metrics": {}}, MODEL_CONFIG)
+""")
+
+
+@pytest.mark.parametrize("point", ["optimizer", "state"])
+def test_kill_during_save_leaves_previous_checkpoint_usable(tmp_path, point):
+    """A process SIGKILLed in the middle of writing checkpoint 1: checkpoint 0 is chosen, and it loads."""
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(tmp_path), point], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    partial = tmp_path / "train-1" / "checkpoint_001"
+    assert (partial / WEIGHTS).is_file()  # the kill really hit a save in progress
+    chosen = latest_checkpoint(tmp_path)
+    assert chosen == str(tmp_path / "train-1" / "checkpoint_000")
+    model, optimizer, scheduler = tiny_training_state(seed=5)
+    state = restore_checkpoint(Path(chosen), model, optimizer, scheduler, MODEL_CONFIG)
+    expected, *_ = tiny_training_state(seed=0)
+    assert state["epoch"] == 0 and torch.equal(model.weight, expected.weight)
+    assert optimizer.state_dict()["state"]  # the optimizer's moments came back too
+
+
+def test_checkpoints_on_uri_storage(tmp_path, monkeypatch):
+    """Shared storage given as a URI (here file://, as s3:// or gs:// would be) goes through pyarrow."""
+    import ray.train
+
+    cfg = ExperimentConfig(name="exp")
+    monkeypatch.setenv(STORAGE_ENV, (tmp_path / "shared").as_uri())
+    storage = storage_location(cfg, tmp_path / "out")
+    assert storage == (tmp_path / "shared" / "exp").as_uri()  # one folder per run name
+    save(tmp_path / "shared" / "exp" / "train-1" / "checkpoint_000", epoch=0)
+    newest = latest_checkpoint(storage)
+    assert newest == storage + "/train-1/checkpoint_000"
+    with ray.train.Checkpoint(newest).as_directory() as d:
+        assert json.loads((Path(d) / STATE).read_text())["epoch"] == 0
+    # the config's storage_path wins over the environment; relative paths become absolute
+    monkeypatch.chdir(tmp_path)
+    cfg.scaling.storage_path = "nfs"
+    assert storage_location(cfg, tmp_path / "out") == str(tmp_path / "nfs" / "exp")
+    monkeypatch.delenv(STORAGE_ENV)
+    cfg.scaling.storage_path = ""
+    assert storage_location(cfg, tmp_path / "out") == str(tmp_path / "out" / "ray")
+
+
+def test_sigterm_stops_a_run_like_ctrl_c():
+    """`ray job stop` and Kubernetes send SIGTERM: during fit it goes to Ray Train's SIGINT handler."""
+    seen = []
+    ray_handler = lambda signum, frame: seen.append(signum)  # noqa: E731  (stands in for Ray Train's)
+    before_int, before_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        with _stop_like_ctrl_c():
+            signal.signal(signal.SIGINT, ray_handler)  # fit() installs its handler inside the block
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while not seen and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert seen == [signal.SIGINT]
+        # afterwards neither handler outlives the run
+        assert signal.getsignal(signal.SIGINT) is before_int and signal.getsignal(signal.SIGTERM) is before_term
+    finally:
+        signal.signal(signal.SIGINT, before_int)
+        signal.signal(signal.SIGTERM, before_term)
+
+
+# ---- end to end: real Ray Train runs through the CLI, faults injected from outside -------------------
+
+def vidpeft() -> list[str]:
+    script = Path(sys.executable).with_name("vidpeft")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pipelines.cli"]
+
+
+def train_args(manifest, out, uri, storage, epochs, *extra) -> list[str]:
+    return ["train", "--config", str(ROOT / "pipelines" / "configs" / "demo.yaml"),
+            "--set", f"data.manifest={manifest}", "--set", f"output_dir={out}",
+            "--set", f"tracking.tracking_uri={uri}", "--set", f"optim.epochs={epochs}",
+            "--set", f"scaling.storage_path={storage}", "--set", "data.limit=16", *extra]
+
+
+def start_driver(ray_session, args: list[str], log: Path) -> subprocess.Popen:
+    """`vidpeft train` in its own process, joining the session's Ray (as a job driver on a cluster does)."""
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    with log.open("w") as f:
+        return subprocess.Popen(vidpeft() + args, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def wait_for_checkpoint(storage: Path, proc: subprocess.Popen, log: Path, timeout: float = 600) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = latest_checkpoint(storage)
+        if found:
+            return found
+        assert proc.poll() is None, f"run ended before its first checkpoint:\n{log.read_text()[-4000:]}"
+        time.sleep(0.25)
+    proc.kill()
+    raise AssertionError(f"no checkpoint after {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.mark.e2e
+def test_worker_killed_mid_run_resumes_from_checkpoint(ray_session, synth_data, tmp_path):
+    from mlflow.tracking import MlflowClient
+    from ray.util.state import list_actors
+
+    out, uri, shared = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "shared"
+    log = tmp_path / "train.log"
+    proc = start_driver(ray_session, train_args(synth_data, out, uri, shared, 3, "--set", "scaling.max_failures=2"),
+                        log)
+    try:
+        wait_for_checkpoint(shared / "demo", proc, log)
+        context = ray_session.get_runtime_context()
+        workers = list_actors(address=context.gcs_address, detail=True,
+                              filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE"),
+                                       ("job_id", "!=", context.get_job_id())])  # the subprocess's run
+        assert len(workers) == 1, workers
+        os.kill(workers[0].pid, signal.SIGKILL)
+        assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "resumed after epoch" in text, text[-4000:]  # the restarted worker loaded the checkpoint
+    final = json.loads((out / "metrics.json").read_text())
+    assert final["last_epoch"] == 2  # metrics.json: the best epoch's metrics, trained to the last
+    client = MlflowClient(uri)
+    assert client.get_run(final["run_id"]).info.status == "FINISHED"
+    # every epoch logged once: the finished epoch was not trained again after the kill
+    assert sorted(m.step for m in client.get_metric_history(final["run_id"], "val_top1")) == [0, 1, 2]
+    # checkpoints went to the shared storage, one folder per run name
+    assert latest_checkpoint(shared / "demo").startswith(str(shared / "demo"))
+    assert not (out / "ray").exists()
+
+
+@pytest.mark.e2e
+def test_interrupted_driver_resumes(ray_session, synth_data, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.cli import main
+
+    out, uri, shared = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "shared"
+    log = tmp_path / "train.log"
+    # epochs take well under a second (one decoder pool for the run): enough of them that Ctrl-C
+    # lands before the last
+    epochs = 20
+    args = train_args(synth_data, out, uri, shared, epochs)
+    proc = start_driver(ray_session, args, log)
+    try:
+        wait_for_checkpoint(shared / "demo", proc, log)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=300) == 130, log.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "--resume" in log.read_text()  # the way on is in the message
+    client = MlflowClient(uri)
+    run_id = json.loads((out / "run_info.json").read_text())["run_id"]
+    assert client.get_run(run_id).info.status == "KILLED"
+    interrupted_at = json.loads(
+        (Path(latest_checkpoint(shared / "demo")) / STATE).read_text())["epoch"]
+    assert interrupted_at < epochs - 1
+
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    assert "[vidpeft] resuming from " + str(shared / "demo") in capsys.readouterr().out
+    final = json.loads((out / "metrics.json").read_text())
+    assert final["last_epoch"] == epochs - 1 and final["run_id"] == run_id
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert {m.step for m in client.get_metric_history(run_id, "val_top1")} == set(range(epochs))

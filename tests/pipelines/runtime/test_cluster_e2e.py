@@ -1,0 +1,244 @@
+"""From laptop to cluster: `vidpeft submit` builds the `ray job submit` a user would type, and a real
+`ray start --head` cluster (its own ports and token, on 127.0.0.1) runs a submitted training job that
+logs to MLflow and checkpoints to storage given as a URI. Also: logged params never carry secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from components.config import ConfigError
+from pipelines.runtime import tracking
+from pipelines.cli import main
+from pipelines.runtime.submit import SubmitRequest, client_env, job_command, runtime_env, shown
+
+ROOT = Path(__file__).resolve().parents[3]
+AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in AUTH_VARS}
+    return {**env, **extra}
+
+
+def submitted_spec(cmd: list[str]) -> dict:
+    return json.loads(cmd[cmd.index("--runtime-env-json") + 1])
+
+
+# ---- the submit command, without a cluster ------------------------------------------------------------
+
+def test_submit_builds_the_ray_job_command(tmp_path):
+    environ = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "VIDPEFT_STORAGE_PATH": "s3://bucket/ckpt",
+               "HF_TOKEN": "hf_abcdefgh", "UNRELATED": "x"}
+    req = SubmitRequest(entrypoint=["--", "vidpeft", "train", "--config", "a b.yaml"], working_dir=str(ROOT),
+                        env=["HF_TOKEN", "EXTRA=1"], submission_id="job-1")
+    cmd = job_command(req, environ)
+    assert cmd[-5:] == ["--", "vidpeft", "train", "--config", "a b.yaml"]  # entrypoint kept word by word
+    assert cmd[cmd.index("--address") + 1] == "http://127.0.0.1:8265"  # the local head by default
+    assert cmd[cmd.index("--submission-id") + 1] == "job-1"
+    spec = submitted_spec(cmd)
+    assert spec["working_dir"] == str(ROOT)
+    assert ".venv/" in spec["excludes"]  # deploy/runtime_env.yaml of the working dir is the base
+    assert spec["env_vars"]["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+    assert spec["env_vars"]["VIDPEFT_STORAGE_PATH"] == "s3://bucket/ckpt"
+    assert spec["env_vars"]["EXTRA"] == "1" and spec["env_vars"]["HF_TOKEN"] == "hf_abcdefgh"
+    assert "UNRELATED" not in spec["env_vars"]  # only what a run reads, or what was asked for
+    text = shown(cmd)  # what is printed: secrets masked
+    assert text.startswith("ray job submit") and "hf_abcdefgh" not in text and "'a b.yaml'" in text
+
+    # the address from the environment, in either form `ray` accepts
+    assert job_address_of(SubmitRequest(["x"], working_dir=None), {"RAY_ADDRESS": "10.0.0.1:8265"}) == \
+        "http://10.0.0.1:8265"
+    # no code shipped: nothing about a working dir
+    assert "working_dir" not in submitted_spec(job_command(SubmitRequest(["x"], working_dir=None), {}))
+
+
+def job_address_of(req: SubmitRequest, environ: dict) -> str:
+    cmd = job_command(req, environ)
+    return cmd[cmd.index("--address") + 1]
+
+
+def test_submit_errors_name_the_problem(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="no command"):
+        job_command(SubmitRequest(entrypoint=["--"]), {})
+    with pytest.raises(ConfigError, match="NOPE"):
+        runtime_env(SubmitRequest(["x"], working_dir=str(tmp_path), env=["NOPE"]), {})
+    with pytest.raises(ConfigError, match="not a directory"):
+        runtime_env(SubmitRequest(["x"], working_dir=str(tmp_path / "missing")), {})
+    assert main(["submit", "--working-dir", str(tmp_path), "--dry-run"]) == 2
+    assert "no command" in capsys.readouterr().err
+
+
+def test_submit_turns_on_token_auth_when_a_token_is_at_hand(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token here
+    assert "RAY_AUTH_MODE" not in client_env({})
+    assert client_env({"RAY_AUTH_TOKEN": "t"})["RAY_AUTH_MODE"] == "token"
+    token = tmp_path / "tok"
+    token.write_text("t")
+    assert client_env({"RAY_AUTH_TOKEN_PATH": str(token)})["RAY_AUTH_MODE"] == "token"
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("t")
+    assert client_env({})["RAY_AUTH_MODE"] == "token"
+    assert client_env({"RAY_AUTH_MODE": "disabled"})["RAY_AUTH_MODE"] == "disabled"  # an explicit choice stays
+
+
+def test_dry_run_prints_the_command(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert main(["submit", "--dry-run", "--", "vidpeft", "train", "--config", "pipelines/configs/demo.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "ray job submit --address" in out and "-- vidpeft train --config pipelines/configs/demo.yaml" in out
+
+
+# ---- secrets never become MLflow params --------------------------------------------------------------
+
+def test_logged_params_carry_no_secrets(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2-very-secret")
+    params = {
+        "model.backbone.kwargs.hf_token": "hf_live_123456",  # secret-looking key
+        "model.backbone.kwargs.api_key": "sk-abcdef",
+        "tracking.tracking_uri": "https://alice:pw123456@mlflow.internal:5000",  # password in a URL
+        "data.note": "copied hunter2-very-secret by mistake",  # a secret env value, wherever it appears
+        "model.attn.key_dim": "64",  # looks like a key, is a number: kept
+        "model.backbone.name": "vit_tiny",
+    }
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_id = tracking.start_run(uri, "exp", "run", params)
+    logged = MlflowClient(uri).get_run(run_id).data.params
+    text = json.dumps(logged)
+    for secret in ("hf_live_123456", "sk-abcdef", "pw123456", "hunter2-very-secret"):
+        assert secret not in text
+    assert logged["tracking.tracking_uri"] == "https://alice:***@mlflow.internal:5000"
+    assert logged["model.attn.key_dim"] == "64" and logged["model.backbone.name"] == "vit_tiny"
+
+
+# ---- a real cluster ----------------------------------------------------------------------------------
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def http_status(url: str, token: str | None = None) -> int:
+    """The HTTP status of a GET, 0 when nothing answers."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+@contextmanager
+def ray_head(env: dict[str, str], token: str, log: Path):
+    """`ray start --head --block` on 127.0.0.1 with its own ports and temp dir; stopped by its pids only
+    (`ray stop` would stop every Ray on the machine, other people's too)."""
+    gcs, dashboard, client, agent = free_ports(4)
+    temp_dir = tempfile.mkdtemp(prefix="vdr", dir="/tmp")  # short: Ray's socket paths live in it
+    cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+           f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+           f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+           f"--temp-dir={temp_dir}", "--num-cpus=2", "--disable-usage-stats"]
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 300
+        while http_status(url + "/api/version", token) != 200:
+            assert proc.poll() is None, f"ray start failed:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no dashboard at {url}:\n{log.read_text()[-3000:]}"
+            time.sleep(1)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        for pid in [proc.pid, *processes_mentioning(temp_dir)]:  # Ray processes outside the group
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.e2e
+def test_submitted_job_trains_on_a_local_cluster(synth_data, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    token = secrets.token_hex(16)
+    token_file = tmp_path / "ray_token"
+    token_file.write_text(token)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # `vidpeft` on the nodes
+    head_env = clean_env(PATH=path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file))
+    uri, storage = f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "shared").as_uri()
+    out = tmp_path / "run"
+    with ray_head(head_env, token, tmp_path / "head.log") as address:
+        # token auth is on: the job API turns away a request without the token
+        assert http_status(address + "/api/jobs/") == 401
+        # the user's side: the token file but no RAY_AUTH_MODE; MLflow and storage from the environment
+        user_env = clean_env(PATH=path, RAY_AUTH_TOKEN_PATH=str(token_file),
+                             MLFLOW_TRACKING_URI=uri, VIDPEFT_STORAGE_PATH=storage)
+        job_id = f"vidpeft-e2e-{secrets.token_hex(4)}"
+        submit = subprocess.run(
+            [str(Path(sys.executable).with_name("vidpeft")), "submit", "--address", address,
+             "--submission-id", job_id, "--",
+             "vidpeft", "train", "--config", "pipelines/configs/demo.yaml",  # relative: the shipped checkout
+             "--set", f"data.manifest={synth_data}", "--set", f"output_dir={out}",
+             "--set", "optim.epochs=1", "--set", "data.limit=16"],
+            cwd=ROOT, env=user_env, capture_output=True, text=True, timeout=1200)
+        assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
+        req = urllib.request.Request(f"{address}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            job = json.loads(r.read())
+        assert job["status"] == "SUCCEEDED", job
+        assert job["runtime_env"]["env_vars"]["VIDPEFT_STORAGE_PATH"] == storage  # forwarded by submit
+    final = json.loads((out / "metrics.json").read_text())
+    assert final["epoch"] == 0 and final["tracking_uri"] == uri
+    run = MlflowClient(uri).get_run(final["run_id"])
+    assert run.info.status == "FINISHED" and "val_top1" in run.data.metrics
+    # checkpoints went to the storage named by VIDPEFT_STORAGE_PATH (a URI), one folder per run name
+    assert list((tmp_path / "shared" / "demo").glob("train-*/checkpoint_*/weights.safetensors"))
+
+
+@pytest.mark.e2e
+def test_local_ray_dashboard_listens_on_loopback(ray_session):
+    from ray._private.worker import get_dashboard_url
+
+    assert get_dashboard_url().split(":")[0] == "127.0.0.1"

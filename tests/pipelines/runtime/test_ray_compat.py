@@ -1,0 +1,116 @@
+"""The private Ray names in pipelines/runtime/ray_compat.py still exist where Ray kept them (fails when Ray moves them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+
+def test_private_ray_names_are_where_ray_compat_expects_them():
+    from ray.train.v2._internal.execution.worker_group.state import WorkerGroupState
+    from ray.train.v2._internal.execution.worker_group.worker_group import WorkerGroup
+
+    from pipelines.runtime import ray_compat
+
+    assert inspect.isclass(ray_compat.WorkerGroupCallback)
+    assert callable(getattr(ray_compat.WorkerGroupCallback, "after_worker_group_start", None))
+    assert hasattr(ray_compat.PlacementGroupID, "from_hex")
+    # what worker_group_placement_group_id walks through
+    assert callable(getattr(WorkerGroup, "get_worker_group_state", None))
+    assert "placement_group_handle" in {f.name for f in dataclasses.fields(WorkerGroupState)}
+    # the quiet mode's copy of Ray Data's logging config needs its console handler
+    assert "console" in ray_compat.ray_data_logging_defaults()["handlers"]
+
+
+def test_only_ray_compat_imports_private_ray_modules():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    offenders = [str(p.relative_to(root)) for d in ("pipelines", "components", "benchmarks", "deploy")
+                 for p in (root / d).rglob("*.py")
+                 if p.name != "ray_compat.py" and ("ray._raylet" in p.read_text() or "._internal" in p.read_text())]
+    assert offenders == []
+
+
+def test_private_constant_for_single_machine_mode_exists():
+    from ray._private import ray_constants, services
+
+    assert isinstance(ray_constants.ENABLE_RAY_CLUSTER, bool)
+    # what the constant switches: the node address Ray picks when nobody names one
+    assert "ENABLE_RAY_CLUSTER" in inspect.getsource(services.get_node_ip_address)
+
+
+def _is_loopback(ip: str) -> bool:
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip)
+    return addr.is_loopback or bool(getattr(addr, "ipv4_mapped", None) and addr.ipv4_mapped.is_loopback)
+
+
+def test_local_ray_listens_on_loopback_only(ray_session):
+    """vidpeft's local instance (the one every test shares, started by ensure_ray) exposes no port on
+    another interface: GCS, raylet, workers, dashboard, agents and metrics servers all on 127.0.0.1."""
+    import os
+
+    import psutil
+
+    gcs_host = ray_session.get_runtime_context().gcs_address.rsplit(":", 1)[0]
+    assert _is_loopback(gcs_host), gcs_host
+    ray_pids = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
+    listening = [(c.laddr.ip, c.laddr.port, c.pid) for c in psutil.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in ray_pids]
+    assert len(listening) >= 5, listening  # GCS, raylet (2), dashboard, agents: we found Ray's servers
+    exposed = [(ip, port, psutil.Process(pid).name()) for ip, port, pid in listening if not _is_loopback(ip)]
+    assert exposed == []
+
+
+def test_known_false_alarms_forwarded_from_ray_workers_are_not_printed(ray_session, capsys):
+    """The driver prints what Ray's workers write; a line that is one of Ray's known false alarms
+    (issue 57733, on every Ray Data actor pool) is dropped unless --verbose, the rest still prints."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    alarm = ("[2026-11-30 09:41:00,393 E 1 2] core_worker.cc:2465: Actor with class name: 'MapWorker' and ID: 'x' "
+             "has constructor arguments in the object store and max_restarts > 0. If the arguments ...")
+    handlers = dict(dispatcher.handlers)
+    assert "ray_print_logs" in handlers  # where Ray prints forwarded lines (ray_compat wraps it)
+    handlers["ray_print_logs"]({"ip": "127.0.0.1", "pid": 4242, "task_name": "SplitCoordinator", "is_err": False,
+                                "lines": [alarm, "[vidpeft] epoch 1/1 | train_loss 1.0"], "actor_name": ""})
+    # the raylet's warning about worker count, forwarded as "(raylet)": by design on a 2-core machine
+    busy = ("WARNING: 8 PYTHON worker processes have been started on node: 87a7 with address: 127.0.0.1, which is "
+            "4x the maximum expected startup concurrency (2). This could be a result of using a large number ...")
+    import ray._private.worker as ray_worker  # the raylet's error channel prints through this, not the dispatcher
+
+    ray_worker.print_to_stdstream({"pid": "raylet", "is_err": False,
+                                   "lines": [busy, "a raylet line that is not a known false alarm"]}, ignore_prefix=False)
+    out = capsys.readouterr()
+    printed = out.out + out.err
+    assert "[vidpeft] epoch 1/1" in printed and "constructor arguments" not in printed
+    assert "not a known false alarm" in printed and "startup concurrency" not in printed
+    assert "\x1b[" not in printed  # not a terminal: Ray's prefixes carry no colour codes
+
+
+def test_workers_of_a_local_instance_name_it_in_ray_address(ray_session):
+    """Ray Train's placement-group cleaner looks its cluster up without an address; with a second Ray
+    instance on the machine that lookup fails (a traceback on the console, no clean-up) unless the
+    worker's RAY_ADDRESS names its own instance."""
+    import os
+
+    @ray_session.remote(num_cpus=0)
+    def address() -> str | None:
+        return os.environ.get("RAY_ADDRESS")
+
+    assert ray_session.get(address.remote()) == ray_session.get_runtime_context().gcs_address
+
+
+def test_streaming_repartition_still_takes_task_options_on_its_logical_operator(ray_session):
+    """pipelines/ray_compat.small_blocks sets the cutting tasks' CPUs and concurrency there."""
+    import ray.data
+
+    from pipelines.runtime.ray_compat import small_blocks
+
+    import pyarrow as pa
+
+    ds = small_blocks(ray.data.from_arrow(pa.table({"x": list(range(20))})), 8, cpus=0.0)
+    op = ds._logical_plan.dag
+    assert op.ray_remote_args == {"num_cpus": 0.0} and op.compute.size == 1
+    assert [len(b["x"]) for b in ds.iter_batches(batch_size=None)] == [8, 8, 4]
