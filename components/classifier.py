@@ -15,6 +15,8 @@ from components.tasks import make_task
 
 
 class VideoModel(ModelKind):
+    with_datasets = "multi_dataset"  # data.datasets: the same backbone and adapters, a head per dataset
+
     batch_keys = ("video", "target", "side_<modality>", "side_<modality>_mask")
 
     def __init__(self, config: ModelConfig, num_outputs: int, class_names: list[str] | None = None) -> None:

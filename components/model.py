@@ -14,7 +14,8 @@ from components.classifier import VideoModel
 from components.config import ConfigError
 from components.m2clip.model import M2Clip
 from components.model_config import FINETUNE_MODES, HeadConfig, ModalityConfig, ModelConfig  # noqa: F401
-from components.model_kind import MODEL_KINDS, ModelKind, prepare_adapters, register_model_kind, side_inputs  # noqa: F401
+from components.model_kind import (MODEL_KINDS, ModelKind, model_kind, prepare_adapters, register_model_kind,  # noqa: F401
+                                   side_inputs, zero_shot_kinds)
 from components.multihead.model import MultiHeadModel
 from components.param_counts import parameter_counts  # noqa: F401  (re-exported)
 
@@ -26,9 +27,7 @@ register_model_kind("multi_dataset", MultiHeadModel)
 def build_model(config: ModelConfig, num_outputs: int, class_names: list[str] | None = None) -> nn.Module:
     if num_outputs <= 0:
         raise ConfigError("model.head.num_outputs: must be positive (or 0 with a manifest that names its classes)")
-    if config.kind not in MODEL_KINDS:
-        raise ConfigError(f"model.kind: unknown {config.kind!r}; known: {sorted(MODEL_KINDS)}")
-    model = MODEL_KINDS[config.kind](config, num_outputs, class_names)
+    model = model_kind(config.kind)(config, num_outputs, class_names)
     if config.grad_checkpointing:
         from components.engine.checkpointing import enable_grad_checkpointing
 

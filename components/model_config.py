@@ -31,7 +31,7 @@ class HeadConfig:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+            raise ValueError(f"task must be one of {tuple(TASKS)}, got {self.task!r}")
 
 
 @dataclass

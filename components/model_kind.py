@@ -10,7 +10,12 @@ class_names)`` and registered by name (one line in ``components/model.py``). It 
 - ``head_modules``: its task heads (left out of the papers' "trainable %");
 - ``param_groups(lr)``: its optimiser groups (default: every trainable parameter at ``lr``);
 - ``config_cls``: its config, ``ModelConfig`` or a subclass adding the kind's own keys (registered
-  with the kind, so ``model.kind`` picks it when a config is read).
+  with the kind, so ``model.kind`` picks it when a config is read);
+- ``zero_shot``: it scores class names it never trained on (``zero_shot_logits``; a text tower), so
+  ``zeroshot``, ``predict --classes`` and ``zeroshot.manifest`` accept it;
+- ``multi_dataset``: it trains several manifests at once, a head each (``data.datasets``);
+- ``with_datasets``: the kind a config of this kind becomes when ``data.datasets`` lists several
+  manifests ("" = this kind has one head and cannot).
 ``normalise`` turns the decoder's uint8 clips into the backbone's normalised float input, on the
 model's device, so the data pipeline ships 4x fewer bytes than float frames.
 """
@@ -34,6 +39,9 @@ class ModelKind(nn.Module):
     outputs: ClassVar[tuple[str, ...]] = ("logits", "loss")
     head_modules: ClassVar[tuple[str, ...]] = ("head",)
     config_cls: ClassVar[type[ModelConfig]] = ModelConfig
+    zero_shot: ClassVar[bool] = False
+    multi_dataset: ClassVar[bool] = False
+    with_datasets: ClassVar[str] = ""
 
     def init_normalisation(self, spec) -> None:
         """Register the backbone's per-channel mean / std (buffers: they follow the model's device)."""
@@ -54,6 +62,18 @@ class ModelKind(nn.Module):
 
 # name -> ModelKind subclass; filled by the registration lines in components/model.py
 MODEL_KINDS: dict[str, type[ModelKind]] = {}
+
+
+def model_kind(name: str) -> type[ModelKind]:
+    """The registered kind called ``name``; a ConfigError naming model.kind otherwise."""
+    if name not in MODEL_KINDS:
+        raise ConfigError(f"model.kind: unknown {name!r}; known: {sorted(MODEL_KINDS)}")
+    return MODEL_KINDS[name]
+
+
+def zero_shot_kinds() -> list[str]:
+    """The registered kinds that declare ``zero_shot`` (for error messages that say what would work)."""
+    return sorted(n for n, k in MODEL_KINDS.items() if k.zero_shot)
 
 
 def register_model_kind(name: str, cls: type[ModelKind]) -> None:

@@ -33,7 +33,7 @@ class DatasetEntry:
         if not self.manifest:
             raise ValueError("manifest: no manifest given")
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+            raise ValueError(f"task must be one of {tuple(TASKS)}, got {self.task!r}")
         if self.num_outputs < 0:
             raise ValueError(f"num_outputs must be >= 0, got {self.num_outputs}")
         if not self.weight > 0:

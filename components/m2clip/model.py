@@ -66,6 +66,7 @@ class M2Clip(ModelKind):
     outputs = ("logits", "loss", "loss/<head>")
     head_modules = ("vc_head",)
     config_cls = M2ClipModelConfig
+    zero_shot = True  # a text tower scores any class names (zero_shot_logits)
 
     def __init__(self, config: M2ClipModelConfig, num_outputs: int, class_names: list[str] | None = None) -> None:
         super().__init__()

@@ -27,7 +27,7 @@ class DatasetHeadConfig:
         if not NAME_PATTERN.match(self.name):
             raise ValueError(f"name must be letters, digits, _ or -, got {self.name!r}")
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+            raise ValueError(f"task must be one of {tuple(TASKS)}, got {self.task!r}")
         if self.num_outputs <= 0:
             raise ValueError(f"num_outputs must be positive, got {self.num_outputs}")
 

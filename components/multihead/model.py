@@ -28,6 +28,8 @@ class MultiHeadModel(VideoModel):
     so adapter-only checkpoints keep them like the single head)."""
 
     config_cls = MultiDatasetModelConfig
+    multi_dataset = True
+    with_datasets = "multi_dataset"
 
     def __init__(self, config: MultiDatasetModelConfig, num_outputs: int = 0, class_names: list[str] | None = None) -> None:
         names = [h.name for h in config.heads]

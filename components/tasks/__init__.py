@@ -21,7 +21,7 @@ register_task(MultiLabel)
 register_task(Regression)
 register_task(Heads, head=False)
 
-TASKS = tuple(HEAD_TASKS)  # the kinds a head can be configured with (model.head.task)
+TASKS = HEAD_TASKS  # the kinds a head can be configured with (model.head.task): the live registry, not a copy
 
 
 def per_sample_loss(task: str | Task, logits, target):

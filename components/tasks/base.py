@@ -23,7 +23,10 @@ class Task:
 
     kind: ClassVar[str] = ""
     column: ClassVar[str] = ""  # the manifest column holding the target
-    headline: ClassVar[str] = ""  # the metric a table shows first (top1, mAP, mse)
+    headline: ClassVar[str] = ""  # the primary metric: a table shows it first, checkpoints rank by val_<it>
+    headline_mode: ClassVar[str] = "max"  # max: higher is better (top1, mAP); min: lower is (mse, loss)
+    has_classes: ClassVar[bool] = True  # outputs are named classes (top-k, class names); False: real-valued targets
+    one_class_per_clip: ClassVar[bool] = False  # per-class accuracy and a confusion matrix apply (evaluate)
 
     def __init__(self, num_outputs: int = 0) -> None:
         self.num_outputs = int(num_outputs)

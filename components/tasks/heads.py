@@ -24,6 +24,7 @@ class Heads(Task):
     kind = "multi_dataset"
     column = "packed_target"
     headline = "loss"
+    headline_mode = "min"
 
     def __init__(self, num_outputs: int = 0, heads: Sequence[tuple[str, Task]] = ()) -> None:
         super().__init__(num_outputs or max((t.num_outputs for _, t in heads), default=0))

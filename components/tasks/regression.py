@@ -18,6 +18,8 @@ class Regression(Task):
     kind = "regression"
     column = "regression"
     headline = "mse"
+    headline_mode = "min"
+    has_classes = False
 
     def outputs_from_manifest(self, manifest, train_table) -> int:
         return len(train_table[self.column][0].as_py())

@@ -14,6 +14,7 @@ class SingleLabel(Task):
     kind = "single_label"
     column = "label"
     headline = "top1"
+    one_class_per_clip = True
 
     def decode(self, value) -> np.ndarray:
         return np.int64(value)

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from components.config import ConfigError
 from components.data.manifest import SPLITS, FEATURE_TYPE, Manifest, ManifestError, read_manifest
+from components.model import MODEL_KINDS, model_kind
 from components.model_config import with_kind
 from components.multihead.config import DatasetHeadConfig
 from components.tasks import Heads, make_task
@@ -133,9 +134,10 @@ def prepare_multi_dataset(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Mani
     d = cfg.data
     if not d.datasets:
         raise ConfigError(f"model.kind={cfg.model.kind} / model.heads: a multi-dataset model needs data.datasets")
-    if cfg.model.kind not in ("classifier", "multi_dataset"):
-        raise ConfigError(f"model.kind: {cfg.model.kind!r} has a single head; data.datasets needs classifier "
-                          f"or multi_dataset")
+    if not model_kind(cfg.model.kind).with_datasets:
+        able = sorted(n for n, k in MODEL_KINDS.items() if k.with_datasets)
+        raise ConfigError(f"model.kind: {cfg.model.kind!r} has a single head; data.datasets needs "
+                          f"{' or '.join(able)}")
     if d.eval_clips * d.eval_crops > 1:
         raise ConfigError("data.eval_clips / data.eval_crops: multi-view evaluation is not supported with "
                           "data.datasets (its score averaging follows one task)")
@@ -200,7 +202,7 @@ def prepare_multi_dataset(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Mani
     names = {e.name: n for e, m, *_ in loaded if (n := make_task(e.task).output_names(m)) is not None}
     combined = Manifest(table=table, class_names=[], num_classes=0, feature_dims=features,
                         path=Path(loaded[0][1].path), extra_metadata={TARGET_NAMES_KEY: names})
-    model = with_kind(cfg.model, "multi_dataset", heads=heads, modalities=modalities,
+    model = with_kind(cfg.model, model_kind(cfg.model.kind).with_datasets, heads=heads, modalities=modalities,
                       head=replace(cfg.model.head, num_outputs=packed_width))
     print("[vidpeft] datasets: " + ", ".join(f"{h.name} ({h.task}, {h.num_outputs} outputs, {c} training clips "
                                              f"per epoch)" for h, c in zip(heads, counts)), flush=True)

@@ -21,6 +21,7 @@ import numpy as np
 
 from components.config import ConfigError
 from components.multihead.config import dataset_heads
+from components.tasks import make_task
 from pipelines.runtime import tracking
 from pipelines.data.eval_views import check_view_counts
 from pipelines.runtime.ray_env import log_level
@@ -187,7 +188,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     out_dir = Path(out) if out else (t.run_dir or Path(source).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
-    if t.task == "single_label" and len(res["scores"]):
+    if make_task(t.task).one_class_per_clip and len(res["scores"]):
         rep = class_report(res["scores"], res["targets"], t.output_names)
         metrics["mean_class_accuracy"] = rep["mean_class_accuracy"]
         result.update(per_class_accuracy=rep["per_class_accuracy"], support=rep["support"],

@@ -213,7 +213,7 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     names = classes or trained.output_names
     if top_k is None:
         top_k = min(5, len(names))
-    elif top_k > len(names) and trained.task != "regression":
+    elif top_k > len(names) and trained.has_classes:
         if not quiet:
             print(f"[vidpeft] --top-k {top_k}: the model scores {len(names)} classes; each row lists all "
                   f"{len(names)}", flush=True)

@@ -81,10 +81,13 @@ class ClipReader:
 
 def check_open_vocabulary(trained, classes: bool, source: str = "") -> None:
     """Other class names (``--classes``) need an M2-CLIP run; the driver checks before Ray starts."""
-    if classes and trained.cfg.model.kind != "m2clip":
+    from components.model import model_kind, zero_shot_kinds
+
+    if classes and not model_kind(trained.cfg.model.kind).zero_shot:
         from components.config import ConfigError
 
-        raise ConfigError(f"--classes needs an M2-CLIP run (model.kind=m2clip), {source or 'this one'} is "
+        raise ConfigError(f"--classes needs a run with a text tower (model.kind: {' or '.join(zero_shot_kinds())}), "
+                          f"{source or 'this one'} is "
                           f"{trained.cfg.model.kind!r}: it can only predict its own classes")
 
 
@@ -136,7 +139,7 @@ class Scorer:
         """Prediction-table rows for ``meta`` (clip_id, video_path, start_sec, end_sec) and their scores."""
         out = []
         for m, s in zip(meta, scores):
-            if self.task == "regression" and not self.classes:
+            if not self.trained.has_classes and not self.classes:
                 labels, values, label, score = list(self.names), [float(v) for v in s], None, None
             else:
                 top = np.argsort(-s, kind="stable")[: self.top_k]

@@ -42,9 +42,16 @@ class Trained:
         return self.cfg.model.head.num_outputs
 
     @property
+    def has_classes(self) -> bool:
+        """Its outputs are named classes (its task kind says; regression's are real-valued targets)."""
+        from components.tasks import make_task
+
+        return make_task(self.task).has_classes
+
+    @property
     def output_names(self) -> list[str]:
         """What each output column means: class names, or regression target names."""
-        if self.task == "regression":
+        if not self.has_classes:
             return self.target_names or [f"target_{i}" for i in range(self.num_outputs)]
         return self.class_names or [f"class_{i}" for i in range(self.num_outputs)]
 
@@ -119,7 +126,7 @@ def build_trained(t: Trained, device="cpu"):
     if t.standalone:  # every tensor is in the file: build without the backbone checkpoint or init_from files
         model_cfg = replace(model_cfg, backbone=replace(model_cfg.backbone, checkpoint=None),
                             adapters=[replace(a, init_from="") for a in model_cfg.adapters])
-    names = t.class_names if t.task != "regression" else None
+    names = t.class_names if t.has_classes else None
     # Seeded as the training loop seeds before building: a random-init backbone (no checkpoint) is then
     # the very one the adapters were trained on.
     with torch.random.fork_rng(devices=[]):
@@ -143,7 +150,7 @@ def build_trained(t: Trained, device="cpu"):
 
 def check_classes(t: Trained, manifest_path: str | Path, manifest_names: list[str]) -> None:
     """A manifest scored against this model must name the same classes, in the same order."""
-    if t.task == "regression" or not manifest_names or not t.class_names:
+    if not t.has_classes or not manifest_names or not t.class_names:
         return
     if list(manifest_names) != list(t.class_names):
         extra = [n for n in manifest_names if n not in t.class_names][:3]

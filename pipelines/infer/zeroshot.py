@@ -21,7 +21,7 @@ import torch
 from components.config import ConfigError, resolve
 from components.data.manifest import read_manifest
 from components.engine import evaluate
-from components.model import build_model
+from components.model import build_model, model_kind, zero_shot_kinds
 from components.tasks import SingleLabel
 from pipelines.run import preflight
 from pipelines.config import ExperimentConfig, load_saved_config
@@ -79,8 +79,9 @@ def resolve_config(checkpoint: str | None, files: list[str], overrides: list[str
             raise FileNotFoundError(f"{checkpoint} is not a vidpeft run directory (no config.yaml)")
         run = load_saved_config(saved)
     cfg = resolve(ExperimentConfig, files, overrides, base=run)
-    if cfg.model.kind != "m2clip":
-        raise ConfigError(f"model.kind is {cfg.model.kind!r}: zero-shot needs a text tower (model.kind=m2clip)")
+    if not model_kind(cfg.model.kind).zero_shot:
+        raise ConfigError(f"model.kind is {cfg.model.kind!r}: zero-shot needs a text tower "
+                          f"(model.kind: {' or '.join(zero_shot_kinds())})")
     return cfg
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from components.config import ConfigError, from_dict, to_dict
+from components.model import model_kind, zero_shot_kinds
 from pipelines.runtime import tracking
 from pipelines.config import ExperimentConfig
 
@@ -44,9 +45,10 @@ def prepare(cfg: ExperimentConfig) -> HeldOut | None:
     z = cfg.zeroshot
     if not z.manifest:
         return None
-    if cfg.model.kind != "m2clip":
+    if not model_kind(cfg.model.kind).zero_shot:
         raise ConfigError(f"zeroshot.manifest is set but model.kind is {cfg.model.kind!r}: zero-shot over class "
-                          f"names needs a text tower (model.kind=m2clip); unset zeroshot.manifest")
+                          f"names needs a text tower (model.kind: {' or '.join(zero_shot_kinds())}); "
+                          f"unset zeroshot.manifest")
     check_templates(z.templates, "zeroshot.templates:")
     names, table = load_label_set(z.manifest, z.classes, z.split, cfg.data.check_files, split_hint="zeroshot.split")
     return HeldOut(names, table, list(z.templates))

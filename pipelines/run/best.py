@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from components.config import ConfigError
 from components.multihead.config import dataset_heads
-
-PRIMARY = {"single_label": ("top1", "max"), "multi_label": ("mAP", "max"), "regression": ("mse", "min")}
+from components.tasks import make_task
 
 
 def checkpoint_metric(cfg) -> tuple[str | None, str]:
@@ -35,8 +34,8 @@ def checkpoint_metric(cfg) -> tuple[str | None, str]:
         return None, "max"
     if dataset_heads(cfg.model):
         return "val_loss", "min"
-    name, mode = PRIMARY[cfg.model.head.task]
-    return f"val_{name}", (c.mode if c.mode != "auto" else mode)
+    task = make_task(cfg.model.head.task)  # each task kind declares its primary metric and its direction
+    return f"val_{task.headline}", (c.mode if c.mode != "auto" else task.headline_mode)
 
 
 def better(a: float, b: float | None, mode: str) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from components.config import ConfigError, dump_yaml, to_dict
 from components.data.manifest import Manifest, read_manifest
+from components.model import model_kind
 from components.multihead.config import dataset_heads
 from components.tasks import make_task
 from pipelines.run import best, preflight
@@ -44,7 +45,7 @@ def output_dir(cfg: ExperimentConfig) -> Path:
 
 def prepare_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Manifest]:
     """Load the manifest and fill what the config leaves to it (class count, feature widths)."""
-    if cfg.data.datasets or cfg.model.kind == "multi_dataset":  # several manifests, a head each
+    if cfg.data.datasets or model_kind(cfg.model.kind).multi_dataset:  # several manifests, a head each
         return multi_dataset.prepare_multi_dataset(cfg)
     if not cfg.data.manifest:
         raise ConfigError("data.manifest: no manifest given (set it in the YAML or with --set data.manifest=PATH)")

@@ -100,15 +100,48 @@ def test_heads_route_each_clip_to_its_own_task():
 
 
 def test_a_new_task_kind_is_one_registration():
+    """A task kind declares its primary metric, direction and classes; the config checks and the
+    checkpoint metric read the live registry, so one register_task line is all a new kind needs."""
+    from components.model_config import HeadConfig
+    from pipelines.config import DatasetEntry, ExperimentConfig
+    from pipelines.run.best import checkpoint_metric
+
     class Ordinal(Regression):
         kind = "ordinal_test"
+        headline = "mae"
+        headline_mode = "min"
 
+    with pytest.raises(ValueError, match="task must be one of"):
+        HeadConfig(task="ordinal_test")
     try:
-        register_task(Ordinal, head=False)  # head=False: keeps the head kinds (TASKS) as they are
+        register_task(Ordinal)
         assert isinstance(make_task("ordinal_test", 1), Ordinal)
+        assert "ordinal_test" in TASKS
+        HeadConfig(task="ordinal_test")  # accepted without touching the config module
+        DatasetEntry(name="d", manifest="m.parquet", task="ordinal_test")
+        cfg = ExperimentConfig()
+        cfg.model.head.task = "ordinal_test"
+        assert checkpoint_metric(cfg) == ("val_mae", "min")
     finally:
         TASK_KINDS.pop("ordinal_test")
-    assert TASKS == ("single_label", "multi_label", "regression")
+        TASKS.remove("ordinal_test")
+    assert tuple(TASKS) == ("single_label", "multi_label", "regression")
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         make_task("nope")
     assert issubclass(SingleLabel, Task)
+
+
+@pytest.mark.parametrize("kind", sorted(TASK_KINDS))
+def test_every_task_kind_declares_what_the_pipelines_read(kind):
+    """Primary metric (a key its accumulator reports), its direction, classes or not."""
+    cls = TASK_KINDS[kind]
+    assert cls.headline and cls.headline_mode in ("max", "min") and isinstance(cls.has_classes, bool)
+    assert cls.column or kind == "multi_dataset"
+    if kind != "multi_dataset":  # a composite reports its heads' metrics; its headline is the loss
+        task = cls(3)
+        acc = task.accumulator()
+        target = torch.from_numpy(np.stack([task.decode(v) for v in
+                                            {"single_label": [0, 2], "multi_label": [[0], [1, 2]],
+                                             "regression": [[0.1, 0.2, 0.3]] * 2}[kind]]))
+        acc.update(torch.randn(2, 3), target, loss=1.0)
+        assert cls.headline in acc.compute()
