@@ -64,7 +64,7 @@ def _changed_settings(saved: Path, cfg: ExperimentConfig) -> list[str]:
     """What differs between a finished stage's saved config and this invocation's (tracking aside:
     the store's address may be spelled differently)."""
     from components.checkpoint import config_differences
-    from pipelines.run.train import prepare_config
+    from pipelines.run.inputs import prepare_config
 
     if not saved.exists():
         return []

@@ -21,7 +21,6 @@ import numpy as np
 
 from components.config import ConfigError
 from components.multihead.config import dataset_heads
-from components.tasks import make_task
 from pipelines.runtime import tracking
 from pipelines.data.eval_views import check_view_counts
 from pipelines.runtime.ray_env import log_level

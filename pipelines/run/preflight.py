@@ -1,11 +1,11 @@
 """Checks on the driver before Ray starts, so a bad model config or weights file is one line, not a
 Ray traceback repeated per worker.
 
-The model is built on the meta device (shapes only: no memory, no compute) twice: first without the
-backbone checkpoint, so an architecture error (layer index out of range, unknown family or site, a
-refused kwarg) is named as such; then with it, so whatever fails from then on is the weights file's
-fault and is named by ``model.backbone.checkpoint`` and the file's path (wrong or truncated file,
-missing keys, wrong shapes). A ``--resume`` checkpoint's weights are checked against this config
+The model is built once on the meta device (shapes only: no memory, no compute), weights file included.
+When that fails, it is built again without the file: an architecture error (layer index out of range,
+unknown family or site, a refused kwarg) is named as such, and otherwise the fault is the weights
+file's, named by ``model.backbone.checkpoint`` and the file's path (wrong or truncated file, missing
+keys, wrong shapes). A ``--resume`` checkpoint's weights are checked against this config
 the same way, before anything in OUTPUT_DIR is rewritten.
 """
 
@@ -49,36 +49,47 @@ def build_on_meta(model_cfg, num_outputs: int, class_names: list[str] | None):
         return build_model(model_cfg, num_outputs, class_names)
 
 
-def check_model(cfg, class_names: list[str] | None = None, num_outputs: int | None = None) -> None:
-    """Build ``cfg.model`` on the meta device; errors become one ConfigError naming the config key."""
+def check_model(cfg, class_names: list[str] | None = None, num_outputs: int | None = None):
+    """Build ``cfg.model`` on the meta device and return it; errors become one ConfigError naming the key.
+
+    One build when all is well. Only when it fails with a weights file named is the model built again
+    without the file, to tell an architecture error from the file's own."""
     model_cfg = cfg.model
     num_outputs = num_outputs or model_cfg.head.num_outputs
-    backbones = [("model.backbone", model_cfg.backbone)] if model_cfg.backbone.checkpoint else []
-    bare = replace(model_cfg, backbone=replace(model_cfg.backbone, checkpoint=None))
+    key, path = "model.backbone", model_cfg.backbone.checkpoint
+    if path and not Path(path).is_file():
+        raise ConfigError(f"{key}.checkpoint: weights file not found: {path}")
     try:
-        build_on_meta(bare, num_outputs, class_names)
-    except ConfigError:
-        raise
-    except FileNotFoundError as e:
+        return build_on_meta(model_cfg, num_outputs, class_names)
+    except Exception as e:
+        if not path:
+            _raise_architecture_error(model_cfg, e)
+        bare = replace(model_cfg, backbone=replace(model_cfg.backbone, checkpoint=None))
+        try:
+            build_on_meta(bare, num_outputs, class_names)
+        except Exception as arch:
+            _raise_architecture_error(model_cfg, arch)
+        # the architecture builds without the file: whatever failed is the file's
+        text = _one_line(e).removeprefix(f"{key}.checkpoint: ")  # the weights reader names the key too
+        where = "" if str(path) in text else f"{path}: "
+        raise ConfigError(f"{key}.checkpoint: {where}{text}") from None
+
+
+def _raise_architecture_error(model_cfg, e: BaseException):
+    if isinstance(e, ConfigError):
+        raise e
+    if isinstance(e, FileNotFoundError):
         raise ConfigError(f"model: {_one_line(e)}") from None
-    except BUILD_ERRORS as e:
+    if isinstance(e, BUILD_ERRORS):
         raise ConfigError(f"model ({model_cfg.kind}, backbone {model_cfg.backbone.family} "
                           f"{model_cfg.backbone.name}): {_one_line(e)}") from None
-    for key, backbone in backbones:
-        path = Path(backbone.checkpoint)
-        if not path.is_file():
-            raise ConfigError(f"{key}.checkpoint: weights file not found: {path}")
-        try:
-            build_on_meta(model_cfg, num_outputs, class_names)
-        except Exception as e:  # the architecture built above: whatever fails now is the file's
-            text = _one_line(e).removeprefix(f"{key}.checkpoint: ")  # the weights reader names the key too
-            where = "" if str(path) in text else f"{path}: "
-            raise ConfigError(f"{key}.checkpoint: {where}{text}") from None
+    raise e
 
 
-def check_resume(cfg, class_names: list[str] | None, checkpoint_dir: str) -> None:
+def check_resume(cfg, class_names: list[str] | None, checkpoint_dir: str, model=None) -> None:
     """A local checkpoint's trainable weights fit this config: same model config, and the tensors this
-    model trains are all in the file at the same shapes (read from the header; no data is loaded)."""
+    model trains are all in the file at the same shapes (read from the header; no data is loaded).
+    ``model``: the meta model ``check_model`` built (built here when not given)."""
     from safetensors import safe_open
 
     from components.checkpoint import config_differences, read_weights_config
@@ -96,7 +107,7 @@ def check_resume(cfg, class_names: list[str] | None, checkpoint_dir: str) -> Non
         raise ConfigError(refuse.format(weights, _one_line(e))) from None
     if diffs:
         raise ConfigError(refuse.format(weights, "; ".join(diffs[:5])))
-    model = build_on_meta(cfg.model, cfg.model.head.num_outputs, class_names)
+    model = model if model is not None else build_on_meta(cfg.model, cfg.model.head.num_outputs, class_names)
     trains = {n for n, p in model.named_parameters() if p.requires_grad}
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()
            if k in trains or ".adapters." in k or k.startswith("head.")}

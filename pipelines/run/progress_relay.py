@@ -93,6 +93,7 @@ class LiveRelay:
                 self.stream.write("\n")
                 self.stream.flush()
             ray.kill(self._board)
+            self._board = None  # closed: a second __exit__ (the run's ExitStack after fit) does nothing
 
 
 def board_poster(name: str | None) -> Callable[[str, str], None] | None:

@@ -231,7 +231,7 @@ def check_cells(campaign_file, cells: list[Cell]) -> None:
     """Each cell still to run checked as `vidpeft train` checks its inputs (manifest, model, weights
     files), before Ray starts: one line naming every distinct problem and its cells."""
     from components.data.manifest import ManifestError
-    from pipelines.run.train import check_inputs
+    from pipelines.run.inputs import check_inputs
 
     problems: dict[str, list[str]] = {}
     for c in cells:

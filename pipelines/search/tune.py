@@ -244,7 +244,7 @@ def run_search(config_files: list[str], overrides: list[str], space_file: str, t
         raise ConfigError(f"--scheduler must be asha or fifo, got {scheduler!r}")
     check_search(search, space, str(space_file))
     if not any(k == "data" or k.startswith(("data.manifest", "data.datasets")) for k in space.params):
-        from pipelines.run.train import check_inputs
+        from pipelines.run.inputs import check_inputs
 
         check_inputs(cfg)  # data, model and weights as `vidpeft train` checks them, before Ray starts
     name = Path(space_file).stem

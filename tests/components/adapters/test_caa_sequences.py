@@ -126,7 +126,7 @@ def test_ingest_hands_sequences_over_as_tokens_by_dim(tmp_path):
 
 def test_prepare_config_reads_tokens_from_the_manifest(tmp_path):
     from pipelines.config import ExperimentConfig
-    from pipelines.run.train import prepare_config
+    from pipelines.run.inputs import prepare_config
     from components.data.synth import make_synthetic_dataset
 
     src = read_manifest(make_synthetic_dataset(tmp_path / "s", num_classes=2, clips_per_class=4, frames=4,

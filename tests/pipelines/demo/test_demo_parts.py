@@ -86,7 +86,7 @@ def test_a_finished_stage_is_reused_only_with_the_same_settings(tmp_path, capsys
     from components.config import ConfigError, dump_yaml, resolve, to_dict
     from pipelines.config import ExperimentConfig
     from pipelines.demo.cm3t import CONFIGS, _train
-    from pipelines.run.train import prepare_config
+    from pipelines.run.inputs import prepare_config
 
     manifest = make_synthetic_dataset(tmp_path / "data", task="appearance", num_classes=4, clips_per_class=4,
                                       frames=2, size=32, seed=0, feature_dim=0)

@@ -18,7 +18,8 @@ import torch
 
 from pipelines.config import ExperimentConfig
 from pipelines.run.checkpoints import STATE, WEIGHTS, latest_checkpoint, restore_checkpoint, save_checkpoint
-from pipelines.run.train import STORAGE_ENV, _stop_like_ctrl_c, storage_location
+from pipelines.run.inputs import STORAGE_ENV, storage_location
+from pipelines.runtime.stop_signals import stop_like_ctrl_c as _stop_like_ctrl_c
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL_CONFIG = {"tiny": 1}

@@ -51,7 +51,7 @@ def test_a_search_on_missing_data_stops_in_one_line_before_ray(tmp_path, capsys)
 def test_asha_search_ends_with_a_best_config(ray_session, mlflow_server, tiny_data, tmp_path, capsys):  # noqa: F811
     from mlflow.tracking import MlflowClient
 
-    from pipelines.run.train import prepare_config
+    from pipelines.run.inputs import prepare_config
 
     space, out = tmp_path / "space.yaml", tmp_path / "search"
     space.write_text(SPACE)
