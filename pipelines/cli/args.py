@@ -6,8 +6,9 @@ import argparse
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", action="append", default=[], metavar="FILE",
-                   help="experiment YAML (repeatable; later files override earlier ones)")
+    p.add_argument("--config", "--preset", action="append", default=[], metavar="FILE|NAME",
+                   help="experiment YAML, a path or a shipped name: demo, demo/target, cm3t/mhva_pt "
+                        "(`vidpeft list configs`; repeatable; later files override earlier ones)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override one config key, e.g. --set optim.lr=3e-4 (repeatable; wins over files)")
     add_verbosity_args(p)
@@ -27,7 +28,14 @@ def load_experiment(files: list[str], overrides: list[str]):
     from components.config import resolve
     from pipelines.config import ExperimentConfig
 
-    return resolve(ExperimentConfig, files, overrides)
+    return resolve(ExperimentConfig, config_files(files), overrides)
+
+
+def config_files(refs: list[str]) -> list[str]:
+    """``--config`` values as files: paths, or names of shipped configs (pipelines/shipped.py)."""
+    from pipelines.shipped import find
+
+    return [str(find("config", r)) for r in refs]
 
 
 def one_line(e: BaseException) -> str:

@@ -10,7 +10,7 @@ def run(args) -> int:
                             frames=args.frames, size=args.size, tokens=args.tokens)
     for name, path in written.items():
         print(f"{name:<12} {path}")
-    print(f"run a paper table on them: vidpeft ablate --campaign tune_spaces/campaigns/cm3t_table4.yaml "
+    print(f"run a paper table on them: vidpeft ablate --campaign cm3t_table4 "
           f"--set profile=tiny   (from the folder holding {args.out}/)")
     return 0
 

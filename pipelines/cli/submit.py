@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "submit", help="run a vidpeft command as a Ray job on a cluster (wraps `ray job submit`)",
         description="Example: vidpeft submit --address http://127.0.0.1:8265 -- vidpeft train --config "
-                    "pipelines/configs/demo.yaml --set data.manifest=/shared/data/manifest.parquet")
+                    "demo --set data.manifest=/shared/data/manifest.parquet")
     p.add_argument("--address", default="",
                    help="the cluster's dashboard, e.g. http://127.0.0.1:8265 (default: RAY_API_SERVER_ADDRESS, "
                         "RAY_ADDRESS, then http://127.0.0.1:8265)")

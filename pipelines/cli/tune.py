@@ -4,9 +4,11 @@ from __future__ import annotations
 
 
 def cmd_tune(args) -> int:
+    from pipelines.cli.args import config_files
     from pipelines.search.tune import run_search
+    from pipelines.shipped import find
 
-    summary = run_search(args.config, args.overrides, args.space, args.trials, scheduler=args.scheduler,
+    summary = run_search(config_files(args.config), args.overrides, str(find("space", args.space)), args.trials, scheduler=args.scheduler,
                          search=args.search, max_concurrent=args.max_concurrent, out=args.out, resume=args.resume,
                          grace_period=args.grace_period, reduction_factor=args.reduction_factor)
     return 1 if summary.get("interrupted") else 0
@@ -17,7 +19,8 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("tune", help="search hyperparameters: each trial is a full training run (Ray Tune)")
     add_config_args(p)
-    p.add_argument("--space", required=True, metavar="FILE", help="search space YAML (tune_spaces/*.yaml)")
+    p.add_argument("--space", required=True, metavar="FILE|NAME",
+                   help="search space YAML: a path or a shipped name, e.g. demo_adapters (`vidpeft list spaces`)")
     p.add_argument("--trials", type=int, default=8, metavar="N",
                    help="samples drawn from the space (with grid entries: N runs of the whole grid)")
     p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha",

@@ -137,7 +137,6 @@ def _report_spec(work: Path, results: dict, chance: float) -> ReportSpec:
         next_commands=[
             f"predict: vidpeft predict {best} {target / 'manifest.parquet'} --split val "
             f"--out {work / 'preds.parquet'} --top-k 3",
-            f"search: vidpeft tune --config pipelines/configs/demo/target.yaml "
-            f"--config pipelines/configs/demo/adapters_frames.yaml --space tune_spaces/demo_adapters.yaml --trials 4 "
+            f"search: vidpeft tune --config demo/target --config demo/adapters_frames --space demo_adapters --trials 4 "
             f"--set data.manifest={target / 'manifest.parquet'} "
             f"--set model.backbone.checkpoint={work / 'runs' / 'demo' / 'backbone.safetensors'}"])

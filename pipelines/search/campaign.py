@@ -40,6 +40,7 @@ from pathlib import Path
 from components.config import ConfigError, cfg, from_dict, load_yaml, resolve, to_dict
 from pipelines.runtime import tracking
 from pipelines.config import ExperimentConfig
+from pipelines.shipped import find
 from pipelines.run.config_identity import config_identity
 from pipelines.search.report import LAYOUT  # noqa: F401  (the layout artifact `vidpeft report` reads)
 from pipelines.search.tune import (CELL_KEY_TAG, TrialJob, absolute_paths, close_trial_runs, fit_concurrency,
@@ -173,7 +174,7 @@ def expand(camp: Campaign, campaign_file: str | Path, overrides: list[str], camp
     profile, overrides = pick_profile(camp, campaign_file, list(overrides))
 
     def files(src) -> list[Path]:
-        return [p if Path(p).is_absolute() else here / p for p in src.config]
+        return [find("config", p, base=here) for p in src.config]  # relative to the campaign, or a shipped name
 
     cells = []
     for v_name, variant in camp.variants.items():

@@ -1,0 +1,98 @@
+"""MMCA: one shared cross-attention over all side modalities at once (CM3T Table 5, its ref. [38]).
+
+CM3T offers MMCA (the multimodal cross-attention of the FAt transformer, Agrawal et al., WACV 2023)
+as the alternative to one CAA per modality plus AdapterFusion: a single module whose attention weights
+are shared by every modality, so the model grows less per modality, at the cost of flexibility (the
+shared attention is trained on the set of modalities it saw). Our reading, since neither paper's code
+is public:
+
+    h        = ReLU(x W_down)                           video bottleneck tokens (B, L, r) (own or shared W_down)
+    tokens_n = reshape(m_n W_in,n + b_in,n)             each modality -> M tokens of width r (B, M, r); the
+                                                        bias b_in,n doubles as a modality-type embedding
+    T        = [tokens_1; ...; tokens_N]                concatenated (B, N*M, r)
+    o        = MultiHeadAttention(Q = h W_q, K = T W_k, V = T W_v) W_o     one shared attention
+    delta    = s * up(o)                                up zero-initialised: identity at init
+
+Only the small per-modality input projections (keyed by modality name) are per modality. A modality
+absent for a sample has its tokens masked out of the attention softmax (zeroed first, so garbage cannot
+leak); a sample with no modality gets a zero delta.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo, zero_linear
+from components.adapters.caa import ModalityTokens, SharedDown, adapter_modalities, modality_dim, side_feature
+from components.adapters.registry import register_adapter
+from components.adapters.tokens import clip_tokens
+from components.config import cfg
+
+
+@dataclass
+class MMCAConfig(AdapterConfig):
+    type: str = cfg("mmca", "adapter type")
+    sites: list[str] = cfg(["block"], "backbone sites")
+    modalities: list[str] = cfg([], "side modalities attended together (names from model.modalities); empty = all")
+    bottleneck: int = cfg(64, "width r of the video bottleneck and of the modality tokens")
+    modality_tokens: int = cfg(1, "tokens M a per-clip modality vector is projected to (sequences bring their own)")
+    num_heads: int = cfg(1, "heads of the shared cross-attention (must divide bottleneck)")
+    share_down_with: str = cfg("", "adapter key (an MHVA in the same block) whose W_down gives the queries")
+    scale: float = cfg(1.0, "initial value of the output scale s")
+    learnable_scale: bool = cfg(True, "learn s")
+    dropout: float = cfg(0.0, "dropout on the bottleneck activations")
+
+    def __post_init__(self) -> None:
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities has duplicates: {self.modalities}")
+        if self.bottleneck <= 0 or self.modality_tokens <= 0 or self.num_heads <= 0:
+            raise ValueError("bottleneck, modality_tokens and num_heads must be positive")
+        if self.bottleneck % self.num_heads:
+            raise ValueError(f"num_heads {self.num_heads} must divide bottleneck {self.bottleneck}")
+
+
+class MultiModalCrossAttention(AdapterLayer):
+    def __init__(self, config: MMCAConfig, site: SiteInfo) -> None:
+        super().__init__(config, site)
+        r, m = config.bottleneck, config.modality_tokens
+        self.down = SharedDown(config, site)
+        self.drop = nn.Dropout(config.dropout)
+        self.dims = {n: modality_dim(site, n, config.key) for n in adapter_modalities(site, config)}
+        self.inputs = ModalityTokens(site, self.dims, r, m)
+        self.q = nn.Linear(r, r)
+        self.kv = nn.Linear(r, 2 * r)
+        self.out = nn.Linear(r, r)
+        self.up = zero_linear(r, site.dim)
+        self.register_scale(config.scale, config.learnable_scale)
+
+    def bind(self) -> None:
+        self.down.bind()
+
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
+        h, restore = clip_tokens(self.down(x), self.site.layout, self.context.num_frames)  # b l r
+        h = self.drop(h)
+        b, r, heads = h.shape[0], h.shape[-1], self.config.num_heads
+        tokens, present = [], []
+        for name in self.dims:
+            feat, here = side_feature(self.context, name, b, self.dims[name], h, self.inputs.tokens[name])
+            t = self.inputs(name, feat)  # b m r
+            tokens.append(t)
+            present.append(here[:, None].expand(b, t.shape[1]))
+        keys = torch.cat(tokens, dim=1)  # b (n m) r
+        present = torch.cat(present, dim=1)  # b (n m)
+        q = rearrange(self.q(h), "b l (h d) -> b h l d", h=heads)
+        k, v = rearrange(self.kv(keys), "b s (two h d) -> two b h s d", two=2, h=heads)
+        logits = torch.einsum("bhld,bhsd->bhls", q, k) * (r // heads) ** -0.5
+        mask = present[:, None, None, :]  # b 1 1 s
+        logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+        probs = logits.softmax(dim=-1) * mask  # absent tokens -> 0; no modality at all -> all 0
+        o = rearrange(torch.einsum("bhls,bhsd->bhld", probs, v), "b h l d -> b l (h d)")
+        y = self.up(self.out(o)) * present.any(dim=1)[:, None, None]  # no modality: zero, biases included
+        return self.scale * restore(y)
+
+
+register_adapter("mmca", MMCAConfig, MultiModalCrossAttention)

@@ -1,0 +1,163 @@
+"""Any CSV with one row per clip -> manifest rows, through a column mapping.
+
+Every option names a column of the CSV; empty = not present. Labels are class names (mapped
+to indices by a class list or by sorted name) or integer indices; multi-label cells hold
+several names/indices joined by `multi_label_sep`; times are seconds, frames or "HH:MM:SS.ff".
+Without a clip id column the id is the video's file stem (+ the time range when there is one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from components.config import cfg
+from components.data.converters.base import (AnnotationFile, Converted, ConverterError, PendingRow,
+                                             VideoFinder, normalise_split, parse_float, parse_int,
+                                             parse_timestamp, read_class_list, read_csv)
+from components.data.converters.registry import register_format
+
+
+@dataclass
+class GenericCsvOptions:
+    video_column: str = cfg("video_path", "column with the video path, relative to --videos")
+    clip_id_column: str = cfg("", "column with a unique clip id; empty = video stem (+ time range)")
+    label_column: str = cfg("label", "single-label column (names or indices); empty = none")
+    multi_label_column: str = cfg("", "multi-label column (names or indices joined by multi_label_sep)")
+    multi_label_sep: str = cfg(";", "separator inside multi-label cells")
+    label_type: Literal["auto", "name", "index"] = cfg(
+        "auto", "labels are class names, 0-based indices, or auto (indices when every value is an integer)")
+    classes_file: str = cfg("", "one class name per line (the order = index); empty = sorted names seen")
+    regression_columns: list[str] = cfg([], "columns with float regression targets, in order")
+    split_column: str = cfg("split", "column with train/val/test; a missing column or empty cell uses "
+                                     "the file's split (SPLIT=PATH or its name)")
+    start_column: str = cfg("", "column with the clip start; empty = whole video")
+    end_column: str = cfg("", "column with the clip end (exclusive)")
+    time_unit: Literal["sec", "frame", "timestamp"] = cfg("sec", "unit of start/end: seconds, "
+                                                                 "frame numbers or HH:MM:SS.ff")
+    keep_columns: list[str] = cfg([], "further columns copied to the manifest as text")
+
+
+def _time(value: str, unit: str, path: Path, where: str, column: str) -> float | int:
+    if unit == "frame":
+        return parse_int(value, path, where, column)
+    if unit == "timestamp":
+        return parse_timestamp(value, path, where)
+    return parse_float(value, path, where, column)
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+# Cells that mean "no value" in exported tables (pandas writes NaN as "nan" or an empty cell).
+MISSING_CELLS = {"", "nan", "na", "n/a", "null", "none"}
+
+
+def _check_labels(af: AnnotationFile, line: int, r: dict, opts: GenericCsvOptions) -> None:
+    """Every row carries a label: an empty or NaN cell is an error naming file, line and column."""
+    cols = [c for c in (opts.label_column, opts.multi_label_column) if c]
+    if cols and all((r.get(c) or "").strip().lower() in MISSING_CELLS for c in cols):
+        raise ConverterError(af.path, f"empty or NaN label in column {' / '.join(map(repr, cols))}", f"line {line}")
+
+
+def _index_classes(records: list, opts: GenericCsvOptions, cells) -> list[str]:
+    """Class names "0".."N-1" for index labels without a class list. N is the largest index + 1 only
+    when every index below it is used: a stray large index would otherwise invent empty classes."""
+    seen: dict[int, tuple] = {}
+    for af, _, line, r in records:
+        for v in cells(r):
+            if not _is_int(v):
+                raise ConverterError(af.path, f"column {opts.label_column or opts.multi_label_column!r}: "
+                                              f"{v!r} is not an integer class index", f"line {line}")
+            if int(v) < 0:
+                raise ConverterError(af.path, f"label {v} is negative", f"line {line}")
+            seen.setdefault(int(v), (af, line))
+    if not seen:
+        return []
+    top = max(seen)
+    unused = [i for i in range(top) if i not in seen]
+    if unused:
+        af, line = seen[top]
+        raise ConverterError(af.path, f"label {top} would make {top + 1} classes, but {len(unused)} index(es) below "
+                                      f"it never occur (e.g. {unused[:5]}): give the class list with "
+                                      f"--set classes_file=PATH", f"line {line}")
+    return [str(i) for i in range(top + 1)]
+
+
+def parse(files: list[AnnotationFile], opts: GenericCsvOptions, finder: VideoFinder) -> Converted:
+    records = []
+    for af in files:
+        need = [opts.video_column] + [c for c in (opts.clip_id_column, opts.start_column, opts.end_column,
+                                                  opts.label_column, opts.multi_label_column)
+                                      if c] + list(opts.regression_columns) + list(opts.keep_columns)
+        header, rows = read_csv(af.path, need)
+        for line, r in rows:
+            _check_labels(af, line, r, opts)
+            records.append((af, header, line, r))
+
+    def cells(r: dict) -> list[str]:
+        out = []
+        if opts.label_column and r.get(opts.label_column):
+            out.append(r[opts.label_column])
+        if opts.multi_label_column and r.get(opts.multi_label_column):
+            out.extend(v.strip() for v in r[opts.multi_label_column].split(opts.multi_label_sep) if v.strip())
+        return out
+
+    values = [v for *_, r in records for v in cells(r)]
+    by_index = opts.label_type == "index" or (opts.label_type == "auto" and values and all(map(_is_int, values)))
+    if opts.classes_file:
+        class_names = read_class_list(Path(opts.classes_file))
+    elif by_index:
+        class_names = _index_classes(records, opts, cells)
+    else:
+        class_names = sorted(set(values))
+    index = {c: i for i, c in enumerate(class_names)}
+
+    def to_index(v: str, af: AnnotationFile, where: str, cid: str) -> int:
+        if by_index:
+            if not _is_int(v):
+                raise ConverterError(af.path, f"label {v!r} is not an integer class index", where, cid)
+            i = int(v)
+            if not 0 <= i < len(class_names):
+                raise ConverterError(af.path, f"label {i} outside [0, {len(class_names)})", where, cid)
+            return i
+        if v not in index:
+            raise ConverterError(af.path, f"label {v!r} is not a known class", where, cid)
+        return index[v]
+
+    out = []
+    for af, header, line, r in records:
+        where = f"line {line}"
+        video = r[opts.video_column]
+        if not video:
+            raise ConverterError(af.path, f"empty {opts.video_column!r}", where)
+        fields: dict = {}
+        key = "frame" if opts.time_unit == "frame" else "sec"
+        suffix = ""
+        for col, name in ((opts.start_column, f"start_{key}"), (opts.end_column, f"end_{key}")):
+            if col and r.get(col):
+                fields[name] = _time(r[col], opts.time_unit, af.path, where, col)
+                suffix += f"_{fields[name]}"
+        cid = r[opts.clip_id_column] if opts.clip_id_column else Path(video).stem + suffix
+        if opts.split_column in header and r.get(opts.split_column):
+            split = normalise_split(r[opts.split_column], af.path, where)
+        else:
+            split = af.require_split()
+        if opts.label_column and r.get(opts.label_column):
+            fields["label"] = to_index(r[opts.label_column], af, where, cid)
+        if opts.multi_label_column:
+            raw = r.get(opts.multi_label_column) or ""
+            fields["multi_label"] = sorted({to_index(v.strip(), af, where, cid)
+                                            for v in raw.split(opts.multi_label_sep) if v.strip()})
+        if opts.regression_columns:
+            fields["regression"] = [parse_float(r[c], af.path, where, c) for c in opts.regression_columns]
+        for c in opts.keep_columns:
+            fields[c] = r[c]
+        out.append(PendingRow(cid, split, str(af.path), where, [video], [Path(video).name], fields))
+    return Converted(out, class_names, "csv",
+                     regression_names=list(opts.regression_columns) or None)
+
+
+register_format("csv", GenericCsvOptions, parse, "any CSV, one row per clip, through a column mapping")

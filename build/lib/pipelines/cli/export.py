@@ -1,0 +1,32 @@
+"""`vidpeft export`: a run as one standalone .safetensors file and an MLflow pyfunc model."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a standalone model file and log an MLflow model (optionally registered)")
+    p.add_argument("model", metavar="RUN_DIR", help="a training run directory")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="where model.safetensors and export.json go (with --backbone-only: the file to write)")
+    p.add_argument("--backbone-only", action="store_true",
+                   help="write only the backbone, in its family's own key layout (what a downloaded checkpoint "
+                        "holds; a later run's model.backbone.checkpoint loads it), e.g. after model.finetune=full")
+    p.add_argument("--register", metavar="NAME", help="also register the MLflow model under this name")
+    p.add_argument("--backbone-checkpoint", metavar="PATH",
+                   help="the frozen backbone's weights, when the run's model.backbone.checkpoint moved")
+    p.add_argument("--top-k", type=int, default=5, help="the MLflow model's default classes per row")
+    p.add_argument("--no-mlflow", action="store_true", help="write the standalone file only")
+    p.set_defaults(fn=run)
+
+
+def run(args) -> int:
+    if args.backbone_only:
+        from pipelines.run.backbone_file import write_backbone_file
+
+        out = write_backbone_file(args.model, args.out, args.backbone_checkpoint)
+        print(f"[vidpeft] backbone: {out} (use it as model.backbone.checkpoint={out})")
+        return 0
+    from pipelines.infer.export import run_export
+
+    run_export(args.model, args.out, args.register, args.backbone_checkpoint, not args.no_mlflow, args.top_k)
+    return 0

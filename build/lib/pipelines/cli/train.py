@@ -1,0 +1,19 @@
+"""`vidpeft train`: one training run of an experiment config on Ray Train."""
+
+from __future__ import annotations
+
+from pipelines.cli.args import add_config_args, load_experiment
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train adapters on a manifest with Ray Train")
+    add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from the output dir's last checkpoint")
+    p.set_defaults(fn=run)
+
+
+def run(args) -> int:
+    from pipelines.run.train import run_train
+
+    run_train(load_experiment(args.config, args.overrides), resume=args.resume)
+    return 0

@@ -1,0 +1,100 @@
+"""`vidpeft weights inspect FILE`: what a weights file is and whether it loads into a backbone config.
+
+Prints the detected format and wrapper, the tensor count, the published layout, the family and size
+the tensors fit, and -- for the family/name given (or guessed) -- whether it loads, with the same
+missing / unexpected / mismatched report a training run would stop on. Never starts Ray.
+Exit code: 0 when it loads (or no family could be checked), 1 when it does not, 2 for an unreadable file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _backbone_config(args):
+    """model.backbone from --config/--set (if given), then the explicit flags."""
+    from components.backbones import BackboneConfig
+    from components.config import from_dict, to_dict
+
+    base = BackboneConfig(img_size=224)
+    if args.config or args.overrides:
+        from pipelines.cli.args import load_experiment
+
+        base = load_experiment(args.config, args.overrides).model.backbone
+    values = to_dict(base)
+    for key in ("family", "name", "img_size", "num_frames"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if args.kwargs:
+        values["kwargs"] = json.loads(args.kwargs)
+    values["checkpoint"] = str(args.file)
+    return from_dict(BackboneConfig, values)
+
+
+def cmd_inspect(args) -> int:
+    from components.weights.identify import looks_like
+    from components.weights.layouts import LAYOUT_NAMES, detect_layout
+    from components.weights.reader import WeightsError, read_weights_file
+
+    path = Path(args.file)
+    try:
+        wf = read_weights_file(path, key_hint="weights inspect")
+    except WeightsError as e:
+        print(f"vidpeft: error: {e}")
+        return 2
+    size_mb = path.stat().st_size / 1e6
+    print(f"file:       {path} ({size_mb:.1f} MB)")
+    print(f"format:     {wf.format}; wrapper: {', '.join(wf.wrapper) or 'none'}; {len(wf.tensors)} tensors, "
+          f"{sum(t.numel() for t in wf.tensors.values()) / 1e6:.1f} M values")
+    if wf.metadata:
+        print(f"other:      {', '.join(sorted(wf.metadata)[:8])} (non-tensor entries, not used)")
+    if wf.dropped:
+        print(f"dropped:    {', '.join(wf.dropped[:4])} (classifier head)")
+    layout = detect_layout(wf.tensors)
+    print(f"layout:     {LAYOUT_NAMES[layout]}")
+    guesses = looks_like(wf.tensors)
+    for family, size in guesses:
+        print(f"looks like: model.backbone.family={family} model.backbone.name={size or '? (no named size fits)'}")
+    if not args.family and not args.config and not guesses:
+        print("loads:      not checked (give --family and --name)")
+        return 0
+    if not args.family and not args.config:
+        args.family = guesses[0][0]
+        args.name = args.name or guesses[0][1]
+        if args.name is None:
+            print("loads:      not checked (no named size fits; give --family, --name and --kwargs)")
+            return 0
+    config = _backbone_config(args)
+    label = f"{config.family} {config.name} (img_size {config.img_size}, num_frames {config.num_frames})"
+    from components.backbones import build_backbone
+    from components.weights.strict import capture_notes
+
+    try:
+        with capture_notes() as notes:
+            build_backbone(config)
+    except WeightsError as e:
+        print(f"loads:      NO into {label}: {str(e).split(': ', 2)[-1]}")
+        return 1
+    print(f"loads:      yes into {label}")
+    for note in notes:
+        print(f"            {note}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("weights", help="inspect pretrained weights files", description=__doc__)
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    q = wsub.add_parser("inspect", help="format, layout, family/size and whether FILE loads into a config",
+                        description=__doc__)
+    q.add_argument("file", help="weights file (.pth, .pt, .bin, .safetensors, .pth.tar)")
+    q.add_argument("--family", default=None, help="model.backbone.family to check against (default: guessed)")
+    q.add_argument("--name", default=None, help="model.backbone.name to check against (default: guessed)")
+    q.add_argument("--img-size", dest="img_size", type=int, default=None, help="model.backbone.img_size (default 224)")
+    q.add_argument("--num-frames", dest="num_frames", type=int, default=None, help="model.backbone.num_frames")
+    q.add_argument("--kwargs", default="", help="model.backbone.kwargs as JSON (tiny or custom architectures)")
+    q.add_argument("--config", action="append", default=[], metavar="FILE",
+                   help="take model.backbone from this experiment YAML (repeatable), then apply the flags")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one config key, as for train")
+    q.set_defaults(fn=cmd_inspect)

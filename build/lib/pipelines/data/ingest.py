@@ -1,0 +1,233 @@
+"""Ray Data ingest: manifest rows -> decoded clips, streamed into Train workers.
+
+The manifest is validated on the driver (errors name row and column) and handed to Ray Data as
+Arrow blocks; a pool of decoder actors turns rows into uint8 clips with ``data.decoder`` (decord or
+pyav). A file that decoder cannot read is tried with ``data.decoder_fallback`` (``fallback = True``
+on its row, counted as fallback_clips). A video that still fails to decode does not stop the epoch:
+its row comes out with ``ok = False`` and an all-zero clip, and the training loop drops it from the
+batch and counts it, so the count reaches the run's metrics.
+With ``augment`` on, training clips are decoded a little larger and randomly cropped/flipped/jittered
+on the decoder actors (seeded per run seed, clip and epoch); evaluation clips get the centre crop of the same
+decode, so both see objects at the same scale. No decord reader outlives one clip (decord leaks).
+The training split is one stream over all epochs (pipelines/data/epoch_stream.py): its rows are
+(row, epoch) pairs, which the decoder looks up in the manifest table it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from components.tasks import make_task, model_task
+from components.video.decode import ClipSpec, VideoDecodeError, decode_clip
+from components.video.transforms import ClipAugment, center_crop
+from components.video.views import decode_views
+from pipelines.data import eval_views
+from pipelines.data.epoch_stream import EPOCH, ROW, stream_table
+
+log = logging.getLogger("vidpeft.ingest")
+
+RANGE_COLUMNS = ("start_frame", "end_frame", "start_sec", "end_sec")
+SPLIT_CPUS = 0.0  # CPUs a task cutting the training stream's index blocks reserves: none (it copies a few ints)
+
+
+@dataclass(frozen=True)
+class ModalityColumn:
+    name: str
+    column: str
+    dim: int
+    tokens: int = 1  # > 1: the column holds a (tokens, dim) sequence per clip, flattened
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """Everything a decoder actor needs (small and picklable)."""
+
+    num_frames: int
+    size: int
+    sampling: str
+    stride: int
+    training: bool
+    seed: int
+    task: str  # a task kind (components/tasks): it names the target column and decodes it
+    num_outputs: int
+    modalities: tuple[ModalityColumn, ...] = ()
+    target_fps: float = 0.0
+    augment: bool = False
+    decode_scale: float = 1.15
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    flip: bool = True
+    color_jitter: float = 0.0
+    datasets: tuple[str, ...] = ()  # non-empty: emit a `dataset_index` column (per-dataset counts)
+    eval_clips: int = 1  # evaluation views (pipelines/data/eval_views.py): clips x crops per video
+    eval_crops: int = 1
+    decoder: str = "decord"  # components/video/decoders
+    decoder_fallback: str = ""  # tried when `decoder` cannot read a file; "" = none
+
+    @property
+    def decode_size(self) -> int:
+        return math.ceil(self.size * self.decode_scale) if self.augment else self.size
+
+
+def decode_settings(cfg, training: bool, datasets: tuple[str, ...] = ()) -> DecodeSettings:
+    """DecodeSettings for a split from a prepared ExperimentConfig (num_outputs and modality dims
+    filled in by the manifest)."""
+    d = cfg.data
+    return DecodeSettings(
+        num_frames=cfg.model.backbone.num_frames, size=cfg.model.backbone.img_size,
+        sampling=d.train_sampling if training else d.eval_sampling, stride=d.frame_stride,
+        training=training, seed=cfg.seed, task=model_task(cfg.model).kind,
+        num_outputs=cfg.model.head.num_outputs,
+        modalities=tuple(ModalityColumn(m.name, m.column, m.dim, max(m.tokens, 1)) for m in cfg.model.modalities),
+        target_fps=d.target_fps, augment=d.augment, decode_scale=d.decode_scale,
+        crop_scale=(float(d.crop_scale[0]), float(d.crop_scale[1])), flip=d.flip,
+        color_jitter=d.color_jitter, datasets=tuple(datasets), eval_clips=d.eval_clips, eval_crops=d.eval_crops,
+        decoder=d.decoder, decoder_fallback=d.decoder_fallback)
+
+
+def _optional(value):
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
+
+
+class ClipDecoder:
+    """Ray Data callable class: a batch of manifest rows -> a batch of numeric training columns."""
+
+    def __init__(self, settings: DecodeSettings, rows: pa.Table | None = None) -> None:
+        self.s = settings
+        self.rows = rows  # a stream of (row, epoch) pairs: the manifest rows they index
+        self.spec = ClipSpec(num_frames=settings.num_frames, size=settings.decode_size,
+                             sampling=settings.sampling, stride=settings.stride, target_fps=settings.target_fps)
+        self.augment = (ClipAugment(settings.size, settings.crop_scale, flip=settings.flip,
+                                    color_jitter=settings.color_jitter) if settings.augment else None)
+        self.dataset_index = {name: i for i, name in enumerate(settings.datasets)}
+        self.views = eval_views.view_decoding(settings)  # None: one clip per video
+        self.target = make_task(settings.task, settings.num_outputs)  # decodes the target column
+        self.decoders = {"decoder": settings.decoder, "fallback": settings.decoder_fallback or None}
+        self.fallback_warned = False
+        self.reported: set[str] = set()  # clips whose skip this actor has printed (later epochs: counted only)
+
+    def _on_fallback(self, flags: np.ndarray, i: int, clip_id: str):
+        def used(first: VideoDecodeError) -> None:
+            flags[i] = True
+            # once per actor at warning level (the count reaches the metrics), then per clip at debug
+            level = logging.DEBUG if self.fallback_warned else logging.WARNING
+            self.fallback_warned = True
+            log.log(level, "clip %s: %s cannot read %s (%s); decoded with %s", clip_id, self.s.decoder,
+                    first.path, first.reason, self.s.decoder_fallback)
+        return used
+
+    def _rng(self, clip_id: str, epoch: int) -> np.random.Generator | None:
+        if not self.s.training:
+            return None
+        # Seeded per (run seed, clip, epoch): reproducible whichever actor decodes it, new every epoch.
+        return np.random.default_rng([self.s.seed, zlib.crc32(clip_id.encode()), epoch])
+
+    def _lookup(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """(row, epoch) pairs -> the manifest rows they name, as Ray's numpy batch format has them."""
+        table = self.rows.take(pa.array(batch[ROW]))
+        out = {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
+        out[EPOCH] = batch[EPOCH]
+        return out
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.rows is not None:
+            batch = self._lookup(batch)
+        n = len(batch["clip_id"])
+        epochs = batch[EPOCH] if EPOCH in batch else np.zeros(n, dtype=np.int64)
+        t, size = self.s.num_frames, self.s.size
+        views = (self.views[1].num_views,) if self.views else ()
+        videos = np.zeros((n, *views, t, size, size, 3), dtype=np.uint8)  # (n, [V,] T, S, S, 3)
+        ok = np.ones(n, dtype=bool)
+        fallback = np.zeros(n, dtype=bool)  # decoded by the fallback decoder
+        for i in range(n):
+            clip_id = str(batch["clip_id"][i])
+            ranges = {k: _optional(batch[k][i]) if k in batch else None for k in RANGE_COLUMNS}
+            rng = self._rng(clip_id, int(epochs[i]))
+            used = self._on_fallback(fallback, i, clip_id)
+            try:
+                if self.views:
+                    videos[i] = decode_views(batch["video_path"][i], *self.views, **self.decoders, on_fallback=used,
+                                             **ranges)
+                    continue
+                clip = decode_clip(batch["video_path"][i], self.spec, rng=rng, **self.decoders, on_fallback=used,
+                                   **ranges)
+            except VideoDecodeError as e:
+                ok[i] = False
+                dataset = f" of dataset {batch['dataset'][i]}" if "dataset" in batch else ""
+                # once per clip and actor: the decoder lives for the run and meets the clip every epoch
+                level = logging.DEBUG if clip_id in self.reported else logging.WARNING
+                self.reported.add(clip_id)
+                log.log(level, "skipping clip %s%s: %s", clip_id, dataset, e)
+                continue
+            if self.augment is not None:
+                clip = self.augment(clip, rng) if rng is not None else center_crop(clip, size)
+            videos[i] = clip
+        out = {
+            "video": videos,
+            "ok": ok,
+            "fallback": fallback,
+            "target": np.stack([self.target.decode(v) for v in batch[self.target.column]]),
+        }
+        if EPOCH in batch:
+            out[EPOCH] = np.asarray(batch[EPOCH], dtype=np.int64)
+        if self.dataset_index:
+            out["dataset_index"] = np.array([self.dataset_index[str(d)] for d in batch["dataset"]],
+                                            dtype=np.int64)
+        for m in self.s.modalities:
+            shape = (m.dim,) if m.tokens <= 1 else (m.tokens, m.dim)  # a sequence: (M, D) per clip
+            feats = np.zeros((n, *shape), dtype=np.float32)
+            present = np.zeros(n, dtype=bool)
+            for i, value in enumerate(batch[m.column]):
+                if value is not None:
+                    feats[i] = np.asarray(value, dtype=np.float32).reshape(shape)
+                    present[i] = True
+            out[f"side_{m.name}"] = feats
+            out[f"side_{m.name}_mask"] = present
+        return out
+
+
+def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int, decode_cpus: float,
+                  decode_batch_size: int, limit: int = 0, epochs: range | None = None):
+    """A lazy Ray Dataset of decoded clips for one split (nothing is decoded until iterated).
+
+    ``epochs``: the training stream, every epoch of ``epochs`` in one dataset, each in its own seeded
+    order (pipelines/data/epoch_stream.py); None: the split once, in manifest order."""
+    import ray.data
+
+    from pipelines.runtime.ray_compat import small_blocks  # Ray internals: not for the decoder actors to import
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # per-epoch progress comes from the train loop instead
+    if limit:
+        table = table.slice(0, limit)
+    keep = ["clip_id", "video_path", make_task(settings.task).column]
+    keep += [c for c in RANGE_COLUMNS if c in table.column_names]
+    keep += [m.column for m in settings.modalities]
+    keep += ["dataset"] if settings.datasets else []
+    table = table.select(keep)
+    # Several small blocks, so more than one decoder actor can work at once.
+    rows_per_block = max(decode_batch_size * 2, 1)
+    constructor = {"settings": settings}
+    if epochs is not None:
+        # One (row, epoch) block per epoch, cut into small blocks as the stream flows (not all at
+        # once: a long run over a large manifest would hold millions of them). The decoder actors hold
+        # the rows themselves.
+        ds = ray.data.from_arrow([stream_table(table.num_rows, settings.seed, range(e, e + 1)) for e in epochs])
+        ds = small_blocks(ds, rows_per_block, cpus=SPLIT_CPUS)
+        constructor["rows"] = table
+    else:
+        blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
+        ds = ray.data.from_arrow(blocks)
+    return ds.map_batches(
+        ClipDecoder,
+        fn_constructor_kwargs=constructor,
+        batch_size=decode_batch_size,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
+        num_cpus=decode_cpus,
+        batch_format="numpy",
+    )

@@ -1,0 +1,1 @@
+"""Using a trained run: evaluate, predict, zero-shot, export (safetensors and MLflow model)."""

@@ -1,0 +1,132 @@
+"""A run's checkpoints: writing one so a kill never leaves a half one chosen, finding the newest
+complete one (a local dir or a storage URI), and restoring from it. The driver (`vidpeft train`:
+resume, the final weights) and every Train worker (restore, the checkpoint Ray never heard of)
+import this one module.
+
+A checkpoint dir holds weights.safetensors (trainable weights + model config), optimizer.pt,
+scheduler.pt and state.json, written last and atomically, which lists every file's size and sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from components.checkpoint import load_weights, save_weights, trainable_state_dict
+from components.engine import unwrap
+from pipelines.run.checkpoint_digest import checkpoint_intact, file_digests
+
+WEIGHTS = "weights.safetensors"
+STATE = "state.json"
+SCALER = "scaler.pt"  # fp16 only: the GradScaler's state (its loss scale)
+
+
+def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, model_config: dict,
+                    scaler=None) -> None:
+    """Write a checkpoint dir whose state.json, written last and atomically, lists every file's size.
+
+    A kill mid-save (or a copy to storage cut short, in whatever order Ray copies the files) leaves a
+    dir that ``checkpoint_complete`` rejects, so the previous checkpoint stays the one resumed from.
+    """
+    save_weights(directory / WEIGHTS, trainable_state_dict(unwrap(model)), model_config)
+    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    torch.save(scheduler.state_dict(), directory / "scheduler.pt")
+    names = [WEIGHTS, "optimizer.pt", "scheduler.pt"]
+    if scaler is not None:  # fp16: the loss scale it has found (resuming at 65536 again costs skipped steps)
+        torch.save(scaler.state_dict(), directory / SCALER)
+        names.append(SCALER)
+    files = {name: (directory / name).stat().st_size for name in names}
+    tmp = directory / (STATE + ".tmp")  # sizes catch a cut copy, checksums a corrupted one
+    tmp.write_text(json.dumps({**state, "files": files, "sha256": file_digests(directory, names)}, indent=2))
+    os.replace(tmp, directory / STATE)
+
+
+def checkpoint_complete(state: dict, sizes: dict[str, int]) -> bool:
+    """True when every file that ``state`` (a parsed state.json) lists is present at its recorded size.
+
+    ``sizes``: file name -> size of what the checkpoint dir actually holds. A state.json without a
+    file list (older checkpoints) needs the weights file only.
+    """
+    expected = state.get("files") or {WEIGHTS: None}
+    return "epoch" in state and all(
+        name in sizes and (size is None or sizes[name] == size) for name, size in expected.items()
+    )
+
+
+def restore_checkpoint(directory: Path, model, optimizer, scheduler, model_config: dict, scaler=None) -> dict:
+    """Load weights, optimizer, schedule (and the fp16 scaler's state) from a checkpoint dir; returns
+    its state.json."""
+    load_weights(unwrap(model), directory / WEIGHTS, model_config)
+    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
+    if scaler is not None and (directory / SCALER).exists():
+        scaler.load_state_dict(torch.load(directory / SCALER, weights_only=True))
+    return json.loads((directory / STATE).read_text())
+
+
+def latest_checkpoint(storage: str | Path) -> str | None:
+    """The newest complete checkpoint (highest epoch) under ``storage``, a local dir or a URI.
+
+    Complete = state.json parses and every file it lists is there at its recorded size, so a dir
+    left by a kill during a save or during Ray's copy to storage is never chosen.
+    """
+    import pyarrow.fs as pafs
+
+    location = str(storage)
+    fs, root = pafs.FileSystem.from_uri(location if "://" in location else str(Path(location).absolute()))
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return None
+    sizes: dict[str, dict[str, int]] = {}  # <run>/checkpoint_* -> file name -> size
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        parts = info.path[len(root):].strip("/").split("/")
+        if info.type == pafs.FileType.File and len(parts) == 3 and parts[1].startswith("checkpoint_"):
+            sizes.setdefault(f"{parts[0]}/{parts[1]}", {})[parts[2]] = info.size
+    candidates = []  # (epoch, rel) of complete checkpoints
+    states = {}
+    for rel, files in sorted(sizes.items()):
+        if STATE not in files:
+            continue
+        try:
+            with fs.open_input_stream(f"{root.rstrip('/')}/{rel}/{STATE}") as f:
+                state = json.loads(f.read())
+        except (OSError, ValueError):
+            continue  # unreadable or half-written: never chosen over a complete one
+        if isinstance(state, dict) and checkpoint_complete(state, files):
+            candidates.append((state["epoch"], rel))
+            states[rel] = state
+    for epoch, rel in sorted(candidates, reverse=True):
+        if checkpoint_intact(fs, f"{root.rstrip('/')}/{rel}", states[rel]):  # the newest whose bytes match
+            return f"{location.rstrip('/')}/{rel}"
+        print(f"[vidpeft] checkpoint {location.rstrip('/')}/{rel} (epoch {epoch}) fails its checksum: "
+              "passed over for the previous one", file=sys.stderr, flush=True)
+    return None
+
+
+def epoch_of(checkpoint) -> int:
+    """The epoch a ``ray.train.Checkpoint`` holds (its state.json, read where it is stored)."""
+    with checkpoint.filesystem.open_input_stream(checkpoint.path.rstrip("/") + "/" + STATE) as f:
+        return json.loads(f.read())["epoch"]
+
+
+def newer_in_storage(checkpoint, storage: str | None):
+    """The newest complete checkpoint in this run's storage when it is newer than ``checkpoint``.
+
+    A worker reports a checkpoint after copying it to storage, and Ray's controller learns of it only
+    at its next poll: a worker that dies in between leaves a complete checkpoint Ray does not hand
+    to the restarted workers, whose epoch would then be trained (and logged) again.
+    """
+    import ray.train
+
+    if not storage:
+        return checkpoint
+    newest = latest_checkpoint(storage)
+    if newest is None:
+        return checkpoint
+    newest_ckpt = ray.train.Checkpoint(newest)
+    if checkpoint is None or epoch_of(newest_ckpt) > epoch_of(checkpoint):
+        return newest_ckpt
+    return checkpoint

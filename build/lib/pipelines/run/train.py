@@ -1,0 +1,235 @@
+"""`vidpeft train`: the driver, as a run object with one method per phase.
+
+    check -> open (output dir, tracking) -> start Ray -> plan (datasets, trainer) -> fit -> close
+
+Everything that must be undone whatever happens (the output dir's lock, MLflow runs left open by a
+failure, the live progress board) is entered on one ExitStack, closed in reverse order on any exit.
+
+Output contract (later tooling relies on it): OUTPUT_DIR holds config.yaml (the resolved config),
+run_info.json (MLflow run id, tracking URI), weights.safetensors (final trainable weights with the
+model config in its metadata) and metrics.json (final metrics + MLflow run id).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from components.config import ConfigError, dump_yaml, to_dict
+from components.multihead.config import dataset_heads
+from pipelines.config import ExperimentConfig
+from pipelines.data import multi_dataset
+from pipelines.data.epoch_stream import rows_per_worker
+from pipelines.data.ingest import build_dataset, decode_settings
+from pipelines.infer import trained, zeroshot_close
+from pipelines.run import best, preflight
+from pipelines.run.checkpoints import WEIGHTS, epoch_of, latest_checkpoint
+from pipelines.run.inputs import check_inputs, output_dir, storage_location
+from pipelines.run.lock import hold_run_lock
+from pipelines.run.plan import RunPlan
+from pipelines.run.progress_relay import LiveRelay
+from pipelines.run.status import runs_closed_on_failure
+from pipelines.run.summary import print_summary
+from pipelines.run.train_loop import train_loop_per_worker
+from pipelines.runtime import tracking
+from pipelines.runtime.ray_env import ensure_ray, train_logging, use_gpu
+from pipelines.runtime.redaction import redact_data, redact_urls
+from pipelines.runtime.stop_signals import stop_like_ctrl_c
+
+_stop_like_ctrl_c = stop_like_ctrl_c  # SIGTERM = Ctrl-C, bounded (pipelines/runtime/stop_signals.py)
+
+VAL_DECODE_CPUS = 0.01  # Ray's CPU reservation of a validation decoder actor (see TrainRun.plan)
+
+
+def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | None = None) -> dict:
+    """One Ray Train run. ``callbacks``: Ray Train callbacks (a Tune trial passes its reporter).
+    OUTPUT_DIR is locked for the whole run: a second run on it is refused (pipelines/run/lock.py)."""
+    with contextlib.ExitStack() as stack:
+        return TrainRun(cfg, resume, callbacks, stack).execute()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class TrainRun:
+    """One `vidpeft train` on the driver. ``execute`` runs the phases in order; each phase reads what
+    the earlier ones set on ``self`` and nothing else."""
+
+    def __init__(self, cfg: ExperimentConfig, resume: bool, callbacks: list | None, stack: contextlib.ExitStack):
+        self.cfg, self.resume, self.callbacks, self.stack = cfg, resume, callbacks, stack
+        self.out = output_dir(cfg)
+        self.storage = storage_location(cfg, self.out)
+        # A Tune trial's run gets its final status from the search (tune.close_trial_runs): a trial the
+        # scheduler stops may be torn down while it is still ending its run here, and a status written
+        # then would land after the search's own
+        self.in_trial = bool(callbacks)
+        self.uri, self.run_id = "", None
+
+    def execute(self) -> dict:
+        self.stack.enter_context(hold_run_lock(self.out))
+        self.opened = self.stack.enter_context(runs_closed_on_failure())
+        self.check()
+        self.open()
+        self.start_ray()
+        trainer = self.plan()
+        result = self.fit(trainer)
+        return self.close(result)
+
+    # 1) inputs: manifest, config, model and weights, checked before anything starts
+    def check(self) -> None:
+        inputs = check_inputs(self.cfg)
+        self.cfg, self.manifest, self.held_out = inputs.cfg, inputs.manifest, inputs.held_out
+        self.metric, self.mode = best.checkpoint_metric(self.cfg)
+        self.restore = latest_checkpoint(self.storage)
+        if self.restore and not self.resume:
+            raise ConfigError(f"{self.out} already holds checkpoints of a run: add --resume to continue it, "
+                              f"or choose another output_dir")
+        if self.restore:  # before config.yaml is rewritten
+            preflight.check_resume(self.cfg, self.manifest.class_names, self.restore, inputs.meta_model)
+
+    # 2) the output dir and tracking: the driver owns the MLflow run; workers log into it by id
+    def open(self) -> None:
+        cfg, out = self.cfg, self.out
+        out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(out / "config.yaml", redact_urls(dump_yaml(cfg)).encode())  # no URL credentials on disk
+        trained.write_labels(out, self.manifest.class_names, self.manifest.regression_names)  # for predict/export
+        info_file = out / "run_info.json"
+        info = json.loads(info_file.read_text()) if (self.resume and info_file.exists()) else {}
+        self.uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri)
+        if cfg.tracking.enabled:
+            self.run_id = tracking.start_run(self.uri, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name,
+                                             tracking.flatten(to_dict(cfg)), tags=self._tags(),
+                                             run_id=info.get("run_id"))
+            if not self.in_trial:
+                self.opened.append((self.uri, self.run_id))  # any failure from here on marks it FAILED
+            if not info.get("run_id"):
+                tracking.log_artifact(self.uri, self.run_id, out / "config.yaml")
+        info_file.write_text(json.dumps({"run_id": self.run_id, "tracking_uri": redact_urls(self.uri)}, indent=2))
+
+    def _tags(self) -> dict[str, str]:
+        """Output dir, the config's extra tags, and the parent run that nests this one (tune/ablate)."""
+        tags = {"vidpeft.output_dir": str(self.out), **self.cfg.tracking.tags}
+        if self.cfg.tracking.parent_run_id:
+            tags["mlflow.parentRunId"] = self.cfg.tracking.parent_run_id
+        return tags
+
+    # 3) Ray: a running instance at scaling.ray_address (or a local one started now)
+    def start_ray(self) -> None:
+        ensure_ray(self.cfg.scaling.ray_address)
+
+    # 4) the data streams and the trainer
+    def plan(self):
+        import ray.train
+        from ray.train.torch import TorchTrainer
+
+        cfg, manifest, d = self.cfg, self.manifest, self.cfg.data
+        # Datasets by index, so skipped clips are counted per dataset on the workers (several datasets: in
+        # model.heads order, since the index also routes each clip to its head).
+        names = (tuple(h.name for h in dataset_heads(cfg.model))
+                 or tuple(sorted(set(manifest.table["dataset"].to_pylist()))))
+        train_clips = min(manifest.split(d.train_split).num_rows, d.limit or 1 << 62)
+        try:  # every worker needs at least one clip per epoch: say so here, not in a worker's traceback
+            rows_per_worker(train_clips, cfg.scaling.num_workers)
+        except ValueError as e:
+            raise ConfigError(f"scaling.num_workers: {e}") from None
+        # The training split: one stream over the epochs still to run (the decoder pool lives for the run)
+        first_epoch = epoch_of(ray.train.Checkpoint(self.restore)) + 1 if self.restore else 0
+        remaining = range(first_epoch, max(cfg.optim.epochs, first_epoch + 1))
+        datasets = {"train": build_dataset(manifest.split(d.train_split), decode_settings(cfg, True, names),
+                                           d.decode_actors, d.decode_cpus, d.decode_batch_size, d.limit,
+                                           epochs=remaining)}
+        # Validation: a stream too with one worker (its epochs are then exact); with several, Ray's split
+        # cannot give each worker exactly its share of every epoch, so a dataset per epoch.
+        val_stream = cfg.scaling.num_workers == 1
+        if d.val_split:
+            # Validation decodes while training waits for it: its decoders work on the CPUs that the paused
+            # training pool and the waiting Train worker leave idle, so they reserve next to none. A full
+            # reservation would add up to more CPUs than a small machine has, and validation would wait
+            # for them forever.
+            datasets["val"] = build_dataset(manifest.split(d.val_split), decode_settings(cfg, False, names),
+                                            d.decode_actors, VAL_DECODE_CPUS, d.decode_batch_size, d.limit,
+                                            epochs=remaining if val_stream else None)
+        gpu = use_gpu(cfg.scaling.use_gpu)
+        resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if gpu else {})}
+        # a terminal: rank 0's progress is drawn in place on it (Ray forwards worker output line by line)
+        self.relay = self.stack.enter_context(LiveRelay(enabled=cfg.log.level != "quiet"))
+        plan = RunPlan(
+            config=cfg, num_outputs=cfg.model.head.num_outputs, class_names=manifest.class_names,
+            target_names=manifest.regression_names,
+            dataset_target_names=multi_dataset.dataset_target_names(manifest),
+            tracking_uri=self.uri if self.run_id else None, run_id=self.run_id, has_val=bool(d.val_split),
+            train_clips=train_clips,
+            val_clips=min(manifest.split(d.val_split).num_rows, d.limit or 1 << 62) if d.val_split else 0,
+            val_stream=val_stream, progress_board=self.relay.name or "", dataset_names=list(names),
+            resume_from=str(self.restore) if self.restore else None, storage=self.storage,
+            checkpoint_metric=self.metric, checkpoint_mode=self.mode)
+        return TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config=plan.to_dict(),
+            scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
+                                                   resources_per_worker=resources),
+            run_config=ray.train.RunConfig(
+                name=f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}",  # unique within a second
+                storage_path=self.storage,
+                failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
+                # Ray keeps the best `keep` checkpoints by the metric (and the latest, for resume)
+                checkpoint_config=ray.train.CheckpointConfig(
+                    num_to_keep=cfg.scaling.keep_checkpoints or cfg.checkpoint.keep,
+                    checkpoint_score_attribute=self.metric, checkpoint_score_order=self.mode),
+                callbacks=self.callbacks or None,
+                logging_config=train_logging(),
+            ),
+            datasets=datasets,
+        )
+
+    # 5) fit: Ctrl-C and SIGTERM keep the checkpoints and say how to resume
+    def fit(self, trainer):
+        if self.restore:
+            print(f"[vidpeft] resuming from {self.restore}", flush=True)
+        try:
+            with _stop_like_ctrl_c():
+                return trainer.fit()
+        except (KeyboardInterrupt, SystemExit):  # Ray Train's SIGINT handler ends with sys.exit
+            self._end_run("KILLED")
+            print(f"[vidpeft] interrupted; the checkpoints so far are kept: rerun with --resume to continue "
+                  f"(output_dir {self.out})", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
+        except BaseException:
+            self._end_run("FAILED")
+            raise
+        finally:
+            self.relay.__exit__(None, None, None)  # the bar stops before the summary prints (idempotent)
+
+    def _end_run(self, status: str) -> None:
+        if self.run_id and not self.in_trial:
+            tracking.end_run(self.uri, self.run_id, status=status)
+
+    # 6) close: best weights, metrics.json, zero-shot on held-out names, MLflow artifacts, the summary
+    def close(self, result) -> dict:
+        cfg, out, uri, run_id = self.cfg, self.out, self.uri, self.run_id
+        # the run's result is its best epoch (by checkpoint.metric); the last epoch's scores are kept too
+        best_ckpt, final = best.select_best(result, self.storage, self.metric, self.mode)
+        final = best.summarise(final, dict(result.metrics or {}), self.metric, self.mode)
+        if best_ckpt is not None:
+            with best_ckpt.as_directory() as ckpt_dir:
+                _write_atomic(out / WEIGHTS, (Path(ckpt_dir) / WEIGHTS).read_bytes())  # never half-written
+        final.update(run_id=run_id, tracking_uri=uri if run_id else None, output_dir=str(out))
+        if self.held_out is not None:  # zero-shot on the held-out label set with the trained adapters
+            final.update(zeroshot_close.evaluate(cfg, self.held_out, out / WEIGHTS, uri, run_id,
+                                                 final.get("epoch", 0)))
+        _write_atomic(out / "metrics.json", json.dumps(redact_data(final), indent=2, default=str).encode())
+        if run_id:
+            if (out / WEIGHTS).exists():
+                tracking.log_artifact(uri, run_id, out / WEIGHTS, "weights")
+            tracking.log_artifact(uri, run_id, out / "metrics.json")
+            tracking.end_run(uri, run_id)
+        if not self.in_trial:  # a search prints one summary for all its trials
+            print_summary(final, out, run_id, cfg.optim.epochs, [h.name for h in dataset_heads(cfg.model)])
+        return redact_data(final)  # what callers print or store

@@ -1,0 +1,147 @@
+"""Joining or starting Ray, sized so Train workers never starve the data pipeline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"  # quiet | info | verbose, set by the CLI's --quiet / --verbose
+LOOPBACK_GCS_ENV = "VIDPEFT_LOOPBACK_GCS"  # the GCS address of a loopback-only instance this process started
+
+
+def log_level() -> str:
+    """quiet | info | verbose: this process's (and its Ray workers') verbosity."""
+    return os.environ.get(LOG_LEVEL_ENV, "info")
+
+
+def verbose() -> bool:
+    return log_level() == "verbose"
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's "Starting execution of Dataset ..." / "Execution plan ..." lines and progress bars
+    off unless verbose. Datasets copy the driver's DataContext when built, so call this first."""
+    import ray.data
+
+    ray.data.DataContext.get_current().print_on_execution_start = verbose()
+
+
+def _data_logging_env() -> dict[str, str]:
+    """Ray Data's logging config with its console at ERROR (the per-dataset "execution finished" lines
+    and its notices about settings vidpeft chose, such as "Progress bars disabled", off; its log
+    files keep everything), for the processes Ray Data runs in."""
+    import tempfile
+
+    import yaml
+
+    from pipelines.runtime.ray_compat import ray_data_logging_defaults
+
+    defaults = ray_data_logging_defaults()
+    config = {**defaults, "handlers": {**defaults["handlers"]}}
+    config["handlers"]["console"] = {**config["handlers"]["console"], "level": "ERROR"}
+    path = Path(tempfile.gettempdir()) / "vidpeft-ray-data-logging.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return {"RAY_DATA_LOGGING_CONFIG": str(path)}
+
+
+def train_logging():
+    """Ray Train's own INFO lines (worker group start, process group, each checkpoint and report)
+    only with --verbose."""
+    import ray.train
+
+    return ray.train.LoggingConfig(log_level="INFO" if verbose() else "WARNING")
+
+
+def quiet_train_worker(level: str) -> None:
+    """In a Ray Train worker, unless ``level`` is verbose: the root logger back to WARNING. Ray Train
+    (2.60) configures the worker's root logger at INFO with a console handler, so every library's INFO
+    line reaches the driver: Train's own "Reporting training result ..." (its logger is named after its
+    file, ray/train/v2/_internal/execution/context.py, so ``LoggingConfig``'s ray.train filter misses
+    it) and open_clip's model-creation lines. The training loop prints its own progress lines."""
+    if level != "verbose":
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+# Ray's own false alarms that reach the console on every run; --verbose shows them. Ray Data's actor
+# pools (and Train's PreemptionWatcher) trip a core-worker check meant for large constructor
+# arguments with any argument at all: https://github.com/ray-project/ray/issues/57733
+# The raylet warns once 4x its CPU count of worker processes are alive; on a 2-core machine a run
+# has 8 by design (Train's controller and worker, decoder actors, Ray Data's coordinators, the
+# 0-CPU stream-cutting task that keeps the stream flowing when the CPUs are held).
+_KNOWN_FALSE_ALARMS = ("has constructor arguments in the object store and max_restarts > 0",
+                       "the maximum expected startup concurrency")
+
+
+def _false_alarm(line: str) -> bool:
+    return any(text in line for text in _KNOWN_FALSE_ALARMS)
+
+
+def ensure_ray(address: str = "") -> None:
+    """Reuse a running Ray (tests share one), join ``address``/RAY_ADDRESS, or start a local one
+    that listens on 127.0.0.1 only. Ray's own start-up messages show only with --verbose."""
+    import ray
+
+    from pipelines.runtime.ray_compat import drop_forwarded_lines, keep_local_node_on_loopback, reconfigure_ray_data_logging
+
+    quiet_ray_data()
+    if not sys.stdout.isatty():  # a log file or a pipe: Ray's "(worker pid=...)" prefixes without colour codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    quiet = {}
+    if not verbose():
+        env = _data_logging_env()
+        os.environ.update(env)  # the driver's own Ray Data logger (predict and zeroshot execute on the driver)
+        reconfigure_ray_data_logging()  # `import ray.data` above already read its logging config
+        # Ray's workers: no DeprecationWarnings about Ray's own internals (Ray Data's DatasetManager
+        # warns about options it sets itself); --verbose shows them
+        # and no C++ warnings from torch's DDP reducer (find_unused_parameters is on by design: adapters
+        # of an absent modality get no gradient)
+        worker_env = {**env, "PYTHONWARNINGS": "ignore::DeprecationWarning", "TORCH_CPP_LOG_LEVEL": "ERROR"}
+        quiet = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": worker_env}}
+    if address:  # a cluster: its nodes may not see a local file, so Ray Data keeps its own logging there
+        if address == os.environ.get(LOOPBACK_GCS_ENV):  # the loopback-only instance a parent vidpeft started:
+            keep_local_node_on_loopback()  # join it as a node of the same kind (its raylet is on 127.0.0.1)
+        ray.init(address=address, log_to_driver=True, **{k: v for k, v in quiet.items() if k != "runtime_env"})
+    else:
+        _start_local(quiet)
+        os.environ[LOOPBACK_GCS_ENV] = ray.get_runtime_context().gcs_address  # for child processes that join it
+    if not verbose():
+        drop_forwarded_lines(_false_alarm)
+
+
+def name_own_instance() -> None:
+    """Runs in every Ray worker process of a local instance vidpeft started (a runtime-env setup hook):
+    the worker names its own instance in RAY_ADDRESS. Ray Train's placement-group cleaner looks the
+    cluster up without an address, which fails when a second Ray instance runs on the same machine."""
+    import ray
+
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+
+
+def _start_local(quiet: dict) -> None:
+    import ray
+
+    from pipelines.runtime.ray_compat import keep_local_node_on_loopback
+
+    # Local: every Ray server (GCS, raylet, workers, agents, the dashboard that Ray's State API and
+    # Train's placement-group clean-up need) listens on loopback only. Token authentication stays
+    # Ray's default (on); its one-line notice about that default shows only with --verbose.
+    keep_local_node_on_loopback()
+    if not verbose():
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    runtime_env = {**quiet.pop("runtime_env", {}), "worker_process_setup_hook": f"{__name__}.name_own_instance"}
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
+             runtime_env=runtime_env, **quiet)
+
+
+def use_gpu(setting: bool | str) -> bool:
+    """auto: only when the cluster actually offers GPUs."""
+    if isinstance(setting, bool):
+        return setting
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
