@@ -7,6 +7,7 @@ checkpoint and logs to MLflow; every worker reports the same number of times.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -77,7 +78,13 @@ def _run_epoch(model, batches, cfg: ExperimentConfig, device, task: Task, step: 
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    """``loop_config``: a ``RunPlan`` as plain data (``RunPlan.to_dict``)."""
+    """``loop_config``: a ``RunPlan`` as plain data (``RunPlan.to_dict``). What the loop opens (the
+    system-metrics sampler) is entered on one ExitStack, closed however the loop ends."""
+    with contextlib.ExitStack() as stack:
+        _train(loop_config, stack)
+
+
+def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
     import ray.train
     import ray.train.torch
 
@@ -160,9 +167,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     # 3) epochs, with system metrics sampled by each node's first worker
     nodes = ctx.get_world_size() // max(ctx.get_local_world_size(), 1)
-    system = SystemMetrics(uri, run_id, cfg.log.system_metrics_seconds,
-                           node=f"node{ctx.get_node_rank()}" if nodes > 1 else None,
-                           enabled=cfg.log.system_metrics and ctx.get_local_rank() == 0).__enter__()
+    stack.enter_context(SystemMetrics(uri, run_id, cfg.log.system_metrics_seconds,
+                                      node=f"node{ctx.get_node_rank()}" if nodes > 1 else None,
+                                      enabled=cfg.log.system_metrics and ctx.get_local_rank() == 0))
     for epoch in range(start_epoch, cfg.optim.epochs):
         lr = optimizer.param_groups[0]["lr"]
         watch = StepWatch(cfg, f"epoch {epoch + 1}/{cfg.optim.epochs}", batches_per_epoch, step, device,
@@ -210,6 +217,5 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:  # [after] the run's closing table says why it stopped
             break
-    system.__exit__(None, None, None)
     if rank == 0 and os.environ.get("VIDPEFT_DEBUG"):
         print("[vidpeft] worker done", flush=True)
