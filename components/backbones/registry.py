@@ -14,6 +14,7 @@ from typing import Callable
 from torch import nn
 
 from components.backbones.config import BackboneConfig
+from components.config import ConfigError
 
 _BUILDERS: dict[str, Callable[[BackboneConfig], nn.Module]] = {}
 
@@ -28,7 +29,7 @@ def register_backbone(family: str):
 
 def build_backbone(config: BackboneConfig) -> nn.Module:
     if config.family not in _BUILDERS:
-        raise ValueError(f"model.backbone.family: unknown family {config.family!r}; known: {sorted(_BUILDERS)}")
+        raise ConfigError(f"model.backbone.family: unknown family {config.family!r}; known: {sorted(_BUILDERS)}")
     return _BUILDERS[config.family](config)
 
 

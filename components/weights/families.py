@@ -11,13 +11,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from components.weights.layouts import convert_for_family
+from components.weights.layouts import check_family_layout, convert_for_family
+from components.weights.openai_clip import quick_gelu_note
 from components.weights.reader import DEFAULT_KEY, WeightsError, WeightsFile, read_weights_file
-from components.weights.strict import LoadReport, load_strict, resize_1d_pos, resize_swin_tables
+from components.weights.strict import LoadReport, load_strict, resize_1d_pos
+from components.weights.swin_tables import resize_swin_tables
 
 
-def _read(path: str | Path, key_hint: str) -> tuple[WeightsFile, str, list[str]]:
+def _read(path: str | Path, key_hint: str, family: str) -> tuple[WeightsFile, str, list[str]]:
+    """The file, where it is named in errors, and the notes on what the reader did; a file of
+    another family's layout is one error naming the family it fits."""
     wf = read_weights_file(path, key_hint=key_hint)
+    check_family_layout(family, wf.tensors, f"{key_hint}: {path}")
     notes = []
     if wf.format == "torchscript":
         notes.append("TorchScript archive: tensors read, its code not run")
@@ -28,12 +33,23 @@ def _read(path: str | Path, key_hint: str) -> tuple[WeightsFile, str, list[str]]
     return wf, f"{key_hint}: {path}", notes
 
 
+def _timm_filter(state: dict[str, torch.Tensor], vit: nn.Module, where: str) -> dict[str, torch.Tensor]:
+    """timm's own checkpoint filter; its assertions on shapes it cannot adapt become one error."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    try:
+        return checkpoint_filter_fn(state, vit)
+    except (AssertionError, RuntimeError, ValueError, KeyError) as e:
+        raise WeightsError(f"{where}: timm cannot adapt this file to the model ({type(e).__name__}: {e}); "
+                           "check model.backbone.name / kwargs against `vidpeft weights inspect`") from None
+
+
 def load_video_swin(swin: nn.Module, path: str | Path, name: str, *, key_hint: str = DEFAULT_KEY,
                     quiet: bool = False) -> LoadReport:
     """torchvision ``swin3d_*`` files as they are; Video Swin release / MMAction2 files renamed."""
-    wf, where, notes = _read(path, key_hint)
+    wf, where, notes = _read(path, key_hint, "video_swin")
     state, more = convert_for_family("video_swin", wf.tensors)
-    notes += more + resize_swin_tables(state, swin.state_dict(), where)
+    notes += more + resize_swin_tables(state, swin, where)
     return load_strict(swin, state, where=where, family="video_swin", name=name, notes=notes, quiet=quiet)
 
 
@@ -41,15 +57,14 @@ def load_timm_vit(vit: nn.Module, path: str | Path, name: str, *, key_hint: str 
                   quiet: bool = False) -> LoadReport:
     """timm files; open_clip / OpenAI CLIP files and position-embedding resampling through timm's
     own checkpoint filter (what ``timm.create_model(pretrained=...)`` applies)."""
-    from timm.models.vision_transformer import checkpoint_filter_fn
-
-    wf, where, notes = _read(path, key_hint)
+    wf, where, notes = _read(path, key_hint, "timm_vit")
+    notes += quick_gelu_note(wf, vit, "timm_vit", name)
     state = wf.tensors
     pos = state.get("pos_embed", state.get("visual.positional_embedding"))
     patch = state.get("patch_embed.proj.weight", state.get("visual.conv1.weight"))
     if "visual.conv1.weight" in state:
         notes.append("converted open_clip / OpenAI CLIP image tower to timm's layout")
-    state = checkpoint_filter_fn(state, vit)
+    state = _timm_filter(state, vit, where)
     own = vit.state_dict()
     if pos is not None and "pos_embed" in own and tuple(own["pos_embed"].shape[-2:]) != tuple(pos.shape[-2:]):
         notes.append(f"resampled pos_embed from {pos.shape[-2]} to {own['pos_embed'].shape[1]} tokens")
@@ -64,15 +79,14 @@ def load_vivit(model: nn.Module, path: str | Path, name: str, *, key_hint: str =
                quiet: bool = False) -> LoadReport:
     """A vidpeft ViViT file loads everything (temporal positions resized to ``num_frames``); a
     timm ViT file loads the spatial transformer only."""
-    wf, where, notes = _read(path, key_hint)
+    wf, where, notes = _read(path, key_hint, "vivit")
     state = wf.tensors
     if any(k.startswith("spatial.") for k in state):
         notes += resize_1d_pos(state, model.state_dict(), "temporal.pos_embed")
         return load_strict(model, state, where=where, family="vivit", name=name, notes=notes, quiet=quiet)
-    from timm.models.vision_transformer import checkpoint_filter_fn
-
+    notes += quick_gelu_note(wf, model.spatial, "timm_vit", name)
     notes.append("timm ViT file: loads the spatial transformer; the temporal one stays at random init")
-    state = checkpoint_filter_fn(state, model.spatial)
+    state = _timm_filter(state, model.spatial, where)
     return load_strict(model.spatial, state, where=where, family="timm_vit", name=name, notes=notes, quiet=quiet)
 
 
@@ -80,7 +94,7 @@ def load_videomae(model: nn.Module, path: str | Path, name: str, *, key_hint: st
                   quiet: bool = False) -> LoadReport:
     """VideoMAE release (fine-tuned or pre-training encoder) and Hugging Face files; the position
     table is fixed (sinusoidal), so nothing needs resizing for another clip size."""
-    wf, where, notes = _read(path, key_hint)
+    wf, where, notes = _read(path, key_hint, "videomae")
     state, more = convert_for_family("videomae", wf.tensors)
     own = model.state_dict()
     if "norm.weight" in state and "fc_norm.weight" not in state and "fc_norm.weight" in own:
@@ -101,9 +115,9 @@ def load_open_clip(model: nn.Module, path: str | Path, name: str, *, text: bool 
     in the file are ignored, and said."""
     from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
 
-    wf, where, notes = _read(path, key_hint)
+    wf, where, notes = _read(path, key_hint, "openclip_vit")
     state, more = convert_for_family("openclip_vit", wf.tensors)
-    notes += more
+    notes += quick_gelu_note(wf, model, "openclip_vit", name) + more
     if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
         state = convert_to_custom_text_state_dict(state)
     scale = getattr(model, "logit_scale", None)
@@ -113,7 +127,10 @@ def load_open_clip(model: nn.Module, path: str | Path, name: str, *, text: bool 
         state["logit_bias"] = torch.zeros_like(state["logit_scale"])
     pos = state.get("visual.positional_embedding")
     resize_pos_embed(state, model)
-    resize_text_pos_embed(state, model)
+    text_pos = state.get("positional_embedding")
+    if text_pos is None or getattr(model, "positional_embedding", None) is None or \
+            text_pos.shape[-1] == model.positional_embedding.shape[-1]:
+        resize_text_pos_embed(state, model)  # another width: a different size, which strict loading reports
     new = state.get("visual.positional_embedding")
     if pos is not None and new is not None and new.shape != pos.shape:
         notes.append(f"resized visual.positional_embedding from {pos.shape[0]} to {new.shape[0]} tokens")

@@ -33,6 +33,42 @@ def guess_video_swin(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+def video_swin_arch(state: dict[str, torch.Tensor]) -> dict | None:
+    """The ``SwinTransformer3d`` settings read off a torchvision-layout file (for sizes without a name,
+    e.g. the release's Swin-L): width, patch, depths, heads and the window of the stored index."""
+    from components.weights.swin_tables import window_of_index
+
+    w = state.get("patch_embed.proj.weight")
+    table = state.get("features.0.0.attn.relative_position_bias_table")
+    if w is None or w.dim() != 5 or table is None:
+        return None
+    stages = _count(state, r"features\.(\d+)\.\d+\.")
+    arch = {"embed_dim": w.shape[0], "patch_size": list(w.shape[2:]),
+            "depths": [_count(state, rf"features\.{2 * s}\.(\d+)\.") for s in range(stages)],
+            "num_heads": [state[f"features.{2 * s}.0.attn.relative_position_bias_table"].shape[1]
+                          for s in range(stages)]}
+    index = state.get("features.0.0.attn.relative_position_index")
+    window = window_of_index(index, table.shape[0]) if index is not None else None
+    if window:
+        arch["window_size"] = list(window)
+    return arch
+
+
+def suggest_kwargs(family: str, state: dict[str, torch.Tensor]) -> tuple[str, dict] | None:
+    """A named size and the ``model.backbone.kwargs`` over it that build what the (family-layout)
+    tensors hold, where the shapes tell (the kwargs set every setting the size would)."""
+    try:
+        arch = video_swin_arch(state) if family == "video_swin" else None
+    except Exception:  # a hint; a file too odd to read gets none
+        return None
+    return (next(iter(VIDEO_SWIN_SIZES)), arch) if arch else None
+
+
+def flow(kwargs: dict) -> str:
+    """``kwargs`` as YAML flow style: {embed_dim: 192, depths: [2, 2, 18, 2]}."""
+    return "{" + ", ".join(f"{k}: {v}" for k, v in kwargs.items()) + "}"
+
+
 # timm ViT sizes: (width, depth) -> size word in timm's model names
 VIT_SIZES = {(192, 12): "tiny", (384, 12): "small", (768, 12): "base", (1024, 24): "large", (1280, 32): "huge"}
 
@@ -52,7 +88,21 @@ def guess_timm_vit(state: dict[str, torch.Tensor]) -> str | None:
     return (plain or names or [None])[0]
 
 
+# open_clip configs whose towers are not the plain CLIP this family builds (CoCa, attention pools, CLIPA)
+_NOT_PLAIN = ("multimodal_cfg", "custom_text")
+_NOT_PLAIN_VISION = ("attentional_pool", "no_ln_pre", "final_ln_after_pool", "timm_model_name")
+
+
+def _plain_clip(cfg: dict) -> bool:
+    v = cfg.get("vision_cfg", {})
+    return (not any(k in cfg for k in _NOT_PLAIN) and not any(v.get(k) for k in _NOT_PLAIN_VISION)
+            and v.get("pool_type", "tok") == "tok" and isinstance(v.get("patch_size"), int))
+
+
 def guess_open_clip(state: dict[str, torch.Tensor]) -> str | None:
+    """The plain CLIP architecture the tensors fit (widths, depth, patch, text context and vocabulary;
+    not the grid, which loading resamples); of several, the shortest name (``ViT-L-14`` before
+    ``ViT-L-14-336`` and ``ViT-L-14-quickgelu``)."""
     import open_clip
     from open_clip.factory import _MODEL_CONFIGS
 
@@ -64,10 +114,13 @@ def guess_open_clip(state: dict[str, torch.Tensor]) -> str | None:
     layers = _count(state, r"visual\.transformer\.resblocks\.(\d+)\.")
     text_width = state["ln_final.weight"].shape[0] if "ln_final.weight" in state else None
     embed = state["visual.proj"].shape[1] if "visual.proj" in state else None
+    context = state["positional_embedding"].shape[0] if "positional_embedding" in state else None
+    vocab = state["token_embedding.weight"].shape[0] if "token_embedding.weight" in state else None
+    fits = []
     for name in open_clip.list_models():
         cfg = _MODEL_CONFIGS.get(name, {})
         v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
-        if v.get("timm_model_name") or not isinstance(v.get("patch_size"), int):
+        if not _plain_clip(cfg):
             continue
         if (v.get("width"), v.get("layers"), v.get("patch_size")) != (w.shape[0], layers, w.shape[-1]):
             continue
@@ -75,8 +128,12 @@ def guess_open_clip(state: dict[str, torch.Tensor]) -> str | None:
             continue
         if text_width is not None and t.get("width") != text_width:
             continue
-        return name
-    return None
+        if context is not None and t.get("context_length", 77) != context:
+            continue
+        if vocab is not None and t.get("vocab_size", 49408) != vocab:
+            continue
+        fits.append(name)
+    return min(fits, key=lambda n: (len(n), n)) if fits else None
 
 
 def guess_videomae(state: dict[str, torch.Tensor]) -> str | None:

@@ -28,6 +28,8 @@ LAYOUT_NAMES = {
     "vivit": "vidpeft ViViT (spatial.*, temporal.*)",
     "videomae_release": "VideoMAE release (blocks.N.attn.q_bias, Conv3d patch_embed)",
     "videomae_hf": "Hugging Face transformers VideoMAE (encoder.layer.N.attention)",
+    "mvit": "MViT (torchvision mvit_*, MMAction2 / SlowFast MViT: pooled attention blocks.N.attn.pool_q); "
+            "not supported: no vidpeft backbone family builds MViT",
     "unknown": "unrecognised layout",
 }
 
@@ -37,10 +39,19 @@ LAYOUT_FAMILY = {
     "videomae_release": "videomae", "videomae_hf": "videomae",
 }
 
+# the layouts each family's loader converts (a timm ViT file also feeds vivit's spatial transformer)
+FAMILY_LAYOUTS = {
+    "video_swin": ("torchvision_swin3d", "video_swin_release"), "timm_vit": ("timm_vit", "timm_clip", "open_clip"),
+    "vivit": ("vivit", "timm_vit", "timm_clip"), "openclip_vit": ("open_clip", "timm_clip"),
+    "videomae": ("videomae_release", "videomae_hf"),
+}
+
 
 def detect_layout(state: dict[str, torch.Tensor]) -> str:
     from components.weights.videomae_layouts import detect_videomae
 
+    if any(re.search(r"blocks\.\d+\.attn\.(pool_[qkv]\.|rel_pos_[thw]$)", k) for k in state):
+        return "mvit"  # before VideoMAE: SlowFast's MViT also has a Conv3d patch_embed.proj and blocks.N
     videomae = detect_videomae(state)
     if videomae:
         return videomae
@@ -56,6 +67,23 @@ def detect_layout(state: dict[str, torch.Tensor]) -> str:
     if "patch_embed.proj.weight" in keys and any(k.startswith("blocks.") for k in keys):
         return "timm_clip" if "norm_pre.weight" in keys else "timm_vit"
     return "unknown"
+
+
+def check_family_layout(family: str, state: dict[str, torch.Tensor], where: str) -> str:
+    """The file's layout, or one error when it is a layout of another family (or of none)."""
+    from components.weights.errors import WeightsError
+
+    layout = detect_layout(state)
+    if layout == "mvit":
+        raise WeightsError(f"{where}: {LAYOUT_NAMES[layout]}")
+    if layout in LAYOUT_FAMILY and layout not in FAMILY_LAYOUTS.get(family, (layout,)):
+        from components.weights.identify import looks_like
+
+        other, size = looks_like(state)[0]
+        name = f" and model.backbone.name: {size}" if size else ""
+        raise WeightsError(f"{where}: a {LAYOUT_NAMES[layout]} file, which the {family} family does not load: "
+                           f"set model.backbone.family: {other}{name}")
+    return layout
 
 
 # ---- Video Swin: release / MMAction2 naming -> torchvision swin3d --------------------------------
