@@ -10,11 +10,12 @@ import torchvision
 from safetensors.torch import save_file
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
-from components.weights.identify import guess_open_clip, looks_like
+from components.backbones.openclip_weights import guess_open_clip
+from components.weights.identify import looks_like
 from components.weights.reader import WeightsError
 from components.weights.strict import capture_notes
 from components.weights.swin_tables import relative_position_index
-from tests.test_weights_formats import CLIP, SWIN, TIMM_CLIP, VIT, build, tiny_open_clip, tiny_swin_state, tiny_vit_state
+from tests.test_weights_formats import CLIP, TIMM_CLIP, VIT, build, tiny_open_clip, tiny_swin_state, tiny_vit_state
 from components.weights.openai_clip import quick_gelu_name
 from pipelines.cli import main
 from tests.test_weights_safety import shapes_only

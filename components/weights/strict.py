@@ -79,9 +79,9 @@ def check_fit(
         elif guess is None and (fit := suggest_kwargs(family, full)):
             hint = f"; no named size fits these weights: set model.backbone.kwargs: {flow(fit[1])}"
         elif guess is None and not (set(state) & set(own)):
-            from components.weights.layouts import LAYOUT_NAMES, detect_layout
+            from components.weights.layouts import detect_layout, layout_name
 
-            hint = f"; the file's layout is: {LAYOUT_NAMES[detect_layout(full)]}"
+            hint = f"; the file's layout is: {layout_name(detect_layout(full))}"
         raise WeightsError(f"{where}: does not fit {family} {name}: {', '.join(parts)}{hint}")
     return state, notes
 

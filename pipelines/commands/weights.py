@@ -50,16 +50,18 @@ def _backbone_config(args):
 def _kwargs_hint(wf) -> str:
     """``, e.g. --family video_swin --name swin3d_b --kwargs '{...}'`` when the shapes tell the kwargs."""
     from components.weights.identify import flow, suggest_kwargs
-    from components.weights.layouts import LAYOUT_FAMILY, convert_for_family, detect_layout
+    from components.weights.layouts import convert_for_family, detect_layout, layout_family
 
-    family = LAYOUT_FAMILY.get(detect_layout(wf.tensors))
+    owner = layout_family(detect_layout(wf.tensors))
+    family = owner.name if owner else None
     fit = suggest_kwargs(family, convert_for_family(family, wf.tensors)[0]) if family else None
     return f", e.g. --family {family} --name {fit[0]} --kwargs '{flow(fit[1])}'" if fit else ""
 
 
 def cmd_inspect(args) -> int:
+    import components.backbones  # noqa: F401  (registers the families whose layouts are recognised)
     from components.weights.identify import looks_like
-    from components.weights.layouts import LAYOUT_NAMES, detect_layout
+    from components.weights.layouts import detect_layout, layout_name
     from components.weights.reader import WeightsError, read_weights_file
 
     path = Path(args.file)
@@ -77,7 +79,7 @@ def cmd_inspect(args) -> int:
     if wf.dropped:
         print(f"dropped:    {', '.join(wf.dropped[:4])} (classifier head)")
     layout = detect_layout(wf.tensors)
-    print(f"layout:     {LAYOUT_NAMES[layout]}")
+    print(f"layout:     {layout_name(layout)}")
     guesses = looks_like(wf.tensors)
     for family, size in guesses:
         print(f"looks like: model.backbone.family={family} model.backbone.name={size or '? (no named size fits)'}")
