@@ -69,3 +69,13 @@ def test_file_without_index_and_an_ambiguous_window_is_refused(tmp_path):
     with pytest.raises(WeightsError, match=r"w\.pth: .*relative_position_bias_table has 135 rows .* set "
                                            r"model\.backbone\.kwargs\.window_size"):
         build(swin_spec((4, 4, 4)), tmp_path / "w.pth")
+
+
+def test_tables_read_and_resized_while_the_model_is_built_on_meta(tmp_path):
+    """preflight builds the model on the meta device with the checkpoint: reading the windows must work there."""
+    torch.manual_seed(3)
+    torch.save(build(swin_spec((8, 7, 7))).swin.state_dict(), tmp_path / "w.pth")
+    for window in [(8, 7, 7), (16, 7, 7)]:
+        with torch.device("meta"), capture_notes() as notes:
+            build(swin_spec(window), tmp_path / "w.pth")
+        assert any("from window (8, 7, 7) to (16, 7, 7)" in n for n in notes) == (window == (16, 7, 7))

@@ -31,7 +31,8 @@ def table_rows(window: Window) -> int:
 def relative_position_index(window: Window) -> torch.Tensor:
     """(V, V) index of a window's table, as torchvision / the Video Swin release compute it."""
     d, h, w = window
-    coords = torch.stack(torch.meshgrid(torch.arange(d), torch.arange(h), torch.arange(w), indexing="ij"))
+    # on the CPU even under torch.device("meta") (preflight builds the model there and still reads the file)
+    coords = torch.stack(torch.meshgrid(*(torch.arange(n, device="cpu") for n in window), indexing="ij"))
     flat = rearrange(coords, "three d h w -> three (d h w)")
     rel = flat[:, :, None] - flat[:, None, :]  # 3 V V: offsets along d, h, w
     return (rel[0] + d - 1) * (2 * h - 1) * (2 * w - 1) + (rel[1] + h - 1) * (2 * w - 1) + (rel[2] + w - 1)
@@ -56,7 +57,8 @@ def window_of_index(index: torch.Tensor, rows: int) -> Window | None:
         index = index.reshape(side, side)
     if index.dim() != 2 or index.shape[0] != index.shape[1]:
         return None
-    found = [w for w in _windows(index.shape[0], rows) if torch.equal(relative_position_index(w), index.long())]
+    index = index.long().cpu()
+    found = [w for w in _windows(index.shape[0], rows) if torch.equal(relative_position_index(w), index)]
     return found[0] if found else None
 
 
