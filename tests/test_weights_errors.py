@@ -151,3 +151,16 @@ def test_quickgelu_named_when_clip_weights_from_openai_meet_gelu(tmp_path):
     assert gelu_notes({**timm_spec, "name": "vit_base_patch16_clip_quickgelu_224"}, hub / "model.safetensors") == []
     assert quick_gelu_name("openclip_vit", "ViT-B-16") == ("model.backbone.name: ViT-B-16-quickgelu or "
                                                            "model.backbone.kwargs: {quick_gelu: true}")
+
+
+def test_train_preflight_says_the_same_one_line(tmp_path):
+    """`vidpeft train` checks the model on the driver before Ray: its error is the loader's line."""
+    from components.config import ConfigError
+    from pipelines.preflight import check_model
+    from tests.test_config_safety import experiment
+
+    torch.save(tiny_swin_state(), tmp_path / "swin.pth")
+    with pytest.raises(ConfigError) as err:  # was: "Input tensor should be 4D (out_ch, in_ch, h, w)"
+        check_model(experiment(f"model.backbone.checkpoint={tmp_path / 'swin.pth'}"))
+    assert str(err.value) == (f"model.backbone.checkpoint: {tmp_path / 'swin.pth'}: a torchvision swin3d state dict "
+                              "file, which the timm_vit family does not load: set model.backbone.family: video_swin")
