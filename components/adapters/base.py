@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from components.config import cfg
+from components.token_layout import TokenLayout
 
 
 @dataclass
@@ -31,21 +32,6 @@ class AdapterConfig:
     @property
     def key(self) -> str:
         return self.name or self.type
-
-
-@dataclass
-class TokenLayout:
-    """How tokens are arranged at a site, so adapters can regroup them by space or time.
-
-    ``frames``: (B*T, P + H*W, C) per-frame tokens with P prefix (class) tokens.
-    ``swin``: (B, T', H', W', C) channels-last grids, attention over windows of ``window``.
-    ``sequence``: (B, N, C) tokens with no spatial meaning (text towers).
-    """
-
-    kind: str = "frames"
-    grid: tuple[int, int] = (0, 0)
-    num_prefix_tokens: int = 0
-    window: tuple[int, int, int] = (0, 0, 0)
 
 
 @dataclass

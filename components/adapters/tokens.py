@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from einops import rearrange
 
-from components.adapters.base import TokenLayout
+from components.token_layout import TokenLayout
 
 
 def clip_tokens(x: torch.Tensor, layout: TokenLayout, num_frames: int) -> tuple[torch.Tensor, Callable]:

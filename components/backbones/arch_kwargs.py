@@ -7,14 +7,16 @@ config would let a config, or a run directory's config.yaml, unpickle a file and
 reach for a hub. So a key passes only when it is an architecture setting of that family (an
 allow-list from the constructor's signature, minus loading switches and callable-typed hooks) and its
 value is plain data of the right kind; anything else is a ConfigError naming the dotted key. Weights
-come only from ``model.backbone.checkpoint``, through the safe reader in ``weights.py``.
+come only from ``model.backbone.checkpoint``, through the safe reader in ``components.weights``.
+
+Each family module builds its allow-list with ``allowed_from_signature`` / ``allowed_from_dataclass``
+from its constructor and checks with ``check_kwargs`` (its record's ``check_kwargs``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from functools import cache
 from typing import Any, Callable
 
 from components.config import ConfigError
@@ -39,7 +41,7 @@ def _is_loading(name: str) -> bool:
     return any(w in name.lower() for w in LOADING_WORDS)
 
 
-def _allowed_from_signature(fn: Callable) -> dict[str, Any]:
+def allowed_from_signature(fn: Callable) -> dict[str, Any]:
     """name -> default (inspect.Parameter.empty when required) of ``fn``'s architecture parameters."""
     out = {}
     for p in inspect.signature(fn).parameters.values():
@@ -51,7 +53,7 @@ def _allowed_from_signature(fn: Callable) -> dict[str, Any]:
     return out
 
 
-def _allowed_from_dataclass(cls: type) -> dict[str, Any]:
+def allowed_from_dataclass(cls: type) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(cls):
         if f.name in FIXED_PARAMS - {"image_size"} or f.name in CALLABLE_PARAMS or _is_loading(f.name):
@@ -100,45 +102,3 @@ def check_kwargs(kwargs: dict, allowed: dict[str, Any], family: str, prefix: str
                               f"{', '.join(sorted(allowed) + sorted(nested))}")
         _check_value(key, value, allowed[name])
     return dict(kwargs)
-
-
-@cache
-def timm_vit_allowed() -> dict[str, Any]:
-    from timm.models.vision_transformer import VisionTransformer
-
-    return _allowed_from_signature(VisionTransformer.__init__)
-
-
-@cache
-def video_swin_allowed() -> dict[str, Any]:
-    from torchvision.models.video.swin_transformer import SwinTransformer3d
-
-    return _allowed_from_signature(SwinTransformer3d.__init__)
-
-
-@cache
-def openclip_allowed() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """CLIP's own settings, open_clip.create_model's architecture overrides, and the two tower configs."""
-    import open_clip
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-
-    top = _allowed_from_signature(CLIP.__init__)
-    top.update({k: v for k, v in _allowed_from_signature(open_clip.create_model).items() if k.startswith("force_")})
-    top.pop("force_image_size", None)  # model.backbone.img_size
-    for name in ("vision_cfg", "text_cfg"):
-        top.pop(name, None)
-    return top, {"vision_cfg": _allowed_from_dataclass(CLIPVisionCfg), "text_cfg": _allowed_from_dataclass(CLIPTextCfg)}
-
-
-def timm_vit_kwargs(kwargs: dict, family: str = "timm_vit", extra: dict[str, Any] | None = None) -> dict:
-    """``extra``: the family's own settings beside the timm ViT's (vivit's temporal transformer)."""
-    return check_kwargs(kwargs, {**timm_vit_allowed(), **(extra or {})}, family)
-
-
-def video_swin_kwargs(kwargs: dict) -> dict:
-    return check_kwargs(kwargs, video_swin_allowed(), "video_swin")
-
-
-def openclip_kwargs(kwargs: dict) -> dict:
-    top, nested = openclip_allowed()
-    return check_kwargs(kwargs, top, "openclip_vit", nested=nested)

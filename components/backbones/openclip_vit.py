@@ -20,15 +20,16 @@ state dicts and the ``attn``/``mlp``/``block`` sites are untouched).
 
 Weights come only from a local file (``checkpoint``: an open_clip state dict, .safetensors/.bin/.pt,
 an OpenAI CLIP TorchScript archive or a timm-layout CLIP image tower; read and converted by
-``components.weights``, position embeddings resampled to ``img_size`` as open_clip does); names
+``openclip_weights.py``, position embeddings resampled to ``img_size`` as open_clip does); names
 with a hub schema are refused, so nothing is downloaded, and ``kwargs`` are architecture settings
-only (``arch_kwargs.py``), so no config can switch open_clip's own unpickling on.
+only (``openclip_kwargs``), so no config can switch open_clip's own unpickling on.
 """
 
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import open_clip
@@ -37,17 +38,23 @@ from einops import rearrange
 from open_clip.transformer import ResidualAttentionBlock, Transformer, VisionTransformer
 from torch import nn
 
-from components.adapters.base import TokenLayout
-from components.backbones.arch_kwargs import openclip_kwargs
+from components.backbone_family import BackboneFamily, register_family
+from components.backbones.arch_kwargs import allowed_from_dataclass, allowed_from_signature, check_kwargs
 from components.backbones.config import BackboneConfig
-from components.backbones.pooling import FrameTokens, PooledBackbone
 from components.backbones.fast_gelu import use_fast_quick_gelu
 from components.backbones.fast_mha import use_fast_self_attention
-from components.backbones.registry import register_backbone
+from components.backbones.openclip_weights import (
+    OPEN_CLIP_LAYOUT,
+    TIMM_CLIP_LAYOUT,
+    add_openclip_test_archs,
+    convert_open_clip,
+    guess_open_clip,
+    load_open_clip,
+)
+from components.backbones.pooling import FrameTokens, PooledBackbone
 from components.backbones.spec import BackboneSpec
 from components.config import ConfigError
-from components.weights.families import load_open_clip
-from components.weights.sizes import add_openclip_test_archs
+from components.token_layout import TokenLayout
 
 add_openclip_test_archs()  # tiny test architectures, e.g. "vidpeft-tiny-clip"
 
@@ -220,6 +227,25 @@ class OpenClipFrameViT(PooledBackbone):
         return self.pooling.frames(self.tokens(video))
 
 
-@register_backbone("openclip_vit")
-def build_openclip_frame_vit(config: BackboneConfig) -> nn.Module:
-    return OpenClipFrameViT(config)
+@cache
+def openclip_allowed() -> tuple[dict, dict[str, dict]]:
+    """CLIP's own settings, open_clip.create_model's architecture overrides, and the two tower configs."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    top = allowed_from_signature(CLIP.__init__)
+    top.update({k: v for k, v in allowed_from_signature(open_clip.create_model).items() if k.startswith("force_")})
+    top.pop("force_image_size", None)  # model.backbone.img_size
+    for name in ("vision_cfg", "text_cfg"):
+        top.pop(name, None)
+    return top, {"vision_cfg": allowed_from_dataclass(CLIPVisionCfg), "text_cfg": allowed_from_dataclass(CLIPTextCfg)}
+
+
+def openclip_kwargs(kwargs: dict) -> dict:
+    top, nested = openclip_allowed()
+    return check_kwargs(kwargs, top, "openclip_vit", nested=nested)
+
+
+FAMILY = register_family(BackboneFamily(
+    name="openclip_vit", build=OpenClipFrameViT, check_kwargs=openclip_kwargs, sizes=open_clip.list_models,
+    layouts=(OPEN_CLIP_LAYOUT, TIMM_CLIP_LAYOUT), convert=convert_open_clip, guess_size=guess_open_clip,
+))

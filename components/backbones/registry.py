@@ -1,36 +1,27 @@
-"""Backbone families by name: each family module registers a builder ``(BackboneConfig) -> nn.Module``.
+"""Build a backbone by family name, from the family records (``components.backbone_family``).
 
 A built backbone is a ``PooledBackbone`` (``pooling.py``): ``tokens`` turns normalised float video
 (B, T, C, H, W) into per-frame tokens, the shared pooling turns those into clip features
 (B, spec.feature_dim), and ``.spec`` (a BackboneSpec) tells adapter injection where blocks live.
-A new family: one module with its PooledBackbone subclass and ``@register_backbone("name")``, and
-its import line in ``components/backbones/__init__.py``.
+A new family: one module with its PooledBackbone subclass, its weights loader and its
+``register_family(BackboneFamily(...))``, and its import line in ``components/backbones/__init__.py``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 from torch import nn
 
+from components.backbone_family import families
 from components.backbones.config import BackboneConfig
-
-_BUILDERS: dict[str, Callable[[BackboneConfig], nn.Module]] = {}
-
-
-def register_backbone(family: str):
-    def deco(fn: Callable[[BackboneConfig], nn.Module]):
-        _BUILDERS[family] = fn
-        return fn
-
-    return deco
+from components.config import ConfigError
 
 
 def build_backbone(config: BackboneConfig) -> nn.Module:
-    if config.family not in _BUILDERS:
-        raise ValueError(f"model.backbone.family: unknown family {config.family!r}; known: {sorted(_BUILDERS)}")
-    return _BUILDERS[config.family](config)
+    record = families().get(config.family)
+    if record is None:
+        raise ConfigError(f"model.backbone.family: unknown family {config.family!r}; known: {backbone_families()}")
+    return record.build(config)
 
 
 def backbone_families() -> list[str]:
-    return sorted(_BUILDERS)
+    return sorted(families())

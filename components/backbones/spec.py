@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from components.adapters.base import TokenLayout
+from components.token_layout import TokenLayout
 
 
 @dataclass
@@ -24,5 +24,5 @@ class BackboneSpec:
     layouts: list[TokenLayout] = field(default_factory=list)  # token layout at each block
     total_params: int = 0  # frozen backbone size, the denominator of "trainable %"
     # Where the family's own checkpoint loads, relative to the backbone module ("vit." for timm):
-    # stripping it gives the key layout of a downloaded file (see backbones.export).
+    # stripping it gives the key layout of a downloaded file (see components.adapters.unwrap).
     checkpoint_root: str = ""

@@ -15,6 +15,9 @@ see ``components.weights``); the K400 classifier head is dropped, anything else 
 
 from __future__ import annotations
 
+import re
+from functools import cache
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -27,21 +30,35 @@ from torchvision.models.video.swin_transformer import (
     _get_window_and_shift_size,
 )
 
-from components.adapters.base import TokenLayout
+from components.token_layout import TokenLayout
 from components.backbones.attention import (
     AttentionInternals,
     HeadsView,
     split_kv_weights,
     register_attention_internals,
 )
-from components.backbones.arch_kwargs import video_swin_kwargs
+from components.backbone_family import BackboneFamily, PublishedLayout, register_family
+from components.backbones.arch_kwargs import allowed_from_signature, check_kwargs
 from components.backbones.config import BackboneConfig
 from components.backbones.pooling import FrameTokens, PooledBackbone
-from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
-from components.weights.families import load_video_swin
-from components.weights.sizes import VIDEO_SWIN_SIZES as VARIANTS
+from components.weights.families import read_for_family
+from components.weights.identify import count_indices
+from components.weights.keys import rename_start
+from components.weights.layouts import convert_for_family
+from components.weights.reader import DEFAULT_KEY
+from components.weights.strict import LoadReport, load_strict
+from components.weights.swin_tables import resize_swin_tables, window_of_index
 
+# torchvision's swin3d_t/s/b constructor arguments (torchvision.models.video.swin3d_*): the named sizes
+VARIANTS: dict[str, dict] = {
+    "swin3d_t": dict(patch_size=[2, 4, 4], embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+                     window_size=[8, 7, 7], stochastic_depth_prob=0.1),
+    "swin3d_s": dict(patch_size=[2, 4, 4], embed_dim=96, depths=[2, 2, 18, 2], num_heads=[3, 6, 12, 24],
+                     window_size=[8, 7, 7], stochastic_depth_prob=0.1),
+    "swin3d_b": dict(patch_size=[2, 4, 4], embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32],
+                     window_size=[8, 7, 7], stochastic_depth_prob=0.1),
+}
 KINETICS_MEAN = (0.485, 0.456, 0.406)
 KINETICS_STD = (0.229, 0.224, 0.225)
 
@@ -98,9 +115,112 @@ class VideoSwin(PooledBackbone):
         return rearrange(self.swin.norm(x), "b t h w c -> b t (h w) c")
 
 
-@register_backbone("video_swin")
-def build_video_swin(config: BackboneConfig) -> nn.Module:
-    return VideoSwin(config)
+@cache
+def video_swin_allowed() -> dict:
+    return allowed_from_signature(SwinTransformer3d.__init__)
+
+
+def video_swin_kwargs(kwargs: dict) -> dict:
+    return check_kwargs(kwargs, video_swin_allowed(), "video_swin")
+
+
+# ---- weights: published layouts, key map, size guess, loader ---------------------------------------
+
+_SWIN_MLP = {"mlp.fc1.": "mlp.0.", "mlp.fc2.": "mlp.3."}
+
+
+def swin_release_to_torchvision(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Stage s's blocks ``layers.s.blocks.j`` -> ``features.2s.j``; its PatchMerging
+    ``layers.s.downsample`` -> ``features.2s+1``; MLP ``fc1/fc2`` -> ``mlp.0/mlp.3`` (torchvision's
+    Sequential); MMAction2's output norm ``norm{last}`` -> ``norm``. Values are unchanged: both
+    implementations share qkv packing, relative-position tables/indices and merge order."""
+    out: dict[str, torch.Tensor] = {}
+    notes: list[str] = []
+    stage_norms = sorted(k for k in state if re.match(r"norm\d+\.", k))
+    last_norm = stage_norms[-1].split(".")[0] if stage_norms else None
+    for key, value in state.items():
+        m = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.(.+)$", key)
+        if m:
+            out[f"features.{2 * int(m.group(1))}.{m.group(2)}.{rename_start(m.group(3), _SWIN_MLP)}"] = value
+            continue
+        m = re.match(r"layers\.(\d+)\.downsample\.(.+)$", key)
+        if m:
+            out[f"features.{2 * int(m.group(1)) + 1}.{m.group(2)}"] = value
+            continue
+        m = re.match(r"(norm\d+)\.(.+)$", key)
+        if m:
+            if m.group(1) == last_norm:
+                out[f"norm.{m.group(2)}"] = value
+            else:
+                notes.append(f"dropped {key} (an intermediate-stage output norm torchvision does not have)")
+            continue
+        out[key] = value
+    notes.insert(0, "converted Video Swin release / MMAction2 names to torchvision swin3d")
+    return out, notes
+
+
+def video_swin_arch(state: dict[str, torch.Tensor]) -> dict | None:
+    """The ``SwinTransformer3d`` settings read off a torchvision-layout file: width, patch, depths,
+    heads and (from the stored relative-position index) the window."""
+    w = state.get("patch_embed.proj.weight")
+    table = state.get("features.0.0.attn.relative_position_bias_table")
+    if w is None or w.dim() != 5 or table is None:
+        return None
+    stages = count_indices(state, r"features\.(\d+)\.\d+\.")
+    arch = {"embed_dim": w.shape[0], "patch_size": list(w.shape[2:]),
+            "depths": [count_indices(state, rf"features\.{2 * s}\.(\d+)\.") for s in range(stages)],
+            "num_heads": [state[f"features.{2 * s}.0.attn.relative_position_bias_table"].shape[1]
+                          for s in range(stages)]}
+    index = state.get("features.0.0.attn.relative_position_index")
+    window = window_of_index(index, table.shape[0]) if index is not None else None
+    if window:
+        arch["window_size"] = list(window)
+    return arch
+
+
+def guess_video_swin(state: dict[str, torch.Tensor]) -> str | None:
+    arch = video_swin_arch(state)
+    keys = ("embed_dim", "depths", "num_heads")
+    return next((n for n, a in VARIANTS.items() if arch and all(list_of(a[k]) == list_of(arch[k]) for k in keys)), None)
+
+
+def list_of(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def suggest_video_swin(state: dict[str, torch.Tensor]) -> tuple[str, dict] | None:
+    """For sizes torchvision does not name (the release's Swin-L): kwargs over the first named size."""
+    arch = video_swin_arch(state)
+    return (next(iter(VARIANTS)), arch) if arch else None
+
+
+def convert_video_swin(layout: str, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    return swin_release_to_torchvision(state) if layout == "video_swin_release" else (state, [])
+
+
+def load_video_swin(swin: nn.Module, path, name: str, *, key_hint: str = DEFAULT_KEY, quiet: bool = False) -> LoadReport:
+    """torchvision ``swin3d_*`` files as they are; Video Swin release / MMAction2 files renamed; bias
+    tables resized to the model's window (``components.weights.swin_tables``)."""
+    wf, where, notes = read_for_family(path, key_hint, "video_swin")
+    state, more = convert_for_family("video_swin", wf.tensors)
+    notes += more + resize_swin_tables(state, swin, where)
+    return load_strict(swin, state, where=where, family="video_swin", name=name, notes=notes, quiet=quiet)
+
+
+def _has(pattern: str):
+    return lambda state: any(re.match(pattern, k) for k in state)
+
+
+TORCHVISION = PublishedLayout("torchvision_swin3d", "torchvision swin3d state dict",
+                              _has(r"features\.\d+\.\d+\.attn\.relative_position_bias_table$"), order=20)
+RELEASE = PublishedLayout("video_swin_release", "Video Swin Transformer release / MMAction2 Swin (layers.N.blocks.M)",
+                          _has(r"layers\.\d+\.blocks\.\d+\.attn\.relative_position_bias_table$"), order=20)
+
+FAMILY = register_family(BackboneFamily(
+    name="video_swin", build=VideoSwin, check_kwargs=video_swin_kwargs, sizes=lambda: list(VARIANTS),
+    layouts=(TORCHVISION, RELEASE), convert=convert_video_swin, guess_size=guess_video_swin,
+    suggest_kwargs=suggest_video_swin,
+))
 
 
 @register_attention_internals(ShiftedWindowAttention3d)

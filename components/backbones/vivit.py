@@ -21,19 +21,22 @@ from __future__ import annotations
 
 import dataclasses
 
+import timm
 import torch
 from einops import rearrange, repeat
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from components.adapters.base import TokenLayout
-from components.backbones.arch_kwargs import timm_vit_kwargs
+from components.backbone_family import BackboneFamily, PublishedLayout, register_family
 from components.backbones.config import BackboneConfig
 from components.backbones.pooling import FrameTokens, PooledBackbone
-from components.backbones.registry import register_backbone
 from components.backbones.spec import BackboneSpec
-from components.backbones.timm_vit import create_timm_vit
-from components.weights.families import load_vivit
+from components.backbones.timm_vit import create_timm_vit, timm_filter, timm_vit_kwargs
+from components.token_layout import TokenLayout
+from components.weights.families import read_for_family
+from components.weights.openai_clip import quick_gelu_note
+from components.weights.reader import DEFAULT_KEY
+from components.weights.strict import LoadReport, load_strict, resize_1d_pos
 
 TEMPORAL_KEYS = {"temporal_depth": 4, "temporal_heads": 1, "temporal_mlp_ratio": 4.0}  # name -> kind of value
 
@@ -115,6 +118,24 @@ def describe_vivit(model: ViViT, prefix: str) -> BackboneSpec:
     )
 
 
-@register_backbone("vivit")
-def build_vivit(config: BackboneConfig) -> nn.Module:
-    return ViViT(config)
+def load_vivit(model: nn.Module, path, name: str, *, key_hint: str = DEFAULT_KEY, quiet: bool = False) -> LoadReport:
+    """A vidpeft ViViT file loads everything (temporal positions resized to ``num_frames``); a
+    timm ViT file loads the spatial transformer only."""
+    wf, where, notes = read_for_family(path, key_hint, "vivit")
+    state = wf.tensors
+    if VIVIT_LAYOUT.detect(state):
+        notes += resize_1d_pos(state, model.state_dict(), "temporal.pos_embed")
+        return load_strict(model, state, where=where, family="vivit", name=name, notes=notes, quiet=quiet)
+    notes += quick_gelu_note(wf, model.spatial, "timm_vit", name)
+    notes.append("timm ViT file: loads the spatial transformer; the temporal one stays at random init")
+    state = timm_filter(state, model.spatial, where)
+    return load_strict(model.spatial, state, where=where, family="timm_vit", name=name, notes=notes, quiet=quiet)
+
+
+VIVIT_LAYOUT = PublishedLayout("vivit", "vidpeft ViViT (spatial.*, temporal.*)",
+                               lambda state: any(k.startswith("spatial.blocks.") for k in state), order=40)
+
+FAMILY = register_family(BackboneFamily(
+    name="vivit", build=ViViT, check_kwargs=lambda kw: timm_vit_kwargs(kw, "vivit", extra=TEMPORAL_KEYS),
+    sizes=lambda: timm.list_models("vit_*"), layouts=(VIVIT_LAYOUT,), reads=("timm_vit", "timm_clip"),
+))

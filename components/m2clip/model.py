@@ -339,7 +339,7 @@ class M2Clip(ModelKind):
         """Both towers in open_clip's own key layout (adapters unwrapped and dropped), with CLIP's
         ``logit_scale``: the file `vidpeft export --backbone-only` writes and a later run's
         ``model.backbone.checkpoint`` loads, like a downloaded open_clip checkpoint."""
-        from components.backbones.export import native_backbone_state
+        from components.adapters.unwrap import native_backbone_state
 
         state = native_backbone_state(self.backbone)  # visual.*
         state.update(native_backbone_state(self.text))  # token_embedding, transformer.*, ln_final, ...

@@ -2,7 +2,9 @@
 
 ``read_weights(path, key_hint=...)`` gives the tensors of any supported file (safetensors, torch
 ``weights_only`` with a data-only allow-list, TorchScript archives read without running code);
-``families.load_*`` convert a published layout to a backbone family's and load it strictly.
+each family's loader (``load_*`` beside the family in ``components/backbones/``) converts a published
+layout to the family's keys through the family records (``components.backbone_family``) and loads it
+strictly (``strict``).
 """
 
 from components.weights.reader import WeightsError, WeightsFile, read_weights, read_weights_file

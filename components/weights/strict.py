@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from components.weights.identify import guess_size
+from components.weights.identify import flow, guess_size, suggest_kwargs
 from components.weights.reader import WeightsError
 
 
@@ -76,10 +76,12 @@ def check_fit(
         guess = guess_size(family, full)
         if guess and guess != name:
             hint = f"; these weights look like {guess} (set model.backbone.name: {guess})"
+        elif guess is None and (fit := suggest_kwargs(family, full)):
+            hint = f"; no named size fits these weights: set model.backbone.kwargs: {flow(fit[1])}"
         elif guess is None and not (set(state) & set(own)):
-            from components.weights.layouts import LAYOUT_NAMES, detect_layout
+            from components.weights.layouts import detect_layout, layout_name
 
-            hint = f"; the file's layout is: {LAYOUT_NAMES[detect_layout(full)]}"
+            hint = f"; the file's layout is: {layout_name(detect_layout(full))}"
         raise WeightsError(f"{where}: does not fit {family} {name}: {', '.join(parts)}{hint}")
     return state, notes
 
@@ -100,43 +102,6 @@ def load_strict(
 
 
 # ---- resizing ------------------------------------------------------------------------------------
-
-def _window_of(table_len: int, volume: int) -> tuple[int, int, int] | None:
-    """The 3-D window (t, h, w) whose bias table has ``table_len`` rows and ``volume`` positions."""
-    for t in range(1, 65):
-        for h in range(1, 65):
-            if volume % (t * h):
-                continue
-            w = volume // (t * h)
-            if (2 * t - 1) * (2 * h - 1) * (2 * w - 1) == table_len:
-                return t, h, w
-    return None
-
-
-def resize_swin_tables(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], where: str) -> list[str]:
-    """Interpolate relative-position bias tables to the model's window (in place); the position
-    index is then the model's own (it is computed from the window, not learned)."""
-    done: dict[tuple, int] = {}
-    for key in [k for k in state if k.endswith("relative_position_bias_table")]:
-        index_key = key.replace("relative_position_bias_table", "relative_position_index")
-        if key not in own or own[key].shape == state[key].shape or index_key not in own:
-            continue
-        if own[key].shape[1] != state[key].shape[1]:
-            continue  # another head count: a different size, which strict loading reports
-        old_index = state.get(index_key)
-        new = _window_of(own[key].shape[0], own[index_key].shape[0])
-        old = _window_of(state[key].shape[0], old_index.shape[0]) if old_index is not None else None
-        if new is None or old is None:
-            raise WeightsError(f"{where}: cannot resize {key} {tuple(state[key].shape)} to the model's "
-                               f"{tuple(own[key].shape)}: the file's window is not a 3-D window")
-        # (t h w) n -> 1 n t h w: the table as a 3-D grid of relative offsets per head
-        grid = rearrange(state[key].float(), "(t h w) n -> 1 n t h w", t=2 * old[0] - 1, h=2 * old[1] - 1)
-        grid = F.interpolate(grid, size=tuple(2 * s - 1 for s in new), mode="trilinear", align_corners=False)
-        state[key] = rearrange(grid, "1 n t h w -> (t h w) n").to(state[key].dtype)
-        state[index_key] = own[index_key].clone()
-        done[(old, new)] = done.get((old, new), 0) + 1
-    return [f"resized {n} relative-position table(s) from window {old} to {new}" for (old, new), n in done.items()]
-
 
 def resize_1d_pos(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], key: str,
                   prefix_tokens: int = 1) -> list[str]:

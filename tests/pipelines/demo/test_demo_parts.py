@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 
-from components.backbones.export import native_backbone_state
+from components.adapters.unwrap import native_backbone_state
 from components.config import from_dict
 from components.data.manifest import read_manifest
 from components.data.synth import make_synthetic_dataset

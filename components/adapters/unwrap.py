@@ -3,7 +3,8 @@
 After full fine-tuning on a source set (CM3T's premise when no published weights fit a domain),
 this is what `model.backbone.checkpoint` of a later run loads: adapter wrappers are unwrapped
 (``x.base_layer.y`` -> ``x.y``), adapter weights dropped, and the wrapper's root (``vit.`` for timm)
-stripped, so the keys are exactly those of the upstream library's model.
+stripped, so the keys are exactly those of the upstream library's model. It lives with the adapters
+(it knows their wrapper), so backbones never import adapters.
 """
 
 from __future__ import annotations
