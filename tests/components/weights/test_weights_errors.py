@@ -15,10 +15,10 @@ from components.weights.identify import looks_like
 from components.weights.reader import WeightsError
 from components.weights.strict import capture_notes
 from components.weights.swin_tables import relative_position_index
-from tests.test_weights_formats import CLIP, TIMM_CLIP, VIT, build, tiny_open_clip, tiny_swin_state, tiny_vit_state
+from tests.components.weights.test_weights_formats import CLIP, TIMM_CLIP, VIT, build, tiny_open_clip, tiny_swin_state, tiny_vit_state
 from components.weights.openai_clip import quick_gelu_name
 from pipelines.cli import main
-from tests.test_weights_safety import shapes_only
+from tests.components.weights.test_weights_safety import shapes_only
 
 
 class Run:
@@ -156,8 +156,8 @@ def test_quickgelu_named_when_clip_weights_from_openai_meet_gelu(tmp_path):
 def test_train_preflight_says_the_same_one_line(tmp_path):
     """`vidpeft train` checks the model on the driver before Ray: its error is the loader's line."""
     from components.config import ConfigError
-    from pipelines.preflight import check_model
-    from tests.test_config_safety import experiment
+    from pipelines.run.preflight import check_model
+    from tests.components.test_config_safety import experiment
 
     torch.save(tiny_swin_state(), tmp_path / "swin.pth")
     with pytest.raises(ConfigError) as err:  # was: "Input tensor should be 4D (out_ch, in_ch, h, w)"

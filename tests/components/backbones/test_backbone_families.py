@@ -23,7 +23,7 @@ from components.weights.layouts import detect_layout, layout_name
 from components.weights.reader import WeightsError
 from components.weights.strict import load_strict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_every_family_describes_itself():

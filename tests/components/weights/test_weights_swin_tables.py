@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from components.weights.reader import WeightsError
 from components.weights.strict import capture_notes
 from components.weights.swin_tables import relative_position_index, window_of_index
-from tests.test_weights_formats import SWIN, build
+from tests.components.weights.test_weights_formats import SWIN, build
 
 TABLE = "features.0.0.attn.relative_position_bias_table"
 
