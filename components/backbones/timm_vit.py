@@ -12,7 +12,7 @@ from components.backbones.arch_kwargs import timm_vit_kwargs
 from components.backbones.config import BackboneConfig
 from components.backbones.pooling import FrameTokens, PooledBackbone
 from components.backbones.registry import register_backbone
-from components.backbones.spec import BackboneSpec
+from components.backbones.spec import TIMM_RESIDUAL_BRANCHES, TIMM_STEM, BackboneSpec
 from components.weights.families import load_timm_vit
 
 
@@ -33,6 +33,8 @@ def describe_timm_vit(vit: nn.Module, prefix: str) -> BackboneSpec:
         layouts=[layout] * n,
         total_params=sum(p.numel() for p in vit.parameters()),
         checkpoint_root=prefix,
+        residual_branches=list(TIMM_RESIDUAL_BRANCHES),
+        stem=[prefix + name for name in TIMM_STEM],
     )
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from components.adapters.base import TokenLayout
 from components.backbones.config import BackboneConfig
 from components.backbones.registry import register_backbone
-from components.backbones.spec import BackboneSpec
+from components.backbones.spec import TIMM_RESIDUAL_BRANCHES, BackboneSpec
 from components.config import ConfigError
 from components.weights.families import load_videomae
 from components.weights.sizes import VIDEOMAE_SIZES as VARIANTS
@@ -119,6 +119,8 @@ def describe_videomae(model: VideoMAE, dim: int, heads: int) -> BackboneSpec:
         block_heads=[heads] * n,
         layouts=[layout] * n,
         total_params=sum(p.numel() for p in model.parameters()),
+        residual_branches=list(TIMM_RESIDUAL_BRANCHES),  # timm Blocks
+        stem=["patch_embed"],
     )
 
 

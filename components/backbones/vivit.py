@@ -31,7 +31,7 @@ from components.backbones.arch_kwargs import timm_vit_kwargs
 from components.backbones.config import BackboneConfig
 from components.backbones.pooling import FrameTokens, PooledBackbone
 from components.backbones.registry import register_backbone
-from components.backbones.spec import BackboneSpec
+from components.backbones.spec import TIMM_RESIDUAL_BRANCHES, TIMM_STEM, BackboneSpec
 from components.backbones.timm_vit import create_timm_vit
 from components.weights.families import load_vivit
 
@@ -112,6 +112,8 @@ def describe_vivit(model: ViViT, prefix: str) -> BackboneSpec:
         block_heads=[vit.blocks[0].attn.num_heads] * ns + [b.attn.num_heads for b in temporal.blocks],
         layouts=[frames] * ns + [sequence] * nt,
         total_params=sum(p.numel() for p in model.parameters()),
+        residual_branches=list(TIMM_RESIDUAL_BRANCHES),  # timm Blocks, spatial and temporal
+        stem=[f"{prefix}spatial.{name}" for name in TIMM_STEM],
     )
 
 

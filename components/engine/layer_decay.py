@@ -1,0 +1,60 @@
+"""Layer-wise learning-rate decay (``optim.layer_decay``), for full fine-tuning.
+
+BEiT's rule, as timm's ``param_groups_layer_decay`` applies it: with L blocks, a parameter at depth
+d gets ``lr x decay ** (L + 1 - d)``. Depth comes from the backbone's family description, not from
+attribute names: the stem (``BackboneSpec.stem``: patch embedding, class token, position table) is
+depth 0, everything inside block i (adapters injected there included) is depth i + 1, and anything
+else (final norm, projection, pooling, task heads, adapters outside blocks) is depth L + 1, the full
+LR. A model with several described towers (M2-CLIP's image and text towers) decays each by its own
+depth. Each optimiser group is split by scale, keeping its other settings (its own LR, weight
+decay), so the schedule (``make_scheduler``) scales every split group from its own peak.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from components.backbones.spec import described, described_blocks
+
+
+def _parameters(owner: nn.Module, path: str) -> list[nn.Parameter]:
+    try:
+        return [owner.get_parameter(path)]
+    except AttributeError:
+        pass
+    try:
+        return list(owner.get_submodule(path).parameters())
+    except AttributeError:
+        return []  # a stem entry this instance does not have (e.g. timm's reg_token)
+
+
+def lr_scales(model: nn.Module, decay: float) -> dict[int, float]:
+    """id(parameter) -> its LR multiplier, for the parameters of described backbones (others: 1)."""
+    scales: dict[int, float] = {}
+    for owner, spec in described(model):
+        top = len(spec.blocks) + 1
+        for path in spec.stem:
+            for p in _parameters(owner, path):
+                scales.setdefault(id(p), decay ** top)
+        for i, block in described_blocks(owner, spec):
+            for p in block.parameters():
+                scales.setdefault(id(p), decay ** (top - (i + 1)))
+    return scales
+
+
+def layer_decay_groups(model: nn.Module, groups: list, decay: float, lr: float) -> list[dict]:
+    """``groups`` (parameters, or dicts with ``params`` and maybe ``lr``) split by depth scale: each
+    sub-group's ``lr`` is its group's (else ``lr``) times its scale; empty sub-groups dropped."""
+    if not 0 < decay <= 1:
+        raise ValueError(f"layer_decay must be in (0, 1], got {decay}")
+    scales = lr_scales(model, decay)
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": list(groups)}]
+    out = []
+    for group in groups:
+        by_scale: dict[float, list] = {}
+        for p in group["params"]:
+            by_scale.setdefault(scales.get(id(p), 1.0), []).append(p)
+        for scale, params in sorted(by_scale.items()):
+            out.append({**group, "params": params, "lr": group.get("lr", lr) * scale, "lr_scale": scale})
+    return out
