@@ -49,8 +49,9 @@ class TrainableEma:
 
     def state_dict(self) -> dict:
         """Take it outside ``applied``: ``trained`` must be the trained weights."""
-        return {"trained": [p.detach().cpu() for p in self.params],
-                "shadow": [e.detach().cpu() for e in self.ema.module.parameters()], "updates": self.updates}
+        return {"trained": [p.detach().to("cpu", copy=True) for p in self.params],  # copies: not views
+                "shadow": [e.detach().to("cpu", copy=True) for e in self.ema.module.parameters()],
+                "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         copy_into(list(self.params), state["trained"])
