@@ -269,6 +269,14 @@ def test_layer_decay_gives_each_block_its_depths_lr_and_the_schedule_keeps_the_r
     assert lrs[0.125] / lrs[1.0] == pytest.approx(0.125)
 
 
+def test_the_worker_builds_its_optimizer_groups_with_layer_decay_from_the_config():
+    cfg = experiment("model.finetune=full", "model.adapters=[]", "optim.layer_decay=0.5")
+    model = build_model(cfg.model, 3)
+    groups = WorkerRegularisers(cfg, model, 3).param_groups(model, 1e-3, cfg.optim.layer_decay)
+    assert sorted(g["lr"] for g in groups) == pytest.approx([1.25e-4, 2.5e-4, 5e-4, 1e-3])
+    assert groups[0]["lr"] == 1e-3  # the full-LR part first: the epoch line's lr is the run's peak
+
+
 def test_layer_decay_keeps_a_groups_own_lr_and_places_swin_patch_merging_after_its_stage():
     model = tiny(BACKBONES["video_swin"], adapters=(), finetune="full")  # blocks: stage 0 x2, stage 1 x1
     swin = model.backbone.swin

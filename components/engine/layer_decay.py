@@ -72,6 +72,6 @@ def layer_decay_groups(model: nn.Module, groups: list, decay: float, lr: float) 
         by_scale: dict[float, list] = {}
         for p in group["params"]:
             by_scale.setdefault(scales.get(id(p), 1.0), []).append(p)
-        for scale, params in sorted(by_scale.items()):
+        for scale, params in sorted(by_scale.items(), reverse=True):  # the full-LR part first (logged lr)
             out.append({**group, "params": params, "lr": group.get("lr", lr) * scale, "lr_scale": scale})
     return out
