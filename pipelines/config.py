@@ -10,6 +10,7 @@ from components.model import ModelConfig
 from components.model_config import drop_other_kinds
 from components.multihead.config import NAME_PATTERN
 from components.tasks import TASKS
+from pipelines.run.regularisers import check_data_regularisers, check_optim_regularisers, check_regularisers
 
 SAMPLINGS = ("segment", "uniform", "strided", "fps")
 
@@ -64,6 +65,16 @@ class DataConfig:
     flip: bool = cfg(True, "with augment: random horizontal flip (off for direction-sensitive "
                            "labels, e.g. Something-Something)")
     color_jitter: float = cfg(0.0, "with augment: brightness/contrast/saturation jitter strength (0 = off)")
+    rand_augment: str = cfg("", "with augment: timm RandAugment config, e.g. rand-m9-n2-mstd0.5 (magnitude 9, "
+                                "2 ops, magnitude noise 0.5); one op sequence per clip, the same on every "
+                                "frame; empty = off (docs/regularisers.md)")
+    mixup_alpha: float = cfg(0.0, "training batches: mixup with lambda ~ Beta(a, a), one lambda for all frames "
+                                  "of a clip; 0 = off (single_label / multi_label heads)")
+    cutmix_alpha: float = cfg(0.0, "training batches: cutmix with lambda ~ Beta(a, a), one box for all frames "
+                                   "of a clip; 0 = off")
+    mix_prob: float = cfg(1.0, "with mixup/cutmix: probability that a batch (or pair, or clip: mix_mode) is mixed")
+    mix_switch_prob: float = cfg(0.5, "with both mixup and cutmix: probability of cutmix instead of mixup")
+    mix_mode: str = cfg("batch", "with mixup/cutmix: one lambda per batch, pair or elem (clip), as timm's Mixup")
     decoder: str = cfg("decord", "video decoder: decord (fastest on short clips) or pyav (maintained, FFmpeg 7: "
                                  "reads AV1, cheaper on long videos); README: Choosing a decoder")
     decoder_fallback: str = cfg("pyav", "decoder tried on a file data.decoder cannot read, before its clip is "
@@ -110,6 +121,7 @@ class DataConfig:
             raise ValueError(f"eval_crops={self.eval_crops} needs decode_scale > 1 (crops of a larger decode)")
         if not 0 <= self.color_jitter < 1:
             raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
+        check_data_regularisers(self)
         names = [d.name for d in self.datasets]
         for i, name in enumerate(names):
             if name in names[:i]:
@@ -133,6 +145,16 @@ class OptimConfig:
     amp: str = cfg("auto", "mixed precision: auto (bf16 on CUDA with support), bf16, fp16 (with a gradient "
                            "scaler, checkpointed), off")
     patience: int = cfg(0, "stop when checkpoint.metric has not improved for this many epochs (0 = never)")
+    label_smoothing: float = cfg(0.0, "single_label heads: cross-entropy against (1 - e) one-hot + e / K; "
+                                      "combines with mixup/cutmix; 0 = off")
+    drop_path: float = cfg(0.0, "stochastic depth on the backbone's blocks (frozen ones too), rising linearly "
+                                "to this rate at the last block, one draw per clip; training only; 0 = off "
+                                "(Video Swin variants then keep torchvision's own 0.1)")
+    ema_decay: float = cfg(0.0, "keep an EMA of the trainable weights (e.g. 0.9998); validation, checkpoints' "
+                                "weights and exports use it, resume continues it; 0 = off")
+    ema_warmup: bool = cfg(True, "with ema_decay: timm's EMA warm-up, decay 1 - (1 + step)^-3/4 up to ema_decay")
+    layer_decay: float = cfg(1.0, "layer-wise LR decay (full fine-tuning): block i of L trains at lr x "
+                                  "layer_decay^(L - i), the stem at layer_decay^(L + 1); 1 = off")
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:
@@ -147,6 +169,7 @@ class OptimConfig:
             raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
         if not 0 < self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in (0, 1], got {self.min_lr_ratio}")
+        check_optim_regularisers(self)
 
 
 @dataclass
@@ -242,6 +265,9 @@ class ExperimentConfig:
     log: LogConfig = cfg(factory=LogConfig, help="console output and per-step / system metrics")
     zeroshot: ZeroShotConfig = cfg(factory=ZeroShotConfig, help="zero-shot evaluation closing the run "
                                                                 "(pipelines/infer/zeroshot_close.py)")
+
+    def __post_init__(self) -> None:
+        check_regularisers(self)
 
 
 def saved_config(data: dict, where: str) -> dict:

@@ -177,6 +177,8 @@ def describe_openclip_visual(visual: VisionTransformer, prefix: str) -> Backbone
         block_heads=[_heads(visual.transformer)] * n,
         layouts=[layout] * n,
         total_params=sum(p.numel() for p in visual.parameters()),
+        residual_branches=["ls_1", "ls_2"],  # LayerScale (or Identity) on the attention and MLP branches
+        stem=[f"{prefix}{name}" for name in ("class_embedding", "positional_embedding", "conv1", "ln_pre")],
     )
 
 

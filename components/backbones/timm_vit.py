@@ -17,7 +17,7 @@ from components.backbone_family import BackboneFamily, PublishedLayout, register
 from components.backbones.arch_kwargs import allowed_from_signature, check_kwargs
 from components.backbones.config import BackboneConfig
 from components.backbones.pooling import FrameTokens, PooledBackbone
-from components.backbones.spec import BackboneSpec
+from components.backbones.spec import TIMM_RESIDUAL_BRANCHES, TIMM_STEM, BackboneSpec
 from components.token_layout import TokenLayout
 from components.weights.families import read_for_family
 from components.weights.identify import count_indices
@@ -43,6 +43,8 @@ def describe_timm_vit(vit: nn.Module, prefix: str) -> BackboneSpec:
         layouts=[layout] * n,
         total_params=sum(p.numel() for p in vit.parameters()),
         checkpoint_root=prefix,
+        residual_branches=list(TIMM_RESIDUAL_BRANCHES),
+        stem=[prefix + name for name in TIMM_STEM],
     )
 
 

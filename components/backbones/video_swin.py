@@ -87,6 +87,8 @@ def describe_video_swin(swin: SwinTransformer3d, arch: dict, prefix: str, img_si
         layouts=layouts,
         total_params=sum(p.numel() for p in swin.parameters()),
         checkpoint_root=prefix,
+        residual_branches=["stochastic_depth"],  # torchvision's StochasticDepth, on both branches
+        stem=[f"{prefix}patch_embed"],
     )
 
 

@@ -34,7 +34,7 @@ from torch import nn
 from components.backbone_family import BackboneFamily, PublishedLayout, register_family
 from components.backbones.arch_kwargs import check_kwargs
 from components.backbones.config import BackboneConfig
-from components.backbones.spec import BackboneSpec
+from components.backbones.spec import TIMM_RESIDUAL_BRANCHES, BackboneSpec
 from components.config import ConfigError
 from components.token_layout import TokenLayout
 from components.weights.families import read_for_family
@@ -130,6 +130,8 @@ def describe_videomae(model: VideoMAE, dim: int, heads: int) -> BackboneSpec:
         block_heads=[heads] * n,
         layouts=[layout] * n,
         total_params=sum(p.numel() for p in model.parameters()),
+        residual_branches=list(TIMM_RESIDUAL_BRANCHES),  # timm Blocks
+        stem=["patch_embed"],
     )
 
 

@@ -30,7 +30,7 @@ from torch import nn
 from components.backbone_family import BackboneFamily, PublishedLayout, register_family
 from components.backbones.config import BackboneConfig
 from components.backbones.pooling import FrameTokens, PooledBackbone
-from components.backbones.spec import BackboneSpec
+from components.backbones.spec import TIMM_RESIDUAL_BRANCHES, TIMM_STEM, BackboneSpec
 from components.backbones.timm_vit import create_timm_vit, timm_filter, timm_vit_kwargs
 from components.token_layout import TokenLayout
 from components.weights.families import read_for_family
@@ -115,6 +115,8 @@ def describe_vivit(model: ViViT, prefix: str) -> BackboneSpec:
         block_heads=[vit.blocks[0].attn.num_heads] * ns + [b.attn.num_heads for b in temporal.blocks],
         layouts=[frames] * ns + [sequence] * nt,
         total_params=sum(p.numel() for p in model.parameters()),
+        residual_branches=list(TIMM_RESIDUAL_BRANCHES),  # timm Blocks, spatial and temporal
+        stem=[f"{prefix}spatial.{name}" for name in TIMM_STEM],
     )
 
 

@@ -5,6 +5,8 @@
 - ``host_memory.py``: glibc malloc's mmap threshold on CPU (``scaling.host_mmap_mib``).
 - ``precision.py``: autocast and the fp16 gradient scaler for ``optim.amp``.
 - ``step.py``: ``TrainStep``, one training step (accumulation, clipping, mixed precision).
+- regularisers: ``mix.py`` (mixup / cutmix / label smoothing), ``drop_path.py`` (stochastic depth),
+  ``ema.py`` (EMA of the trainable weights), ``layer_decay.py`` (layer-wise LR decay).
 - ``views.py``: several views per video flattened in, averaged out by the Task.
 - ``loop.py``: ``run_pass`` (the one batch loop) and ``evaluate`` -> ``EvalResult``.
 
@@ -28,6 +30,7 @@ _EXPORTS = {
     "set_mmap_threshold": "host_memory",
     "autocast_for": "precision", "grad_scaler_for": "precision",
     "TrainStep": "step", "unwrap": "step",
+    "ClipMix": "mix", "enable_drop_path": "drop_path", "TrainableEma": "ema", "layer_decay_groups": "layer_decay",
     "ViewAveraged": "views", "flatten_views": "views", "video_scores": "views",
 }
 __all__ = sorted(_EXPORTS)

@@ -16,21 +16,14 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from components.backbones.spec import BackboneSpec
+from components.backbones.spec import described, described_blocks
 
 
 def backbone_blocks(model: nn.Module) -> list[nn.Module]:
     """Every transformer block of every described backbone inside ``model`` (each once)."""
     found: dict[int, nn.Module] = {}
-    for module in model.modules():
-        spec = module.__dict__.get("spec")  # an attribute, not a property forwarding to a child
-        if not isinstance(spec, BackboneSpec):
-            continue
-        for path in spec.blocks:
-            try:
-                block = module.get_submodule(path)
-            except AttributeError:
-                continue  # a described block this instance does not build
+    for owner, spec in described(model):
+        for _, block in described_blocks(owner, spec):
             found.setdefault(id(block), block)
     return list(found.values())
 

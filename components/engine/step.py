@@ -5,7 +5,9 @@ Hooks: ``accumulate`` > 1 sums gradients over that many calls before stepping (e
 it, so the step sees the mean) and, under DistributedDataParallel, runs the non-final micro-batches
 inside ``no_sync()`` so gradients are all-reduced once per optimizer step, not per micro-batch; ``grad_clip`` > 0 clips the global gradient norm; ``amp`` selects
 autocast (bf16 / fp16 / auto) and fp16 gets a GradScaler; ``scheduler`` (per-step LR) advances
-after every optimizer step. A batch whose clips were all
+after every optimizer step; ``transform`` (mixup / cutmix / label smoothing, ``mix.py``) rewrites each
+training batch before its forward; ``ema`` (``ema.py``) is updated after every optimizer step. A batch
+whose clips were all
 unreadable still runs forward and backward with its loss times zero (``live=False``), so
 data-parallel workers stay in step; it contributes nothing.
 """
@@ -29,7 +31,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 class TrainStep:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device | str = "cpu",
                  amp: str = "off", grad_clip: float = 0.0, accumulate: int = 1,
-                 scaler: torch.amp.GradScaler | None = None, scheduler=None) -> None:
+                 scaler: torch.amp.GradScaler | None = None, scheduler=None, transform=None, ema=None) -> None:
         if accumulate < 1:
             raise ValueError(f"accumulate must be >= 1, got {accumulate}")
         self.model, self.optimizer = model, optimizer
@@ -37,6 +39,7 @@ class TrainStep:
         self.grad_clip, self.accumulate = grad_clip, accumulate
         self.scaler = scaler if scaler is not None else grad_scaler_for(self.device, amp)
         self.scheduler = scheduler
+        self.transform, self.ema = transform, ema
         self.updates = 0  # optimizer steps taken by this object
         self.params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
         self.micro = 0  # micro-batches since the last optimizer step
@@ -56,6 +59,8 @@ class TrainStep:
         no_sync = getattr(self.model, "no_sync", None)  # DDP: all-reduce on the final micro-step only
         if self.micro == 0:  # before the forward: the last step's gradients must not sit beside activations
             self.optimizer.zero_grad(set_to_none=True)
+        if self.transform is not None:
+            batch = self.transform(batch)
         with nullcontext() if final or no_sync is None else no_sync():
             out = self.forward(batch, live)
             loss = out["loss"]
@@ -88,3 +93,5 @@ class TrainStep:
         self.updates += 1
         if self.scheduler is not None:
             step_scheduler(self.scheduler)
+        if self.ema is not None:
+            self.ema.update()

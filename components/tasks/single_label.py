@@ -31,6 +31,8 @@ class SingleLabel(Task):
         return rows[:, 0].round().long()
 
     def per_sample_loss(self, logits, target):
+        if target.ndim == logits.ndim:  # soft (B, K) targets: mixup / cutmix / label smoothing
+            return F.cross_entropy(logits, target.to(logits.dtype), reduction="none")
         return F.cross_entropy(logits, target.long(), reduction="none")
 
     def probabilities(self, logits):

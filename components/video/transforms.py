@@ -102,11 +102,12 @@ def resize(clip: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ClipAugment:
-    """Training augmentation: random resized crop -> horizontal flip -> colour jitter.
+    """Training augmentation: random resized crop -> horizontal flip -> RandAugment -> colour jitter.
 
     scale: share of the frame area kept; ratio: aspect-ratio range of the crop; flip: random
     horizontal flip with probability 0.5 (turn off for direction-sensitive labels such as
-    Something-Something's "left to right"); color_jitter: 0 = off.
+    Something-Something's "left to right"); rand_augment: timm's RandAugment config string, one op
+    sequence per clip (``rand_augment.py``), empty = off; color_jitter: 0 = off.
     """
 
     size: int
@@ -114,6 +115,7 @@ class ClipAugment:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
     color_jitter: float = 0.0
+    rand_augment: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
@@ -122,6 +124,10 @@ class ClipAugment:
             raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {self.ratio}")
         if not 0 <= self.color_jitter < 1:
             raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
+        if self.rand_augment:
+            from components.video.rand_augment import ClipRandAugment  # timm: only when asked for
+
+            object.__setattr__(self, "_rand_augment", ClipRandAugment(self.rand_augment, self.size))
 
     def __call__(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check(clip)
@@ -129,6 +135,8 @@ class ClipAugment:
         out = crop_resize(clip, box, self.size)
         if self.flip and rng.random() < 0.5:
             out = np.ascontiguousarray(out[:, :, ::-1])
+        if self.rand_augment:
+            out = self._rand_augment(out, rng)
         if self.color_jitter > 0:
             out = color_jitter(out, self.color_jitter, rng)
         return out

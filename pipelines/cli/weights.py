@@ -8,8 +8,23 @@ Exit code: 0 when it loads (or no family could be checked), 1 when it does not, 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from components.config import ConfigError
+
+
+def parse_kwargs(text: str) -> dict:
+    """--kwargs as JSON or YAML flow style; anything else is one line saying what to write."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--kwargs: not a JSON / YAML mapping ({' '.join(str(e).split())}); write e.g. "
+                          "'{\"patch_size\": 8}' or '{patch_size: 8}'") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--kwargs: expected a mapping such as '{{patch_size: 8}}', got {text!r}")
+    return value
 
 
 def _backbone_config(args):
@@ -27,14 +42,26 @@ def _backbone_config(args):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     if args.kwargs:
-        values["kwargs"] = json.loads(args.kwargs)
+        values["kwargs"] = parse_kwargs(args.kwargs)
     values["checkpoint"] = str(args.file)
     return from_dict(BackboneConfig, values)
 
 
+def _kwargs_hint(wf) -> str:
+    """``, e.g. --family video_swin --name swin3d_b --kwargs '{...}'`` when the shapes tell the kwargs."""
+    from components.weights.identify import flow, suggest_kwargs
+    from components.weights.layouts import convert_for_family, detect_layout, layout_family
+
+    owner = layout_family(detect_layout(wf.tensors))
+    family = owner.name if owner else None
+    fit = suggest_kwargs(family, convert_for_family(family, wf.tensors)[0]) if family else None
+    return f", e.g. --family {family} --name {fit[0]} --kwargs '{flow(fit[1])}'" if fit else ""
+
+
 def cmd_inspect(args) -> int:
+    import components.backbones  # noqa: F401  (registers the families whose layouts are recognised)
     from components.weights.identify import looks_like
-    from components.weights.layouts import LAYOUT_NAMES, detect_layout
+    from components.weights.layouts import detect_layout, layout_name
     from components.weights.reader import WeightsError, read_weights_file
 
     path = Path(args.file)
@@ -52,7 +79,7 @@ def cmd_inspect(args) -> int:
     if wf.dropped:
         print(f"dropped:    {', '.join(wf.dropped[:4])} (classifier head)")
     layout = detect_layout(wf.tensors)
-    print(f"layout:     {LAYOUT_NAMES[layout]}")
+    print(f"layout:     {layout_name(layout)}")
     guesses = looks_like(wf.tensors)
     for family, size in guesses:
         print(f"looks like: model.backbone.family={family} model.backbone.name={size or '? (no named size fits)'}")
@@ -63,7 +90,7 @@ def cmd_inspect(args) -> int:
         args.family = guesses[0][0]
         args.name = args.name or guesses[0][1]
         if args.name is None:
-            print("loads:      not checked (no named size fits; give --family, --name and --kwargs)")
+            print(f"loads:      not checked (no named size fits; give --family, --name and --kwargs{_kwargs_hint(wf)})")
             return 0
     config = _backbone_config(args)
     label = f"{config.family} {config.name} (img_size {config.img_size}, num_frames {config.num_frames})"

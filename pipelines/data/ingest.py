@@ -63,6 +63,7 @@ class DecodeSettings:
     crop_scale: tuple[float, float] = (0.5, 1.0)
     flip: bool = True
     color_jitter: float = 0.0
+    rand_augment: str = ""  # timm RandAugment config, one op sequence per clip ("" = off)
     datasets: tuple[str, ...] = ()  # non-empty: emit a `dataset_index` column (per-dataset counts)
     eval_clips: int = 1  # evaluation views (pipelines/data/eval_views.py): clips x crops per video
     eval_crops: int = 1
@@ -86,7 +87,7 @@ def decode_settings(cfg, training: bool, datasets: tuple[str, ...] = ()) -> Deco
         modalities=tuple(ModalityColumn(m.name, m.column, m.dim, max(m.tokens, 1)) for m in cfg.model.modalities),
         target_fps=d.target_fps, augment=d.augment, decode_scale=d.decode_scale,
         crop_scale=(float(d.crop_scale[0]), float(d.crop_scale[1])), flip=d.flip,
-        color_jitter=d.color_jitter, datasets=tuple(datasets), eval_clips=d.eval_clips, eval_crops=d.eval_crops,
+        color_jitter=d.color_jitter, rand_augment=d.rand_augment, datasets=tuple(datasets), eval_clips=d.eval_clips, eval_crops=d.eval_crops,
         decoder=d.decoder, decoder_fallback=d.decoder_fallback)
 
 
@@ -103,7 +104,8 @@ class ClipDecoder:
         self.spec = ClipSpec(num_frames=settings.num_frames, size=settings.decode_size,
                              sampling=settings.sampling, stride=settings.stride, target_fps=settings.target_fps)
         self.augment = (ClipAugment(settings.size, settings.crop_scale, flip=settings.flip,
-                                    color_jitter=settings.color_jitter) if settings.augment else None)
+                                    color_jitter=settings.color_jitter, rand_augment=settings.rand_augment)
+                        if settings.augment else None)
         self.dataset_index = {name: i for i, name in enumerate(settings.datasets)}
         self.views = eval_views.view_decoding(settings)  # None: one clip per video
         self.target = make_task(settings.task, settings.num_outputs)  # decodes the target column

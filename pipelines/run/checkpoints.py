@@ -4,7 +4,8 @@ resume, the final weights) and every Train worker (restore, the checkpoint Ray n
 import this one module.
 
 A checkpoint dir holds weights.safetensors (trainable weights + model config), optimizer.pt,
-scheduler.pt and state.json, written last and atomically, which lists every file's size and sha256.
+scheduler.pt, any extra files (ema.pt: pipelines/run/regularisers.py) and state.json, written last and
+atomically, which lists every file's size and sha256.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ SCALER = "scaler.pt"  # fp16 only: the GradScaler's state (its loss scale)
 
 
 def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, model_config: dict,
-                    scaler=None) -> None:
+                    scaler=None, extra: dict | None = None) -> None:
     """Write a checkpoint dir whose state.json, written last and atomically, lists every file's size.
 
     A kill mid-save (or a copy to storage cut short, in whatever order Ray copies the files) leaves a
@@ -39,6 +40,9 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, m
     if scaler is not None:  # fp16: the loss scale it has found (resuming at 65536 again costs skipped steps)
         torch.save(scaler.state_dict(), directory / SCALER)
         names.append(SCALER)
+    for name, obj in (extra or {}).items():  # e.g. the EMA's state, listed and checksummed like the rest
+        torch.save(obj, directory / name)
+        names.append(name)
     files = {name: (directory / name).stat().st_size for name in names}
     tmp = directory / (STATE + ".tmp")  # sizes catch a cut copy, checksums a corrupted one
     tmp.write_text(json.dumps({**state, "files": files, "sha256": file_digests(directory, names)}, indent=2))

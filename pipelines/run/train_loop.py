@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from components.config import to_dict
 from components.engine import (
-    TrainStep, apply_mmap_threshold, make_optimizer, make_scheduler, run_pass, trainable_groups, unwrap,
+    TrainStep, apply_mmap_threshold, make_optimizer, make_scheduler, run_pass, unwrap,
 )
 from components.flops import accounting
 from components.model import build_model
@@ -30,6 +30,7 @@ from pipelines.data.epoch_stream import rows_per_worker, split_epochs
 from pipelines.run.plan import RunPlan
 from pipelines.run.progress import epoch_line, say
 from pipelines.run.progress_relay import LINE, board_poster
+from pipelines.run.regularisers import WorkerRegularisers
 from pipelines.runtime.ray_env import quiet_train_worker
 from pipelines.run.step_watch import StepWatch
 from pipelines.runtime.system_metrics import SystemMetrics
@@ -107,12 +108,13 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
     counts = accounting(model)  # GFLOPs per clip and trainable parameters, logged with every epoch
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     o = cfg.optim
-    optimizer = make_optimizer(trainable_groups(unwrap(model), o.lr), o.lr, o.weight_decay)
+    regs = WorkerRegularisers(cfg, unwrap(model), plan.num_outputs, rank)  # drop-path, mixup, EMA (all off by default)
+    optimizer = make_optimizer(regs.param_groups(unwrap(model), o.lr, o.layer_decay), o.lr, o.weight_decay)
     batches_per_epoch = steps_per_epoch(plan.train_clips, cfg.data.batch_size, ctx.get_world_size(), 1)
     per_epoch = math.ceil(batches_per_epoch / o.accumulate)  # optimizer steps: the LR schedule is per step
     scheduler = make_scheduler(optimizer, per_epoch * o.epochs, per_epoch * o.warmup_epochs, o.min_lr_ratio)
     step = TrainStep(model, optimizer, device, amp=o.amp, grad_clip=o.grad_clip, accumulate=o.accumulate,
-                     scheduler=scheduler)
+                     scheduler=scheduler, transform=regs.transform, ema=regs.ema)
 
     # [after] early stopping: every worker sees the same gathered metrics, so all stop at the same epoch
     stopper = Patience(plan.checkpoint_metric, plan.checkpoint_mode, cfg.optim.patience)
@@ -126,6 +128,7 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = restore_checkpoint(Path(d), model, optimizer, scheduler, model_config, step.scaler)
+            regs.restore(Path(d))
         start_epoch, skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
         fallback_total = state.get("fallback_total", 0)
         stopper.restore(state.get("patience"))  # [after]
@@ -160,7 +163,9 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler)
+                extra = regs.checkpoint_files()
+                with regs.evaluated():
+                    save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler, extra)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(state["metrics"], checkpoint=ckpt)
         return
@@ -184,7 +189,8 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
         if val_shard is not None:
             val_batches = (next(val_epochs) if val_epochs is not None
                            else _batches(val_shard, cfg.data.eval_batch_size, device, 0, 0))
-            val = _run_epoch(model, val_batches, cfg, device, task, num_datasets=len(dataset_names))
+            with regs.evaluated():  # the EMA weights, when optim.ema_decay is on
+                val = _run_epoch(model, val_batches, cfg, device, task, num_datasets=len(dataset_names))
             skipped, fallback = skipped + val.skipped, fallback + val.fallback
             metrics.update({f"val_{k}": v for k, v in _gather(val.acc).compute(names).items()})
         per_dataset = [int(v) for v in _sum(skipped.tolist())]  # summed over workers
@@ -208,7 +214,9 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
                 state = {"epoch": epoch, "skipped_total": skipped_total, "fallback_total": fallback_total,
                          "metrics": metrics,
                          "patience": stopper.state()}
-                save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler)
+                extra = regs.checkpoint_files()  # the trained weights beside the EMA; the weights file: EMA
+                with regs.evaluated():
+                    save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler, extra)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
                 if log_to_mlflow:
                     tracking.log_metrics(uri, run_id, metrics, step=epoch)

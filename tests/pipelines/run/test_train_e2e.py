@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
+from pipelines.run.checkpoints import latest_checkpoint
 from pipelines.cli import main
 from tests.conftest import DEMO_CONFIG
 
@@ -27,7 +30,8 @@ def test_train_resume_and_tracking(ray_session, synth_data, tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     out, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
-    assert main(train_args(synth_data, out, uri, 4)) == 0
+    ema = ("--set", "optim.ema_decay=0.5")  # an EMA of the trainable weights (docs/regularisers.md)
+    assert main(train_args(synth_data, out, uri, 4, *ema)) == 0
     first = json.loads((out / "metrics.json").read_text())
     assert first["last_epoch"] == 3 and first["best_epoch"] == first["epoch"]  # metrics.json: the best epoch's
     # 4 classes: chance is 0.25; the motion is learnable from frame order alone.
@@ -35,6 +39,15 @@ def test_train_resume_and_tracking(ray_session, synth_data, tmp_path, capsys):
     # two corrupt files sit in the train split: skipped and counted every epoch, never fatal
     assert first["skipped_clips"] == 2 and first["skipped_clips_total"] == 8
     assert (out / "weights.safetensors").is_file() and (out / "config.yaml").is_file()
+    first_ema = torch.load(f"{latest_checkpoint(out / 'ray')}/ema.pt", weights_only=True)
+    assert first_ema["updates"] % 4 == 0 and first_ema["updates"] > 0  # one per optimizer step
+
+    def sums(tensors):
+        return sorted(round(float(t.double().sum()), 6) for t in tensors)
+
+    # the run's weights (what export / evaluate / predict load) are the EMA copy, not the trained weights
+    assert sums(load_file(str(out / "weights.safetensors")).values()) == sums(first_ema["shadow"])
+    assert sums(first_ema["shadow"]) != sums(first_ema["trained"])
 
     client = MlflowClient(uri)
     run = client.get_run(first["run_id"])
@@ -50,8 +63,10 @@ def test_train_resume_and_tracking(ray_session, synth_data, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
     # --resume continues from the saved epoch (one more epoch only), in the same MLflow run
-    assert main(train_args(synth_data, out, uri, 5, "--resume")) == 0
+    assert main(train_args(synth_data, out, uri, 5, *ema, "--resume")) == 0
     second = json.loads((out / "metrics.json").read_text())
+    # the resumed run continued the EMA (its update count), it did not start a new one
+    assert torch.load(f"{latest_checkpoint(out / 'ray')}/ema.pt")["updates"] == first_ema["updates"] // 4 * 5
     assert second["last_epoch"] == 4 and second["run_id"] == first["run_id"]
     # the best is chosen over both fits: never worse than the first fit's best
     assert second["val_top1"] >= first["val_top1"]

@@ -1,0 +1,118 @@
+"""The fine-tuning regularisers in a run: their config checks, and what a Train worker builds from them.
+
+Keys (docs/regularisers.md): ``data.rand_augment`` (decoder actors, ``components/video/rand_augment.py``),
+``data.mixup_alpha`` / ``cutmix_alpha`` / ``mix_prob`` / ``mix_switch_prob`` / ``mix_mode`` and
+``optim.label_smoothing`` (a batch transform before each training forward, ``components/engine/mix.py``),
+``optim.drop_path`` (hooks on the backbone's residual branches), ``optim.ema_decay`` / ``ema_warmup``
+(validation, checkpoint weights and exports on the EMA copy; ``ema.pt`` in each checkpoint carries the
+trained weights and the EMA on, so a resume continues both) and ``optim.layer_decay`` (optimizer
+groups by block depth). All default to off.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from components.config import ConfigError
+from components.engine.mix import MIX_MODES
+
+EMA_FILE = "ema.pt"
+
+
+def check_data_regularisers(d) -> None:
+    """DataConfig's own checks (ValueError, prefixed with ``data`` by the config loader)."""
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        if getattr(d, key) < 0:
+            raise ValueError(f"{key} must be >= 0 (0 = off), got {getattr(d, key)}")
+    for key in ("mix_prob", "mix_switch_prob"):
+        if not 0 <= getattr(d, key) <= 1:
+            raise ValueError(f"{key} must be in [0, 1], got {getattr(d, key)}")
+    if d.mix_mode not in MIX_MODES:
+        raise ValueError(f"mix_mode must be one of {MIX_MODES}, got {d.mix_mode!r}")
+    if d.rand_augment:
+        if not d.augment:
+            raise ValueError("rand_augment runs in the training augmentation: set augment: true as well")
+        from components.video.rand_augment import parse_rand_augment
+
+        parse_rand_augment(d.rand_augment)
+
+
+def check_optim_regularisers(o) -> None:
+    """OptimConfig's own checks."""
+    for key in ("label_smoothing", "drop_path", "ema_decay"):
+        if not 0 <= getattr(o, key) < 1:
+            raise ValueError(f"{key} must be in [0, 1) (0 = off), got {getattr(o, key)}")
+    if not 0 < o.layer_decay <= 1:
+        raise ValueError(f"layer_decay must be in (0, 1] (1 = off), got {o.layer_decay}")
+
+
+def mixing(cfg) -> bool:
+    return cfg.data.mixup_alpha > 0 or cfg.data.cutmix_alpha > 0
+
+
+def check_regularisers(cfg) -> None:
+    """Checks across sections: what the model's head can take."""
+    smoothing = cfg.optim.label_smoothing > 0
+    if not (mixing(cfg) or smoothing):
+        return
+    key = "data.mixup_alpha / data.cutmix_alpha" if mixing(cfg) else "optim.label_smoothing"
+    if cfg.model.kind != "classifier":
+        raise ConfigError(f"{key}: mixup, cutmix and label smoothing are for model.kind classifier, "
+                          f"not {cfg.model.kind} (set them to 0)")
+    task = cfg.model.head.task
+    if mixing(cfg) and task == "regression":
+        raise ConfigError(f"{key}: mixup/cutmix mix class targets; model.head.task=regression has none (set them to 0)")
+    if smoothing and task != "single_label":
+        raise ConfigError(f"optim.label_smoothing: single_label heads only, not model.head.task={task}")
+
+
+class WorkerRegularisers:
+    """What one Train worker runs: drop-path hooks (at construction), the batch transform, the EMA."""
+
+    def __init__(self, cfg, model: torch.nn.Module, num_outputs: int, rank: int = 0) -> None:
+        from components.engine import ClipMix, TrainableEma, enable_drop_path
+
+        d, o = cfg.data, cfg.optim
+        if o.drop_path > 0:
+            enable_drop_path(model, o.drop_path, cfg.model.backbone.num_frames)
+        self.transform = None
+        if mixing(cfg) or o.label_smoothing > 0:
+            import numpy as np
+
+            np.random.seed((cfg.seed * 1009 + rank) % (1 << 32))  # timm's Mixup draws from numpy's global RNG
+            self.transform = ClipMix(cfg.model.head.task, num_outputs, d.mixup_alpha, d.cutmix_alpha, d.mix_prob,
+                                     d.mix_switch_prob, d.mix_mode, o.label_smoothing)
+        self.ema = TrainableEma(model, o.ema_decay, o.ema_warmup) if o.ema_decay > 0 else None
+        self.trainable = [p for p in model.parameters() if p.requires_grad]  # TrainableEma's order
+
+    def param_groups(self, model: torch.nn.Module, lr: float, layer_decay: float) -> list:
+        from components.engine import layer_decay_groups, trainable_groups
+
+        groups = trainable_groups(model, lr)
+        return groups if layer_decay == 1 else layer_decay_groups(model, groups, layer_decay, lr)
+
+    def evaluated(self):
+        """The weights validation and checkpoints see: the EMA copy when there is one."""
+        return self.ema.applied() if self.ema is not None else nullcontext()
+
+    def checkpoint_files(self) -> dict:
+        """Extra checkpoint files (name -> object to ``torch.save``); take them outside ``evaluated``."""
+        return {EMA_FILE: self.ema.state_dict()} if self.ema is not None else {}
+
+    def restore(self, directory: Path) -> None:
+        """After ``restore_checkpoint``: the trained weights and the EMA back from ``ema.pt``. A
+        checkpoint saved without EMA starts the EMA from its weights; one saved with EMA, resumed
+        with it off, continues from its trained weights (not the EMA weights its weights file holds)."""
+        from components.engine.ema import copy_into
+
+        path = Path(directory) / EMA_FILE
+        if not path.exists():
+            return
+        state = torch.load(path, weights_only=True)
+        if self.ema is not None:
+            self.ema.load_state_dict(state)
+        else:
+            copy_into(self.trainable, state["trained"])
