@@ -1,5 +1,0 @@
-import sys
-
-from pipelines.cli.main import main
-
-sys.exit(main())

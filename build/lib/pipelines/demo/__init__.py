@@ -1,1 +1,0 @@
-"""The staged demos on generated data: cm3t (pretrain, adapt frozen) and m2clip (zero-shot compositions)."""

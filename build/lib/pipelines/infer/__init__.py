@@ -1,1 +1,0 @@
-"""Using a trained run: evaluate, predict, zero-shot, export (safetensors and MLflow model)."""

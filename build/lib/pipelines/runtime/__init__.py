@@ -1,1 +1,0 @@
-"""Ray and MLflow plumbing shared by every stage: starting/attaching Ray, tracking, job submission, output filters."""
