@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# a warm Ray a developer keeps (`vidpeft ray up`) is not the suite's: tests start and share their own
+os.environ.setdefault("VIDPEFT_NO_WARM_RAY", "1")
 
 # The one-run example config (a tiny ViT with bottleneck adapters and a CAA): most e2e tests start from it.
 DEMO_CONFIG = Path(__file__).parents[1] / "pipelines" / "configs" / "demo.yaml"

@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides.append(f"log.level={level}")
     if not verbose():  # MLflow's "Creating initial database tables" etc.
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if args.command not in ("ray",):  # a warm local Ray (`vidpeft ray up`) is joined with its token
+        from pipelines.runtime.warm_ray import attach_env
+
+        attach_env()
     try:
         return args.fn(args)
     except (ConfigError, ManifestError, OSError) as e:  # bad input: one line naming it, exit code 2

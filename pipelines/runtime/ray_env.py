@@ -9,6 +9,7 @@ from pathlib import Path
 
 LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"  # quiet | info | verbose, set by the CLI's --quiet / --verbose
 LOOPBACK_GCS_ENV = "VIDPEFT_LOOPBACK_GCS"  # the GCS address of a loopback-only instance this process started
+NO_WARM_ENV = "VIDPEFT_NO_WARM_RAY"  # set: never attach to the warm instance (`vidpeft ray up`); start a new one
 
 
 def log_level() -> str:
@@ -78,9 +79,10 @@ def _false_alarm(line: str) -> bool:
     return any(text in line for text in _KNOWN_FALSE_ALARMS)
 
 
-def ensure_ray(address: str = "") -> None:
-    """Reuse a running Ray (tests share one), join ``address``/RAY_ADDRESS, or start a local one
-    that listens on 127.0.0.1 only. Ray's own start-up messages show only with --verbose."""
+def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
+    """Reuse a running Ray (tests share one), join ``address``/RAY_ADDRESS, attach to the warm local
+    instance (`vidpeft ray up`), or start a local one that listens on 127.0.0.1 only (``num_cpus``:
+    0 = every core). Ray's own start-up messages show only with --verbose."""
     import ray
 
     from pipelines.runtime.ray_compat import drop_forwarded_lines, keep_local_node_on_loopback, reconfigure_ray_data_logging
@@ -91,6 +93,14 @@ def ensure_ray(address: str = "") -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS", "")
+    if not address and not os.environ.get(NO_WARM_ENV):
+        from pipelines.runtime import warm_ray
+
+        warm = warm_ray.attach_env()  # the CLI called it before Ray was imported; a no-op then
+        if warm:  # joined as its own children join it: a node of the same loopback-only kind
+            address = os.environ[LOOPBACK_GCS_ENV] = warm["address"]
+            if log_level() != "quiet":
+                print(f"[vidpeft] using the warm local Ray at {address} (`vidpeft ray down` stops it)", flush=True)
     quiet = {}
     if not verbose():
         env = _data_logging_env()
@@ -103,11 +113,15 @@ def ensure_ray(address: str = "") -> None:
         worker_env = {**env, "PYTHONWARNINGS": "ignore::DeprecationWarning", "TORCH_CPP_LOG_LEVEL": "ERROR"}
         quiet = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": worker_env}}
     if address:  # a cluster: its nodes may not see a local file, so Ray Data keeps its own logging there
-        if address == os.environ.get(LOOPBACK_GCS_ENV):  # the loopback-only instance a parent vidpeft started:
+        local = address == os.environ.get(LOOPBACK_GCS_ENV)
+        if local:  # the loopback-only instance a parent vidpeft (or `vidpeft ray up`) started:
             keep_local_node_on_loopback()  # join it as a node of the same kind (its raylet is on 127.0.0.1)
-        ray.init(address=address, log_to_driver=True, **{k: v for k, v in quiet.items() if k != "runtime_env"})
+            quiet = {**quiet, "runtime_env": {**quiet.get("runtime_env", {}),
+                                              "worker_process_setup_hook": f"{__name__}.name_own_instance"}}
+        ray.init(address=address, log_to_driver=True,
+                 **{k: v for k, v in quiet.items() if local or k != "runtime_env"})
     else:
-        _start_local(quiet)
+        _start_local(quiet, num_cpus)
         os.environ[LOOPBACK_GCS_ENV] = ray.get_runtime_context().gcs_address  # for child processes that join it
     if not verbose():
         drop_forwarded_lines(_false_alarm)
@@ -122,7 +136,7 @@ def name_own_instance() -> None:
     os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
-def _start_local(quiet: dict) -> None:
+def _start_local(quiet: dict, num_cpus: int = 0) -> None:
     import ray
 
     from pipelines.runtime.ray_compat import keep_local_node_on_loopback
@@ -134,7 +148,7 @@ def _start_local(quiet: dict) -> None:
     if not verbose():
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     runtime_env = {**quiet.pop("runtime_env", {}), "worker_process_setup_hook": f"{__name__}.name_own_instance"}
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
              runtime_env=runtime_env, **quiet)
 
 

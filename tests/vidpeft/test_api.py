@@ -5,6 +5,7 @@ from any directory and trains the demo config there."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -44,8 +45,11 @@ def wheel_env(tmp_path_factory):
     """A fresh venv holding the built wheel; its dependencies come from the test's own environment
     (a .pth line), so nothing is downloaded, and the checkout is not on its path."""
     tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"  # a copy: setuptools leaves build/ beside the sources it builds
+    shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "runs", "build", "*.egg-info", "__pycache__", "mlruns", "mlartifacts", "demo_data"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(tmp / "dist"), str(ROOT)], check=True, cwd=tmp, capture_output=True)
+                    "-w", str(tmp / "dist"), str(src)], check=True, cwd=tmp, capture_output=True)
     wheel = next((tmp / "dist").glob("vidpeft-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], check=True)
     py = tmp / "venv" / "bin" / "python"
