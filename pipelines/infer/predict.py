@@ -24,7 +24,7 @@ from components.config import ConfigError
 from components.multihead.config import dataset_heads
 from pipelines.infer.predict_core import (SCHEMA, VIDEO_EXTENSIONS, ClipReader, Scorer, check_open_vocabulary, eval_settings,
                                     failed_row, window_ranges)
-from pipelines.infer.trained import Trained, check_classes, load_trained
+from pipelines.infer.trained import Trained, check_classes, check_split, load_trained
 
 MANIFEST_EXTENSIONS = (".parquet",)
 SHOW_TABLE_UP_TO = 20
@@ -202,6 +202,11 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
 
     # 1) options and inputs, checked before Ray starts
     check_options(out, top_k, window_sec, stride_sec, workers, batch_size)
+    check_split(split)
+    from pipelines.cli.args import guard_output
+
+    # predict replaces its own earlier table, never one of its inputs (e.g. a manifest given as INPUT)
+    guard_output(out, "--out", [("RUN_DIR", source)] + [("INPUT", i) for i in inputs], overwrite=True)
     window_sec, stride_sec = window_sec or 0.0, stride_sec or 0.0
     quiet = log_level() == "quiet"
     trained = load_trained(source, backbone_checkpoint)

@@ -27,12 +27,14 @@ from pipelines.run.checkpoints import WEIGHTS, epoch_of, latest_checkpoint
 from pipelines.data.epoch_stream import rows_per_worker
 from pipelines.run.progress_relay import LiveRelay
 from pipelines.data.ingest import DecodeSettings, build_dataset, decode_settings
-from pipelines.runtime.ray_env import ensure_ray, train_logging, use_gpu
+from pipelines.runtime.ray_env import ensure_ray, on_loopback, torch_config, train_logging, use_gpu
 from pipelines.runtime.redaction import redact_data, redact_urls
 from pipelines.run.lock import hold_run_lock
 from pipelines.run.status import runs_closed_on_failure
 from pipelines.runtime.stop_signals import stop_like_ctrl_c
+from pipelines.run.fault_hook import fault_from_env
 from pipelines.run.plan import RunPlan
+from pipelines.run.run_place import PLACE_KEY
 from pipelines.run.train_loop import train_loop_per_worker
 
 STORAGE_ENV = "VIDPEFT_STORAGE_PATH"
@@ -194,7 +196,8 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
             opened.append((uri, run_id))  # any failure from here on marks it FAILED
         if not info.get("run_id"):
             tracking.log_artifact(uri, run_id, out / "config.yaml")
-    info_file.write_text(json.dumps({"run_id": run_id, "tracking_uri": redact_urls(uri)}, indent=2))
+    info_file.write_text(json.dumps({"run_id": run_id, "tracking_uri": redact_urls(uri),
+                                     PLACE_KEY: str(out.absolute())}, indent=2))  # [after] a copy says so
 
     # 3) Ray and the data pipeline
     ensure_ray(cfg.scaling.ray_address)
@@ -254,13 +257,15 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
             storage=storage,
             checkpoint_metric=metric,
             checkpoint_mode=mode,
+            fault=fault_from_env(),
         ).to_dict(),
+        torch_config=torch_config(),  # a local instance: the workers' rendezvous listens on loopback only
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}",  # unique within a second
             storage_path=storage,
-            failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.failures_allowed(not on_loopback())),
             # [after] Ray keeps the best `keep` checkpoints by the metric (and the latest, for resume)
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=cfg.scaling.keep_checkpoints or cfg.checkpoint.keep,
