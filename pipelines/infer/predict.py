@@ -197,6 +197,7 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     import ray
 
     from pipelines.runtime.driver_stderr import quiet_driver_lines
+    from pipelines.runtime.ray_compat import small_blocks
     from pipelines.runtime.ray_env import ensure_ray, log_level, use_gpu
     from pipelines.infer.zeroshot import read_class_names
 
@@ -234,9 +235,11 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # progress is printed below, per clip written
     per_block = 1 if window_sec else max(cfg.data.decode_batch_size, 1)
-    blocks = [rows.slice(i, per_block) for i in range(0, rows.num_rows, per_block)] or [rows]
     modalities = {m.name: (m.column, m.dim) for m in cfg.model.modalities}
-    ds = ray.data.from_arrow(blocks).map_batches(
+    # One table in, cut into blocks of per_block rows as it streams (one 0-CPU task at a time): from_arrow over
+    # a list of small tables started one metadata task per block, a burst of new worker processes of which
+    # some aborted on a loaded machine ("Mutex corrupt", SIGABRT: retried, but ~34 lines of dumps)
+    ds = small_blocks(ray.data.from_arrow(rows), per_block, cpus=0.0).map_batches(
         PredictDecoder, fn_constructor_kwargs={"settings": eval_settings(cfg), "modalities": modalities,
                                                "window_sec": window_sec, "stride_sec": stride_sec},
         batch_size=per_block, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.data.decode_actors),
