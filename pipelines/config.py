@@ -172,6 +172,9 @@ class OptimConfig:
         check_optim_regularisers(self)
 
 
+CLUSTER_MAX_FAILURES = 3  # scaling.max_failures=auto on a cluster
+
+
 @dataclass
 class ScalingConfig:
     num_workers: int = cfg(1, "Ray Train workers (data-parallel)")
@@ -184,7 +187,10 @@ class ScalingConfig:
                 "model.grad_checkpointing on CPU, else glibc's default; 0 = glibc's default")
     ray_address: str = cfg("", "Ray cluster to join (ray://... or auto); empty = RAY_ADDRESS or a local instance")
     storage_path: str = cfg("", "where Ray keeps checkpoints (shared storage on clusters); empty = OUTPUT_DIR/ray")
-    max_failures: int = cfg(0, "times a failed run restarts from its last checkpoint")
+    max_failures: Literal["auto"] | int = cfg(
+        "auto", "times a run restarts its lost workers from the last checkpoint (-1 = always); auto = "
+                f"{CLUSTER_MAX_FAILURES} on a cluster (a preempted node, a killed worker), 0 on a local instance (a "
+                "crash there is a bug that a restart would repeat)")
     keep_checkpoints: int = cfg(0, "older name of checkpoint.keep, still read from saved configs (0 = unset)")
 
     def __post_init__(self) -> None:
@@ -197,6 +203,14 @@ class ScalingConfig:
                 raise ValueError(f"use_gpu must be auto, true or false, got {self.use_gpu!r}")
             if self.use_gpu != "auto":
                 self.use_gpu = self.use_gpu == "true"
+        if self.max_failures != "auto" and self.max_failures < -1:
+            raise ValueError(f"max_failures must be auto, -1 (always) or >= 0, got {self.max_failures}")
+
+    def failures_allowed(self, on_cluster: bool) -> int:
+        """The FailureConfig(max_failures) of a run: ``auto`` resolved by where it runs."""
+        if self.max_failures == "auto":
+            return CLUSTER_MAX_FAILURES if on_cluster else 0
+        return self.max_failures
 
 
 @dataclass

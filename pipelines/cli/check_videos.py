@@ -9,6 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from components.config import ConfigError
+from pipelines.cli.args import add_overwrite_arg
+
 
 def run(args) -> int:
     from pipelines.data.check_videos import Decoders, check_manifest, write_clean_manifest, write_reports
@@ -16,12 +19,22 @@ def run(args) -> int:
     def progress(done: int, total: int) -> None:
         print(f"check-videos: {done}/{total} videos", file=sys.stderr, flush=True)
 
-    report, bad_ids = check_manifest(args.manifest, workers=args.workers, quick=args.quick,
-                                     progress=progress if args.progress else None,
-                                     decoders=Decoders(args.decoder, args.decoder_fallback))
+    from pipelines.cli.args import guard_output
+
+    if args.workers < 0:
+        raise ConfigError(f"--workers {args.workers}: give 0 (one per CPU) or a positive number of processes")
     stem = Path(args.manifest)
     json_path = args.report or str(stem.with_name(stem.name + ".check.json"))
     csv_path = args.csv or str(stem.with_name(stem.name + ".check.csv"))
+    manifest = [("MANIFEST", args.manifest)]
+    for option, path in (("--report", json_path), ("--csv", csv_path)):  # reports are rewritten on each check
+        guard_output(path, option, manifest, overwrite=True)
+    if args.clean:
+        guard_output(args.clean, "--clean", manifest + [("--report", json_path), ("--csv", csv_path)],
+                     args.overwrite)
+    report, bad_ids = check_manifest(args.manifest, workers=args.workers, quick=args.quick,
+                                     progress=progress if args.progress else None,
+                                     decoders=Decoders(args.decoder, args.decoder_fallback))
     write_reports(report, json_path, csv_path)
     for name, d in report.by_dataset.items():
         print(f"{name}: {d['bad_videos']}/{d['videos']} bad videos, {d['bad_clips']}/{d['clips']} bad clips")
@@ -54,6 +67,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--report", default="", help="JSON report path (default MANIFEST.check.json)")
     p.add_argument("--csv", default="", help="CSV report path (default MANIFEST.check.csv)")
     p.add_argument("--clean", default="", metavar="OUT", help="also write a manifest without the bad clips")
+    add_overwrite_arg(p, "the --clean manifest")
     p.add_argument("--no-fail", action="store_true", help="exit 0 even when bad files are found")
     p.add_argument("--progress", action="store_true", help="print progress to stderr")
     p.set_defaults(fn=run)

@@ -11,6 +11,9 @@ def add_parser(sub) -> None:
     p.add_argument("--backbone-only", action="store_true",
                    help="write only the backbone, in its family's own key layout (what a downloaded checkpoint "
                         "holds; a later run's model.backbone.checkpoint loads it), e.g. after model.finetune=full")
+    from pipelines.cli.args import add_overwrite_arg
+
+    add_overwrite_arg(p, "the file --out names (or DIR/model.safetensors)")
     p.add_argument("--register", metavar="NAME", help="also register the MLflow model under this name")
     p.add_argument("--backbone-checkpoint", metavar="PATH",
                    help="the frozen backbone's weights, when the run's model.backbone.checkpoint moved")
@@ -20,13 +23,28 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from pipelines.cli.args import guard_output
+
+    inputs = [("RUN_DIR", args.model), ("--backbone-checkpoint", args.backbone_checkpoint),
+              ("RUN_DIR's weights", Path(args.model) / "weights.safetensors")]
     if args.backbone_only:
+        from pipelines.infer.trained import load_trained
         from pipelines.run.backbone_file import write_backbone_file
 
+        guard_output(args.out, "--out", inputs, args.overwrite)
+        finetune = load_trained(args.model, args.backbone_checkpoint).cfg.model.finetune
         out = write_backbone_file(args.model, args.out, args.backbone_checkpoint)
         print(f"[vidpeft] backbone: {out} (use it as model.backbone.checkpoint={out})")
+        if finetune != "full":
+            print(f"[vidpeft] note: the run trained with model.finetune={finetune}, so its backbone stayed frozen: "
+                  f"this file is the unchanged backbone, without the run's adapters and head (the whole model: "
+                  f"vidpeft export {args.model} --out DIR)")
         return 0
     from pipelines.infer.export import run_export
+
+    guard_output(Path(args.out) / "model.safetensors", "--out", inputs, args.overwrite)
 
     run_export(args.model, args.out, args.register, args.backbone_checkpoint, not args.no_mlflow, args.top_k)
     return 0

@@ -8,7 +8,10 @@ are joined afterwards: `--feature audio=feats.parquet` (one vector per clip id) 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from components.config import ConfigError, apply_override
+from pipelines.cli.args import add_overwrite_arg
 
 
 def _sources(args):
@@ -40,6 +43,14 @@ def run(args) -> int:
         return 0
     if not args.annotations or not args.videos or not args.out:
         raise ConfigError("prepare: --annotations, --videos and --out are required")
+    from pipelines.cli.args import guard_output
+
+    inputs = [("--annotations", a.partition("=")[2] if "=" in a and not Path(a).exists() else a)
+              for a in args.annotations]
+    inputs += [("--videos", args.videos)] + [(f"--feature{'-time' if t else ''}", s.partition("=")[2])
+                                             for t, specs in ((False, args.feature), (True, args.feature_time))
+                                             for s in specs]
+    guard_output(args.out, "--out", inputs, args.overwrite)
     options: dict = {}
     for ov in args.overrides:
         apply_override(options, ov)
@@ -67,6 +78,7 @@ def add_parser(subparsers) -> None:
                    help="annotation files or folders of the format")
     p.add_argument("--videos", default="", help="folder holding the videos")
     p.add_argument("--out", default="", help="manifest to write (.parquet)")
+    add_overwrite_arg(p, "--out")
     p.add_argument("--missing", choices=("error", "skip"), default="error",
                    help="a row whose video is missing stops the conversion (error) or is left out and "
                         "listed in OUT.skipped.csv (skip)")

@@ -18,12 +18,19 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--feature-dim", type=int, default=8, help="width of the side 'audio' feature (0 = none)")
     p.add_argument("--corrupt", type=int, default=0, help="also list N broken video files in the train split")
+    from pipelines.cli.args import add_overwrite_arg
+
+    add_overwrite_arg(p, "OUT_DIR's manifest.parquet and videos")
     p.set_defaults(fn=run)
 
 
 def run(args) -> int:
-    from components.data.synth import make_synthetic_dataset
+    from pathlib import Path
 
+    from components.data.synth import make_synthetic_dataset
+    from pipelines.cli.args import guard_output
+
+    guard_output(Path(args.out_dir) / "manifest.parquet", "out_dir", overwrite=args.overwrite)
     path = make_synthetic_dataset(args.out_dir, num_classes=args.classes, clips_per_class=args.clips_per_class,
                                   frames=args.frames, size=args.size, seed=args.seed, feature_dim=args.feature_dim,
                                   corrupt=args.corrupt, task=args.task)

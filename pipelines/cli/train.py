@@ -13,7 +13,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from pipelines.run.train import run_train
+    from pipelines.run.run_place import check_resumed_copy
+    from pipelines.run.train import output_dir, run_train
 
-    run_train(load_experiment(args.config, args.overrides), resume=args.resume)
+    cfg = load_experiment(args.config, args.overrides)
+    check_resumed_copy(args.config, output_dir(cfg))
+    run_train(cfg, resume=args.resume)
     return 0

@@ -8,6 +8,7 @@ Exit code: 0 when it loads (or no family could be checked), 1 when it does not, 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from components.config import ConfigError
@@ -68,7 +69,7 @@ def cmd_inspect(args) -> int:
     try:
         wf = read_weights_file(path, key_hint="weights inspect")
     except WeightsError as e:
-        print(f"vidpeft: error: {e}")
+        print(f"vidpeft: error: {e}", file=sys.stderr)
         return 2
     size_mb = path.stat().st_size / 1e6
     print(f"file:       {path} ({size_mb:.1f} MB)")

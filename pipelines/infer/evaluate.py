@@ -24,7 +24,7 @@ from components.multihead.config import dataset_heads
 from pipelines.runtime import tracking
 from pipelines.data.eval_views import check_view_counts
 from pipelines.runtime.ray_env import log_level
-from pipelines.infer.trained import Trained, check_classes, load_trained, run_tracking
+from pipelines.infer.trained import Trained, check_classes, check_split, load_trained, run_tracking
 
 
 def evaluation_pass(model, dataset, cfg, device, names=None, progress=None) -> dict:
@@ -143,6 +143,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
 
     # 1) options, model, manifest and views, checked before Ray starts
     check_view_counts(clips, crops)
+    check_split(split)
     t = load_trained(source, backbone_checkpoint)
     if dataset_heads(t.cfg.model):
         raise ConfigError(f"{source}: a multi-dataset run is evaluated per dataset during training; evaluate "

@@ -24,7 +24,7 @@ from components.config import ConfigError
 from components.multihead.config import dataset_heads
 from pipelines.infer.predict_core import (SCHEMA, VIDEO_EXTENSIONS, ClipReader, Scorer, check_open_vocabulary, eval_settings,
                                     failed_row, window_ranges)
-from pipelines.infer.trained import Trained, check_classes, load_trained
+from pipelines.infer.trained import Trained, check_classes, check_split, load_trained
 
 MANIFEST_EXTENSIONS = (".parquet",)
 SHOW_TABLE_UP_TO = 20
@@ -197,11 +197,17 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     import ray
 
     from pipelines.runtime.driver_stderr import quiet_driver_lines
+    from pipelines.runtime.ray_compat import small_blocks
     from pipelines.runtime.ray_env import ensure_ray, log_level, use_gpu
     from pipelines.infer.zeroshot import read_class_names
 
     # 1) options and inputs, checked before Ray starts
     check_options(out, top_k, window_sec, stride_sec, workers, batch_size)
+    check_split(split)
+    from pipelines.cli.args import guard_output
+
+    # predict replaces its own earlier table, never one of its inputs (e.g. a manifest given as INPUT)
+    guard_output(out, "--out", [("RUN_DIR", source)] + [("INPUT", i) for i in inputs], overwrite=True)
     window_sec, stride_sec = window_sec or 0.0, stride_sec or 0.0
     quiet = log_level() == "quiet"
     trained = load_trained(source, backbone_checkpoint)
@@ -229,9 +235,11 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # progress is printed below, per clip written
     per_block = 1 if window_sec else max(cfg.data.decode_batch_size, 1)
-    blocks = [rows.slice(i, per_block) for i in range(0, rows.num_rows, per_block)] or [rows]
     modalities = {m.name: (m.column, m.dim) for m in cfg.model.modalities}
-    ds = ray.data.from_arrow(blocks).map_batches(
+    # One table in, cut into blocks of per_block rows as it streams (one 0-CPU task at a time): from_arrow over
+    # a list of small tables started one metadata task per block, a burst of new worker processes of which
+    # some aborted on a loaded machine ("Mutex corrupt", SIGABRT: retried, but ~34 lines of dumps)
+    ds = small_blocks(ray.data.from_arrow(rows), per_block, cpus=0.0).map_batches(
         PredictDecoder, fn_constructor_kwargs={"settings": eval_settings(cfg), "modalities": modalities,
                                                "window_sec": window_sec, "stride_sec": stride_sec},
         batch_size=per_block, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.data.decode_actors),

@@ -97,8 +97,9 @@ def load_trained(source: str | Path, backbone_checkpoint: str | None = None) -> 
             raise ConfigError(f"{src}: not a `vidpeft export` file (no {STANDALONE_KEY} metadata); give the run "
                               f"directory instead")
         cfg = from_dict(ExperimentConfig, saved_config(meta["config"], str(src)))
-        return Trained(cfg, list(meta.get("class_names") or []), list(meta.get("target_names") or []), src,
-                       standalone=True)
+        t = Trained(cfg, list(meta.get("class_names") or []), list(meta.get("target_names") or []), src,
+                    standalone=True)
+        return _checked(t, src)
     if not (src / "config.yaml").is_file():
         raise FileNotFoundError(f"{src}: not a vidpeft run directory (no config.yaml)")
     if not (src / WEIGHTS).is_file():
@@ -111,7 +112,23 @@ def load_trained(source: str | Path, backbone_checkpoint: str | None = None) -> 
         raise FileNotFoundError(f"model.backbone.checkpoint {ckpt} (from {src / 'config.yaml'}) not found: pass "
                                 f"--backbone-checkpoint PATH, or use a `vidpeft export` file, which holds the backbone")
     names, targets = _labels_of_run(src, cfg)
-    return Trained(cfg, names, targets, src / WEIGHTS, run_dir=src)
+    read_standalone_meta(src / WEIGHTS)  # a safetensors file at all (its header), before any worker reads it
+    return _checked(Trained(cfg, names, targets, src / WEIGHTS, run_dir=src), src / "config.yaml")
+
+
+def _checked(t: Trained, config_file: Path) -> Trained:
+    """The saved config builds a model (shapes only, on the meta device): a refused kwarg or a bad adapter in a
+    handed-over config.yaml is one line naming the file here, on the driver, not a worker's traceback."""
+    from pipelines.run.preflight import check_model
+
+    model = t.cfg.model
+    bare = replace(model, backbone=replace(model.backbone, checkpoint=None),
+                   adapters=[replace(a, init_from="") for a in model.adapters])
+    try:
+        check_model(replace(t.cfg, model=bare), t.class_names if t.task != "regression" else None)
+    except ConfigError as e:
+        raise ConfigError(f"{config_file}: {e}") from None
+    return t
 
 
 def build_trained(t: Trained, device="cpu"):
@@ -148,6 +165,14 @@ def build_trained(t: Trained, device="cpu"):
     return model.to(torch.device(device)).eval()
 
 
+def check_split(split: str | None) -> None:
+    """--split names one of the manifest splits (checked before anything is loaded)."""
+    from components.data.manifest import SPLITS
+
+    if split is not None and split not in SPLITS:
+        raise ConfigError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
+
+
 def check_classes(t: Trained, manifest_path: str | Path, manifest_names: list[str]) -> None:
     """A manifest scored against this model must name the same classes, in the same order."""
     if not t.has_classes or not manifest_names or not t.class_names:
@@ -168,6 +193,10 @@ def run_tracking(t: Trained) -> tuple[str, str | None]:
     info_file = t.run_dir / "run_info.json" if t.run_dir else None
     info = json.loads(info_file.read_text()) if info_file and info_file.is_file() else {}
     uri, run_id = info.get("tracking_uri"), info.get("run_id")
+    if t.run_dir is not None:
+        from pipelines.run.run_place import note_moved_run
+
+        note_moved_run(t.run_dir, uri if run_id else None)
     if uri and run_id:
         try:
             tracking.client(uri).get_run(run_id)

@@ -40,6 +40,7 @@ class RunPlan:
     checkpoint_metric: str | None = cfg(None, "the validation metric that ranks checkpoints and that early "
                                               "stopping (optim.patience) watches")
     checkpoint_mode: str = cfg("max", "max or min: which way checkpoint_metric improves")
+    fault: str = cfg("", "tests only: where rank 0 kills itself once (pipelines/run/fault_hook.py); '' = never")
 
     @property
     def metric_names(self) -> Any:

@@ -30,13 +30,15 @@ from pipelines.run import best, preflight
 from pipelines.run.checkpoints import WEIGHTS, epoch_of, latest_checkpoint
 from pipelines.run.inputs import check_inputs, output_dir, storage_location
 from pipelines.run.lock import hold_run_lock
+from pipelines.run.fault_hook import fault_from_env
 from pipelines.run.plan import RunPlan
 from pipelines.run.progress_relay import LiveRelay
+from pipelines.run.run_place import PLACE_KEY
 from pipelines.run.status import runs_closed_on_failure
 from pipelines.run.summary import print_summary
 from pipelines.run.train_loop import train_loop_per_worker
 from pipelines.runtime import tracking
-from pipelines.runtime.ray_env import ensure_ray, train_logging, use_gpu
+from pipelines.runtime.ray_env import ensure_ray, on_loopback, torch_config, train_logging, use_gpu
 from pipelines.runtime.redaction import redact_data, redact_urls
 from pipelines.runtime.stop_signals import stop_like_ctrl_c
 
@@ -111,7 +113,8 @@ class TrainRun:
                 self.opened.append((self.uri, self.run_id))  # any failure from here on marks it FAILED
             if not info.get("run_id"):
                 tracking.log_artifact(self.uri, self.run_id, out / "config.yaml")
-        info_file.write_text(json.dumps({"run_id": self.run_id, "tracking_uri": redact_urls(self.uri)}, indent=2))
+        info_file.write_text(json.dumps({"run_id": self.run_id, "tracking_uri": redact_urls(self.uri),
+                                         PLACE_KEY: str(out.absolute())}, indent=2))  # a copied run dir says so
 
     def _tags(self) -> dict[str, str]:
         """Output dir, the config's extra tags, and the parent run that nests this one (tune/ablate)."""
@@ -169,16 +172,18 @@ class TrainRun:
             val_clips=min(manifest.split(d.val_split).num_rows, d.limit or 1 << 62) if d.val_split else 0,
             val_stream=val_stream, progress_board=self.relay.name or "", dataset_names=list(names),
             resume_from=str(self.restore) if self.restore else None, storage=self.storage,
-            checkpoint_metric=self.metric, checkpoint_mode=self.mode)
+            checkpoint_metric=self.metric, checkpoint_mode=self.mode, fault=fault_from_env())
         return TorchTrainer(
             train_loop_per_worker,
             train_loop_config=plan.to_dict(),
+            torch_config=torch_config(),  # a local instance: the workers' rendezvous listens on loopback only
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
                                                    resources_per_worker=resources),
             run_config=ray.train.RunConfig(
                 name=f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}",  # unique within a second
                 storage_path=self.storage,
-                failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
+                failure_config=ray.train.FailureConfig(
+                    max_failures=cfg.scaling.failures_allowed(not on_loopback())),  # a cluster: restart lost workers
                 # Ray keeps the best `keep` checkpoints by the metric (and the latest, for resume)
                 checkpoint_config=ray.train.CheckpointConfig(
                     num_to_keep=cfg.scaling.keep_checkpoints or cfg.checkpoint.keep,

@@ -23,6 +23,7 @@ from components.engine import (
 from components.flops import accounting
 from components.model import build_model
 from components.tasks import Task, model_task
+from pipelines.run import fault_hook
 from pipelines.run.best import Patience
 from pipelines.run.checkpoints import newer_in_storage, restore_checkpoint, save_checkpoint
 from pipelines.config import ExperimentConfig
@@ -145,6 +146,9 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
             say(line)
 
     log_to_mlflow = rank == 0 and uri and run_id
+    logged_steps = 0
+    if checkpoint and log_to_mlflow:  # an epoch redone after a restart logs its points once (see below)
+        logged_steps = tracking.log_epoch_once(uri, run_id, state["metrics"], state["epoch"])
 
     # The training stream holds every epoch still to run; each epoch is this worker's equal share
     train_shard = ray.train.get_dataset_shard("train")
@@ -179,8 +183,9 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
         lr = optimizer.param_groups[0]["lr"]
         watch = StepWatch(cfg, f"epoch {epoch + 1}/{cfg.optim.epochs}", batches_per_epoch, step, device,
                           enabled=rank == 0, log=tracking.log_metrics if log_to_mlflow else None,
-                          uri=uri, run_id=run_id, post=post)
-        train = _run_epoch(model, next(train_epochs), cfg, device, task, step, len(dataset_names), watch)
+                          uri=uri, run_id=run_id, post=post, logged_before=logged_steps)
+        on_batch = fault_hook.on_batch(plan.fault, epoch, watch) if rank == 0 else watch
+        train = _run_epoch(model, next(train_epochs), cfg, device, task, step, len(dataset_names), on_batch)
         watch.close()
         skipped, fallback = train.skipped, train.fallback
         seen, secs = _sum([train.clips, train.seconds])
@@ -218,11 +223,15 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
                 with regs.evaluated():
                     save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler, extra)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-                if log_to_mlflow:
-                    tracking.log_metrics(uri, run_id, metrics, step=epoch)
                 if cfg.log.level != "quiet":
                     show(epoch_line(epoch, cfg.optim.epochs, metrics))
+                fault_hook.reached(plan.fault, "before_report", epoch)
             ray.train.report(metrics, checkpoint=ckpt)
+            # logged once the epoch's checkpoint is kept: a worker lost before this point redoes the epoch
+            # and its metrics are logged for the first time then (not a second point at the same step); lost
+            # after it, the restart logs them from the checkpoint (tracking.log_epoch_once)
+            if log_to_mlflow:
+                tracking.log_metrics(uri, run_id, metrics, step=epoch)
         if stop:  # [after] the run's closing table says why it stopped
             break
     if rank == 0 and os.environ.get("VIDPEFT_DEBUG"):

@@ -97,3 +97,73 @@ def small_blocks(ds, rows: int, cpus: float):
     op.ray_remote_args["num_cpus"] = cpus
     object.__setattr__(op, "compute", ray.data.TaskPoolStrategy(size=1))
     return out
+
+
+# ---- Train workers' process group on loopback ---------------------------------------------------------------
+# Ray Train's torch backend (ray/train/torch/config.py, _TorchBackend.on_start) names worker 0's node address
+# as MASTER_ADDR, and rank 0's init_process_group then starts torch's rendezvous store (TCPStore), which
+# listens on every interface (::) whatever address it is given; gloo's own sockets bind to the address the
+# host name resolves to. On a local instance every worker is on this machine: the store is started first on
+# a socket bound to 127.0.0.1 (init_process_group reuses a multi-tenant store of the same port in the same
+# process) and gloo is pinned to the loopback interface, so nothing of a local run is reachable from outside.
+_LOOPBACK_STORE: list = []  # rank 0's store, kept alive for the life of the worker process
+
+
+def _open_loopback_store(world_size: int, timeout_s: float) -> int:
+    import datetime
+    import socket
+
+    from torch.distributed import TCPStore
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    store = TCPStore("127.0.0.1", port, world_size, True, datetime.timedelta(seconds=timeout_s),
+                     wait_for_workers=False, multi_tenant=True, master_listen_fd=sock.fileno())
+    _LOOPBACK_STORE[:] = [store, sock]
+    return port
+
+
+def _loopback_env(port: int) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME=_loopback_interface(),
+                      NCCL_SOCKET_IFNAME=_loopback_interface())
+
+
+def _loopback_interface() -> str:
+    import socket
+
+    for _, name in socket.if_nameindex():
+        if name.startswith("lo"):
+            return name
+    return "lo"
+
+
+def loopback_torch_config():
+    """A ``TorchConfig`` for ``TorchTrainer(torch_config=...)`` whose process group listens on 127.0.0.1 only:
+    for a Ray instance whose nodes are all on this machine's loopback address."""
+    import ray
+    from ray.train.torch.config import (TorchConfig, _set_torch_distributed_env_vars, _setup_torch_process_group,
+                                        _TorchBackend)
+
+    class LoopbackTorchBackend(_TorchBackend):
+        def on_start(self, worker_group, backend_config) -> None:
+            backend = backend_config.backend or (
+                "nccl" if worker_group.get_resources_per_worker().get("GPU", 0) > 0 else "gloo")
+            n = len(worker_group)
+            port = worker_group.execute_single(0, _open_loopback_store, world_size=n,
+                                               timeout_s=backend_config.timeout_s)
+            worker_group.execute(_loopback_env, port=port)
+            worker_group.execute(_set_torch_distributed_env_vars)
+            ray.get([worker_group.execute_single_async(i, _setup_torch_process_group, backend=backend, world_rank=i,
+                                                       world_size=n, init_method="env://",
+                                                       timeout_s=backend_config.timeout_s) for i in range(n)])
+
+    class LoopbackTorchConfig(TorchConfig):
+        @property
+        def backend_cls(self):
+            return LoopbackTorchBackend
+
+    return LoopbackTorchConfig()

@@ -152,6 +152,24 @@ def _start_local(quiet: dict, num_cpus: int = 0) -> None:
              runtime_env=runtime_env, **quiet)
 
 
+def on_loopback() -> bool:
+    """Every node of the connected Ray instance is on this machine's loopback address (a local instance
+    vidpeft started): Train workers then keep their process group on 127.0.0.1 too."""
+    import ipaddress
+
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return bool(nodes) and all(ipaddress.ip_address(n["NodeManagerAddress"]).is_loopback for n in nodes)
+
+
+def torch_config():
+    """``TorchTrainer(torch_config=...)``: the process group on loopback for a local instance, else Ray's."""
+    from pipelines.runtime.ray_compat import loopback_torch_config
+
+    return loopback_torch_config() if on_loopback() else None
+
+
 def use_gpu(setting: bool | str) -> bool:
     """auto: only when the cluster actually offers GPUs."""
     if isinstance(setting, bool):

@@ -65,6 +65,7 @@ def runtime_env(req: SubmitRequest, environ: dict[str, str]) -> dict:
             raise ConfigError(f"{env_file}: a runtime_env must be a mapping, got {type(spec).__name__}")
     if working_dir is not None:
         spec["working_dir"] = str(working_dir)
+        spec["excludes"] = list(spec.get("excludes") or []) + _local_outputs_inside(working_dir, environ, spec)
     else:
         spec.pop("working_dir", None)
     env_vars = dict(spec.get("env_vars") or {})
@@ -81,6 +82,24 @@ def runtime_env(req: SubmitRequest, environ: dict[str, str]) -> dict:
     if env_vars:
         spec["env_vars"] = {k: str(v) for k, v in env_vars.items()}
     return spec
+
+
+def _local_outputs_inside(working_dir: Path, environ: dict[str, str], spec: dict) -> list[str]:
+    """Checkpoint storage (VIDPEFT_STORAGE_PATH) or a local MLflow store inside the working dir: never shipped
+    with the code (each job would upload every earlier job's optimizer states)."""
+    out = []
+    for value in (environ.get("VIDPEFT_STORAGE_PATH", ""), environ.get("MLFLOW_TRACKING_URI", "")):
+        path = value.removeprefix("sqlite:///").removeprefix("file://")
+        if not path or "://" in path or not os.path.isabs(path):
+            continue
+        try:
+            rel = Path(path).absolute().relative_to(working_dir)
+        except ValueError:
+            continue
+        entry = f"{rel.as_posix()}/" if not path.endswith(".db") else rel.as_posix()
+        if rel.parts and entry not in (spec.get("excludes") or []):
+            out.append(entry)
+    return out
 
 
 def client_env(environ: dict[str, str]) -> dict[str, str]:

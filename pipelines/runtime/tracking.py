@@ -8,6 +8,7 @@ process-global "active run", so Ray processes never open a second run by acciden
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,19 @@ def client(uri: str):
     from pipelines.runtime.mlflow_store import ensure_store
 
     ensure_store(uri)  # a fresh sqlite store: created once, by one process
-
+    if redact_urls(uri) != uri:  # MLflow's own "View run at" lines would print the password: end_run says it
+        os.environ[SUPPRESS_URL_ENV] = "true"
     return MlflowClient(tracking_uri=uri)
+
+
+SUPPRESS_URL_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"  # read by MLflow each time a run ends
+_USERINFO = re.compile(r"(://)[^/@\s]*@")
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page on a tracking server, without the credentials of ``uri``."""
+    host = _USERINFO.sub(r"\1", uri).rstrip("/")
+    return f"{host}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def start_run(uri: str, experiment: str, run_name: str, params: dict[str, str], tags: dict[str, str] | None = None,
@@ -116,9 +128,22 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
     client(uri).log_batch(run_id, metrics=items)
 
 
+def log_epoch_once(uri: str, run_id: str, metrics: dict[str, float], epoch: int) -> int:
+    """On a restart from epoch ``epoch``'s checkpoint: log its metrics when the worker that made it was lost
+    before logging them; returns the last optimizer step with a step_* point, which later points pass."""
+    c = client(uri)
+    keys = [k for k, v in metrics.items() if isinstance(v, (int, float))]
+    if keys and not any(m.step == epoch for m in c.get_metric_history(run_id, keys[0])):
+        log_metrics(uri, run_id, metrics, step=epoch)
+    return max((m.step for m in c.get_metric_history(run_id, "step_train_loss")), default=0)
+
+
 def log_artifact(uri: str, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
     client(uri).log_artifact(run_id, str(path), artifact_path)
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    client(uri).set_terminated(run_id, status=status)
+    c = client(uri)
+    c.set_terminated(run_id, status=status)
+    if uri.startswith(("http://", "https://")) and redact_urls(uri) != uri:  # MLflow's own line is off: ours
+        print(f"[vidpeft] MLflow run: {run_url(uri, c.get_run(run_id).info.experiment_id, run_id)}", flush=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import replace, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +168,23 @@ def validate(space: SearchSpace, base: dict, where: str = "search space") -> Non
                 resolve(ExperimentConfig, base=apply_params(base, {key: value}))
             except ConfigError as e:
                 raise ConfigError(f"{where}: params.{key} = {value!r} does not fit the experiment config: {e}") from None
+
+
+def check_space_models(space: SearchSpace, base: dict, where: str = "search space",
+                       class_names: list[str] | None = None, num_outputs: int | None = None) -> None:
+    """Every candidate value of a model.* key builds a model (shapes only, on the meta device): a refused
+    kwarg or a bad adapter in the space is one line here, not a trial's traceback after Ray started."""
+    from pipelines.config import ExperimentConfig
+    from pipelines.run.preflight import check_model
+
+    for key, p in space.params.items():
+        if not key.startswith("model."):
+            continue
+        for value in p.candidates():
+            cfg = resolve(ExperimentConfig, base=apply_params(base, {key: value}))
+            model = cfg.model
+            bare = replace(model, backbone=replace(model.backbone, checkpoint=None))
+            try:
+                check_model(replace(cfg, model=bare), class_names, num_outputs)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: params.{key} = {value!r}: {e}") from None

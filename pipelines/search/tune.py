@@ -24,7 +24,7 @@ from components.config import ConfigError, dump_yaml, from_dict, resolve, to_dic
 from pipelines.runtime import ray_env, tracking
 from pipelines.config import ExperimentConfig
 from pipelines.run.config_identity import config_identity
-from pipelines.search.space import SearchSpace, apply_params, load_space, validate
+from pipelines.search.space import SearchSpace, apply_params, check_space_models, load_space, validate
 from pipelines.search.trial_callbacks import (EPOCHS_DONE, TRAIN_PG, EpochReporter, NotePlacementGroup, TrialEnds,  # noqa: F401
                                        release_placement_group)
 
@@ -94,7 +94,11 @@ def trial_driver(config: dict, job: TrialJob) -> None:
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = job.config_for(config, trial_id)
-    final = run_train(cfg, resume=True, callbacks=[EpochReporter(cfg.optim.epochs - 1), NotePlacementGroup()])
+    from pipelines.run.best import checkpoint_metric
+    from pipelines.search.trial_results import KeepEpochResults
+
+    keep = KeepEpochResults(cfg.output_dir, *checkpoint_metric(cfg), cfg.optim.epochs)  # kept if ASHA stops it
+    final = run_train(cfg, resume=True, callbacks=[EpochReporter(cfg.optim.epochs - 1), NotePlacementGroup(), keep])
     key = cfg.tracking.tags.get(CELL_KEY_TAG)
     if key:  # a campaign cell: its key in metrics.json marks it finished for later reruns
         path = Path(final["output_dir"]) / "metrics.json"
@@ -243,10 +247,15 @@ def run_search(config_files: list[str], overrides: list[str], space_file: str, t
     if scheduler not in ("asha", "fifo"):
         raise ConfigError(f"--scheduler must be asha or fifo, got {scheduler!r}")
     check_search(search, space, str(space_file))
+    from pipelines.run.reported_metrics import check_reported
+
+    check_reported(space.metric, cfg, f"{space_file}: metric")  # not found only after a whole trial
     if not any(k == "data" or k.startswith(("data.manifest", "data.datasets")) for k in space.params):
         from pipelines.run.inputs import check_inputs
 
-        check_inputs(cfg)  # data, model and weights as `vidpeft train` checks them, before Ray starts
+        # data, model and weights as `vidpeft train` checks them, before Ray starts
+        prepared, manifest, _ = check_inputs(cfg)
+        check_space_models(space, base, str(space_file), manifest.class_names, prepared.model.head.num_outputs)
     name = Path(space_file).stem
     search_dir = Path(out or Path("runs") / f"tune-{name}").absolute()
     exp_dir = search_dir / "tune"

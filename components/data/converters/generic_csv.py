@@ -86,6 +86,25 @@ def _index_classes(records: list, opts: GenericCsvOptions, cells) -> list[str]:
     return [str(i) for i in range(top + 1)]
 
 
+def _refuse_mixed_labels(records: list, opts: GenericCsvOptions, cells) -> None:
+    """label_type=auto: integer labels with a few other values among them are most likely a typo (a
+    stray ``1.5`` among 0/1), not class names: say where instead of silently reading names."""
+    ints = others = 0
+    first = None
+    for af, _, line, r in records:
+        for v in cells(r):
+            if _is_int(v):
+                ints += 1
+            else:
+                others += 1
+                first = first or (af, line, v)
+    if ints and others:
+        af, line, v = first
+        raise ConverterError(af.path, f"label {v!r} is not an integer, but {ints} other label(s) are ({others} are "
+                                      f"not): fix the cell, or --set label_type=name to read every label as a "
+                                      f"class name", f"line {line}")
+
+
 def parse(files: list[AnnotationFile], opts: GenericCsvOptions, finder: VideoFinder) -> Converted:
     records = []
     for af in files:
@@ -106,6 +125,8 @@ def parse(files: list[AnnotationFile], opts: GenericCsvOptions, finder: VideoFin
         return out
 
     values = [v for *_, r in records for v in cells(r)]
+    if opts.label_type == "auto" and not opts.classes_file:
+        _refuse_mixed_labels(records, opts, cells)
     by_index = opts.label_type == "index" or (opts.label_type == "auto" and values and all(map(_is_int, values)))
     if opts.classes_file:
         class_names = read_class_list(Path(opts.classes_file))

@@ -6,6 +6,7 @@ The ``mlflow_server`` fixture is session-wide: tests/pipelines/search/test_tune_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -28,18 +30,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real tracking server (sqlite backend, served artifacts), bound to loopback; stopped after."""
-    root = tmp_path_factory.mktemp("mlflow_server")
+@contextlib.contextmanager
+def served_mlflow(root, extra_args: tuple = (), env: dict | None = None):
+    """`mlflow server` (sqlite backend in ``root``, served artifacts) on 127.0.0.1, its own cwd ``root``;
+    yields its http URI once it answers, and stops it (its whole process group) after."""
     port = _free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        [sys.executable, "-m", "mlflow", "server", *extra_args, "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # own process group: stopped as one
-    )
+        cwd=root, env={**os.environ, **(env or {})})
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -48,6 +50,8 @@ def mlflow_server(tmp_path_factory):
                 with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
                     if r.status == 200:
                         break
+            except urllib.error.HTTPError:
+                break  # it answers (a server with auth may refuse)
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -55,13 +59,21 @@ def mlflow_server(tmp_path_factory):
             time.sleep(0.5)
         yield uri
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real tracking server (sqlite backend, served artifacts), bound to loopback; stopped after."""
+    with served_mlflow(tmp_path_factory.mktemp("mlflow_server")) as uri:
+        yield uri
 
 
 def _children(client, parent_id: str):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
+import pytest
+
 
 def test_private_ray_names_are_where_ray_compat_expects_them():
     from ray.train.v2._internal.execution.worker_group.state import WorkerGroupState
@@ -114,3 +116,53 @@ def test_streaming_repartition_still_takes_task_options_on_its_logical_operator(
     op = ds._logical_plan.dag
     assert op.ray_remote_args == {"num_cpus": 0.0} and op.compute.size == 1
     assert [len(b["x"]) for b in ds.iter_batches(batch_size=None)] == [8, 8, 4]
+
+
+def _listening_sockets_of_this_process() -> list[tuple[str, int]]:
+    """(address, port) of every TCP listener of the calling process (inside a Train worker)."""
+    import os
+
+    import psutil
+
+    return [(c.laddr.ip, c.laddr.port) for c in psutil.Process(os.getpid()).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN]
+
+
+def _record_listeners(config: dict) -> None:
+    """A Train worker's loop: after Ray set up the process group, write this worker's listeners down."""
+    import json
+    import os
+    from pathlib import Path
+
+    import ray.train
+    import torch.distributed as dist
+
+    dist.barrier()  # every rank connected: the store and gloo's pairs are all up
+    rank = ray.train.get_context().get_world_rank()
+    Path(config["out"], f"rank{rank}.json").write_text(json.dumps(_listening_sockets_of_this_process()))
+    dist.barrier()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("loopback", [True, False], ids=["vidpeft", "ray_default"])
+def test_train_workers_rendezvous_listens_on_loopback_only(ray_session, tmp_path, loopback):
+    """Two Train workers of a local instance: with vidpeft's torch config (what `vidpeft train` uses on a
+    local instance) no worker socket listens beyond 127.0.0.1; Ray's default torch config, the contrast,
+    leaves rank 0's rendezvous store on every interface (what this guards against)."""
+    import json
+
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.runtime.ray_env import on_loopback, torch_config
+
+    assert on_loopback()  # the session's instance is the local, loopback-only one
+    config = torch_config() if loopback else None
+    assert (config is not None) == loopback
+    TorchTrainer(_record_listeners, train_loop_config={"out": str(tmp_path)}, torch_config=config,
+                 scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.01}),
+                 run_config=ray.train.RunConfig(storage_path=str(tmp_path / "ray"))).fit()
+    found = {rank: json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)}
+    assert found[0], found  # rank 0 hosts the store: at least that listener
+    exposed = [(rank, ip, port) for rank, socks in found.items() for ip, port in socks if not _is_loopback(ip)]
+    assert (exposed == []) == loopback, found

@@ -77,6 +77,11 @@ def test_asha_search_ends_with_a_best_config(ray_session, mlflow_server, tiny_da
     trials = {r["optim.lr"]: r for r in csv.DictReader(open(out / "trials.csv"))}
     assert (trials["0.003"]["state"], trials["0.003"]["epochs"]) == ("completed", "2")
     assert (trials["2.0"]["state"], trials["2.0"]["epochs"]) == ("stopped early", "1")
+    # ... and its folder keeps what its finished epoch(s) earned: metrics.json (marked partial) and weights
+    stopped, done = out / "trials" / trials["2.0"]["trial_id"], out / "trials" / trials["0.003"]["trial_id"]
+    kept = json.loads((stopped / "metrics.json").read_text())
+    assert kept["best_epoch"] in (0, 1) and "partial" in kept and (stopped / "weights.safetensors").is_file()
+    assert "partial" not in json.loads((done / "metrics.json").read_text())  # a finished run's own file
     # ... and its Train workers' CPUs are free again: no later trial waits on a dead run's reservation
     from ray.util.placement_group import placement_group_table
 

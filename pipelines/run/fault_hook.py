@@ -1,0 +1,63 @@
+"""A fault at a chosen point of a run, for the fault tests only: a Train worker SIGKILLs itself there.
+
+Tests set ``VIDPEFT_TEST_FAULT`` in the `vidpeft train` driver's environment, e.g.
+``point=before_report,epoch=1,once=/tmp/x/killed`` or ``point=batch,epoch=1,batch=2,once=...``; the
+driver passes it to the workers in the run plan (a worker's environment is its raylet's, not the
+driver's). The ``once`` file is created just before the kill, so the restarted worker runs through.
+Points: ``batch`` (after training batch ``batch`` of epoch ``epoch``, counted from 1) and
+``before_report`` (epoch ``epoch``'s metrics and checkpoint made, not yet reported to Ray).
+Without the variable nothing here does anything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+FAULT_ENV = "VIDPEFT_TEST_FAULT"
+POINTS = ("batch", "before_report")
+
+
+def fault_from_env() -> str:
+    """The driver's side: the spec to hand to the workers ('' = none). A bad spec fails the run early."""
+    spec = os.environ.get(FAULT_ENV, "")
+    if spec:
+        parse(spec)
+    return spec
+
+
+def parse(spec: str) -> dict[str, str]:
+    fields = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
+    if fields.get("point") not in POINTS or "epoch" not in fields or "once" not in fields:
+        raise ValueError(f"{FAULT_ENV}={spec!r}: expected point={'|'.join(POINTS)},epoch=N[,batch=K],once=FILE")
+    return fields
+
+
+def reached(spec: str, point: str, epoch: int, batch: int = 0) -> None:
+    """Called by rank 0 at each point: dies once when ``spec`` names this point."""
+    if not spec:
+        return
+    f = parse(spec)
+    if f["point"] != point or int(f["epoch"]) != epoch or (point == "batch" and int(f.get("batch", 1)) != batch):
+        return
+    marker = Path(f["once"])
+    if marker.exists():
+        return
+    marker.write_text(f"{point} epoch {epoch} batch {batch}\n")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def on_batch(spec: str, epoch: int, hook):
+    """``hook`` (the engine's on_batch callback) that also counts batches toward a ``batch`` fault."""
+    if not spec:
+        return hook
+    seen = [0]
+
+    def call(*args, **kwargs):
+        result = hook(*args, **kwargs)
+        seen[0] += 1
+        reached(spec, "batch", epoch, seen[0])
+        return result
+
+    return call
