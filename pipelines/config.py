@@ -20,7 +20,7 @@ class DatasetEntry:
 
     name: str = cfg("", "dataset name: its head and its metrics (val_<name>_top1, skipped_clips_<name>); "
                         "letters, digits, _ and -")
-    manifest: str = cfg("", "this dataset's clip manifest (Parquet)")
+    manifest: str = cfg("", "this dataset's clip manifest (Parquet): a path or an s3://, gs://, https:// URI")
     task: str = cfg("single_label", "this dataset's head and loss: single_label, multi_label or regression")
     num_outputs: int = cfg(0, "classes / targets of its head; 0 = from the manifest")
     weight: float = cfg(1.0, "mixing ratio: its share of every training epoch is weight / sum of weights")
@@ -42,7 +42,8 @@ class DatasetEntry:
 
 @dataclass
 class DataConfig:
-    manifest: str = cfg("", "clip manifest (Parquet); relative paths resolve against the working directory")
+    manifest: str = cfg("", "clip manifest (Parquet): a path (relative to the working directory) or an s3://, "
+                            "gs://, https:// URI; relative video paths in it resolve against its folder")
     datasets: list[DatasetEntry] = cfg([], "several manifests in one run, one head each, mixed by weight "
                                            "(instead of data.manifest; README: Several datasets in one run)")
     mix_epoch_clips: int = cfg(0, "with data.datasets: training clips per epoch drawn from them by weight; "

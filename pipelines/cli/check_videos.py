@@ -19,7 +19,10 @@ def run(args) -> int:
     report, bad_ids = check_manifest(args.manifest, workers=args.workers, quick=args.quick,
                                      progress=progress if args.progress else None,
                                      decoders=Decoders(args.decoder, args.decoder_fallback))
-    stem = Path(args.manifest)
+    from components.io import basename, is_remote
+
+    # reports go next to a local manifest; a remote one's into the working directory
+    stem = Path(basename(args.manifest)) if is_remote(args.manifest) else Path(args.manifest)
     json_path = args.report or str(stem.with_name(stem.name + ".check.json"))
     csv_path = args.csv or str(stem.with_name(stem.name + ".check.csv"))
     write_reports(report, json_path, csv_path)

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from components.data.manifest import METADATA_KEY, read_manifest, write_manifest
+from components.data.manifest import METADATA_KEY, read_manifest, rebase_video_paths, write_manifest
+from components.io import StorageError, is_remote, local_path, read_bytes, uri
 
 
 @dataclass(frozen=True)
@@ -50,18 +51,21 @@ def check_video(path: str, quick: bool = False, decoders: Decoders = Decoders())
     """One file's status; never raises for a bad file (the reason says what is wrong)."""
     from components.video.decode import ClipSpec, VideoDecodeError, decode_clip, probe_video
 
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return VideoStatus(path, False, "file not found")
-    except OSError as e:
-        return VideoStatus(path, False, f"cannot stat file: {e.strerror or e}")
-    if st.st_size == 0:
-        return VideoStatus(path, False, "empty (zero-byte) file")
-    if not os.access(path, os.R_OK):
-        return VideoStatus(path, False, "not readable (permission denied)")
+    data = None
+    if is_remote(path):  # fetched once, decoded in memory for the probe and the frames
+        try:
+            data = read_bytes(path)
+        except StorageError as e:
+            return VideoStatus(path, False, e.reason)
+        if not data:
+            return VideoStatus(path, False, "empty (zero-byte) object")
+    else:
+        bad = _local_problem(local_path(path))
+        if bad:
+            return VideoStatus(path, False, bad)
     used: list[VideoDecodeError] = []  # the first decoder's errors when the fallback read the file
-    kw = {"decoder": decoders.decoder, "fallback": decoders.fallback or None, "on_fallback": used.append}
+    kw = {"decoder": decoders.decoder, "fallback": decoders.fallback or None, "on_fallback": used.append,
+          "data": data}
     try:
         n, fps, _, _ = probe_video(path, **kw)
         if n < 1:
@@ -72,6 +76,21 @@ def check_video(path: str, quick: bool = False, decoders: Decoders = Decoders())
     except VideoDecodeError as e:
         return VideoStatus(path, False, e.reason)
     return VideoStatus(path, True, frames=n, fps=fps, fallback=bool(used))
+
+
+def _local_problem(path: str) -> str:
+    """What makes a local file unusable before any decoder tries it ("" = nothing)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as e:
+        return f"cannot stat file: {e.strerror or e}"
+    if st.st_size == 0:
+        return "empty (zero-byte) file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return ""
 
 
 def _check_many(args: tuple[list[str], bool, Decoders]) -> list[VideoStatus]:
@@ -179,16 +198,11 @@ def write_reports(report: CheckReport, json_path: str | os.PathLike, csv_path: s
 
 def write_clean_manifest(manifest: str | os.PathLike, bad_ids: set[str], out: str | os.PathLike) -> int:
     """A copy of the manifest without the bad clips (metadata kept); returns the rows written."""
-    manifest, out = Path(manifest), Path(out)
-    table = pq.read_table(manifest)
+    manifest, out = uri.absolute(manifest), uri.absolute(out)
+    table = pq.read_table(pa.BufferReader(read_bytes(manifest)))
     meta = json.loads(table.schema.metadata[METADATA_KEY])
     keep = pc.invert(pc.is_in(table["clip_id"], value_set=pa.array(sorted(bad_ids), pa.string())))
-    table = table.filter(keep)
-    if out.absolute().parent != manifest.absolute().parent:  # keep relative video paths valid
-        paths = [p if os.path.isabs(p) else str((manifest.parent / p).absolute())
-                 for p in table["video_path"].to_pylist()]
-        table = table.set_column(table.schema.get_field_index("video_path"), "video_path",
-                                 pa.array(paths, pa.string()))
+    table = rebase_video_paths(table.filter(keep), manifest, out)
     write_manifest(out, table, meta["class_names"], feature_dims=meta.get("feature_dims") or {},
                    regression_names=meta.get("regression_names"))
     return table.num_rows

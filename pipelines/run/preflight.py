@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from components.config import ConfigError, to_dict
+from components.weights.reader import weights_present
 
 # What building a model from a bad config or file raises (libraries are not consistent about it).
 BUILD_ERRORS = (ValueError, TypeError, RuntimeError, KeyError, IndexError, AssertionError, OSError,
@@ -65,8 +66,8 @@ def check_model(cfg, class_names: list[str] | None = None, num_outputs: int | No
         raise ConfigError(f"model ({model_cfg.kind}, backbone {model_cfg.backbone.family} "
                           f"{model_cfg.backbone.name}): {_one_line(e)}") from None
     for key, backbone in backbones:
-        path = Path(backbone.checkpoint)
-        if not path.is_file():
+        path = backbone.checkpoint
+        if not weights_present(path, key_hint=f"{key}.checkpoint"):
             raise ConfigError(f"{key}.checkpoint: weights file not found: {path}")
         try:
             build_on_meta(model_cfg, num_outputs, class_names)

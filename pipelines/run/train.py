@@ -18,6 +18,7 @@ from components.config import ConfigError, dump_yaml, to_dict
 from components.data.manifest import Manifest, read_manifest
 from components.multihead.config import dataset_heads
 from components.tasks import make_task
+from pipelines.run.storage_check import check_storage
 from pipelines.run import best, preflight
 from pipelines.data import multi_dataset
 from pipelines.runtime import tracking
@@ -170,6 +171,7 @@ def _run_train(cfg: ExperimentConfig, resume: bool, callbacks: list | None, open
     in_trial = bool(callbacks)
     # 1) inputs: manifest and config, checked before anything starts
     cfg, manifest, held_out = check_inputs(cfg)
+    check_storage(storage)  # an object store: reachable and writable
     metric, mode = best.checkpoint_metric(cfg)
     restore = latest_checkpoint(storage)
     if restore and not resume:

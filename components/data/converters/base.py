@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from components.data.manifest import SPLITS, ManifestError, write_manifest
+from components.io import is_remote, join, list_files, local_path
 
 MISSING_POLICIES = ("error", "skip")
 
@@ -215,23 +216,38 @@ class VideoFinder:
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root).absolute()
-        if not self.root.is_dir():
+        self.remote = is_remote(root)
+        # a bucket prefix (s3://bucket/k400/) is listed once: every lookup is then in memory
+        self.root = str(root).rstrip("/") if self.remote else Path(local_path(root)).absolute()
+        self._objects: set[str] | None = None
+        if self.remote:
+            self._objects = set(list_files(self.root + "/"))
+            if not self._objects:
+                raise FileNotFoundError(f"videos folder not found: {self.root} (no objects below it)")
+        elif not self.root.is_dir():
             raise FileNotFoundError(f"videos folder not found: {self.root}")
         self._index: dict[str, list[str]] | None = None
 
     def _by_name(self) -> dict[str, list[str]]:
         if self._index is None:
             index: dict[str, list[str]] = {}
-            for dirpath, _, files in os.walk(self.root, followlinks=True):
+            if self._objects is not None:
+                for obj in sorted(self._objects):
+                    index.setdefault(obj.rsplit("/", 1)[-1].lower(), []).append(obj)
+            for dirpath, _, files in ([] if self.remote else os.walk(self.root, followlinks=True)):
                 for name in files:
                     index.setdefault(name.lower(), []).append(os.path.join(dirpath, name))
             self._index = index
         return self._index
 
     def find(self, videos: Sequence[str], names: Sequence[str] = ()) -> tuple[str | None, str]:
-        """(absolute path or None, reason when None)."""
+        """(absolute path or URI, or None; reason when None)."""
         for rel in videos:
+            if self._objects is not None:
+                p = join(self.root + "/", rel)
+                if p in self._objects:
+                    return p, ""
+                continue
             p = self.root / rel
             if p.is_file():
                 return str(p), ""
@@ -286,7 +302,7 @@ def build_manifest(converted: Converted, finder: VideoFinder, out: str | os.Path
             skipped.append({"file": r.source, "where": r.where, "clip_id": r.clip_id,
                             "reason": reason})
             continue
-        if relative_paths:
+        if relative_paths and not is_remote(path):
             path = os.path.relpath(path, out.parent)
         rows.append({"clip_id": r.clip_id, "video_path": path, "split": r.split,
                      "dataset": dataset or converted.dataset, **r.fields})
