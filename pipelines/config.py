@@ -76,7 +76,12 @@ class DataConfig:
                                  "every epoch is already a fresh seeded permutation of the whole split, so 0 "
                                  "(no buffer) keeps each epoch's clips exactly that epoch's")
     limit: int = cfg(0, "use at most this many clips per split (0 = all); for smoke runs")
-    check_files: bool = cfg(True, "check that every video file exists when the manifest is loaded")
+    check_files: bool = cfg(True, "check that every video file exists when the manifest is loaded (one LIST "
+                                  "per bucket prefix for videos in object storage)")
+    cache_dir: str = cfg("", "a folder on each node's local disk that keeps the bytes of remote videos and shards "
+                             "(s3://, gs://, https://) so later epochs fetch nothing they have; empty = no cache "
+                             "(docs/cluster_data.md)")
+    cache_max_gb: float = cfg(50.0, "size bound of data.cache_dir per node; the least recently used go first")
     eval_clips: int = cfg(1, "evaluation: temporal clips per video, spread over its range; scores are "
                              "averaged over clips x crops views (softmax/sigmoid) before the metrics")
     eval_crops: int = cfg(1, "evaluation: spatial img_size crops per clip, spread along a decode of "
@@ -117,6 +122,10 @@ class DataConfig:
                 raise ValueError(f"datasets.{i}.name: {name!r} is already the name of datasets.{names.index(name)}")
         if self.datasets and self.manifest:
             raise ValueError("set manifest or datasets, not both (each of data.datasets names its manifest)")
+        if self.cache_dir and not self.cache_max_gb > 0:
+            raise ValueError(f"cache_max_gb must be positive, got {self.cache_max_gb}")
+        if "://" in self.cache_dir:
+            raise ValueError(f"cache_dir must be a local folder (on each node), got {self.cache_dir!r}")
         if self.mix_epoch_clips < 0:
             raise ValueError(f"mix_epoch_clips must be >= 0, got {self.mix_epoch_clips}")
 

@@ -1,4 +1,4 @@
-"""A real S3-compatible server for tests: moto's server mode on 127.0.0.1, in a thread of the test process.
+"""A real S3-compatible server for tests: moto's server mode (``moto_server``) on 127.0.0.1.
 
 ``moto_s3()`` starts it on a free port, creates a bucket, points this process's environment at it
 (``AWS_ENDPOINT_URL`` and dummy credentials, as a user would for MinIO) and gives the same variables as
@@ -43,12 +43,27 @@ class S3Server:
 
 @contextmanager
 def moto_s3(bucket: str = "vidpeft") -> Iterator[S3Server]:
-    from moto.server import ThreadedMotoServer
+    """moto's server in a process of its own (a server thread inside the test process would share its
+    GIL with pyarrow calls that block while holding it, e.g. an output stream closed by the collector)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
     endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto_server did not start on {endpoint}") from None
+            time.sleep(0.2)
     env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
     saved = {k: os.environ.get(k) for k in env}
@@ -64,4 +79,9 @@ def moto_s3(bucket: str = "vidpeft") -> Iterator[S3Server]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        server.stop()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

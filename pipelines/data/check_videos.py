@@ -47,12 +47,15 @@ class Decoders:
     fallback: str = "pyav"  # "" = none
 
 
-def check_video(path: str, quick: bool = False, decoders: Decoders = Decoders()) -> VideoStatus:
-    """One file's status; never raises for a bad file (the reason says what is wrong)."""
+def check_video(path: str, quick: bool = False, decoders: Decoders = Decoders(),
+                data: bytes | None = None) -> VideoStatus:
+    """One file's status; never raises for a bad file (the reason says what is wrong). ``data``: the
+    video's bytes when the caller has them (a packed dataset's member)."""
     from components.video.decode import ClipSpec, VideoDecodeError, decode_clip, probe_video
 
-    data = None
-    if is_remote(path):  # fetched once, decoded in memory for the probe and the frames
+    if data is not None:
+        pass
+    elif is_remote(path):  # fetched once, decoded in memory for the probe and the frames
         try:
             data = read_bytes(path)
         except StorageError as e:
@@ -96,6 +99,38 @@ def _local_problem(path: str) -> str:
 def _check_many(args: tuple[list[str], bool, Decoders]) -> list[VideoStatus]:
     paths, quick, decoders = args
     return [check_video(p, quick, decoders) for p in paths]
+
+
+def _check_shard(args: tuple[str, list[tuple[str, int, int]], bool, Decoders]) -> list[VideoStatus]:
+    """The members of one shard of a packed dataset: the shard is fetched once."""
+    from components.data.packed import ShardReader
+
+    shard, members, quick, decoders = args
+    reader, out = ShardReader(), []
+    for name, offset, size in members:
+        try:
+            data = reader.member(shard, offset, size)
+        except (StorageError, OSError) as e:
+            out.append(VideoStatus(name, False, getattr(e, "reason", None) or str(e)))
+            continue
+        out.append(check_video(name, quick, decoders, data=data) if data else VideoStatus(name, False, "empty member"))
+    return out
+
+
+def scan_packed(members: dict[str, tuple[str, int, int]], workers: int = 0, quick: bool = False,
+                decoders: Decoders = Decoders()) -> dict[str, VideoStatus]:
+    """Status of every member (name -> (shard, offset, size)), a shard per task."""
+    by_shard: dict[str, list[tuple[str, int, int]]] = {}
+    for name, (shard, offset, size) in members.items():
+        by_shard.setdefault(shard, []).append((name, offset, size))
+    tasks = [(shard, items, quick, decoders) for shard, items in by_shard.items()]
+    workers = min(workers or os.cpu_count() or 1, len(tasks))
+    if workers <= 1:
+        results = [_check_shard(t) for t in tasks]
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_check_shard, tasks))
+    return {st.path: st for result in results for st in result}
 
 
 def scan(paths: list[str], workers: int = 0, quick: bool = False,
@@ -145,12 +180,24 @@ def check_manifest(manifest: str | os.PathLike, workers: int = 0, quick: bool = 
     """(report, ids of the bad clips) for every clip of the manifest."""
     from components.video.decode import resolve_range
 
+    from components.data.packed import is_packed
+
     m = read_manifest(manifest, check_files=False)
     t = m.table
-    rows = t.select(["clip_id", "video_path", "dataset", "start_frame", "end_frame", "start_sec",
-                     "end_sec"]).to_pylist()
-    paths = list(dict.fromkeys(r["video_path"] for r in rows))
-    status = scan(paths, workers, quick, progress, decoders)
+    packed = is_packed(t)
+    rows = t.select(["clip_id", "video_path", "dataset", "start_frame", "end_frame", "start_sec", "end_sec",
+                     *(["member", "member_offset", "member_size"] if packed else [])]).to_pylist()
+    if packed:  # a video is a shard member: "<shard>#<member>"
+        members = {}
+        for r in rows:
+            shard = r["video_path"]
+            r["video_path"] = f"{shard}#{r['member']}"
+            members[r["video_path"]] = (shard, r["member_offset"], r["member_size"])
+        paths = list(members)
+        status = scan_packed(members, workers, quick, decoders)
+    else:
+        paths = list(dict.fromkeys(r["video_path"] for r in rows))
+        status = scan(paths, workers, quick, progress, decoders)
 
     bad_ids: set[str] = set()
     bad: dict[tuple[str, str], dict] = {}

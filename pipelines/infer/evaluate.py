@@ -137,7 +137,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     import ray
 
     from components.data.manifest import read_manifest
-    from components.io import exists
+    from components.io import absolute, exists
     from components.tasks import make_task
     from pipelines.data.ingest import decode_settings
     from pipelines.runtime.ray_env import ensure_ray, use_gpu
@@ -183,7 +183,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
 
     # 3) report
     metrics = dict(res["metrics"])
-    result = {"split": split, "manifest": str(Path(manifest).absolute()), "model": str(source), "clips": res["clips"],
+    result = {"split": split, "manifest": absolute(manifest), "model": str(source), "clips": res["clips"],
               "skipped_clips": res["skipped"], "fallback_clips": res["fallback"], "views": views, "metrics": metrics}
     out_dir = Path(out) if out else (t.run_dir or Path(source).parent)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -216,6 +216,10 @@ class VideoFinder:
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
+        self._packed: dict[str, dict] = {}  # a packed dataset: source video -> its (shard, member) columns
+        if str(root).endswith(".parquet"):
+            self._load_packed(str(root))
+            return
         self.remote = is_remote(root)
         # a bucket prefix (s3://bucket/k400/) is listed once: every lookup is then in memory
         self.root = str(root).rstrip("/") if self.remote else Path(local_path(root)).absolute()
@@ -228,11 +232,31 @@ class VideoFinder:
             raise FileNotFoundError(f"videos folder not found: {self.root}")
         self._index: dict[str, list[str]] | None = None
 
+    def _load_packed(self, manifest: str) -> None:
+        """Videos given as a packed manifest (`vidpeft pack`): looked up by their source paths."""
+        from components.data.manifest import read_manifest
+        from components.data.packed import PACKED_COLUMNS, is_packed
+
+        m = read_manifest(manifest, check_files=False)
+        if not is_packed(m.table):
+            raise FileNotFoundError(f"--videos {manifest}: not a packed manifest (`vidpeft pack` writes one)")
+        cols = ["video_path", *PACKED_COLUMNS]
+        for r in m.table.select(cols).to_pylist():
+            self._packed[r["source_path"]] = {"video_path": r["video_path"], **{c: r[c] for c in PACKED_COLUMNS}}
+        # looked up by file name (relative layouts name the source folders, which packing left behind)
+        self.remote, self.root, self._objects, self._index = True, manifest, set(), None
+        for source in self._packed:
+            self._objects.add(source)
+
+    def columns(self, found: str) -> dict:
+        """The manifest columns of a video ``find`` returned: its path, or a packed member's (shard, member)."""
+        return dict(self._packed[found]) if self._packed else {"video_path": found}
+
     def _by_name(self) -> dict[str, list[str]]:
         if self._index is None:
             index: dict[str, list[str]] = {}
             if self._objects is not None:
-                for obj in sorted(self._objects):
+                for obj in sorted(self._objects | set(self._packed)):
                     index.setdefault(obj.rsplit("/", 1)[-1].lower(), []).append(obj)
             for dirpath, _, files in ([] if self.remote else os.walk(self.root, followlinks=True)):
                 for name in files:
@@ -302,9 +326,10 @@ def build_manifest(converted: Converted, finder: VideoFinder, out: str | os.Path
             skipped.append({"file": r.source, "where": r.where, "clip_id": r.clip_id,
                             "reason": reason})
             continue
-        if relative_paths and not is_remote(path):
-            path = os.path.relpath(path, out.parent)
-        rows.append({"clip_id": r.clip_id, "video_path": path, "split": r.split,
+        columns = finder.columns(path)
+        if relative_paths and not is_remote(columns["video_path"]):
+            columns["video_path"] = os.path.relpath(columns["video_path"], out.parent)
+        rows.append({"clip_id": r.clip_id, **columns, "split": r.split,
                      "dataset": dataset or converted.dataset, **r.fields})
     if not rows:
         raise ConverterError(out, f"no rows left to write ({len(skipped)} skipped; the first: "

@@ -53,3 +53,40 @@ def test_prepare_finds_videos_below_a_bucket_prefix(s3, tmp_path):
     assert [s["clip_id"] for s in report.skipped] == ["gone_000005_000015"]
     assert main(["prepare", "kinetics", "--annotations", str(train), "--videos", "s3://vidpeft/nothing/",
                  "--out", str(tmp_path / "x.parquet")]) == 2
+
+
+def test_check_videos_reads_a_packed_dataset_a_shard_at_a_time(s3, messy, tmp_path):  # noqa: F811
+    from components.data.manifest import write_manifest
+    from components.data.packed import pack_manifest
+
+    m = read_manifest(messy, check_files=False)
+    rows = [r for r in m.table.to_pylist() if r["clip_id"] != "m"]  # pack needs every video to be there
+    present = tmp_path / "present.parquet"
+    write_manifest(present, rows, m.class_names, feature_dims={})
+    pack_manifest(str(present), s3.uri("messy_packed"), shard_bytes=8_000)
+    report, bad_ids = check_manifest(s3.uri("messy_packed/manifest.parquet"), workers=2)
+    assert bad_ids == {"late", "t", "e", "g"}
+    assert report.videos == 5 and report.bad_videos == 3
+    reasons = {b["path"].rsplit("#", 1)[0].rsplit("/", 1)[-1] for b in report.bad}
+    assert all(r.startswith("shard-") for r in reasons)
+
+
+def test_prepare_takes_a_packed_dataset_as_its_videos(s3, tmp_path):
+    from components.data.packed import ShardReader, pack_manifest
+
+    vids = tmp_path / "k400"
+    video(vids / "train" / "abseiling" / "abc_000010_000020.mp4")
+    video(vids / "val" / "def_000003_000013.mp4")
+    header = ["label", "youtube_id", "time_start", "time_end", "split", "is_cc"]
+    train = write_csv(tmp_path / "train.csv", header, [["abseiling", "abc", 10, 20, "train", 0]])
+    val = write_csv(tmp_path / "validate.csv", header, [["abseiling", "def", 3, 13, "val", 1]])
+    convert("kinetics", [train, val], vids, tmp_path / "first.parquet")
+    pack_manifest(str(tmp_path / "first.parquet"), s3.uri("k400_packed"))
+    # new annotations over the same videos, matched inside the packed dataset by file name
+    out = tmp_path / "again.parquet"
+    convert("kinetics", [train, val], s3.uri("k400_packed/manifest.parquet"), out)
+    rows = {r["clip_id"]: r for r in read_manifest(out).table.to_pylist()}
+    r = rows["def_000003_000013"]
+    assert r["video_path"].startswith(s3.uri("k400_packed/shards-")) and r["member"].endswith(".mp4")
+    data = ShardReader().member(r["video_path"], r["member_offset"], r["member_size"])
+    assert data == (vids / "val" / "def_000003_000013.mp4").read_bytes()
