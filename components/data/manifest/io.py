@@ -156,11 +156,13 @@ def _present(paths: list[str]) -> dict[str, bool]:
 
 
 def _read_table(spath: str) -> pa.Table:
+    if not uri.is_remote(spath) and not os.path.isfile(uri.local_path(spath)):
+        raise ManifestError(spath, "manifest file not found")
     try:
-        if not storage.exists(spath):
-            raise ManifestError(spath, "manifest file not found")
         data = storage.read_bytes(spath)  # one GET for a remote manifest
     except StorageError as e:
+        if e.missing:
+            raise ManifestError(spath, "manifest file not found") from None
         raise ManifestError(spath, e.reason + (f" ({e.hint})" if e.hint else "")) from None
     try:
         return pq.read_table(pa.BufferReader(data))
