@@ -70,7 +70,12 @@ def expand_inputs(inputs: list[str], trained: Trained, split: str | None = None)
 def _manifest_rows(item: str, trained: Trained, split: str | None, modal_cols: dict) -> list[dict]:
     from components.data.manifest import read_manifest
 
+    from components.data.packed import is_packed
+
     m = read_manifest(item, check_files=False, feature_columns=[c for c in modal_cols])
+    if is_packed(m.table):
+        raise ConfigError(f"{item}: a packed manifest (tar shards); predict reads videos: pass the manifest that "
+                          f"was packed, or `vidpeft evaluate --manifest` for its metrics")
     check_classes(trained, item, m.class_names)
     table = m.split(split) if split else m.table
     if table.num_rows == 0:
