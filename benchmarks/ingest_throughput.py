@@ -11,6 +11,7 @@ raylet/GCS and decoder workers) as PSS, which counts shared pages (the object st
     python benchmarks/ingest_throughput.py                    # synthetic data, defaults
     python benchmarks/ingest_throughput.py --manifest M.parquet --split train --clips 500
     python benchmarks/ingest_throughput.py --decoders decord,pyav --actors    # decoders only, no Ray
+    python benchmarks/ingest_throughput.py --source s3   # from a local S3 server: per-file, shards, cache
 
 Writes benchmarks/results/ingest_throughput.json and prints a summary.
 """
@@ -332,6 +333,17 @@ def _subprocess(a, mode: str, actors: int = 1, decoder: str = "decord") -> dict:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--source" in argv:  # --source s3: the object-storage comparison (benchmarks/ingest_s3.py)
+        i = argv.index("--source")
+        source = argv[i + 1] if i + 1 < len(argv) else ""
+        if source == "s3":
+            from benchmarks.ingest_s3 import main as s3_main
+
+            return s3_main(argv[:i] + argv[i + 2:])
+        if source != "local":
+            raise SystemExit(f"--source must be local or s3, got {source!r}")
+        argv = argv[:i] + argv[i + 2:]
     a = parse_args(argv)
     if a.mode:
         a.actors = a.actors[0]

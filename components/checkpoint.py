@@ -147,13 +147,45 @@ def resolve_weights_file(source: str | Path) -> Path:
     )
 
 
+def _remote_weights_file(source: str) -> str:
+    """A remote ``.safetensors`` object, or a bucket prefix holding one (the names a run directory uses)."""
+    from components.io import fs as storage
+    from components.io import join
+
+    if source.endswith(".safetensors") and storage.exists(source):
+        return source
+    for sub in ("", "checkpoints"):
+        for name in WEIGHTS_NAMES:
+            candidate = join(source.rstrip("/") + "/", f"{sub}/{name}" if sub else name)
+            if storage.exists(candidate):
+                return candidate
+    raise FileNotFoundError(f"weights file or run directory not found: {source} (expected one of "
+                            f"{list(WEIGHTS_NAMES)} below it)")
+
+
+def _load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a remote one is read whole into memory first."""
+    from components.io import is_remote, read_bytes
+
+    if is_remote(path):
+        from safetensors.torch import load
+
+        return load(read_bytes(str(path)))
+    return load_file(str(path))
+
+
 def init_adapter_from(model: nn.Module, key: str, source: str | Path) -> list[str]:
     """Initialise every tensor of adapter ``key`` from another run's weights file (matched by name).
 
     The file must hold this adapter's tensors for exactly the same modules and shapes (same backbone,
     sites and layers); anything else is an error naming what differs. Returns the keys loaded.
     """
-    path = resolve_weights_file(source)
+    from components.io import StorageError, is_remote
+
+    try:
+        path = _remote_weights_file(str(source)) if is_remote(source) else resolve_weights_file(source)
+    except StorageError as e:
+        raise FileNotFoundError(str(e)) from None
     marker = f".adapters.{key}."
     # Match by module path without wrapper hops: ``blocks.0.mlp.adapters.x`` is stored as
     # ``blocks.0.base_layer.mlp.adapters.x`` when another adapter also wraps the whole block.
@@ -162,7 +194,7 @@ def init_adapter_from(model: nn.Module, key: str, source: str | Path) -> list[st
     own = {canonical(k): v for k, v in model.state_dict().items() if marker in k}
     if not own:
         raise ValueError(f"this model has no adapter named {key!r}")
-    state = load_file(str(path))
+    state = _load_safetensors(path)
     found = {canonical(k): v for k, v in state.items() if marker in k}
     if not found:
         keys = sorted({k.split(".adapters.", 1)[1].split(".", 1)[0] for k in state if ".adapters." in k})

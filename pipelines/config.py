@@ -21,7 +21,7 @@ class DatasetEntry:
 
     name: str = cfg("", "dataset name: its head and its metrics (val_<name>_top1, skipped_clips_<name>); "
                         "letters, digits, _ and -")
-    manifest: str = cfg("", "this dataset's clip manifest (Parquet)")
+    manifest: str = cfg("", "this dataset's clip manifest (Parquet): a path or an s3://, gs://, https:// URI")
     task: str = cfg("single_label", "this dataset's head and loss: single_label, multi_label or regression")
     num_outputs: int = cfg(0, "classes / targets of its head; 0 = from the manifest")
     weight: float = cfg(1.0, "mixing ratio: its share of every training epoch is weight / sum of weights")
@@ -43,7 +43,8 @@ class DatasetEntry:
 
 @dataclass
 class DataConfig:
-    manifest: str = cfg("", "clip manifest (Parquet); relative paths resolve against the working directory")
+    manifest: str = cfg("", "clip manifest (Parquet): a path (relative to the working directory) or an s3://, "
+                            "gs://, https:// URI; relative video paths in it resolve against its folder")
     datasets: list[DatasetEntry] = cfg([], "several manifests in one run, one head each, mixed by weight "
                                            "(instead of data.manifest; README: Several datasets in one run)")
     mix_epoch_clips: int = cfg(0, "with data.datasets: training clips per epoch drawn from them by weight; "
@@ -86,7 +87,12 @@ class DataConfig:
                                  "every epoch is already a fresh seeded permutation of the whole split, so 0 "
                                  "(no buffer) keeps each epoch's clips exactly that epoch's")
     limit: int = cfg(0, "use at most this many clips per split (0 = all); for smoke runs")
-    check_files: bool = cfg(True, "check that every video file exists when the manifest is loaded")
+    check_files: bool = cfg(True, "check that every video file exists when the manifest is loaded (one LIST "
+                                  "per bucket prefix for videos in object storage)")
+    cache_dir: str = cfg("", "a folder on each node's local disk that keeps the bytes of remote videos and shards "
+                             "(s3://, gs://, https://) so later epochs fetch nothing they have; empty = no cache "
+                             "(docs/cluster_data.md)")
+    cache_max_gb: float = cfg(50.0, "size bound of data.cache_dir per node; the least recently used go first")
     eval_clips: int = cfg(1, "evaluation: temporal clips per video, spread over its range; scores are "
                              "averaged over clips x crops views (softmax/sigmoid) before the metrics")
     eval_crops: int = cfg(1, "evaluation: spatial img_size crops per clip, spread along a decode of "
@@ -128,6 +134,10 @@ class DataConfig:
                 raise ValueError(f"datasets.{i}.name: {name!r} is already the name of datasets.{names.index(name)}")
         if self.datasets and self.manifest:
             raise ValueError("set manifest or datasets, not both (each of data.datasets names its manifest)")
+        if self.cache_dir and not self.cache_max_gb > 0:
+            raise ValueError(f"cache_max_gb must be positive, got {self.cache_max_gb}")
+        if "://" in self.cache_dir:
+            raise ValueError(f"cache_dir must be a local folder (on each node), got {self.cache_dir!r}")
         if self.mix_epoch_clips < 0:
             raise ValueError(f"mix_epoch_clips must be >= 0, got {self.mix_epoch_clips}")
 

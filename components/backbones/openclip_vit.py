@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from functools import cache
-from pathlib import Path
 
 import open_clip
 import torch
@@ -55,6 +54,7 @@ from components.backbones.pooling import FrameTokens, PooledBackbone
 from components.backbones.spec import BackboneSpec
 from components.config import ConfigError
 from components.token_layout import TokenLayout
+from components.weights.reader import weights_present
 
 add_openclip_test_archs()  # tiny test architectures, e.g. "vidpeft-tiny-clip"
 
@@ -128,7 +128,7 @@ def create_openclip(config: BackboneConfig, text: bool = True) -> nn.Module:
                           "use an architecture name and a local checkpoint file")
     if config.name not in open_clip.list_models():
         raise ConfigError(f"model.backbone.name: unknown open_clip architecture {config.name!r}")
-    if config.checkpoint and not Path(config.checkpoint).is_file():
+    if config.checkpoint and not weights_present(config.checkpoint):
         raise FileNotFoundError(f"model.backbone.checkpoint: weights file not found: {config.checkpoint}")
     # open_clip's "No pretrained weights loaded ... initialized randomly" is about its own download
     # switch, which is never used here: weights come from config.checkpoint (below) or from a run's

@@ -23,11 +23,11 @@ declared in the manifest metadata ``feature_tokens``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -35,7 +35,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.config import ConfigError
-from components.data.manifest import FEATURE_TYPE, METADATA_KEY, write_manifest
+from components.data.manifest import FEATURE_TYPE, METADATA_KEY, rebase_video_paths, write_manifest
+from components.io import StorageError
+from components.io import fs as storage
+from components.io import uri
 
 
 class FeatureError(ConfigError):
@@ -76,18 +79,24 @@ class _Store:
     """Key -> per-clip vector, or key -> (times (N,), values (N, D)) when time-aligned."""
 
     def __init__(self, src: FeatureSource) -> None:
-        self.src, self.path = src, Path(src.path)
+        self.src, self.path = src, uri.absolute(src.path)  # a local path or an s3:// / gs:// / https:// URI
         self.dim: int | None = None
         self._rows: dict[str, object] = {}
+        self._remote_npy: set[str] | None = None  # a remote .npy folder: its files, listed once
         if src.tokens < 1:
             raise FeatureError(f"feature source {src.name!r}: tokens must be >= 1, got {src.tokens}")
-        if self.path.is_dir():
-            self.kind = "npy"
-        elif self.path.is_file():
-            self.kind = "parquet"
-            self._load_parquet()
-        else:
-            raise FeatureError(f"feature source {src.name!r}: {self.path} not found")
+        try:
+            if storage.is_dir(self.path):
+                self.kind = "npy"
+                if uri.is_remote(self.path):
+                    self._remote_npy = set(storage.list_files(self.path, (".npy",)))
+            elif storage.exists(self.path):
+                self.kind = "parquet"
+                self._load_parquet()
+            else:
+                raise FeatureError(f"feature source {src.name!r}: {self.path} not found")
+        except StorageError as e:
+            raise FeatureError(f"feature source {src.name!r}: {e}") from None
 
     def _check_dim(self, d: int, key: str) -> None:
         if self.dim is None:
@@ -99,7 +108,9 @@ class _Store:
         s = self.src
         cols = [s.id_column, s.value_column] + ([s.time_column] if s.time_aligned else [])
         try:
-            t = pq.read_table(self.path, columns=cols)
+            t = pq.read_table(pa.BufferReader(storage.read_bytes(self.path)), columns=cols)
+        except StorageError as e:
+            raise FeatureError(str(e)) from None
         except (pa.ArrowInvalid, KeyError, OSError) as e:
             raise FeatureError(f"{self.path}: cannot read columns {cols}: {e}") from None
         ids = [str(k) for k in t[s.id_column].to_pylist()]
@@ -130,11 +141,21 @@ class _Store:
     def get(self, key: str):
         if self.kind == "parquet":
             return self._rows.get(key)
-        f = self.path / f"{key}.npy"
-        if not f.is_file():
+        f = uri.join(self.path, f"{key}.npy")
+        if self._remote_npy is not None:
+            if f not in self._remote_npy:
+                return None
+            try:
+                data = storage.read_bytes(f)
+            except StorageError as e:
+                raise FeatureError(str(e)) from None
+            source = io.BytesIO(data)
+        elif not os.path.isfile(f):
             return None
+        else:
+            source = f
         try:
-            arr = np.load(f, mmap_mode="r")  # only the rows a clip needs are read
+            arr = np.load(source, mmap_mode="r" if source is f else None)  # a local file: only the rows needed
         except (ValueError, OSError) as e:
             raise FeatureError(f"{f}: not a readable .npy file: {e}") from None
         if self.src.time_aligned:
@@ -191,7 +212,7 @@ def binned_means(times: np.ndarray, values: np.ndarray, start: float | None, end
     return np.stack([whole if b is None else b for b in bins])
 
 
-def _seconds(table: pa.Table, base: Path | None) -> tuple[list, list]:
+def _seconds(table: pa.Table, base: str | None) -> tuple[list, list]:
     """Per-row (start_sec, end_sec), converting frame ranges with each video's fps."""
     cols = {c: table[c].to_pylist() if c in table.column_names else [None] * table.num_rows
             for c in ("start_sec", "end_sec", "start_frame", "end_frame", "video_path")}
@@ -202,8 +223,8 @@ def _seconds(table: pa.Table, base: Path | None) -> tuple[list, list]:
         if sf is None and ef is None:
             continue
         path = cols["video_path"][i]
-        if base is not None and not os.path.isabs(path):
-            path = str(base / path)
+        if base is not None:
+            path = uri.join(base, path)
         if path not in fps_cache:
             from components.video.decode import VideoDecodeError, probe_video  # lazy: decoders
 
@@ -223,7 +244,7 @@ def attach_features(table: pa.Table, sources: Sequence[FeatureSource],
     to read the fps of frame-ranged clips for time-aligned sources)."""
     stats = []
     clip_ids = [str(c) for c in table["clip_id"].to_pylist()]
-    stems = [Path(p).stem for p in table["video_path"].to_pylist()]
+    stems = [os.path.splitext(uri.basename(p))[0] for p in table["video_path"].to_pylist()]
     ranges = None
     for src in sources:
         if src.column in table.column_names:
@@ -231,7 +252,7 @@ def attach_features(table: pa.Table, sources: Sequence[FeatureSource],
         store = _Store(src)
         keys = stems if src.key_kind == "video" else clip_ids
         if src.time_aligned and ranges is None:
-            ranges = _seconds(table, Path(base) if base else None)
+            ranges = _seconds(table, str(base) if base else None)
         out: list[list[float] | None] = []
         invalid = 0
         for i, k in enumerate(keys):
@@ -254,18 +275,17 @@ def attach_features(table: pa.Table, sources: Sequence[FeatureSource],
 def add_features(manifest: str | os.PathLike, sources: Sequence[FeatureSource],
                  out: str | os.PathLike | None = None) -> list[FeatureStats]:
     """Attach features to a manifest file (in place, or written to `out`), keeping its metadata."""
-    manifest = Path(manifest)
-    table = pq.read_table(manifest)
+    manifest = uri.absolute(manifest)
+    try:
+        table = pq.read_table(pa.BufferReader(storage.read_bytes(manifest)))
+    except StorageError as e:
+        raise FeatureError(str(e)) from None
     meta = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
     if "class_names" not in meta:
         raise FeatureError(f"{manifest}: not a vidpeft manifest (no {METADATA_KEY.decode()!r} metadata)")
-    table, stats = attach_features(table, sources, base=manifest.parent)
-    target = Path(out or manifest)
-    if target.absolute().parent != manifest.absolute().parent:  # keep relative video paths valid
-        paths = [p if os.path.isabs(p) else str((manifest.parent / p).absolute())
-                 for p in table["video_path"].to_pylist()]
-        table = table.set_column(table.schema.get_field_index("video_path"), "video_path",
-                                 pa.array(paths, pa.string()))
+    table, stats = attach_features(table, sources, base=uri.dirname(manifest))
+    target = uri.absolute(out or manifest)
+    table = rebase_video_paths(table, manifest, target)
     dims = {**meta.get("feature_dims", {}), **{s.column: s.dim for s in stats}}
     tokens = {**meta.get("feature_tokens", {}), **{s.column: s.tokens for s in sources if s.tokens > 1}}
     write_manifest(target, table, meta["class_names"], feature_dims=dims,

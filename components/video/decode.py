@@ -17,7 +17,8 @@ from typing import Literal
 import numpy as np
 
 from components.video.decoders import get_decoder
-from components.video.errors import VideoDecodeError, check_file
+from components.video.errors import VideoDecodeError
+from components.video.source import Fetch, video_bytes
 from components.video.sampling import fps_indices, segment_indices, strided_indices, uniform_indices
 
 __all__ = ["ClipSpec", "VideoDecodeError", "decode_clip", "probe_video", "resolve_range"]
@@ -68,16 +69,20 @@ class ClipSpec:
         return uniform_indices(start, end, self.num_frames)
 
 
-def _with_fallback(path: str, decoder: str, fallback: str | None, on_fallback: OnFallback | None, call):
-    """call(backend) with `decoder`, then with `fallback` when the first raises VideoDecodeError."""
-    check_file(path)  # missing / empty: no backend can help
+def _with_fallback(path: str, decoder: str, fallback: str | None, on_fallback: OnFallback | None, call,
+                   data: bytes | None = None, fetch: Fetch | None = None):
+    """call(backend, data) with `decoder`, then with `fallback` when the first raises VideoDecodeError.
+    `data`: the video's bytes when the caller has them; else a remote video is fetched once (with
+    `fetch` when given) and a local one checked (missing / empty: no backend can help)."""
+    if data is None:
+        data = video_bytes(path, fetch)
     try:
-        return call(get_decoder(decoder))
+        return call(get_decoder(decoder), data)
     except VideoDecodeError as first:
         if not fallback or fallback == decoder:
             raise
         try:
-            out = call(get_decoder(fallback))
+            out = call(get_decoder(fallback), data)
         except VideoDecodeError as second:
             raise VideoDecodeError(path, f"{decoder}: {first.reason}; {fallback}: {second.reason}") from second
         if on_fallback is not None:
@@ -86,10 +91,11 @@ def _with_fallback(path: str, decoder: str, fallback: str | None, on_fallback: O
 
 
 def probe_video(path: str | os.PathLike, decoder: str = "decord", fallback: str | None = None,
-                on_fallback: OnFallback | None = None) -> tuple[int, float, int, int]:
+                on_fallback: OnFallback | None = None, data: bytes | None = None,
+                fetch: Fetch | None = None) -> tuple[int, float, int, int]:
     """(num_frames as reported by the container, avg fps, height, width) at native size."""
     path = str(path)
-    return _with_fallback(path, decoder, fallback, on_fallback, lambda backend: backend.probe(path))
+    return _with_fallback(path, decoder, fallback, on_fallback, lambda backend, b: backend.probe(path, b), data, fetch)
 
 
 def resolve_range(num_frames: int, fps: float, start_frame: int | None = None,
@@ -120,7 +126,8 @@ def decode_clip(path: str | os.PathLike, spec: ClipSpec, start_frame: int | None
                 end_frame: int | None = None, start_sec: float | None = None,
                 end_sec: float | None = None, rng: np.random.Generator | None = None,
                 indices_fn: IndicesFn | None = None, decoder: str = "decord", fallback: str | None = None,
-                on_fallback: OnFallback | None = None) -> np.ndarray:
+                on_fallback: OnFallback | None = None, data: bytes | None = None,
+                fetch: Fetch | None = None) -> np.ndarray:
     """Decode one clip as uint8 (T, H, W, 3).
 
     `rng` switches to training-time random sampling (segment/strided offset); None is the
@@ -128,6 +135,8 @@ def decode_clip(path: str | os.PathLike, spec: ClipSpec, start_frame: int | None
     returns a (V, T) array (e.g. multiview_indices) the result is (V, T, H, W, 3), decoded in one
     batch so shared frames are read once. `decoder` names the backend, `fallback` a second one tried
     when the first cannot read the file; `on_fallback(first_error)` is called when it succeeded.
+    `path` may be an s3://, gs:// or https:// URI: its bytes are fetched (by `fetch`, e.g. a node cache,
+    unless given as `data`) and decoded in memory.
     """
     path = str(path)
     shape: list[tuple[int, ...]] = []
@@ -143,5 +152,5 @@ def decode_clip(path: str | os.PathLike, spec: ClipSpec, start_frame: int | None
         return np.clip(idx.reshape(-1), 0, n - 1)  # (V*T,) or (T,)
 
     frames = _with_fallback(path, decoder, fallback, on_fallback,
-                            lambda backend: backend.read(path, spec.size, choose))  # (V*T, H, W, C)
+                            lambda backend, b: backend.read(path, spec.size, choose, b), data, fetch)  # (V*T, H, W, C)
     return frames.reshape(*shape[0], *frames.shape[1:])  # (T, H, W, C) or (V, T, H, W, C)

@@ -15,6 +15,7 @@ import numpy as np
 from einops import rearrange
 
 from components.video.decode import ClipSpec, decode_clip, probe_video
+from components.video.source import video_bytes
 from components.video.sampling import fps_multiview_indices, multiview_indices
 from components.video.transforms import multi_crop
 
@@ -37,12 +38,15 @@ class ViewSpec:
 
 
 def decode_views(path: str | os.PathLike, spec: ClipSpec, views: ViewSpec, fps: float = 0.0,
-                 decoder: str = "decord", fallback: str | None = None, on_fallback=None, **ranges) -> np.ndarray:
+                 decoder: str = "decord", fallback: str | None = None, on_fallback=None, data: bytes | None = None,
+                 fetch=None, **ranges) -> np.ndarray:
     """uint8 (num_clips * num_crops, T, S, S, 3), clip-major: view v = clip v // num_crops,
     crop v % num_crops. `fps` is the video's rate for "fps" sampling (0 = probe the file);
-    `decoder`, `fallback`, `on_fallback` and `ranges` are decode_clip's keywords."""
+    `decoder`, `fallback`, `on_fallback`, `data`, `fetch` and `ranges` are decode_clip's keywords."""
     if spec.sampling == "fps" and not fps > 0:
-        fps = probe_video(path, decoder, fallback)[1]
+        if data is None:  # a remote video: fetched once for the probe and the decode
+            data = video_bytes(str(path), fetch)
+        fps = probe_video(path, decoder, fallback, data=data)[1]
 
     def indices(start: int, end: int) -> np.ndarray:
         if spec.sampling == "fps":
@@ -51,7 +55,7 @@ def decode_views(path: str | os.PathLike, spec: ClipSpec, views: ViewSpec, fps: 
         return multiview_indices(start, end, spec.num_frames, views.num_clips, stride)
 
     clips = decode_clip(path, spec, indices_fn=indices, decoder=decoder, fallback=fallback,
-                        on_fallback=on_fallback, **ranges)  # (V_t, T, H, W, C)
+                        on_fallback=on_fallback, data=data, fetch=fetch, **ranges)  # (V_t, T, H, W, C)
     if views.crop_size == 0:
         return clips
     crops = np.stack([multi_crop(c, views.crop_size, views.num_crops) for c in clips])  # (V_t, V_s, T, S, S, C)

@@ -19,6 +19,7 @@ dropped here, family-specific heads where the family is known (``components.weig
 from __future__ import annotations
 
 import argparse
+import io
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from components.io import StorageError, is_remote
+from components.io import fs as storage
 from components.weights.errors import WeightsError
+
+Source = Path | bytes  # a local file, or a remote file's bytes (read whole, then read like a local one)
+
+
+def _binary(src: Source):
+    """A fresh binary file object on the weights."""
+    return io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")
+
+
+def _is_zip(src: Source) -> bool:
+    with _binary(src) as f:
+        return zipfile.is_zipfile(f)
 
 DEFAULT_KEY = "model.backbone.checkpoint"
 
@@ -68,13 +83,14 @@ class WeightsFile:
         return f"{self.format} file, wrapper: {wrap}, {len(self.tensors)} tensors"
 
 
-def sniff_format(path: Path) -> str:
-    with open(path, "rb") as f:
+def sniff_format(path: Source) -> str:
+    with _binary(path) as f:
         head = f.read(16)
     if len(head) >= 9 and head[8:9] == b"{":  # u64 header length, then a JSON header
         return "safetensors"
-    if zipfile.is_zipfile(path):
-        names = zipfile.ZipFile(path).namelist()
+    if _is_zip(path):
+        with _binary(path) as f:
+            names = zipfile.ZipFile(f).namelist()
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
             return "torchscript"
         return "torch"
@@ -111,28 +127,45 @@ def _strip_prefixes(tensors: dict[str, torch.Tensor], wrapper: list[str]) -> dic
     return tensors
 
 
+def weights_present(path: str | Path, *, key_hint: str = DEFAULT_KEY) -> bool:
+    """Whether a local weights file or an s3:// / gs:// / https:// object is there; a store that cannot
+    be reached or refuses the credentials is a WeightsError naming the URI and ``key_hint``."""
+    try:
+        return storage.exists(path)
+    except StorageError as e:
+        raise WeightsError(f"{key_hint}: {e}") from None
+
+
 def read_weights_file(path: str | Path, *, key_hint: str = DEFAULT_KEY) -> WeightsFile:
-    """Read ``path`` (see the module docstring); errors are one line naming the file and ``key_hint``."""
-    path = Path(path)
+    """Read ``path`` (see the module docstring); errors are one line naming the file and ``key_hint``.
+    An s3://, gs:// or https:// URI is read whole into memory and then read like a local file."""
     where = f"{key_hint}: {path}"
-    if not path.is_file():
-        raise WeightsError(f"{where}: weights file not found")
-    fmt = sniff_format(path)
+    if is_remote(path):
+        try:
+            src: Source = storage.read_bytes(str(path))
+        except StorageError as e:
+            raise WeightsError(f"{key_hint}: {e}") from None
+    else:
+        src = path = Path(storage.local_path(path))
+        if not path.is_file():
+            raise WeightsError(f"{where}: weights file not found")
+    fmt = sniff_format(src)
     wrapper: list[str] = []
     meta: dict[str, str] = {}
     if fmt == "safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load, load_file
 
         try:
-            obj = load_file(str(path))
+            obj = load(src) if isinstance(src, bytes) else load_file(str(src))
         except Exception as e:
             raise WeightsError(f"{where}: unreadable safetensors file ({type(e).__name__}: {e})") from None
     elif fmt == "torchscript":
         from components.weights.torchscript import read_torchscript_tensors
 
-        obj = read_torchscript_tensors(path, where)
+        with _binary(src) as f:
+            obj = read_torchscript_tensors(f, where)
     else:
-        obj = _torch_load(path, where)
+        obj = _torch_load(src, where)
     if isinstance(obj, dict):  # what else the checkpoint carries (meta, optimizer, args, ...)
         meta = {str(k): type(v).__name__ for k, v in obj.items() if not isinstance(v, torch.Tensor)}
     obj = _unwrap(obj, wrapper)
@@ -208,12 +241,12 @@ def _globals_in_pickle(f) -> list[str]:
     return found
 
 
-def _pickle_globals(path: Path) -> list[str] | None:
+def _pickle_globals(path: Source) -> list[str] | None:
     """The globals named by the pickles a non-zip torch file (legacy ``torch.save``) or a plain pickle
     starts with; ``None`` when the file does not start with a pickle at all."""
-    size = path.stat().st_size
+    size = len(path) if isinstance(path, bytes) else path.stat().st_size
     found: list[str] = []
-    with open(path, "rb") as raw:
+    with _binary(path) as raw:
         f = _Bounded(raw, size)
         for i in range(PICKLES_IN_LEGACY_FILE):
             try:
@@ -227,10 +260,8 @@ def _pickle_globals(path: Path) -> list[str] | None:
     return found
 
 
-def _zip_pickle_globals(path: Path) -> list[str]:
-    import io
-
-    with zipfile.ZipFile(path) as archive:
+def _zip_pickle_globals(path: Source) -> list[str]:
+    with _binary(path) as f, zipfile.ZipFile(f) as archive:
         pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
         if not pkl:
             return []
@@ -265,18 +296,18 @@ def _torch_error(e: Exception) -> str:
     return re.split(r"\. (?:This is an internal|If you are seeing)", text)[0]
 
 
-def _torch_load(path: Path, where: str):
+def _torch_load(path: Source, where: str):
     """A ``torch.save`` file (zip or legacy) or a plain pickle: its globals are checked against the
     allow-list from the opcodes first, so one naming anything else is refused by name and never
     unpickled; then ``torch.load(weights_only=True)`` reads it."""
     import warnings
 
-    with open(path, "rb") as f:
+    with _binary(path) as f:
         head = f.read(4)
     if not head:
         raise WeightsError(f"{where}: {NOT_WEIGHTS}: the file is empty")
     with torch.serialization.safe_globals(safe_globals()):
-        if zipfile.is_zipfile(path):
+        if _is_zip(path):
             try:
                 names = _zip_pickle_globals(path)
             except Exception as e:
@@ -292,7 +323,8 @@ def _torch_load(path: Path, where: str):
         try:
             with warnings.catch_warnings():  # a plain pickle's protocol: said as an error if it matters
                 warnings.filterwarnings("ignore", message="Detected pickle protocol")
-                return torch.load(path, map_location="cpu", weights_only=True)
+                with _binary(path) as f:
+                    return torch.load(f, map_location="cpu", weights_only=True)
         except Exception as e:
             raise WeightsError(f"{where}: {NOT_WEIGHTS}: {_torch_error(e)}") from None
 

@@ -20,7 +20,6 @@ import io
 import pickle
 import zipfile
 from collections import OrderedDict
-from pathlib import Path
 
 import torch
 
@@ -110,8 +109,9 @@ def _flatten(record: ScriptRecord, prefix: str, out: dict[str, torch.Tensor], de
             out[f"{prefix}{name}"] = value
 
 
-def read_torchscript_tensors(path: str | Path, where: str) -> dict[str, torch.Tensor]:
-    """Every tensor attribute of the archived module tree, by dotted name."""
+def read_torchscript_tensors(path, where: str) -> dict[str, torch.Tensor]:
+    """Every tensor attribute of the archived module tree (``path``: a file or an open binary file), by
+    dotted name."""
 
     with zipfile.ZipFile(path) as archive:
         pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]

@@ -23,7 +23,10 @@ def run(args) -> int:
 
     if args.workers < 0:
         raise ConfigError(f"--workers {args.workers}: give 0 (one per CPU) or a positive number of processes")
-    stem = Path(args.manifest)
+    from components.io import basename, is_remote
+
+    # reports go next to a local manifest; a remote one's into the working directory
+    stem = Path(basename(args.manifest)) if is_remote(args.manifest) else Path(args.manifest)
     json_path = args.report or str(stem.with_name(stem.name + ".check.json"))
     csv_path = args.csv or str(stem.with_name(stem.name + ".check.csv"))
     manifest = [("MANIFEST", args.manifest)]

@@ -76,7 +76,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("format", help="annotation format (`vidpeft prepare list` shows them)")
     p.add_argument("--annotations", nargs="+", default=[], metavar="[SPLIT=]PATH",
                    help="annotation files or folders of the format")
-    p.add_argument("--videos", default="", help="folder holding the videos")
+    p.add_argument("--videos", default="", help="folder holding the videos: a local folder, a bucket prefix "
+                   "(s3://bucket/k400/) or a packed manifest (`vidpeft pack`), whose videos are found by file name")
     p.add_argument("--out", default="", help="manifest to write (.parquet)")
     add_overwrite_arg(p, "--out")
     p.add_argument("--missing", choices=("error", "skip"), default="error",

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from components.data.manifest import METADATA_KEY, read_manifest, write_manifest
+from components.data.manifest import METADATA_KEY, read_manifest, rebase_video_paths, write_manifest
+from components.io import StorageError, is_remote, local_path, read_bytes, uri
 
 
 @dataclass(frozen=True)
@@ -46,22 +47,28 @@ class Decoders:
     fallback: str = "pyav"  # "" = none
 
 
-def check_video(path: str, quick: bool = False, decoders: Decoders = Decoders()) -> VideoStatus:
-    """One file's status; never raises for a bad file (the reason says what is wrong)."""
+def check_video(path: str, quick: bool = False, decoders: Decoders = Decoders(),
+                data: bytes | None = None) -> VideoStatus:
+    """One file's status; never raises for a bad file (the reason says what is wrong). ``data``: the
+    video's bytes when the caller has them (a packed dataset's member)."""
     from components.video.decode import ClipSpec, VideoDecodeError, decode_clip, probe_video
 
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return VideoStatus(path, False, "file not found")
-    except OSError as e:
-        return VideoStatus(path, False, f"cannot stat file: {e.strerror or e}")
-    if st.st_size == 0:
-        return VideoStatus(path, False, "empty (zero-byte) file")
-    if not os.access(path, os.R_OK):
-        return VideoStatus(path, False, "not readable (permission denied)")
+    if data is not None:
+        pass
+    elif is_remote(path):  # fetched once, decoded in memory for the probe and the frames
+        try:
+            data = read_bytes(path)
+        except StorageError as e:
+            return VideoStatus(path, False, e.reason)
+        if not data:
+            return VideoStatus(path, False, "empty (zero-byte) object")
+    else:
+        bad = _local_problem(local_path(path))
+        if bad:
+            return VideoStatus(path, False, bad)
     used: list[VideoDecodeError] = []  # the first decoder's errors when the fallback read the file
-    kw = {"decoder": decoders.decoder, "fallback": decoders.fallback or None, "on_fallback": used.append}
+    kw = {"decoder": decoders.decoder, "fallback": decoders.fallback or None, "on_fallback": used.append,
+          "data": data}
     try:
         n, fps, _, _ = probe_video(path, **kw)
         if n < 1:
@@ -74,9 +81,56 @@ def check_video(path: str, quick: bool = False, decoders: Decoders = Decoders())
     return VideoStatus(path, True, frames=n, fps=fps, fallback=bool(used))
 
 
+def _local_problem(path: str) -> str:
+    """What makes a local file unusable before any decoder tries it ("" = nothing)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as e:
+        return f"cannot stat file: {e.strerror or e}"
+    if st.st_size == 0:
+        return "empty (zero-byte) file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return ""
+
+
 def _check_many(args: tuple[list[str], bool, Decoders]) -> list[VideoStatus]:
     paths, quick, decoders = args
     return [check_video(p, quick, decoders) for p in paths]
+
+
+def _check_shard(args: tuple[str, list[tuple[str, int, int]], bool, Decoders]) -> list[VideoStatus]:
+    """The members of one shard of a packed dataset: the shard is fetched once."""
+    from components.data.packed import ShardReader
+
+    shard, members, quick, decoders = args
+    reader, out = ShardReader(), []
+    for name, offset, size in members:
+        try:
+            data = reader.member(shard, offset, size)
+        except (StorageError, OSError) as e:
+            out.append(VideoStatus(name, False, getattr(e, "reason", None) or str(e)))
+            continue
+        out.append(check_video(name, quick, decoders, data=data) if data else VideoStatus(name, False, "empty member"))
+    return out
+
+
+def scan_packed(members: dict[str, tuple[str, int, int]], workers: int = 0, quick: bool = False,
+                decoders: Decoders = Decoders()) -> dict[str, VideoStatus]:
+    """Status of every member (name -> (shard, offset, size)), a shard per task."""
+    by_shard: dict[str, list[tuple[str, int, int]]] = {}
+    for name, (shard, offset, size) in members.items():
+        by_shard.setdefault(shard, []).append((name, offset, size))
+    tasks = [(shard, items, quick, decoders) for shard, items in by_shard.items()]
+    workers = min(workers or os.cpu_count() or 1, len(tasks))
+    if workers <= 1:
+        results = [_check_shard(t) for t in tasks]
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_check_shard, tasks))
+    return {st.path: st for result in results for st in result}
 
 
 def scan(paths: list[str], workers: int = 0, quick: bool = False,
@@ -126,12 +180,24 @@ def check_manifest(manifest: str | os.PathLike, workers: int = 0, quick: bool = 
     """(report, ids of the bad clips) for every clip of the manifest."""
     from components.video.decode import resolve_range
 
+    from components.data.packed import is_packed
+
     m = read_manifest(manifest, check_files=False)
     t = m.table
-    rows = t.select(["clip_id", "video_path", "dataset", "start_frame", "end_frame", "start_sec",
-                     "end_sec"]).to_pylist()
-    paths = list(dict.fromkeys(r["video_path"] for r in rows))
-    status = scan(paths, workers, quick, progress, decoders)
+    packed = is_packed(t)
+    rows = t.select(["clip_id", "video_path", "dataset", "start_frame", "end_frame", "start_sec", "end_sec",
+                     *(["member", "member_offset", "member_size"] if packed else [])]).to_pylist()
+    if packed:  # a video is a shard member: "<shard>#<member>"
+        members = {}
+        for r in rows:
+            shard = r["video_path"]
+            r["video_path"] = f"{shard}#{r['member']}"
+            members[r["video_path"]] = (shard, r["member_offset"], r["member_size"])
+        paths = list(members)
+        status = scan_packed(members, workers, quick, decoders)
+    else:
+        paths = list(dict.fromkeys(r["video_path"] for r in rows))
+        status = scan(paths, workers, quick, progress, decoders)
 
     bad_ids: set[str] = set()
     bad: dict[tuple[str, str], dict] = {}
@@ -179,16 +245,11 @@ def write_reports(report: CheckReport, json_path: str | os.PathLike, csv_path: s
 
 def write_clean_manifest(manifest: str | os.PathLike, bad_ids: set[str], out: str | os.PathLike) -> int:
     """A copy of the manifest without the bad clips (metadata kept); returns the rows written."""
-    manifest, out = Path(manifest), Path(out)
-    table = pq.read_table(manifest)
+    manifest, out = uri.absolute(manifest), uri.absolute(out)
+    table = pq.read_table(pa.BufferReader(read_bytes(manifest)))
     meta = json.loads(table.schema.metadata[METADATA_KEY])
     keep = pc.invert(pc.is_in(table["clip_id"], value_set=pa.array(sorted(bad_ids), pa.string())))
-    table = table.filter(keep)
-    if out.absolute().parent != manifest.absolute().parent:  # keep relative video paths valid
-        paths = [p if os.path.isabs(p) else str((manifest.parent / p).absolute())
-                 for p in table["video_path"].to_pylist()]
-        table = table.set_column(table.schema.get_field_index("video_path"), "video_path",
-                                 pa.array(paths, pa.string()))
+    table = rebase_video_paths(table.filter(keep), manifest, out)
     write_manifest(out, table, meta["class_names"], feature_dims=meta.get("feature_dims") or {},
                    regression_names=meta.get("regression_names"))
     return table.num_rows

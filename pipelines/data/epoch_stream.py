@@ -28,6 +28,16 @@ def epoch_order(num_rows: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_rows)
 
 
+def grouped_epoch_order(groups: np.ndarray, seed: int, epoch: int) -> list[np.ndarray]:
+    """Epoch ``epoch``'s visit of rows that come in groups (the shards of a packed dataset): the groups
+    in a seeded order, each group's rows (indices into ``groups``) shuffled within it."""
+    rng = np.random.default_rng([seed, epoch])
+    order = np.argsort(groups, kind="stable")
+    bounds = np.flatnonzero(np.diff(groups[order])) + 1
+    members = np.split(order, bounds) if len(order) else []
+    return [rng.permutation(members[g]) for g in rng.permutation(len(members))]
+
+
 def stream_table(num_rows: int, seed: int, epochs: range) -> pa.Table:
     """The (row, epoch) pairs of ``epochs``, epoch after epoch; a few bytes per clip and epoch."""
     rows = [epoch_order(num_rows, seed, e) for e in epochs]

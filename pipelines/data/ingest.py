@@ -18,17 +18,20 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 
 from components.tasks import make_task, model_task
+from components.data.packed import PACKED_COLUMNS, ShardReader, is_packed
+from components.io import StorageError
+from components.io.cache import node_fetch
 from components.video.decode import ClipSpec, VideoDecodeError, decode_clip
 from components.video.transforms import ClipAugment, center_crop
 from components.video.views import decode_views
 from pipelines.data import eval_views
-from pipelines.data.epoch_stream import EPOCH, ROW, stream_table
+from pipelines.data.epoch_stream import EPOCH, ROW, grouped_epoch_order, stream_table
 
 log = logging.getLogger("vidpeft.ingest")
 
@@ -69,6 +72,9 @@ class DecodeSettings:
     eval_crops: int = 1
     decoder: str = "decord"  # components/video/decoders
     decoder_fallback: str = ""  # tried when `decoder` cannot read a file; "" = none
+    cache_dir: str = ""  # per-node cache of remote video bytes (components/io/cache.py); "" = none
+    cache_bytes: int = 0
+    packed: bool = False  # rows name (shard, member): components/data/packed.py
 
     @property
     def decode_size(self) -> int:
@@ -88,7 +94,8 @@ def decode_settings(cfg, training: bool, datasets: tuple[str, ...] = ()) -> Deco
         target_fps=d.target_fps, augment=d.augment, decode_scale=d.decode_scale,
         crop_scale=(float(d.crop_scale[0]), float(d.crop_scale[1])), flip=d.flip,
         color_jitter=d.color_jitter, rand_augment=d.rand_augment, datasets=tuple(datasets), eval_clips=d.eval_clips, eval_crops=d.eval_crops,
-        decoder=d.decoder, decoder_fallback=d.decoder_fallback)
+        decoder=d.decoder, decoder_fallback=d.decoder_fallback,
+        cache_dir=d.cache_dir, cache_bytes=int(d.cache_max_gb * 1e9))
 
 
 def _optional(value):
@@ -109,7 +116,10 @@ class ClipDecoder:
         self.dataset_index = {name: i for i, name in enumerate(settings.datasets)}
         self.views = eval_views.view_decoding(settings)  # None: one clip per video
         self.target = make_task(settings.task, settings.num_outputs)  # decodes the target column
-        self.decoders = {"decoder": settings.decoder, "fallback": settings.decoder_fallback or None}
+        self.decoders = {"decoder": settings.decoder, "fallback": settings.decoder_fallback or None,
+                         "fetch": node_fetch(settings.cache_dir, settings.cache_bytes)}
+        # packed rows: the shard's bytes fetched once (or from the node cache), members cut from them
+        self.shards = ShardReader(self.decoders["fetch"]) if settings.packed else None
         self.fallback_warned = False
         self.reported: set[str] = set()  # clips whose skip this actor has printed (later epochs: counted only)
 
@@ -136,6 +146,18 @@ class ClipDecoder:
         out[EPOCH] = batch[EPOCH]
         return out
 
+    def _source(self, batch: dict[str, np.ndarray], i: int) -> tuple[str, bytes | None]:
+        """(the video's name, its bytes when already at hand): a packed row's member is cut from its shard;
+        any other video is read by the decoder call (fetched once if remote)."""
+        path = str(batch["video_path"][i])
+        if self.shards is None:
+            return path, None
+        name = f"{path}#{batch['member'][i]}"
+        try:
+            return name, self.shards.member(path, int(batch["member_offset"][i]), int(batch["member_size"][i]))
+        except (StorageError, OSError) as e:
+            raise VideoDecodeError(name, getattr(e, "reason", None) or str(e)) from None
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.rows is not None:
             batch = self._lookup(batch)
@@ -152,12 +174,12 @@ class ClipDecoder:
             rng = self._rng(clip_id, int(epochs[i]))
             used = self._on_fallback(fallback, i, clip_id)
             try:
+                path, data = self._source(batch, i)
                 if self.views:
-                    videos[i] = decode_views(batch["video_path"][i], *self.views, **self.decoders, on_fallback=used,
+                    videos[i] = decode_views(path, *self.views, **self.decoders, on_fallback=used, data=data,
                                              **ranges)
                     continue
-                clip = decode_clip(batch["video_path"][i], self.spec, rng=rng, **self.decoders, on_fallback=used,
-                                   **ranges)
+                clip = decode_clip(path, self.spec, rng=rng, **self.decoders, on_fallback=used, data=data, **ranges)
             except VideoDecodeError as e:
                 ok[i] = False
                 dataset = f" of dataset {batch['dataset'][i]}" if "dataset" in batch else ""
@@ -193,6 +215,22 @@ class ClipDecoder:
         return out
 
 
+def shard_blocks(table: pa.Table, seed: int, epochs: range | None) -> list[pa.Table]:
+    """Blocks of a packed split, one per shard: the training stream's (row, epoch) pairs, epoch after
+    epoch, shards in a seeded order and rows shuffled within each; or (epochs None) the rows themselves,
+    cut where the shard changes."""
+    shards = table["video_path"].to_numpy(zero_copy_only=False)
+    if epochs is None:
+        cuts = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist(), table.num_rows]
+        return [table.slice(a, b - a) for a, b in zip(cuts, cuts[1:]) if b > a] or [table]
+    _, groups = np.unique(shards, return_inverse=True)
+    blocks = []
+    for e in epochs:
+        for rows in grouped_epoch_order(groups, seed, e):
+            blocks.append(pa.table({ROW: rows.astype(np.int64), EPOCH: np.full(len(rows), e, dtype=np.int32)}))
+    return blocks or [stream_table(0, seed, range(0))]
+
+
 def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int, decode_cpus: float,
                   decode_batch_size: int, limit: int = 0, epochs: range | None = None):
     """A lazy Ray Dataset of decoded clips for one split (nothing is decoded until iterated).
@@ -207,15 +245,21 @@ def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int,
     ctx.enable_progress_bars = False  # per-epoch progress comes from the train loop instead
     if limit:
         table = table.slice(0, limit)
+    if is_packed(table):  # a packed manifest (`vidpeft pack`): rows name tar shard members
+        settings = replace(settings, packed=True)
     keep = ["clip_id", "video_path", make_task(settings.task).column]
     keep += [c for c in RANGE_COLUMNS if c in table.column_names]
     keep += [m.column for m in settings.modalities]
     keep += ["dataset"] if settings.datasets else []
+    keep += list(PACKED_COLUMNS[:3]) if settings.packed else []
     table = table.select(keep)
     # Several small blocks, so more than one decoder actor can work at once.
     rows_per_block = max(decode_batch_size * 2, 1)
     constructor = {"settings": settings}
-    if epochs is not None:
+    if settings.packed:  # a block per shard (per epoch): one actor, one fetch of the shard
+        ds = ray.data.from_arrow(shard_blocks(table, settings.seed, epochs))
+        constructor["rows"] = table if epochs is not None else None
+    elif epochs is not None:
         # One (row, epoch) block per epoch, cut into small blocks as the stream flows (not all at
         # once: a long run over a large manifest would hold millions of them). The decoder actors hold
         # the rows themselves.

@@ -137,6 +137,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     import ray
 
     from components.data.manifest import read_manifest
+    from components.io import absolute, exists
     from components.tasks import make_task
     from pipelines.data.ingest import decode_settings
     from pipelines.runtime.ray_env import ensure_ray, use_gpu
@@ -160,7 +161,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     manifest = manifest or cfg.data.manifest
     if not manifest:
         raise ConfigError(f"{source}: the run names no manifest: pass --manifest")
-    if not Path(manifest).is_file():
+    if not exists(manifest):  # a local file or an s3:// / gs:// / https:// object
         raise FileNotFoundError(f"manifest not found: {manifest}")
     m = read_manifest(manifest, check_files=cfg.data.check_files, required_columns=[make_task(t.task).column],
                       feature_columns=[mod.column for mod in cfg.model.modalities])
@@ -183,7 +184,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
 
     # 3) report
     metrics = dict(res["metrics"])
-    result = {"split": split, "manifest": str(Path(manifest).absolute()), "model": str(source), "clips": res["clips"],
+    result = {"split": split, "manifest": absolute(manifest), "model": str(source), "clips": res["clips"],
               "skipped_clips": res["skipped"], "fallback_clips": res["fallback"], "views": views, "metrics": metrics}
     out_dir = Path(out) if out else (t.run_dir or Path(source).parent)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.config import ConfigError
+from components.io import basename, exists, is_remote, list_files, local_path
 from components.multihead.config import dataset_heads
 from pipelines.infer.predict_core import (SCHEMA, VIDEO_EXTENSIONS, ClipReader, Scorer, check_open_vocabulary, eval_settings,
                                     failed_row, window_ranges)
@@ -31,13 +32,15 @@ SHOW_TABLE_UP_TO = 20
 
 
 def expand_inputs(inputs: list[str], trained: Trained, split: str | None = None) -> pa.Table:
-    """Rows (clip_id, video_path, start/end sec and frame, side feature columns) for every input."""
-    from components.data.manifest import read_manifest
-
+    """Rows (clip_id, video_path, start/end sec and frame, side feature columns) for every input
+    (local paths, or s3:// / gs:// / https:// URIs: a bucket prefix is a folder)."""
     modal_cols = {m.column: m.dim for m in trained.cfg.model.modalities}
     rows: list[dict] = []
     for item in inputs:
-        path = Path(item)
+        if is_remote(item):  # an object, or a bucket prefix taken as a folder
+            rows += _remote_input(item, trained, split, modal_cols)
+            continue
+        path = Path(local_path(item))
         if not path.exists():
             raise FileNotFoundError(f"input not found: {item}")
         if path.is_dir():
@@ -47,14 +50,7 @@ def expand_inputs(inputs: list[str], trained: Trained, split: str | None = None)
             rows += [{"clip_id": str(p.relative_to(path).with_suffix("")), "video_path": str(p.absolute())}
                      for p in found]
         elif path.suffix.lower() in MANIFEST_EXTENSIONS:
-            m = read_manifest(path, check_files=False, feature_columns=[c for c in modal_cols])
-            check_classes(trained, path, m.class_names)
-            table = m.split(split) if split else m.table
-            if table.num_rows == 0:
-                raise ConfigError(f"{item}: no rows" + (f" in split {split!r}" if split else ""))
-            keep = [c for c in ("clip_id", "video_path", "start_sec", "end_sec", "start_frame", "end_frame",
-                                *modal_cols) if c in table.column_names]
-            rows += table.select(keep).to_pylist()
+            rows += _manifest_rows(str(path), trained, split, modal_cols)
         elif path.suffix.lower() in VIDEO_EXTENSIONS:
             rows.append({"clip_id": path.stem, "video_path": str(path.absolute())})
         else:
@@ -69,6 +65,40 @@ def expand_inputs(inputs: list[str], trained: Trained, split: str | None = None)
               ("end_sec", pa.float64()), ("start_frame", pa.int64()), ("end_frame", pa.int64())]
     fields += [(c, pa.list_(pa.float32())) for c in modal_cols]
     return pa.Table.from_pylist(rows, schema=pa.schema(fields))
+
+
+def _manifest_rows(item: str, trained: Trained, split: str | None, modal_cols: dict) -> list[dict]:
+    from components.data.manifest import read_manifest
+
+    from components.data.packed import is_packed
+
+    m = read_manifest(item, check_files=False, feature_columns=[c for c in modal_cols])
+    if is_packed(m.table):
+        raise ConfigError(f"{item}: a packed manifest (tar shards); predict reads videos: pass the manifest that "
+                          f"was packed, or `vidpeft evaluate --manifest` for its metrics")
+    check_classes(trained, item, m.class_names)
+    table = m.split(split) if split else m.table
+    if table.num_rows == 0:
+        raise ConfigError(f"{item}: no rows" + (f" in split {split!r}" if split else ""))
+    keep = [c for c in ("clip_id", "video_path", "start_sec", "end_sec", "start_frame", "end_frame",
+                        *modal_cols) if c in table.column_names]
+    return table.select(keep).to_pylist()
+
+
+def _remote_input(item: str, trained: Trained, split: str | None, modal_cols: dict) -> list[dict]:
+    """Rows for an s3:// / gs:// / https:// input: a manifest, a video, or a prefix holding videos."""
+    suffix = os.path.splitext(basename(item))[1].lower()
+    if suffix in MANIFEST_EXTENSIONS:
+        return _manifest_rows(item, trained, split, modal_cols)
+    if suffix in VIDEO_EXTENSIONS:
+        if not exists(item):
+            raise FileNotFoundError(f"input not found: {item}")
+        return [{"clip_id": os.path.splitext(basename(item))[0], "video_path": item}]
+    prefix = item.rstrip("/") + "/"
+    found = list_files(prefix, VIDEO_EXTENSIONS)
+    if not found:
+        raise ConfigError(f"{item}: no video objects below this prefix ({', '.join(VIDEO_EXTENSIONS)})")
+    return [{"clip_id": os.path.splitext(f[len(prefix):])[0], "video_path": f} for f in found]
 
 
 def _num(v) -> float:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from components.io.cache import node_fetch
 from components.video.decode import ClipSpec, VideoDecodeError, decode_clip, probe_video
 from components.video.transforms import center_crop
 from components.video.views import decode_views
@@ -65,7 +66,8 @@ class ClipReader:
         self.spec = ClipSpec(num_frames=settings.num_frames, size=settings.decode_size, sampling=settings.sampling,
                              stride=settings.stride, target_fps=settings.target_fps)
         # data.decoder and data.decoder_fallback of the run (for decode_clip / probe_video)
-        self.decoders = {"decoder": settings.decoder, "fallback": settings.decoder_fallback or None}
+        self.decoders = {"decoder": settings.decoder, "fallback": settings.decoder_fallback or None,
+                         "fetch": node_fetch(settings.cache_dir, settings.cache_bytes)}
 
     @property
     def shape(self) -> tuple[int, ...]:

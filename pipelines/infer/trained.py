@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from components.config import ConfigError, from_dict, resolve, to_dict
+from components.weights.reader import weights_present
 from pipelines.config import ExperimentConfig, load_saved_config, saved_config
 
 WEIGHTS = "weights.safetensors"
@@ -108,7 +109,7 @@ def load_trained(source: str | Path, backbone_checkpoint: str | None = None) -> 
     overrides = [f"model.backbone.checkpoint={backbone_checkpoint}"] if backbone_checkpoint else []
     cfg = resolve(ExperimentConfig, [], overrides, base=load_saved_config(src / "config.yaml"))
     ckpt = cfg.model.backbone.checkpoint
-    if ckpt and not Path(ckpt).exists():
+    if ckpt and not weights_present(ckpt):  # a local file or an object in s3://, gs://, https://
         raise FileNotFoundError(f"model.backbone.checkpoint {ckpt} (from {src / 'config.yaml'}) not found: pass "
                                 f"--backbone-checkpoint PATH, or use a `vidpeft export` file, which holds the backbone")
     names, targets = _labels_of_run(src, cfg)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from components.config import ConfigError, to_dict
+from components.weights.reader import weights_present
 
 # What building a model from a bad config or file raises (libraries are not consistent about it).
 BUILD_ERRORS = (ValueError, TypeError, RuntimeError, KeyError, IndexError, AssertionError, OSError,
@@ -57,7 +58,7 @@ def check_model(cfg, class_names: list[str] | None = None, num_outputs: int | No
     model_cfg = cfg.model
     num_outputs = num_outputs or model_cfg.head.num_outputs
     key, path = "model.backbone", model_cfg.backbone.checkpoint
-    if path and not Path(path).is_file():
+    if path and not weights_present(path, key_hint=f"{key}.checkpoint"):  # a file or an object store URI
         raise ConfigError(f"{key}.checkpoint: weights file not found: {path}")
     try:
         return build_on_meta(model_cfg, num_outputs, class_names)

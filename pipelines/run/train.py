@@ -35,6 +35,7 @@ from pipelines.run.plan import RunPlan
 from pipelines.run.progress_relay import LiveRelay
 from pipelines.run.run_place import PLACE_KEY
 from pipelines.run.status import runs_closed_on_failure
+from pipelines.run.storage_check import check_storage
 from pipelines.run.summary import print_summary
 from pipelines.run.train_loop import train_loop_per_worker
 from pipelines.runtime import tracking
@@ -89,6 +90,7 @@ class TrainRun:
         inputs = check_inputs(self.cfg)
         self.cfg, self.manifest, self.held_out = inputs.cfg, inputs.manifest, inputs.held_out
         self.metric, self.mode = best.checkpoint_metric(self.cfg)
+        check_storage(self.storage)  # an object store: reachable and writable, before Ray starts
         self.restore = latest_checkpoint(self.storage)
         if self.restore and not self.resume:
             raise ConfigError(f"{self.out} already holds checkpoints of a run: add --resume to continue it, "

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from components.data.manifest import SPLITS, ManifestError, write_manifest
+from components.io import is_remote, join, list_files, local_path
 
 MISSING_POLICIES = ("error", "skip")
 
@@ -215,23 +216,62 @@ class VideoFinder:
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root).absolute()
-        if not self.root.is_dir():
+        self._packed: dict[str, dict] = {}  # a packed dataset: source video -> its (shard, member) columns
+        if str(root).endswith(".parquet"):
+            self._load_packed(str(root))
+            return
+        self.remote = is_remote(root)
+        # a bucket prefix (s3://bucket/k400/) is listed once: every lookup is then in memory
+        self.root = str(root).rstrip("/") if self.remote else Path(local_path(root)).absolute()
+        self._objects: set[str] | None = None
+        if self.remote:
+            self._objects = set(list_files(self.root + "/"))
+            if not self._objects:
+                raise FileNotFoundError(f"videos folder not found: {self.root} (no objects below it)")
+        elif not self.root.is_dir():
             raise FileNotFoundError(f"videos folder not found: {self.root}")
         self._index: dict[str, list[str]] | None = None
+
+    def _load_packed(self, manifest: str) -> None:
+        """Videos given as a packed manifest (`vidpeft pack`): looked up by their source paths."""
+        from components.data.manifest import read_manifest
+        from components.data.packed import PACKED_COLUMNS, is_packed
+
+        m = read_manifest(manifest, check_files=False)
+        if not is_packed(m.table):
+            raise FileNotFoundError(f"--videos {manifest}: not a packed manifest (`vidpeft pack` writes one)")
+        cols = ["video_path", *PACKED_COLUMNS]
+        for r in m.table.select(cols).to_pylist():
+            self._packed[r["source_path"]] = {"video_path": r["video_path"], **{c: r[c] for c in PACKED_COLUMNS}}
+        # looked up by file name (relative layouts name the source folders, which packing left behind)
+        self.remote, self.root, self._objects, self._index = True, manifest, set(), None
+        for source in self._packed:
+            self._objects.add(source)
+
+    def columns(self, found: str) -> dict:
+        """The manifest columns of a video ``find`` returned: its path, or a packed member's (shard, member)."""
+        return dict(self._packed[found]) if self._packed else {"video_path": found}
 
     def _by_name(self) -> dict[str, list[str]]:
         if self._index is None:
             index: dict[str, list[str]] = {}
-            for dirpath, _, files in os.walk(self.root, followlinks=True):
+            if self._objects is not None:
+                for obj in sorted(self._objects | set(self._packed)):
+                    index.setdefault(obj.rsplit("/", 1)[-1].lower(), []).append(obj)
+            for dirpath, _, files in ([] if self.remote else os.walk(self.root, followlinks=True)):
                 for name in files:
                     index.setdefault(name.lower(), []).append(os.path.join(dirpath, name))
             self._index = index
         return self._index
 
     def find(self, videos: Sequence[str], names: Sequence[str] = ()) -> tuple[str | None, str]:
-        """(absolute path or None, reason when None)."""
+        """(absolute path or URI, or None; reason when None)."""
         for rel in videos:
+            if self._objects is not None:
+                p = join(self.root + "/", rel)
+                if p in self._objects:
+                    return p, ""
+                continue
             p = self.root / rel
             if p.is_file():
                 return str(p), ""
@@ -286,9 +326,10 @@ def build_manifest(converted: Converted, finder: VideoFinder, out: str | os.Path
             skipped.append({"file": r.source, "where": r.where, "clip_id": r.clip_id,
                             "reason": reason})
             continue
-        if relative_paths:
-            path = os.path.relpath(path, out.parent)
-        rows.append({"clip_id": r.clip_id, "video_path": path, "split": r.split,
+        columns = finder.columns(path)
+        if relative_paths and not is_remote(columns["video_path"]):
+            columns["video_path"] = os.path.relpath(columns["video_path"], out.parent)
+        rows.append({"clip_id": r.clip_id, **columns, "split": r.split,
                      "dataset": dataset or converted.dataset, **r.fields})
     if not rows:
         raise ConverterError(out, f"no rows left to write ({len(skipped)} skipped; the first: "

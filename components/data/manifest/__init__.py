@@ -14,7 +14,7 @@ coercion and the vectorised row checks), ``io.py`` (``write_manifest`` / ``read_
 """
 
 from components.data.manifest.checks import validate_table
-from components.data.manifest.io import read_manifest, write_manifest
+from components.data.manifest.io import read_manifest, rebase_video_paths, write_manifest
 from components.data.manifest.schema import (
     CORE_COLUMNS,
     FEATURE_TYPE,
@@ -29,5 +29,5 @@ from components.data.manifest.schema import (
 
 __all__ = [
     "CORE_COLUMNS", "FEATURE_TYPE", "MANIFEST_VERSION", "METADATA_KEY", "OPTIONAL_COLUMNS", "REQUIRED_COLUMNS",
-    "SPLITS", "Manifest", "ManifestError", "read_manifest", "validate_table", "write_manifest",
+    "SPLITS", "Manifest", "ManifestError", "read_manifest", "rebase_video_paths", "validate_table", "write_manifest",
 ]

@@ -66,7 +66,7 @@ class Manifest:
     class_names: list[str]
     num_classes: int
     feature_dims: dict[str, int]
-    path: Path
+    path: Path | str  # a str for a manifest in an object store (s3://, gs://, https://)
     regression_names: list[str] | None = None
     extra_metadata: dict[str, Any] = field(default_factory=dict)
 

@@ -1,8 +1,9 @@
 """Video decoder backends behind one contract, chosen by name (``data.decoder``).
 
 A backend is a module with two functions:
-  probe(path) -> (num_frames, fps, height, width) as the container reports them;
-  read(path, size, choose) -> uint8 (N, H, W, 3): opens the file, calls ``choose(num_frames, fps)``
+  probe(path, data=None) -> (num_frames, fps, height, width) as the container reports them;
+  read(path, size, choose, data=None) -> uint8 (N, H, W, 3): opens the file (or ``data``, its bytes in
+  memory, when given: a remote video, components/video/source.py), calls ``choose(num_frames, fps)``
   for the flat frame indices wanted (N of them, already clipped to [0, num_frames)), and returns
   those frames in that order, resized to size x size (None = native size).
 Both raise ``VideoDecodeError`` naming the file. Modules are imported on first use, so naming a

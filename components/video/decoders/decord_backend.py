@@ -11,6 +11,7 @@ import numpy as np
 
 from components.video.decoders.native_stderr import dropping
 from components.video.errors import VideoDecodeError
+from components.video.source import opened
 
 # decord's own log lines ("[18:15:50] /github/workspace/src/video/video_reader.cc:83: ERROR opening: ...");
 # each one precedes an exception that carries the same message
@@ -46,24 +47,25 @@ def _width_factor(width: int) -> int:
     return max(2, -(-_SAFE_WIDTH // width)) if width in _BAD_WIDTHS else 1
 
 
-def _open(path: str, height: int = -1, width: int = -1):  # -> decord.VideoReader
-    """Open a reader (-1 = native dimension), turning every failure into VideoDecodeError."""
+def _open(path: str, height: int = -1, width: int = -1, data: bytes | None = None):  # -> decord.VideoReader
+    """Open a reader (-1 = native dimension) on the file, or on ``data`` (its bytes) when given, turning
+    every failure into VideoDecodeError."""
     decord = _decord()
     try:
         with dropping(_decord_line):
             # num_threads=1: parallelism comes from data-loader workers, not from ffmpeg threads.
-            return decord.VideoReader(path, width=width, height=height, num_threads=1)
+            return decord.VideoReader(opened(path, data), width=width, height=height, num_threads=1)
     except Exception as e:  # decord raises DECORDError / RuntimeError / AssertionError
         first = str(e).splitlines()[0] if str(e) else ""
         raise VideoDecodeError(path, f"cannot open video ({type(e).__name__}: {first})") from e
 
 
-def _native_dims(path: str) -> tuple[int, int]:
+def _native_dims(path: str, data: bytes | None = None) -> tuple[int, int]:
     """(height, width) from the container header via PyAV (no decoding needed)."""
     import av
 
     try:
-        with av.open(path) as container:
+        with av.open(opened(path, data)) as container:
             ctx = container.streams.video[0].codec_context
             return int(ctx.height), int(ctx.width)
     except Exception as e:  # av.FFmpegError, IndexError (no video stream)
@@ -78,22 +80,23 @@ def _release(vr) -> None:
         pass
 
 
-def probe(path: str) -> tuple[int, float, int, int]:
-    vr = _open(path)
+def probe(path: str, data: bytes | None = None) -> tuple[int, float, int, int]:
+    vr = _open(path, data=data)
     try:
         n, fps = len(vr), float(vr.get_avg_fps())
     finally:
         _release(vr)
         del vr
-    h, w = _native_dims(path)
+    h, w = _native_dims(path, data)
     return n, fps, h, w
 
 
-def read(path: str, size: int | None, choose: Callable[[int, float], np.ndarray]) -> np.ndarray:
+def read(path: str, size: int | None, choose: Callable[[int, float], np.ndarray],
+         data: bytes | None = None) -> np.ndarray:
     height = width = -1 if size is None else size
     factor = 1 if width == -1 else _width_factor(width)
     while True:
-        vr = _open(path, height, width * factor if width > 0 else width)
+        vr = _open(path, height, width * factor if width > 0 else width, data)
         try:
             flat = choose(len(vr), float(vr.get_avg_fps()))  # (N,)
             frames = get_batch(vr, flat, path)  # (N, H, W*factor, C)
@@ -102,7 +105,7 @@ def read(path: str, size: int | None, choose: Callable[[int, float], np.ndarray]
             if factor > 1:
                 raise VideoDecodeError(path, f"decode failed at width {width * factor}") from err
             if width == -1:  # native size hit the bug: decode wide at the native dims
-                height, width = _native_dims(path)
+                height, width = _native_dims(path, data)
             _BAD_WIDTHS.add(width)
             factor = _width_factor(width)
         finally:

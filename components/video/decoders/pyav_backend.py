@@ -9,17 +9,18 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from components.video.errors import VideoDecodeError
+from components.video.source import opened
 
 # The first wanted frame at least this far in: seek to the keyframe before it rather than decode
 # from frame 0 (seeking costs a re-sync, so short clips near the start decode straight through).
 SEEK_MIN_FRAMES = 48
 
 
-def _open(path: str):
+def _open(path: str, data: bytes | None = None):
     import av
 
     try:
-        container = av.open(path)
+        container = av.open(opened(path, data))
     except Exception as e:  # av.FFmpegError and its subclasses, OSError
         raise VideoDecodeError(path, f"cannot open video ({type(e).__name__}: {e})") from e
     if not container.streams.video:
@@ -43,8 +44,8 @@ def _rate_and_count(container, stream) -> tuple[float, int]:
     return fps, int(round(seconds * fps))
 
 
-def probe(path: str) -> tuple[int, float, int, int]:
-    container, stream = _open(path)
+def probe(path: str, data: bytes | None = None) -> tuple[int, float, int, int]:
+    container, stream = _open(path, data)
     with container:
         fps, n = _rate_and_count(container, stream)
         return n, fps, int(stream.codec_context.height), int(stream.codec_context.width)
@@ -83,8 +84,9 @@ def _decode(container, stream, wanted: np.ndarray, fps: float, size: int | None,
     return got
 
 
-def read(path: str, size: int | None, choose: Callable[[int, float], np.ndarray]) -> np.ndarray:
-    container, stream = _open(path)
+def read(path: str, size: int | None, choose: Callable[[int, float], np.ndarray],
+         data: bytes | None = None) -> np.ndarray:
+    container, stream = _open(path, data)
     try:
         with container:
             fps, n = _rate_and_count(container, stream)
@@ -93,7 +95,7 @@ def read(path: str, size: int | None, choose: Callable[[int, float], np.ndarray]
             seek = bool(wanted[0] >= SEEK_MIN_FRAMES and fps > 0 and stream.time_base)
             got = _decode(container, stream, wanted, fps, size, seek)
         if got is None:  # the seek overshot: decode from the start
-            container, stream = _open(path)
+            container, stream = _open(path, data)
             with container:
                 got = _decode(container, stream, wanted, fps, size, seek=False)
     except VideoDecodeError:

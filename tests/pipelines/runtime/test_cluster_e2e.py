@@ -185,17 +185,22 @@ def ray_head(env: dict[str, str], token: str, log: Path):
             time.sleep(1)
         yield url
     finally:
+        stop_ray(proc, temp_dir)
+
+
+def stop_ray(proc: subprocess.Popen, temp_dir: str) -> None:
+    """A `ray start --block` process, its group and any Ray process using its temp dir; then the dir."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    for pid in [proc.pid, *processes_mentioning(temp_dir)]:  # Ray processes outside the group
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
             pass
-        for pid in [proc.pid, *processes_mentioning(temp_dir)]:  # Ray processes outside the group
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.e2e

@@ -1,0 +1,55 @@
+"""One error for every failure to reach a file or an object: one line naming it and what to do."""
+
+from __future__ import annotations
+
+import re
+
+
+class StorageError(OSError):
+    """A file or object could not be read or written; ``str()`` is one line naming the URI."""
+
+    def __init__(self, uri: str, reason: str, hint: str = "") -> None:
+        self.uri, self.reason, self.hint = str(uri), reason, hint
+        super().__init__(f"{self.uri}: {reason}" + (f" ({hint})" if hint else ""))
+
+    def __reduce__(self) -> tuple:  # picklable across processes and Ray workers
+        return (type(self), (self.uri, self.reason, self.hint))
+
+    @property
+    def missing(self) -> bool:
+        return self.reason in (NOT_FOUND, NO_BUCKET)
+
+
+NOT_FOUND = "not found"
+NO_BUCKET = "bucket not found"
+CREDENTIALS_HINT = ("check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance "
+                    "role for s3://, GOOGLE_APPLICATION_CREDENTIALS for gs://")
+
+# (pattern in the store client's message, reason, what to do); first match wins
+_KNOWN: list[tuple[str, str, str]] = [
+    (r"NETWORK_CONNECTION|curlCode: (6|7|28)|Couldn't (connect|resolve)|Could not (connect|resolve)|Connection refused|timed out|"
+     r"Name or service not known|Temporary failure in name resolution",
+     "endpoint unreachable", "check the network and AWS_ENDPOINT_URL for S3-compatible stores"),
+    (r"NO_SUCH_BUCKET|NoSuchBucket|bucket does not exist", NO_BUCKET, "check the bucket name in the URI"),
+    (r"INVALID_ACCESS_KEY_ID|InvalidAccessKeyId|SIGNATURE_DOES_NOT_MATCH|SignatureDoesNotMatch|"
+     r"No credentials|MISSING_AUTHENTICATION|Unable to locate credentials|EXPIRED_TOKEN|ExpiredToken",
+     "credentials missing or rejected", CREDENTIALS_HINT),
+    (r"ACCESS_DENIED|AccessDenied|HTTP status 403|\b403\b|Forbidden|permission denied|Permission denied",
+     "access denied (403)", CREDENTIALS_HINT + ", and the bucket policy"),
+    (r"NO_SUCH_KEY|NoSuchKey|Path does not exist|not found|No such file|HTTP status 404|\b404\b",
+     NOT_FOUND, "check the path"),
+]
+
+
+def classify(uri: str, err: BaseException) -> StorageError:
+    """The client's error (pyarrow OSError, urllib HTTPError, ...) as a StorageError naming ``uri``."""
+    if isinstance(err, StorageError):
+        return err
+    if isinstance(err, FileNotFoundError):
+        return StorageError(uri, NOT_FOUND, "check the path")
+    text = " ".join(str(err).split())
+    for pattern, reason, hint in _KNOWN:
+        if re.search(pattern, text):
+            return StorageError(uri, reason, hint)
+    first = text.split(". ")[0][:200] or type(err).__name__
+    return StorageError(uri, f"cannot read ({type(err).__name__}: {first})")

@@ -1,0 +1,87 @@
+"""A real S3-compatible server for tests: moto's server mode (``moto_server``) on 127.0.0.1.
+
+``moto_s3()`` starts it on a free port, creates a bucket, points this process's environment at it
+(``AWS_ENDPOINT_URL`` and dummy credentials, as a user would for MinIO) and gives the same variables as
+``env`` for subprocesses (a ``vidpeft`` CLI run, ``ray start``); the environment is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    bucket: str
+    env: dict[str, str]
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def upload_tree(self, local: str | Path, prefix: str) -> str:
+        """Every file below ``local`` to ``s3://bucket/prefix/`` (same relative paths); the prefix URI."""
+        from components.io import write_bytes
+
+        local = Path(local)
+        for f in sorted(local.rglob("*")):
+            if f.is_file():
+                write_bytes(self.uri(f"{prefix}/{f.relative_to(local).as_posix()}"), f.read_bytes())
+        return self.uri(prefix)
+
+
+@contextmanager
+def moto_s3(bucket: str = "vidpeft") -> Iterator[S3Server]:
+    """moto's server in a process of its own (a server thread inside the test process would share its
+    GIL with pyarrow calls that block while holding it, e.g. an output stream closed by the collector)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto_server did not start on {endpoint}") from None
+            time.sleep(0.2)
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+        yield S3Server(endpoint, bucket, env)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
