@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from components.config import ConfigError
 from components.multihead.config import dataset_heads
+from pipelines.phase_log import mark
 
 PRIMARY = {"single_label": ("top1", "max"), "multi_label": ("mAP", "max"), "regression": ("mse", "min")}
 
@@ -88,6 +89,7 @@ def _candidates(result, storage: str) -> list[tuple]:
     """(checkpoint, metrics) Ray kept in this fit and in earlier fits of the run stored beside it."""
     import pyarrow.fs as pafs
     from ray.train import Result
+    mark("fit_done")
 
     found = list(result.best_checkpoints or [])
     fs, root = pafs.FileSystem.from_uri(storage if "://" in storage else f"file://{storage}")

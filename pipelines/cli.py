@@ -12,6 +12,7 @@ from components.config import ConfigError
 from components.data.manifest import ManifestError
 from pipelines import commands
 from pipelines.ray_env import LOG_LEVEL_ENV, verbose
+from pipelines.phase_log import mark
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -41,6 +42,7 @@ def load_experiment(files: list[str], overrides: list[str]):
 
 def cmd_train(args) -> int:
     from pipelines.train import run_train
+    mark("train_imported")
 
     run_train(load_experiment(args.config, args.overrides), resume=args.resume)
     return 0
@@ -120,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    mark("cli_start")
     args = build_parser().parse_args(argv)
     level = getattr(args, "log_level", None)
     if level:  # one switch for the driver (Ray, Ray Data) and, through the config, the workers

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from pipelines.phase_log import mark
+
 LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"  # quiet | info | verbose, set by the CLI's --quiet / --verbose
 LOOPBACK_GCS_ENV = "VIDPEFT_LOOPBACK_GCS"  # the GCS address of a loopback-only instance this process started
 
@@ -85,6 +87,7 @@ def ensure_ray(address: str = "") -> None:
 
     from pipelines.ray_compat import drop_forwarded_lines, keep_local_node_on_loopback, reconfigure_ray_data_logging
 
+    mark("ray_init")
     quiet_ray_data()
     if not sys.stdout.isatty():  # a log file or a pipe: Ray's "(worker pid=...)" prefixes without colour codes
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
@@ -111,6 +114,7 @@ def ensure_ray(address: str = "") -> None:
         os.environ[LOOPBACK_GCS_ENV] = ray.get_runtime_context().gcs_address  # for child processes that join it
     if not verbose():
         drop_forwarded_lines(_false_alarm)
+    mark("ray_ready")
 
 
 def name_own_instance() -> None:

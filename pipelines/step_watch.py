@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from pipelines.progress import Progress
+from pipelines.phase_log import mark
 from pipelines.progress_relay import BAR
 
 
@@ -30,6 +31,7 @@ class StepWatch:
         return self.step.optimizer.param_groups[0]["lr"]
 
     def __call__(self, clips: int, loss: float | None) -> None:
+        mark("step")
         self.progress.update(clips, loss, self.lr())
         self.window_clips += clips
         updates = self.step.updates
