@@ -168,9 +168,11 @@ def summarise(runs: list[dict]) -> dict:
 
 def print_table(summary: dict) -> None:
     cases = list(summary)
+    order = {label: i for i, (_, _, label) in enumerate(PHASES)}
     names: list[str] = []
     for s in summary.values():
         names += [n for n in s["phases"] if n not in names]
+    names.sort(key=lambda n: max(i for label, i in order.items() if n.endswith(label)))  # merged: at its end
     width = max(len(n) for n in names) if names else 10
     print(f"\n{'phase':<{width}}  " + "  ".join(f"{c:>8s}" for c in cases))
     for n in names:
