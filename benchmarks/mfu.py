@@ -3,13 +3,12 @@
 1. Peak: large square GEMMs (fp32, and bf16) and fp32 GEMMs at the shapes a ViT-B layer runs (tokens x
    768 x 3072) timed on this device with the same thread count; the best of all of them is the peak
    (medians are in the JSON too). The layer shapes sometimes beat the square GEMM, so they count.
-2. Model FLOPs per training step = 3 x forward FLOPs (``components/flops.py``: FlopCounterMode,
-   matmul/conv/attention only, a multiply-add = 2 FLOPs). The 3x is the usual convention (backward =
-   2 x forward: one matmul for input gradients, one for weight gradients). It is what MFU means
-   for full fine-tuning. A frozen layer computes no weight gradient, so an adapter run does less
-   work than 3x forward: ``executed_flops`` counts what one real step (forward + backward) runs,
-   with ``components.flops.step_flop_counter`` (FlopCounterMode with grouped convolutions' weight
-   gradients counted as run) active through ``loss.backward()``, and ``hfu`` divides by that.
+2. FLOPs per training step, counted on one real step after a warm-up step (``components.flops.count_step``:
+   FlopCounterMode, matmul/conv/attention only, a multiply-add = 2 FLOPs, grouped convolutions' weight
+   gradients counted as run). Model FLOPs (MFU) = what the step needs: the forward as the step runs it,
+   input gradients, and weight gradients of the trained weights only (a frozen layer costs ~2x its
+   forward, a trained one 3x: full fine-tuning is the usual 3x). Executed FLOPs (HFU) add the forward
+   that activation checkpointing recomputes; without checkpointing the two are equal.
 3. Every figure is given per wall second and per process CPU second. On a machine other jobs share,
    wall time includes time spent waiting for a core, so ``*_cpu`` (FLOPs per CPU second of the model
    over FLOPs per CPU second of the GEMM) is the steadier figure; on an idle machine the two agree.
@@ -79,7 +78,7 @@ def peak_worker(args) -> dict:
 def model_worker(args) -> dict:
     """Forward FLOPs, executed step FLOPs and step time of one case, in this fresh process."""
     import torch
-    from components.flops import forward_flops, step_flop_counter
+    from components.flops import count_step
     from components.model import build_model, parameter_counts
 
     torch.set_num_threads(args.threads)
@@ -89,13 +88,12 @@ def model_worker(args) -> dict:
     names = [f"class {i}" for i in range(args.classes)]
     model = build_model(cfg.model, args.classes, names).to(device).train()
     batch = train_step.synthetic_batch(cfg, args.batch, args.classes, device)
-    fwd = forward_flops(model, batch)
     step = train_step.make_step(model, cfg, batch, device)
-    with step_flop_counter() as counter:  # forward + backward as they run in a real step
-        step()
-    executed = counter.get_total_flops()
+    step()  # warm-up: what a steady step reuses (M2-CLIP's frozen text prefix) is cached
+    flops = count_step(step, model)  # one real step: forward, backward, recomputation
     wall, cpu = train_step.time_steps(step, args.warmup, args.steps, device)
-    return {"case": args.case, "forward_flops": fwd, "executed_flops": executed, "step_wall_s": wall,
+    return {"case": args.case, "forward_flops": flops.forward, "model_flops": flops.model,
+            "executed_flops": flops.executed, "step_wall_s": wall,
             "step_cpu_s": cpu, **parameter_counts(model), "loadavg": list(os.getloadavg())}
 
 
@@ -154,13 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     for case, rs in runs.items():
         wall = summary([statistics.median(r["step_wall_s"]) for r in rs])
         cpu = summary([statistics.median(r["step_cpu_s"]) for r in rs])
-        model_flops = 3 * rs[0]["forward_flops"]
+        model_flops = rs[0]["model_flops"]
         executed = rs[0]["executed_flops"]
         # CPU-second rates: a step's FLOPs per CPU second, against the GEMM's FLOPs per CPU second
         table[case] = {
             "forward_gflops": rs[0]["forward_flops"] / 1e9,
             "model_gflops_per_step": model_flops / 1e9,
             "executed_gflops_per_step": executed / 1e9,
+            "model_over_forward": model_flops / rs[0]["forward_flops"],
             "executed_over_forward": executed / rs[0]["forward_flops"],
             "step_wall_s": wall,
             "step_cpu_s": cpu,
@@ -181,19 +180,19 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "loadavg_end": list(os.getloadavg()),
         "seconds": time.time() - started,
-        "flop_counting": "FlopCounterMode (matmul/conv/attention; multiply-add = 2). model FLOPs = 3 x forward "
-                         "(backward counted as 2 x forward); executed = forward + backward as run (frozen weights: "
-                         "no weight-gradient matmuls).",
+        "flop_counting": "one real step under FlopCounterMode (components.flops.count_step; matmul/conv/attention, "
+                         "multiply-add = 2): model = forward + backward as needed (frozen weights: no weight "
+                         "gradients); executed = model + the forward recomputed by checkpointing.",
         "peak": {"dtype": dtype, "flops_per_s": peak_wall, "flops_per_cpu_s": peak_cpu, "runs": peaks},
         "cases": table,
         "target": {"mfu_min": 0.5},
     }
     path = write_result("mfu", result, Path(args.out) if args.out else None)
     print(f"\nmeasured {dtype} matmul peak: {peak_wall / 1e9:.0f} GFLOP/s wall, {peak_cpu / 1e9:.0f} GFLOP per CPU-s")
-    print(f"{'case':10s} {'fwd GFLOP':>10s} {'exec/fwd':>8s} {'step s':>8s} {'MFU':>6s} {'HFU':>6s} "
+    print(f"{'case':10s} {'fwd GFLOP':>10s} {'step/fwd':>8s} {'step s':>8s} {'MFU':>6s} {'HFU':>6s} "
           f"{'MFU cpu':>8s} {'HFU cpu':>8s} {'MFU best':>9s}")
     for case, t in table.items():
-        print(f"{case:10s} {t['forward_gflops']:10.1f} {t['executed_over_forward']:8.2f} "
+        print(f"{case:10s} {t['forward_gflops']:10.1f} {t['model_over_forward']:8.2f} "
               f"{t['step_wall_s']['median']:8.2f} {t['mfu']:6.1%} {t['hfu']:6.1%} "
               f"{t['mfu_cpu']:8.1%} {t['hfu_cpu']:8.1%} {t['mfu_best']:9.1%}")
     print(f"target: MFU >= 50%; load {info['loadavg'][0]:.1f} -> {result['loadavg_end'][0]:.1f}; wrote {path}")

@@ -103,14 +103,19 @@ def synthetic_batch(cfg, batch: int, num_classes: int, device) -> dict:
     return {k: v.to(device) for k, v in out.items()}
 
 
-def make_step(model, cfg, batch, device):
-    """One optimisation step as pipelines/run/train_loop.py runs it: the engine's TrainStep (autocast,
-    backward, clip, AdamW) over the model's parameter groups."""
+def make_train_step(model, cfg, device):
+    """The engine's TrainStep (autocast, backward, clip, AdamW) over the model's parameter groups, as
+    pipelines/run/train_loop.py builds it; call it with a batch."""
     from components.engine import TrainStep, make_optimizer, trainable_groups
 
     o = cfg.optim
     optimizer = make_optimizer(trainable_groups(model, o.lr), o.lr, o.weight_decay)
-    train_step = TrainStep(model, optimizer, device, amp=o.amp, grad_clip=o.grad_clip)
+    return TrainStep(model, optimizer, device, amp=o.amp, grad_clip=o.grad_clip)
+
+
+def make_step(model, cfg, batch, device):
+    """One optimisation step on ``batch`` as pipelines/run/train_loop.py runs it (``make_train_step``)."""
+    train_step = make_train_step(model, cfg, device)
 
     def step() -> float:
         return float(train_step(batch)["loss"])

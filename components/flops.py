@@ -10,14 +10,26 @@ Video papers (CM3T's table included, via fvcore/mmcv) usually report multiply-ad
 a convolution's backward counts a grouped convolution's weight gradient as if it were dense (groups x
 too many: 67 phantom GFLOP per step for TED's depthwise convolutions in ViT-B/16 at 8 frames); the
 counter here divides that term by the groups.
+
+``count_step`` runs one real training step under that counter and splits it: the model's forward as the
+step calls it (train mode, the step's own batch and classes: M2-CLIP's class prompts go only through the
+text blocks a step runs, the frozen prefix being cached), the forward FLOPs that activation checkpointing
+runs again during the backward, and the rest. Model FLOPs (MFU) = executed - recomputed: what the step
+needs, frozen weights' gradients excluded (a frozen layer costs about 2x its forward, a trained one 3x);
+executed FLOPs (HFU) also count the recomputation.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop
 
+from components.engine.checkpointing import backbone_blocks, checkpointed
 from components.model_kind import ModelKind
 from components.param_counts import parameter_counts
 
@@ -61,6 +73,74 @@ def step_flop_counter() -> FlopCounterMode:
     as run; use it around a whole training step."""
     return FlopCounterMode(display=False, custom_mapping={
         torch.ops.aten.convolution_backward: _grouped_conv_backward_flop})
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    """One training step's FLOPs as it ran (``count_step``)."""
+
+    forward: int  # the model's forward(s) inside the step, loss included
+    executed: int  # everything the step ran: forward, backward, recomputation (HFU's numerator)
+    recomputed: int  # forward FLOPs of checkpointed blocks run again during the backward
+
+    @property
+    def model(self) -> int:
+        """What the step needs without recomputation (MFU's numerator)."""
+        return self.executed - self.recomputed
+
+    @property
+    def backward(self) -> int:
+        return self.executed - self.forward - self.recomputed
+
+
+def count_step(step: Callable[[], object], model: nn.Module) -> StepFlops:
+    """FLOPs of one call of ``step`` (a training step of ``model``: forward, backward, optimizer).
+
+    ``model.forward`` and every checkpointed backbone block are wrapped on the instance for this one
+    call (restored after): a block that runs after the model's forward has returned is a recomputation.
+    Call it after a warm-up step, so caches a real step reuses (M2-CLIP's frozen text prefix) are full."""
+    phase = {"backward": False}
+    counts = {"forward": 0, "recomputed": 0}
+    original = model.__dict__.get("forward")
+    base = original or partial(type(model).forward, model)
+
+    def counted_forward(*args, **kwargs):
+        phase["backward"] = False
+        with step_flop_counter() as c:
+            out = base(*args, **kwargs)
+        counts["forward"] += c.get_total_flops()
+        phase["backward"] = True  # from here on the step is past the model: loss.backward() and the optimizer
+        return out
+
+    def watch_recompute(forward):
+        def run(*args, **kwargs):
+            if not phase["backward"]:
+                return forward(*args, **kwargs)
+            c = step_flop_counter()
+            try:  # torch stops a recomputation (by raising) once it has the tensors the backward needs
+                with c:
+                    return forward(*args, **kwargs)
+            finally:
+                counts["recomputed"] += c.get_total_flops()
+        return run
+
+    blocks = [b for b in backbone_blocks(model) if getattr(b.forward, "vidpeft_checkpointed", False)]
+    saved = [b.forward for b in blocks]
+    try:
+        model.forward = counted_forward
+        for block, fwd in zip(blocks, saved):
+            block.forward = checkpointed(watch_recompute(fwd.__wrapped__))
+        with step_flop_counter() as total:
+            step()
+    finally:
+        if original is None:
+            del model.forward
+        else:
+            model.forward = original
+        for block, fwd in zip(blocks, saved):
+            block.forward = fwd
+    return StepFlops(forward=counts["forward"], executed=int(total.get_total_flops()),
+                     recomputed=counts["recomputed"])
 
 
 def accounting(model: ModelKind, num_frames: int | None = None, img_size: int | None = None) -> dict[str, float]:

@@ -28,7 +28,8 @@ def backbone_blocks(model: nn.Module) -> list[nn.Module]:
     return list(found.values())
 
 
-def _checkpointed(forward):
+def checkpointed(forward):
+    """``forward`` run under non-reentrant checkpointing while gradients are on (``__wrapped__``: the original)."""
     @wraps(forward)
     def run(*args, **kwargs):
         if not torch.is_grad_enabled():  # evaluation: nothing to save
@@ -47,5 +48,5 @@ def enable_grad_checkpointing(model: nn.Module) -> int:
         raise ValueError("model.grad_checkpointing: this model has no described backbone blocks to checkpoint")
     for block in blocks:
         if not getattr(block.forward, "vidpeft_checkpointed", False):
-            block.forward = _checkpointed(block.forward)
+            block.forward = checkpointed(block.forward)
     return len(blocks)

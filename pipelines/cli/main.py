@@ -14,6 +14,7 @@ import sys
 from components.config import ConfigError
 from components.data.manifest import ManifestError
 from pipelines.cli.args import one_line
+from pipelines.runtime.phase_log import mark
 from pipelines.runtime.ray_env import LOG_LEVEL_ENV, verbose
 
 _NOT_VERBS = {"main", "args", "__main__"}
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    mark("cli_start")
     args = build_parser().parse_args(argv)
     level = getattr(args, "log_level", None)
     if level:  # one switch for the driver (Ray, Ray Data) and, through the config, the workers

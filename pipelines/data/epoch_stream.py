@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from pipelines.runtime.phase_log import mark
+
 ROW, EPOCH = "row", "epoch"  # the stream's columns: manifest row index, epoch it belongs to
 
 
@@ -95,6 +97,7 @@ def split_epochs(batches: Iterable[dict], rows_per_epoch: int, batch_size: int) 
             except StopIteration:
                 done = True
                 break
+            mark("batch")
             if _rows(b):
                 held.append(b)
                 have += _rows(b)

@@ -32,6 +32,7 @@ from components.video.transforms import ClipAugment, center_crop
 from components.video.views import decode_views
 from pipelines.data import eval_views
 from pipelines.data.epoch_stream import EPOCH, ROW, grouped_epoch_order, stream_table
+from pipelines.runtime.phase_log import mark
 
 log = logging.getLogger("vidpeft.ingest")
 
@@ -106,6 +107,7 @@ class ClipDecoder:
     """Ray Data callable class: a batch of manifest rows -> a batch of numeric training columns."""
 
     def __init__(self, settings: DecodeSettings, rows: pa.Table | None = None) -> None:
+        mark("decoder_actor")
         self.s = settings
         self.rows = rows  # a stream of (row, epoch) pairs: the manifest rows they index
         self.spec = ClipSpec(num_frames=settings.num_frames, size=settings.decode_size,
@@ -159,6 +161,7 @@ class ClipDecoder:
             raise VideoDecodeError(name, getattr(e, "reason", None) or str(e)) from None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        mark("decode_batch")
         if self.rows is not None:
             batch = self._lookup(batch)
         n = len(batch["clip_id"])
@@ -241,6 +244,7 @@ def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int,
 
     from pipelines.runtime.ray_compat import small_blocks  # Ray internals: not for the decoder actors to import
 
+    mark("data_plan")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # per-epoch progress comes from the train loop instead
     if limit:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from components.config import ConfigError
 from components.multihead.config import dataset_heads
 from components.tasks import make_task
+from pipelines.runtime.phase_log import mark
 
 
 def checkpoint_metric(cfg) -> tuple[str | None, str]:
@@ -87,6 +88,7 @@ def _candidates(result, storage: str) -> list[tuple]:
     """(checkpoint, metrics) Ray kept in this fit and in earlier fits of the run stored beside it."""
     import pyarrow.fs as pafs
     from ray.train import Result
+    mark("fit_done")
 
     found = list(result.best_checkpoints or [])
     fs, root = pafs.FileSystem.from_uri(storage if "://" in storage else f"file://{storage}")

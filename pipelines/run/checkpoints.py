@@ -20,6 +20,7 @@ import torch
 from components.checkpoint import load_weights, save_weights, trainable_state_dict
 from components.engine import unwrap
 from pipelines.run.checkpoint_digest import checkpoint_intact, file_digests
+from pipelines.runtime.phase_log import mark
 
 WEIGHTS = "weights.safetensors"
 STATE = "state.json"
@@ -33,6 +34,7 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, m
     A kill mid-save (or a copy to storage cut short, in whatever order Ray copies the files) leaves a
     dir that ``checkpoint_complete`` rejects, so the previous checkpoint stays the one resumed from.
     """
+    mark("checkpoint_save")
     save_weights(directory / WEIGHTS, trainable_state_dict(unwrap(model)), model_config)
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     torch.save(scheduler.state_dict(), directory / "scheduler.pt")
@@ -47,6 +49,7 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, m
     tmp = directory / (STATE + ".tmp")  # sizes catch a cut copy, checksums a corrupted one
     tmp.write_text(json.dumps({**state, "files": files, "sha256": file_digests(directory, names)}, indent=2))
     os.replace(tmp, directory / STATE)
+    mark("checkpoint_saved")
 
 
 def checkpoint_complete(state: dict, sizes: dict[str, int]) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from components.config import cfg, from_dict, to_dict
 from pipelines.config import ExperimentConfig
+from pipelines.runtime.phase_log import mark
 
 
 @dataclass
@@ -52,4 +53,5 @@ class RunPlan:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunPlan":
+        mark("worker_loop")
         return from_dict(cls, data, prefix="run_plan")

@@ -7,6 +7,7 @@ import time
 
 from pipelines.run.progress import Progress
 from pipelines.run.progress_relay import BAR
+from pipelines.runtime.phase_log import mark
 
 
 class StepWatch:
@@ -30,6 +31,7 @@ class StepWatch:
         return self.step.optimizer.param_groups[0]["lr"]
 
     def __call__(self, clips: int, loss: float | None) -> None:
+        mark("step")
         self.progress.update(clips, loss, self.lr())
         self.window_clips += clips
         updates = self.step.updates

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from pipelines.runtime.phase_log import mark
+
 LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"  # quiet | info | verbose, set by the CLI's --quiet / --verbose
 LOOPBACK_GCS_ENV = "VIDPEFT_LOOPBACK_GCS"  # the GCS address of a loopback-only instance this process started
 NO_WARM_ENV = "VIDPEFT_NO_WARM_RAY"  # set: never attach to the warm instance (`vidpeft ray up`); start a new one
@@ -87,6 +89,7 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
 
     from pipelines.runtime.ray_compat import drop_forwarded_lines, keep_local_node_on_loopback, reconfigure_ray_data_logging
 
+    mark("ray_init")
     quiet_ray_data()
     if not sys.stdout.isatty():  # a log file or a pipe: Ray's "(worker pid=...)" prefixes without colour codes
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
@@ -125,6 +128,7 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
         os.environ[LOOPBACK_GCS_ENV] = ray.get_runtime_context().gcs_address  # for child processes that join it
     if not verbose():
         drop_forwarded_lines(_false_alarm)
+    mark("ray_ready")
 
 
 def name_own_instance() -> None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.runtime.phase_log import mark
 from pipelines.runtime.redaction import REDACTED, looks_secret, redact_urls  # noqa: F401  (REDACTED re-exported)
 
 ENV_URI = "MLFLOW_TRACKING_URI"
@@ -104,6 +105,7 @@ def start_run(uri: str, experiment: str, run_name: str, params: dict[str, str], 
               run_id: str | None = None) -> str:
     """Create a run (or reuse ``run_id``) and log params once; returns the run id."""
     from mlflow.entities import Param, RunTag
+    mark("mlflow_start")
 
     c = client(uri)
     if run_id:
@@ -117,6 +119,7 @@ def start_run(uri: str, experiment: str, run_name: str, params: dict[str, str], 
         c.log_batch(run.info.run_id, params=items[i : i + 100])
     if tags:
         c.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    mark("mlflow_started")
     return run.info.run_id
 
 
@@ -143,6 +146,7 @@ def log_artifact(uri: str, run_id: str, path: str | Path, artifact_path: str | N
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    mark("mlflow_end")
     c = client(uri)
     c.set_terminated(run_id, status=status)
     if uri.startswith(("http://", "https://")) and redact_urls(uri) != uri:  # MLflow's own line is off: ours
