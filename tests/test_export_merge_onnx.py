@@ -110,3 +110,23 @@ def test_export_flags_in_help(flag, capsys):
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     assert flag in capsys.readouterr().out
+
+
+def test_onnx_scorer_predicts_like_the_run(tmp_path):
+    """What `vidpeft serve model.onnx` scores with: the same rows as predict on the run (windows too)."""
+    from components.data.synth import write_mp4
+    from pipelines.onnx_scorer import OnnxScorer
+    from pipelines.predict_core import Scorer, predict_local
+
+    run = write_run(tmp_path, TINY_VIT, [LORA])
+    assert main(["export", str(run), "--out", str(tmp_path / "out"), "--onnx", "--no-mlflow"]) == 0
+    video = tmp_path / "clip.mp4"
+    write_mp4(video, np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), fps=8)
+    onnx_rows = predict_local(OnnxScorer(tmp_path / "out" / "model.onnx", top_k=3), [str(video)], 2.0, 2.0)
+    torch_rows = predict_local(Scorer(load_trained(run), top_k=3), [str(video)], 2.0, 2.0)
+    assert onnx_rows.num_rows == 3
+    for a, b in zip(onnx_rows.to_pylist(), torch_rows.to_pylist()):
+        assert a["top_k_labels"] == b["top_k_labels"] and (a["start_sec"], a["end_sec"]) == (b["start_sec"], b["end_sec"])
+        np.testing.assert_allclose(a["top_k_scores"], b["top_k_scores"], rtol=0, atol=1e-5)
+    with pytest.raises(Exception, match="trained classes only"):
+        OnnxScorer(tmp_path / "out" / "model.onnx").variant(["x", "y"])
