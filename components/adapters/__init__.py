@@ -12,6 +12,7 @@ from components.adapters import prefix  # noqa: F401  (registers "prefix")
 from components.adapters import caa  # noqa: F401  (registers "caa")
 from components.adapters import mmca  # noqa: F401  (registers "mmca")
 from components.adapters import ted  # noqa: F401  (registers "ted")
+from components.adapters import lora  # noqa: F401  (registers "lora")
 
 __all__ = [
     "AdapterConfig",

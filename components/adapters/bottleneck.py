@@ -42,4 +42,5 @@ class BottleneckAdapter(AdapterLayer):
         return self.scale * self.up(self.drop(self.act(self.down(x))))
 
 
-register_adapter("bottleneck", BottleneckConfig, BottleneckAdapter)
+register_adapter("bottleneck", BottleneckConfig, BottleneckAdapter,
+                 not_mergeable="a ReLU between its down and up projections")

@@ -216,4 +216,5 @@ class CrossAttentionAdapter(AdapterLayer):
         return self.scale * restore(y)
 
 
-register_adapter("caa", CAAConfig, CrossAttentionAdapter)
+register_adapter("caa", CAAConfig, CrossAttentionAdapter,
+                 not_mergeable="cross-attention to side-modality features that change per clip")

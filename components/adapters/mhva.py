@@ -187,4 +187,5 @@ class _Permute(torch.autograd.Function):
         return grad.index_select(1, inverse), None, None
 
 
-register_adapter("mhva", MHVAConfig, MultiHeadVisionAdapter)
+register_adapter("mhva", MHVAConfig, MultiHeadVisionAdapter,
+                 not_mergeable="a ReLU bottleneck with attention over token groups")

@@ -95,4 +95,5 @@ class MultiModalCrossAttention(AdapterLayer):
         return self.scale * restore(y)
 
 
-register_adapter("mmca", MMCAConfig, MultiModalCrossAttention)
+register_adapter("mmca", MMCAConfig, MultiModalCrossAttention,
+                 not_mergeable="cross-attention to side-modality features that change per clip")

@@ -164,4 +164,5 @@ class PrefixTuning(AdapterLayer):
         return out, frozen
 
 
-register_adapter("prefix", PrefixConfig, PrefixTuning)
+register_adapter("prefix", PrefixConfig, PrefixTuning,
+                 not_mergeable="extra keys/values in the attention softmax, not a weight change")

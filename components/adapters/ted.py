@@ -164,4 +164,5 @@ def _cat(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim)
 
 
-register_adapter("ted", TEDConfig, TEDAdapter)
+register_adapter("ted", TEDConfig, TEDAdapter,
+                 not_mergeable="depthwise convolutions over time and over frame differences")

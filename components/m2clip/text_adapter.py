@@ -44,4 +44,5 @@ class TextAdapter(AdapterLayer):
         return self.fc2(self.act(self.fc1(x)))
 
 
-register_adapter("text_adapter", TextAdapterConfig, TextAdapter)
+register_adapter("text_adapter", TextAdapterConfig, TextAdapter,
+                 not_mergeable="a GELU between fc1 and fc2")

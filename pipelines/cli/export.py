@@ -19,6 +19,12 @@ def add_parser(sub) -> None:
                    help="the frozen backbone's weights, when the run's model.backbone.checkpoint moved")
     p.add_argument("--top-k", type=int, default=5, help="the MLflow model's default classes per row")
     p.add_argument("--no-mlflow", action="store_true", help="write the standalone file only")
+    p.add_argument("--merge", action="store_true",
+                   help="fold every mergeable adapter (LoRA) into the backbone's weights: the frozen model's size and "
+                        "FLOPs; refuses, with the type's reason, when an adapter cannot be merged")
+    p.add_argument("--onnx", action="store_true",
+                   help="also write model.onnx (dynamic batch axis; mergeable adapters merged, the rest kept); "
+                        "M2-CLIP: the image tower with the class-text embeddings precomputed")
     p.set_defaults(fn=run)
 
 
@@ -46,5 +52,6 @@ def run(args) -> int:
 
     guard_output(Path(args.out) / "model.safetensors", "--out", inputs, args.overwrite)
 
-    run_export(args.model, args.out, args.register, args.backbone_checkpoint, not args.no_mlflow, args.top_k)
+    run_export(args.model, args.out, args.register, args.backbone_checkpoint, not args.no_mlflow, args.top_k,
+               merge=args.merge, onnx=args.onnx)
     return 0

@@ -3,8 +3,9 @@
 1) `model.safetensors`: every tensor of the model (frozen backbone + adapters + head) and, in the
    metadata, the experiment config and the class / target names (pipelines/infer/trained.py reads it), so
    `vidpeft predict` / `evaluate` take it in place of a run directory, without the backbone checkpoint.
-   Adapters stay modules: merging one into the frozen weights is exact only for an adapter linear in its
-   input (LoRA-style); none of vidpeft's is (NOT_MERGEABLE says why for each), and export says so.
+   Adapters stay modules, unless `--merge`: then every adapter whose type declares itself mergeable
+   (LoRA) is folded into the frozen weights (pipelines/infer/export_merge.py) and any other one refuses with
+   its type's declared reason. `--onnx` also writes model.onnx (pipelines/infer/export_onnx.py).
 2) An MLflow pyfunc model (models-from-code: pipelines/infer/mlflow_model.py, no pickle) holding that file and
    vidpeft's own source (code_paths), with a signature: input a `video_path` column, output the
    prediction table of pipelines/infer/predict_core.py. Logged to the run's MLflow run (or a new run when the
@@ -24,42 +25,25 @@ from pathlib import Path
 
 from components.config import to_dict
 from pipelines.runtime import tracking
+from pipelines.infer.export_merge import build_merged, merge_report
 from pipelines.infer.trained import STANDALONE_KEY, Trained, build_trained, load_trained, run_tracking
 
 EXPORT_FILE = "model.safetensors"
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: pipelines/infer/export.py
 
-# Why an adapter type cannot be folded exactly into the frozen weights it sits beside.
-NOT_MERGEABLE = {
-    "bottleneck": "a ReLU between its down and up projections",
-    "mhva": "a ReLU bottleneck with attention over token groups",
-    "prefix": "extra keys/values in the attention softmax, not a weight change",
-    "caa": "cross-attention to side-modality features that change per clip",
-    "mmca": "cross-attention to side-modality features that change per clip",
-    "ted": "depthwise convolutions over time and over frame differences",
-}
 REQUIREMENTS = ("torch", "torchvision", "timm", "open_clip_torch", "decord", "av", "einops", "safetensors", "pyarrow",
                 "numpy", "pyyaml", "pandas", "mlflow")
 
 
-def merge_report(t: Trained) -> list[str]:
-    """One line per adapter: merged, or why not."""
-    lines = []
-    for a in t.cfg.model.adapters:
-        reason = NOT_MERGEABLE.get(a.type, "no exact merge is known for this type")
-        name = a.type if a.key == a.type else f"{a.type} ({a.key})"
-        lines.append(f"{name}: kept as a module, not mergeable: {reason}")
-    return lines
-
-
-def write_standalone(t: Trained, path: Path) -> Path:
-    """The whole model in one safetensors file (written beside, then renamed: never half-written)."""
+def write_standalone(t: Trained, path: Path, model=None) -> Path:
+    """The whole model in one safetensors file (written beside, then renamed: never half-written).
+    ``model``: an already built model that ``t`` describes (a merged one); default: built from ``t``."""
     from components.checkpoint import save_safetensors
 
     from components.checkpoint import CONFIG_KEY
 
-    model = build_trained(t)
+    model = model if model is not None else build_trained(t)
     # clone: tied tensors (e.g. a shared projection) become separate entries; loading restores both
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {STANDALONE_KEY: json.dumps({"config": to_dict(t.cfg), "class_names": t.class_names,
@@ -126,16 +110,24 @@ def log_mlflow_model(t: Trained, standalone: Path, register: str | None = None, 
 
 
 def run_export(source: str, out: str, register: str | None = None, backbone_checkpoint: str | None = None,
-               mlflow_model: bool = True, top_k: int = 5) -> dict:
+               mlflow_model: bool = True, top_k: int = 5, merge: bool = False, onnx: bool = False) -> dict:
     t = load_trained(source, backbone_checkpoint)
+    model, report = None, merge_report(t)
+    if merge or onnx:  # ONNX: merged where possible, the rest kept as modules
+        model, t, report = build_merged(t, require_all=merge)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = write_standalone(t, out_dir / EXPORT_FILE)
+    path = write_standalone(t, out_dir / EXPORT_FILE, model)
     size_mb = path.stat().st_size / 2**20
-    print(f"[vidpeft] standalone model: {path} ({size_mb:.1f} MiB; backbone + adapters + head, config inside)")
-    for line in merge_report(t):
+    what = "merged backbone" if merge else "backbone (mergeable adapters merged) + adapters" if onnx else "backbone + adapters"
+    print(f"[vidpeft] standalone model: {path} ({size_mb:.1f} MiB; {what} + head, config inside)")
+    for line in report:
         print(f"  {line}")
-    result = {"file": str(path), "adapters": merge_report(t)}
+    result = {"file": str(path), "adapters": report, "merged": merge}
+    if onnx:
+        from pipelines.infer.export_onnx import write_onnx
+
+        result["onnx"] = write_onnx(t, model, out_dir)
     if mlflow_model:
         logged = log_mlflow_model(t, path, register, top_k)
         result.update(logged)

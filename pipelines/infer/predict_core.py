@@ -107,21 +107,33 @@ class Scorer:
 
         check_open_vocabulary(trained, bool(classes))
         self.trained, self.task = trained, trained.task
-        self.classes = list(classes) if classes else None
         self.templates = templates
-        self.names = self.classes or trained.output_names
-        self.top_k = max(1, min(top_k, len(self.names)))
         self.device = torch.device(device)
         self.model = build_trained(trained, self.device)
         self.modalities = [m.name for m in trained.cfg.model.modalities]
-        # open vocabulary: M2-CLIP's Eq. 11 over the given names, scored as a single-label task
+        self._use(classes, top_k)
+
+    def _use(self, classes: list[str] | None, top_k: int) -> None:
         from components.tasks import make_task, model_task
 
-        self.score_task = make_task("single_label", len(self.names)) if self.classes else model_task(trained.cfg.model)
+        self.classes = list(classes) if classes else None
+        self.names = self.classes or self.trained.output_names
+        self.top_k = max(1, min(top_k, len(self.names)))
+        # open vocabulary: M2-CLIP's Eq. 11 over the given names, scored as a single-label task
+        self.score_task = make_task("single_label", len(self.names)) if self.classes else model_task(self.trained.cfg.model)
         self.forward = None
         if self.classes:
             self.forward = lambda flat: {"logits": self.model.zero_shot_logits(flat["video"], self.classes,
                                                                               self.templates)}
+
+    def variant(self, classes: list[str] | None = None, top_k: int | None = None) -> "Scorer":
+        """The same model over other class names (M2-CLIP) and/or another top-k (a request of `vidpeft serve`)."""
+        import copy
+
+        check_open_vocabulary(self.trained, bool(classes))
+        other = copy.copy(self)
+        other._use(classes or self.classes, top_k or self.top_k)
+        return other
 
     def scores(self, video: np.ndarray, side: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """(n, [V,] T, S, S, 3) uint8 -> (n, K) view-averaged probabilities (values for regression), by the

@@ -51,6 +51,8 @@ ADAPTERS = {
                                     "share_down_with": "mhva"}],
     "adaptformer_pt": [{"type": "bottleneck", "sites": ["mlp"], "bottleneck": 8, "scale": 0.1,
                         "learnable_scale": False}, PREFIX],
+    "lora": [{"type": "lora", "sites": ["attn", "mlp"], "rank": 4, "alpha": 8}],
+    "lora_qv_mhva": [{"type": "lora", "targets": ["q", "v"], "rank": 2}, MHVA],
 }
 CASES = [(b, a) for b in BACKBONES for a in ADAPTERS]
 

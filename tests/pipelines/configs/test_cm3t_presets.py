@@ -11,7 +11,7 @@ from components.config import from_dict, load_yaml
 from components.model import ModelConfig, build_model, parameter_counts
 
 PRESETS = Path(__file__).resolve().parents[3] / "pipelines" / "configs" / "presets" / "cm3t"
-NAMES = ["mhva_pt", "cm3t", "adaptformer_pt", "full_ft", "full_ft_caa", "mhva_pt_mmca", "linear_probe"]
+NAMES = ["mhva_pt", "cm3t", "adaptformer_pt", "full_ft", "full_ft_caa", "mhva_pt_mmca", "linear_probe", "lora"]
 
 
 def build(name: str):
@@ -34,7 +34,8 @@ def test_preset_builds(name):
     pct = counts["trainable_pct"]
     # adapters only (the papers' column): the head is not counted, so full fine-tuning is 100% exactly
     expected = {"mhva_pt": (12.7, 12.9), "cm3t": (17, 19), "mhva_pt_mmca": (17, 19), "adaptformer_pt": (8, 9),
-                "full_ft": (99.999, 100.001), "full_ft_caa": (105, 108), "linear_probe": (-0.001, 0.001)}[name]
+                "full_ft": (99.999, 100.001), "full_ft_caa": (105, 108), "linear_probe": (-0.001, 0.001),
+                "lora": (1.9, 2.1)}[name]
     assert expected[0] < pct < expected[1], pct
     assert counts["trainable_pct_with_head"] > pct
 
