@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from components.config import ConfigError, to_dict
+from components.param_counts import oversize_note
 
 # What building a model from a bad config or file raises (libraries are not consistent about it).
 BUILD_ERRORS = (ValueError, TypeError, RuntimeError, KeyError, IndexError, AssertionError, OSError,
@@ -56,7 +57,7 @@ def check_model(cfg, class_names: list[str] | None = None, num_outputs: int | No
     backbones = [("model.backbone", model_cfg.backbone)] if model_cfg.backbone.checkpoint else []
     bare = replace(model_cfg, backbone=replace(model_cfg.backbone, checkpoint=None))
     try:
-        build_on_meta(bare, num_outputs, class_names)
+        note = oversize_note(build_on_meta(bare, num_outputs, class_names))
     except ConfigError:
         raise
     except FileNotFoundError as e:
@@ -64,6 +65,8 @@ def check_model(cfg, class_names: list[str] | None = None, num_outputs: int | No
     except BUILD_ERRORS as e:
         raise ConfigError(f"model ({model_cfg.kind}, backbone {model_cfg.backbone.family} "
                           f"{model_cfg.backbone.name}): {_one_line(e)}") from None
+    if note:
+        print(f"[vidpeft] note: {note}", flush=True)
     for key, backbone in backbones:
         path = Path(backbone.checkpoint)
         if not path.is_file():
