@@ -57,10 +57,10 @@ SIDE_DIM = 16
 
 @dataclass
 class Size:
-    source_per_class: int = 150
-    target_classes: int = 8
-    target_train_per_class: int = 40
-    target_val_per_class: int = 20
+    source_per_class: int = 100
+    target_classes: int = 6
+    target_train_per_class: int = 32
+    target_val_per_class: int = 16
     frames: int = 8
     pretrain_epochs: int = 8
     batch: int = 16
