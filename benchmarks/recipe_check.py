@@ -59,7 +59,7 @@ SIDE_DIM = 16
 class Size:
     source_per_class: int = 100
     target_classes: int = 6
-    target_train_per_class: int = 32
+    target_train_per_class: int = 24
     target_val_per_class: int = 16
     frames: int = 8
     pretrain_epochs: int = 8
