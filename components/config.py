@@ -263,12 +263,45 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+# Two keys a config file may have besides its config's own: ``extends`` (a path, or a list of them,
+# relative to the file: layers read before the file's own, e.g. a preset's shared recipe) and
+# ``sources`` (dotted key -> where its value comes from: the provenance `vidpeft explain --preset`
+# prints; not part of the config).
+EXTENDS_KEY, SOURCES_KEY = "extends", "sources"
+
+
+def file_layers(path: str | Path, _chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """A config file as (path, data) layers: what it ``extends`` first (recursively), then itself;
+    each layer keeps its ``sources``, ``extends`` is taken out."""
+    path = Path(path)
+    real = path.resolve()
+    if real in _chain:
+        raise ConfigError(f"{path}: extends itself through {' -> '.join(str(p) for p in (*_chain, real))}")
+    data = load_yaml(path)
+    parents = data.pop(EXTENDS_KEY, None) or []
+    parents = [parents] if isinstance(parents, str) else parents
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ConfigError(f"{path}: {EXTENDS_KEY} must be a path or a list of paths, got {parents!r}")
+    sources = data.get(SOURCES_KEY, {})
+    if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
+        raise ConfigError(f"{path}: {SOURCES_KEY} must map dotted keys to text, got {sources!r}")
+    layers = []
+    for parent in parents:
+        layers += file_layers(path.parent / parent, (*_chain, real))
+    return layers + [(path, data)]
+
+
+def config_layers(files: list[str | Path]) -> list[dict]:
+    """The config data of ``files`` in order, each expanded by ``file_layers``, without ``sources``."""
+    return [{k: v for k, v in data.items() if k != SOURCES_KEY} for f in files for _, data in file_layers(f)]
+
+
 def resolve(cls: type, files: list[str | Path] = (), overrides: list[str] = (), base: dict | None = None) -> Any:
-    """defaults < ``base`` < each YAML file in order < each ``key=value`` override.
+    """defaults < ``base`` < each YAML file in order (after the files it ``extends``) < each ``key=value`` override.
 
     Resolved at the end: a polymorphic section's defaults are those of the variant the merged layers
     name last (``--set model.kind=m2clip`` and ``--set model.m2clip.x=...`` work in either order)."""
-    layers = ([base] if base else []) + [load_yaml(f) for f in files]
+    layers = ([base] if base else []) + config_layers(files)
     probe: dict = {}
     for layer in layers:
         probe = deep_merge(probe, layer)

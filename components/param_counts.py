@@ -41,3 +41,20 @@ def parameter_counts(model: nn.Module) -> dict[str, float]:
         "trainable_pct": 100.0 * (trainable - head) / max(backbone, 1),
         "trainable_pct_with_head": 100.0 * trainable / max(backbone, 1),
     }
+
+
+def adapter_parameters(model: nn.Module) -> int:
+    """Parameters of the injected adapters (``.adapters.`` in their names), trainable or frozen."""
+    return sum(p.numel() for n, p in model.named_parameters() if ".adapters." in n)
+
+
+def oversize_note(model: nn.Module) -> str:
+    """One line when the adapters hold more parameters than the backbone they adapt ('' otherwise):
+    widths given in channels for a large backbone are too large for a small one (a width ratio such
+    as ``bottleneck: 0.125x`` scales with the backbone)."""
+    adapters = adapter_parameters(model)
+    backbone = parameter_counts(model)["backbone_params"]
+    if adapters <= backbone:
+        return ""
+    return (f"the adapters hold {adapters:,} parameters, {100 * adapters / max(backbone, 1):.0f}% of the backbone's "
+            f"{backbone:,}: more than the backbone itself (give widths as ratios of the block width, e.g. bottleneck: 0.125x)")

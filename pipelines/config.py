@@ -147,6 +147,10 @@ class OptimConfig:
     epochs: int = cfg(5, "training epochs")
     lr: float = cfg(1e-3, "peak learning rate (AdamW)")
     weight_decay: float = cfg(0.05, "AdamW weight decay")
+    no_decay: bool = cfg(False, "no weight decay on biases, norms, gates, scales (every parameter of 1 or 0 "
+                                "dimensions) and on prefix/position/class embeddings (components/engine/optim.py)")
+    lr_base_batch: int = cfg(0, "lr is per this global batch: the run uses lr x (batch_size x accumulate x "
+                                "workers) / lr_base_batch (M2-CLIP's code: per 256); 0 = lr as given")
     warmup_epochs: int = cfg(0, "warm-up epochs (stepped per optimizer step) before the cosine decay")
     min_lr_ratio: float = cfg(0.01, "first warm-up and final learning rate as a fraction of lr (0 < r <= 1)")
     accumulate: int = cfg(1, "micro-batches whose gradients are summed per optimizer step (effective batch = "
@@ -179,6 +183,8 @@ class OptimConfig:
             raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
         if not 0 < self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in (0, 1], got {self.min_lr_ratio}")
+        if self.lr_base_batch < 0:
+            raise ValueError(f"lr_base_batch must be >= 0, got {self.lr_base_batch}")
         check_optim_regularisers(self)
 
 

@@ -8,8 +8,9 @@ return an all-zero delta at initialisation, so an adapted model equals its froze
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -86,6 +87,30 @@ class ForwardContext:
         self.num_frames = num_frames
         self.side = dict(side or {})
         self.side_mask = dict(side_mask or {})
+
+
+# An adapter width: an absolute number of channels, or a multiple of the block width at the site
+# written like "0.25x" (so one preset fits any backbone: on Video Swin, whose width doubles per
+# stage, the adapters stay the same share of every stage).
+Width = Union[int, str]
+WIDTH_HELP = "; an integer, or a multiple of the block width at the site like 0.25x"
+_RATIO = re.compile(r"^(\d+(\.\d*)?|\.\d+)x$")
+
+
+def check_width(value: Width, key: str) -> None:
+    """A ValueError naming ``key`` unless ``value`` is a positive integer or a positive ratio like 0.25x."""
+    if isinstance(value, str):
+        if not _RATIO.match(value.strip()) or float(value.strip()[:-1]) <= 0:
+            raise ValueError(f"{key} must be a positive integer or a ratio of the block width like 0.25x, got {value!r}")
+    elif value <= 0:
+        raise ValueError(f"{key} must be positive, got {value}")
+
+
+def scaled_width(value: Width, dim: int) -> int:
+    """The width in channels at a site ``dim`` wide: ``value`` itself, or round(ratio x dim) (at least 1)."""
+    if isinstance(value, str):
+        return max(1, round(float(value.strip()[:-1]) * dim))
+    return value
 
 
 def zero_linear(in_features: int, out_features: int) -> nn.Linear:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo, zero_linear
+from components.adapters.base import WIDTH_HELP, AdapterConfig, AdapterLayer, SiteInfo, Width, check_width, scaled_width, zero_linear
 from components.adapters.registry import register_adapter
 from components.config import cfg
 
@@ -19,23 +19,23 @@ from components.config import cfg
 @dataclass
 class BottleneckConfig(AdapterConfig):
     type: str = cfg("bottleneck", "adapter type")
-    bottleneck: int = cfg(64, "hidden width r of the down/up projection")
+    bottleneck: Width = cfg(64, "hidden width r of the down/up projection" + WIDTH_HELP)
     scale: float = cfg(1.0, "initial value of the output scale s")
     learnable_scale: bool = cfg(True, "learn s (CM3T) or keep it fixed (AdaptFormer uses a fixed s)")
     dropout: float = cfg(0.0, "dropout on the bottleneck activations")
 
     def __post_init__(self) -> None:
-        if self.bottleneck <= 0:
-            raise ValueError(f"bottleneck must be positive, got {self.bottleneck}")
+        check_width(self.bottleneck, "bottleneck")
 
 
 class BottleneckAdapter(AdapterLayer):
     def __init__(self, config: BottleneckConfig, site: SiteInfo) -> None:
         super().__init__(config, site)
-        self.down = nn.Linear(site.dim, config.bottleneck)
+        r = scaled_width(config.bottleneck, site.dim)
+        self.down = nn.Linear(site.dim, r)
         self.act = nn.ReLU()
         self.drop = nn.Dropout(config.dropout)
-        self.up = zero_linear(config.bottleneck, site.dim)
+        self.up = zero_linear(r, site.dim)
         self.register_scale(config.scale, config.learnable_scale)
 
     def forward(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo, zero_linear
+from components.adapters.base import WIDTH_HELP, AdapterConfig, AdapterLayer, SiteInfo, Width, check_width, scaled_width, zero_linear
 from components.adapters.fusion import ModalityFusion
 from components.adapters.registry import register_adapter
 from components.adapters.tokens import clip_tokens
@@ -64,7 +64,7 @@ class CAAConfig(AdapterConfig):
     sites: list[str] = cfg(["block"], "backbone sites (CM3T: x is the input of the block)")
     modalities: list[str] = cfg([], "side modalities, one cross-attention each (names from model.modalities); "
                                     "empty = every modality in model.modalities (one preset for datasets with different ones)")
-    bottleneck: int = cfg(64, "width r of Q = V = ReLU(x W_down) and of the modality keys")
+    bottleneck: Width = cfg(64, "width r of Q = V = ReLU(x W_down) and of the modality keys" + WIDTH_HELP)
     modality_tokens: int = cfg(1, "key tokens M a per-clip modality vector is projected to (sequence "
                                "modalities, model.modalities[].tokens > 1, bring their own M tokens)")
     share_down_with: str = cfg("", "adapter key (an MHVA in the same block) whose W_down gives Q = V; empty = own")
@@ -80,8 +80,9 @@ class CAAConfig(AdapterConfig):
             raise ValueError(f"values must be one of {VALUES}, got {self.values!r}")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities has duplicates: {self.modalities}")
-        if self.bottleneck <= 0 or self.modality_tokens <= 0:
-            raise ValueError("bottleneck and modality_tokens must be positive")
+        check_width(self.bottleneck, "bottleneck")
+        if self.modality_tokens <= 0:
+            raise ValueError("modality_tokens must be positive")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
 
@@ -148,8 +149,8 @@ class SharedDown(nn.Module):
         super().__init__()
         self.key = config.share_down_with
         self.site = site
-        self.bottleneck = config.bottleneck
-        self.own = None if self.key else nn.Sequential(nn.Linear(site.dim, config.bottleneck), nn.ReLU())
+        self.bottleneck = scaled_width(config.bottleneck, site.dim)
+        self.own = None if self.key else nn.Sequential(nn.Linear(site.dim, self.bottleneck), nn.ReLU())
         self._shared: list = []
 
     def bind(self) -> None:
@@ -174,7 +175,7 @@ class SharedDown(nn.Module):
 class CrossAttentionAdapter(AdapterLayer):
     def __init__(self, config: CAAConfig, site: SiteInfo) -> None:
         super().__init__(config, site)
-        r, m = config.bottleneck, config.modality_tokens
+        r, m = scaled_width(config.bottleneck, site.dim), config.modality_tokens
         self.down = SharedDown(config, site)
         self.drop = nn.Dropout(config.dropout)
         self.dims = {n: modality_dim(site, n, config.key) for n in adapter_modalities(site, config)}

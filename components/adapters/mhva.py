@@ -32,7 +32,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo
+from components.adapters.base import WIDTH_HELP, AdapterConfig, AdapterLayer, SiteInfo, Width, check_width, scaled_width
 from components.adapters.registry import register_adapter
 from components.adapters.tokens import group_grid, group_plan, site_tokens, token_groups, used_groups
 from components.config import cfg
@@ -44,15 +44,16 @@ class MHVAConfig(AdapterConfig):
     sites: list[str] = cfg(["mlp"], "backbone sites (CM3T: parallel to the MLP, the linear layers)")
     heads: int = cfg(4, "number of token groups G, each with its own down/up pair")
     grid: list[int] = cfg([], "groups as [rows, cols] over space; empty = most square factorisation of heads")
-    bottleneck: int = cfg(64, "hidden width r of each group's down/up projection")
+    bottleneck: Width = cfg(64, "hidden width r of each group's down/up projection" + WIDTH_HELP)
     scale: float = cfg(4.0, "initial value of the output scale s")
     learnable_scale: bool = cfg(True, "learn s (CM3T); false keeps it fixed")
     dropout: float = cfg(0.0, "dropout on the bottleneck activations")
     adapt_prefix_tokens: bool = cfg(True, "prefix/class tokens get their own group (true) or no adapter (false)")
 
     def __post_init__(self) -> None:
-        if self.heads <= 0 or self.bottleneck <= 0:
-            raise ValueError(f"heads and bottleneck must be positive, got {self.heads}, {self.bottleneck}")
+        if self.heads <= 0:
+            raise ValueError(f"heads must be positive, got {self.heads}")
+        check_width(self.bottleneck, "bottleneck")
         if self.grid and (len(self.grid) != 2 or self.grid[0] * self.grid[1] != self.heads):
             raise ValueError(f"grid {self.grid} must be [rows, cols] with rows*cols == heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:
@@ -62,7 +63,7 @@ class MHVAConfig(AdapterConfig):
 class MultiHeadVisionAdapter(AdapterLayer):
     def __init__(self, config: MHVAConfig, site: SiteInfo) -> None:
         super().__init__(config, site)
-        d, r = site.dim, config.bottleneck
+        d, r = site.dim, scaled_width(config.bottleneck, site.dim)
         self.grid = group_grid(config.heads, config.grid)
         self.prefix_group = config.adapt_prefix_tokens and site.layout.num_prefix_tokens > 0
         # only the spatial groups some token falls in get weights; ids 0..G-1 (and G, the prefix

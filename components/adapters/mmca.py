@@ -26,7 +26,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo, zero_linear
+from components.adapters.base import WIDTH_HELP, AdapterConfig, AdapterLayer, SiteInfo, Width, check_width, scaled_width, zero_linear
 from components.adapters.caa import ModalityTokens, SharedDown, adapter_modalities, modality_dim, side_feature
 from components.adapters.registry import register_adapter
 from components.adapters.tokens import clip_tokens
@@ -38,7 +38,7 @@ class MMCAConfig(AdapterConfig):
     type: str = cfg("mmca", "adapter type")
     sites: list[str] = cfg(["block"], "backbone sites")
     modalities: list[str] = cfg([], "side modalities attended together (names from model.modalities); empty = all")
-    bottleneck: int = cfg(64, "width r of the video bottleneck and of the modality tokens")
+    bottleneck: Width = cfg(64, "width r of the video bottleneck and of the modality tokens" + WIDTH_HELP)
     modality_tokens: int = cfg(1, "tokens M a per-clip modality vector is projected to (sequences bring their own)")
     num_heads: int = cfg(1, "heads of the shared cross-attention (must divide bottleneck)")
     share_down_with: str = cfg("", "adapter key (an MHVA in the same block) whose W_down gives the queries")
@@ -49,16 +49,19 @@ class MMCAConfig(AdapterConfig):
     def __post_init__(self) -> None:
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities has duplicates: {self.modalities}")
-        if self.bottleneck <= 0 or self.modality_tokens <= 0 or self.num_heads <= 0:
-            raise ValueError("bottleneck, modality_tokens and num_heads must be positive")
-        if self.bottleneck % self.num_heads:
+        check_width(self.bottleneck, "bottleneck")
+        if self.modality_tokens <= 0 or self.num_heads <= 0:
+            raise ValueError("modality_tokens and num_heads must be positive")
+        if isinstance(self.bottleneck, int) and self.bottleneck % self.num_heads:
             raise ValueError(f"num_heads {self.num_heads} must divide bottleneck {self.bottleneck}")
 
 
 class MultiModalCrossAttention(AdapterLayer):
     def __init__(self, config: MMCAConfig, site: SiteInfo) -> None:
         super().__init__(config, site)
-        r, m = config.bottleneck, config.modality_tokens
+        r, m = scaled_width(config.bottleneck, site.dim), config.modality_tokens
+        if r % config.num_heads:
+            raise ValueError(f"mmca at {site.path}: num_heads {config.num_heads} must divide its width {r}")
         self.down = SharedDown(config, site)
         self.drop = nn.Dropout(config.dropout)
         self.dims = {n: modality_dim(site, n, config.key) for n in adapter_modalities(site, config)}

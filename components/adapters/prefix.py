@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo
+from components.adapters.base import WIDTH_HELP, AdapterConfig, AdapterLayer, SiteInfo, Width, check_width, scaled_width
 from components.adapters.registry import register_adapter
 from components.backbones.attention import attention_internals
 from components.config import cfg
@@ -62,15 +62,16 @@ class PrefixConfig(AdapterConfig):
     sites: list[str] = cfg(["attn"], "attention sites only (the site's module must be an attention)")
     prefix_length: int = cfg(16, "number of learned prefix rows L (prefix keys/values per head)")
     reparameterize: bool = cfg(True, "produce C with Embedding + MLP (Li & Liang); false = C is a free parameter")
-    hidden: int = cfg(512, "hidden width of the reparameterisation MLP")
+    hidden: Width = cfg(512, "hidden width of the reparameterisation MLP" + WIDTH_HELP)
     activation: str = cfg("relu", "reparameterisation MLP activation: relu (CM3T) or tanh (He et al.)")
     dropout: float = cfg(0.1, "dropout inside the reparameterisation MLP (CM3T: lower than He et al.)")
     zero_init_gate: bool = cfg(False, "ablation: multiply the residual by a learnable gate starting at 0 (identity "
                                "at init); false = the paper's form, attention over [prefix; tokens] from step 0")
 
     def __post_init__(self) -> None:
-        if self.prefix_length <= 0 or self.hidden <= 0:
-            raise ValueError(f"prefix_length and hidden must be positive, got {self.prefix_length}, {self.hidden}")
+        if self.prefix_length <= 0:
+            raise ValueError(f"prefix_length must be positive, got {self.prefix_length}")
+        check_width(self.hidden, "hidden")
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"activation must be relu or tanh, got {self.activation!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -84,10 +85,11 @@ class PrefixRows(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(config.prefix_length, dim)
         self.mlp = None
+        hidden = scaled_width(config.hidden, dim)
         if config.reparameterize:
             act = nn.ReLU() if config.activation == "relu" else nn.Tanh()
             self.mlp = nn.Sequential(
-                nn.Linear(dim, config.hidden), act, nn.Dropout(config.dropout), nn.Linear(config.hidden, dim)
+                nn.Linear(dim, hidden), act, nn.Dropout(config.dropout), nn.Linear(hidden, dim)
             )
 
     def forward(self) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo
+from components.adapters.base import WIDTH_HELP, AdapterConfig, AdapterLayer, SiteInfo, Width, check_width, scaled_width
 from components.adapters.registry import register_adapter
 from components.config import ConfigError, cfg
 
@@ -39,15 +39,14 @@ from components.config import ConfigError, cfg
 class TEDConfig(AdapterConfig):
     type: str = cfg("ted", "adapter type")
     sites: list[str] = cfg(["pre_attn"], "pre_attn = before MHSA (paper); pre_mlp = before the FFN (official 12x384)")
-    bottleneck: int = cfg(384, "hidden width of each branch (paper: 384 for ViT-B/16)")
+    bottleneck: Width = cfg(384, "hidden width of each branch (paper: 384 for ViT-B/16)" + WIDTH_HELP)
     enhancement: bool = cfg(True, "temporal-enhancement branch (TE): fc1 -> depthwise Conv1d over T -> fc2")
     difference: bool = cfg(True, "temporal-difference branch (TD): frame differences -> fc1 -> depthwise conv -> fc2")
     temporal_kernel: int = cfg(3, "TE kernel size over time (odd)")
     spatial_kernel: int = cfg(3, "TD kernel size on the patch grid (odd)")
 
     def __post_init__(self) -> None:
-        if self.bottleneck <= 0:
-            raise ValueError(f"bottleneck must be positive, got {self.bottleneck}")
+        check_width(self.bottleneck, "bottleneck")
         if not (self.enhancement or self.difference):
             raise ValueError("enable at least one TED branch (enhancement or difference)")
         for name in ("temporal_kernel", "spatial_kernel"):
@@ -121,7 +120,7 @@ class TEDAdapter(AdapterLayer):
             )
         self.prefix = site.layout.num_prefix_tokens
         self.grid = tuple(site.layout.grid)
-        d, r = site.dim, config.bottleneck
+        d, r = site.dim, scaled_width(config.bottleneck, site.dim)
         self.enhance = TemporalEnhancement(d, r, config.temporal_kernel) if config.enhancement else None
         self.difference = TemporalDifference(d, r, config.spatial_kernel) if config.difference else None
 

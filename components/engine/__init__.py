@@ -26,6 +26,7 @@ _EXPORTS = {
     "EvalResult": "loop", "PassResult": "loop", "evaluate": "loop", "run_pass": "loop",
     "backbone_blocks": "checkpointing", "enable_grad_checkpointing": "checkpointing",
     "make_optimizer": "optim", "make_scheduler": "optim", "step_scheduler": "optim", "trainable_groups": "optim",
+    "optimizer_for": "optim", "split_weight_decay": "optim", "scaled_lr": "optim",
     "apply_mmap_threshold": "host_memory", "mallinfo": "host_memory", "mmap_threshold_mib": "host_memory",
     "set_mmap_threshold": "host_memory",
     "autocast_for": "precision", "grad_scaler_for": "precision",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from components.adapters.base import AdapterConfig, AdapterLayer, SiteInfo
+from components.adapters.base import WIDTH_HELP, AdapterConfig, AdapterLayer, SiteInfo, Width, check_width, scaled_width
 from components.adapters.registry import register_adapter
 from components.config import cfg
 
@@ -23,19 +23,19 @@ class TextAdapterConfig(AdapterConfig):
     type: str = cfg("text_adapter", "adapter type")
     sites: list[str] = cfg(["pre_mlp"], "pre_mlp = before the FFN (paper); any site of the tower's spec")
     layers: list[int] = cfg([-1], "text blocks to adapt, counted from the end with negatives (paper's best: [-1])")
-    bottleneck: int = cfg(384, "hidden width of fc1/fc2 (official: 384)")
+    bottleneck: Width = cfg(384, "hidden width of fc1/fc2 (official: 384)" + WIDTH_HELP)
 
     def __post_init__(self) -> None:
-        if self.bottleneck <= 0:
-            raise ValueError(f"bottleneck must be positive, got {self.bottleneck}")
+        check_width(self.bottleneck, "bottleneck")
 
 
 class TextAdapter(AdapterLayer):
     def __init__(self, config: TextAdapterConfig, site: SiteInfo) -> None:
         super().__init__(config, site)
-        self.fc1 = nn.Linear(site.dim, config.bottleneck)
+        r = scaled_width(config.bottleneck, site.dim)
+        self.fc1 = nn.Linear(site.dim, r)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(config.bottleneck, site.dim)
+        self.fc2 = nn.Linear(r, site.dim)
         nn.init.zeros_(self.fc1.bias)
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from components.backbones.export import native_backbone_state
+from components.adapters.unwrap import native_backbone_state
 from components.checkpoint import save_safetensors
 from components.config import to_dict
 from pipelines.infer.trained import build_trained, load_trained

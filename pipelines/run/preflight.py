@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from components.config import ConfigError, to_dict
+from components.param_counts import oversize_note
 from components.weights.reader import weights_present
 
 # What building a model from a bad config or file raises (libraries are not consistent about it).
@@ -61,7 +62,7 @@ def check_model(cfg, class_names: list[str] | None = None, num_outputs: int | No
     if path and not weights_present(path, key_hint=f"{key}.checkpoint"):  # a file or an object store URI
         raise ConfigError(f"{key}.checkpoint: weights file not found: {path}")
     try:
-        return build_on_meta(model_cfg, num_outputs, class_names)
+        model = build_on_meta(model_cfg, num_outputs, class_names)
     except Exception as e:
         if not path:
             _raise_architecture_error(model_cfg, e)
@@ -74,6 +75,10 @@ def check_model(cfg, class_names: list[str] | None = None, num_outputs: int | No
         text = _one_line(e).removeprefix(f"{key}.checkpoint: ")  # the weights reader names the key too
         where = "" if str(path) in text else f"{path}: "
         raise ConfigError(f"{key}.checkpoint: {where}{text}") from None
+    note = oversize_note(model)  # adapters larger than the backbone they adapt: said once, before Ray
+    if note:
+        print(f"[vidpeft] note: {note}", flush=True)
+    return model
 
 
 def _raise_architecture_error(model_cfg, e: BaseException):

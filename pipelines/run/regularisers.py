@@ -88,12 +88,6 @@ class WorkerRegularisers:
         self.ema = TrainableEma(model, o.ema_decay, o.ema_warmup) if o.ema_decay > 0 else None
         self.trainable = [p for p in model.parameters() if p.requires_grad]  # TrainableEma's order
 
-    def param_groups(self, model: torch.nn.Module, lr: float, layer_decay: float) -> list:
-        from components.engine import layer_decay_groups, trainable_groups
-
-        groups = trainable_groups(model, lr)
-        return groups if layer_decay == 1 else layer_decay_groups(model, groups, layer_decay, lr)
-
     def evaluated(self):
         """The weights validation and checkpoints see: the EMA copy when there is one."""
         return self.ema.applied() if self.ema is not None else nullcontext()

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from components.config import to_dict
 from components.engine import (
-    TrainStep, apply_mmap_threshold, make_optimizer, make_scheduler, run_pass, unwrap,
+    TrainStep, apply_mmap_threshold, make_scheduler, optimizer_for, run_pass, unwrap,
 )
 from components.flops import accounting
 from components.model import build_model
@@ -110,7 +110,10 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     o = cfg.optim
     regs = WorkerRegularisers(cfg, unwrap(model), plan.num_outputs, rank)  # drop-path, mixup, EMA (all off by default)
-    optimizer = make_optimizer(regs.param_groups(unwrap(model), o.lr, o.layer_decay), o.lr, o.weight_decay)
+    global_batch = cfg.data.batch_size * o.accumulate * ctx.get_world_size()
+    optimizer, lr = optimizer_for(unwrap(model), o, global_batch)  # lr scaled by optim.lr_base_batch
+    if rank == 0 and o.lr_base_batch and cfg.log.level != "quiet":
+        say(f"[vidpeft] lr {lr:.3g} = optim.lr {o.lr:g} x global batch {global_batch} / optim.lr_base_batch {o.lr_base_batch}")
     batches_per_epoch = steps_per_epoch(plan.train_clips, cfg.data.batch_size, ctx.get_world_size(), 1)
     per_epoch = math.ceil(batches_per_epoch / o.accumulate)  # optimizer steps: the LR schedule is per step
     scheduler = make_scheduler(optimizer, per_epoch * o.epochs, per_epoch * o.warmup_epochs, o.min_lr_ratio)

@@ -42,6 +42,7 @@ from pipelines.runtime import tracking
 from pipelines.config import ExperimentConfig
 from pipelines.shipped import find
 from pipelines.run.config_identity import config_identity
+from pipelines.search.cell_deps import fill_cells, waves
 from pipelines.search.report import LAYOUT  # noqa: F401  (the layout artifact `vidpeft report` reads)
 from pipelines.search.tune import (CELL_KEY_TAG, TrialJob, absolute_paths, close_trial_runs, fit_concurrency,
                             result_trial_id, run_trials, search_alg, trial_cpus, trial_dirname)
@@ -113,6 +114,7 @@ class Cell:
     seed: int
     key: str
     data: dict = field(repr=False)  # the complete config a trial runs
+    after: list[str] = field(default_factory=list)  # cells this one starts from ({cell:VARIANT}: cell_deps.py)
 
     @property
     def name(self) -> str:
@@ -177,12 +179,15 @@ def expand(camp: Campaign, campaign_file: str | Path, overrides: list[str], camp
         return [find("config", p, base=here) for p in src.config]  # relative to the campaign, or a shipped name
 
     cells = []
+    folders: dict[tuple[str, int], dict[str, str]] = {}  # (dataset, seed) -> variant -> its cell's folder
     for v_name, variant in camp.variants.items():
         for d_name, dataset in camp.datasets.items():
             for seed in (profile.seeds if profile and profile.seeds else camp.seeds):
                 where = f"{campaign_file}: cell {d_name}/{v_name}/seed={seed}"
                 layers = files(camp) + files(variant) + files(dataset)
-                sets = [*camp.set, *variant.set, *dataset.set]
+                earlier = folders.setdefault((d_name, seed), {})
+                variant_set, named = fill_cells(list(variant.set), earlier, where)
+                sets = [*camp.set, *variant_set, *dataset.set]
                 try:
                     if profile is not None:
                         sets += [*profile.set, *profile.datasets.get(d_name, [])]
@@ -197,7 +202,8 @@ def expand(camp: Campaign, campaign_file: str | Path, overrides: list[str], camp
                 # under the name, so a changed cell never resumes from the old one's
                 folder = slug(f"{d_name}__{v_name}__seed{seed}__{key[:8]}")
                 data.update(name=f"{slug(camp.name)}__{folder}", output_dir=str(camp_dir / "cells" / folder))
-                cells.append(Cell(d_name, v_name, seed, key, data))
+                earlier[v_name] = data["output_dir"]
+                cells.append(Cell(d_name, v_name, seed, key, data, after=[f"{d_name}/{v}/seed={seed}" for v in dict.fromkeys(named)]))
     return cells
 
 
@@ -267,7 +273,8 @@ def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", m
         raise ConfigError(f"{campaign_file}: tracking.enabled is false, but a campaign's table is built from MLflow")
     uri = tracking.resolve_tracking_uri(uri_cfg)
     todo = [c for c in cells if not c.finished()]
-    check_cells(campaign_file, todo)
+    stages = waves(todo, {c.name for c in cells} - {c.name for c in todo})
+    check_cells(campaign_file, stages[0] if stages else [])  # later waves: when the cells they start from are done
     print(f"[vidpeft] campaign {camp.name}: {len(cells)} cells, {len(cells) - len(todo)} finished earlier, "
           f"{len(todo)} to run", flush=True)
 
@@ -281,9 +288,17 @@ def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", m
     tracking.log_artifact(uri, parent, camp_dir / LAYOUT)
     tracking.log_artifact(uri, parent, campaign_file)
 
-    # 3) the unfinished cells as Tune trials
+    # 3) the unfinished cells as Tune trials, in waves (a cell after the cells it starts from)
     failed: list[str] = []
-    if todo:
+    for n, todo in enumerate(stages):
+        broken = {f.split(" ", 1)[0] for f in failed}
+        blocked = [c for c in todo if set(c.after) & broken]
+        failed += [f"{c.name} (not run: {', '.join(sorted(set(c.after) & broken))} failed)" for c in blocked]
+        todo = [c for c in todo if c not in blocked]
+        if not todo:
+            continue
+        if n:
+            check_cells(campaign_file, todo)
         for c in todo:
             t = c.data["tracking"]
             t.update(tracking_uri=uri, parent_run_id=parent, run_name=c.name)
@@ -298,7 +313,7 @@ def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", m
         tune_config = tune.TuneConfig(num_samples=1,
                                       search_alg=search_alg("random", 0, concurrency),
                                       trial_dirname_creator=trial_dirname)
-        exp_dir = camp_dir / "tune" / time.strftime("%Y%m%d-%H%M%S")
+        exp_dir = camp_dir / "tune" / (time.strftime("%Y%m%d-%H%M%S") + (f"-wave{n}" if n else ""))
         try:
             results, ended = run_trials(job, exp_dir, False, {"cell": tune.grid_search([c.name for c in todo])},
                                               tune_config)
@@ -306,7 +321,7 @@ def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", m
             tracking.end_run(uri, parent, status="FAILED")
             raise
         close_trial_runs(uri, parent, results, ended)
-        failed = [f"{r.config.get('cell')} ({result_trial_id(r)}): {r.error}" for r in results if r.error]
+        failed += [f"{r.config.get('cell')} ({result_trial_id(r)}): {r.error}" for r in results if r.error]
         if {result_trial_id(r) for r in results} - ended:
             tracking.end_run(uri, parent, status="KILLED")
             print(f"[vidpeft] campaign interrupted: run the same command again to continue ({camp_dir})")

@@ -18,6 +18,7 @@ from components.engine import (
     step_scheduler, trainable_groups,
 )
 from components.engine.drop_path import ClipDropPath
+from components.engine.optim import optimizer_for
 from components.model import ModelConfig, build_model
 from components.video.transforms import ClipAugment
 from pipelines.run.checkpoints import WEIGHTS, restore_checkpoint, save_checkpoint
@@ -135,7 +136,6 @@ def test_defaults_are_off_and_leave_training_as_it_was():
     regs = WorkerRegularisers(cfg, model, 3)
     assert regs.transform is None and regs.ema is None and regs.checkpoint_files() == {}
     assert not any(m._forward_hooks for m in model.modules())
-    assert regs.param_groups(model, 1e-3, cfg.optim.layer_decay) == trainable_groups(model, 1e-3)
 
 
 # ---- drop-path ------------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_a_checkpoint_holds_the_ema_weights_and_a_resume_continues_the_ema(tmp_p
     batch = {"video": clips(2), "target": torch.tensor([0, 1])}
 
     def run(model, regs, steps):
-        opt = make_optimizer(regs.param_groups(model, 0.1, 1.0), 0.1, 0.0)
+        opt = make_optimizer(trainable_groups(model, 0.1), 0.1, 0.0)
         sched = make_scheduler(opt, 10, 0, 1.0)
         step = TrainStep(model, opt, scheduler=sched, ema=regs.ema)
         for _ in range(steps):
@@ -234,7 +234,7 @@ def test_a_checkpoint_holds_the_ema_weights_and_a_resume_continues_the_ema(tmp_p
 
     resumed = tiny()  # the same frozen backbone (a checkpoint holds the trainable weights only)
     regs2 = WorkerRegularisers(cfg, resumed, 3)
-    opt2 = make_optimizer(regs2.param_groups(resumed, 0.1, 1.0), 0.1, 0.0)
+    opt2 = make_optimizer(trainable_groups(resumed, 0.1), 0.1, 0.0)
     sched2 = make_scheduler(opt2, 10, 0, 1.0)
     restore_checkpoint(tmp_path, resumed, opt2, sched2, {})
     regs2.restore(tmp_path)
@@ -272,7 +272,9 @@ def test_layer_decay_gives_each_block_its_depths_lr_and_the_schedule_keeps_the_r
 def test_the_worker_builds_its_optimizer_groups_with_layer_decay_from_the_config():
     cfg = experiment("model.finetune=full", "model.adapters=[]", "optim.layer_decay=0.5")
     model = build_model(cfg.model, 3)
-    groups = WorkerRegularisers(cfg, model, 3).param_groups(model, 1e-3, cfg.optim.layer_decay)
+    opt, lr = optimizer_for(model, cfg.optim, cfg.data.batch_size)  # what the worker calls
+    groups = opt.param_groups
+    assert lr == cfg.optim.lr == 1e-3
     assert sorted(g["lr"] for g in groups) == pytest.approx([1.25e-4, 2.5e-4, 5e-4, 1e-3])
     assert groups[0]["lr"] == 1e-3  # the full-LR part first: the epoch line's lr is the run's peak
 

@@ -16,7 +16,7 @@ NAMES = ["mhva_pt", "cm3t", "adaptformer_pt", "full_ft", "full_ft_caa", "mhva_pt
 
 def build(name: str):
     data = load_yaml(PRESETS / f"{name}.yaml")
-    assert set(data) == {"model"}
+    assert "model" in data and set(data) <= {"model", "optim", "extends", "sources"}  # recipe: extends + optim
     model_data = data["model"]
     for m in model_data.get("modalities", []):
         m["dim"] = 1024  # the manifest would supply these

@@ -1,0 +1,253 @@
+"""Do the shipped CM3T adapter presets train with their own recipes? (issue 27, item 7)
+
+1. data     a SOURCE set (appearance: a static white shape on black, 4 classes) and a TARGET set
+            (motion_texture: shapes crossing a texture, class = direction of motion), rendered in
+            memory by components/data/synth_scenes.py (the check is about recipes, not decoding).
+2. pretrain the small ViT of the demo (64-d, 4 blocks, patch 8 at 32 px) trained in full on the source
+            set with vidpeft's model builder, engine and optimiser, then written alone in timm's key
+            layout (``native_backbone_state``, what `vidpeft export --backbone-only` writes): the
+            stand-in for a downloaded checkpoint.
+3. adapt    every shipped CM3T preset with ``finetune: adapters``, and the linear probe, resolved with
+            its own recipe (``resolve(ExperimentConfig, [preset])``: lr scaled by optim.lr_base_batch to
+            this check's batch, weight decay with its exclusions, warm-up, epochs, adapter widths as
+            ratios of the block width), with only the backbone swapped for the pretrained small ViT
+            (frames mean-pooled, their features read in order by the head, as the demo's target runs).
+            Side modalities (cm3t, mhva_pt_mmca) get uninformative noise features: they too have to
+            learn the motion from the frames. Data augmentation is not applied (a flip would swap
+            the direction labels).
+4. verdict  every preset's mean val top-1 over the seeds beats the linear probe's by >= ``--margin``, and
+            no run collapsed (one predicted class on the val set, or a last-epoch train loss within 2%
+            of ln C).
+
+    python benchmarks/recipe_check.py                 # writes benchmarks/results/recipe_check.json
+    python benchmarks/recipe_check.py --tiny --out /tmp/rc.json   # what the test runs (seconds per run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import RESULTS, machine  # noqa: E402
+from components.config import resolve, to_dict  # noqa: E402
+from components.engine import TrainStep, make_scheduler, optimizer_for, run_pass  # noqa: E402
+from components.model import build_model  # noqa: E402
+from components.param_counts import parameter_counts  # noqa: E402
+from components.tasks import model_task  # noqa: E402
+from pipelines.config import ExperimentConfig  # noqa: E402
+from pipelines.presets import PRESETS  # noqa: E402
+
+# The demo's small ViT (pipelines/configs/demo/pretrain.yaml and target.yaml)
+SMALL_VIT = {"family": "timm_vit", "name": "vit_tiny_patch16_224", "img_size": 32, "pool": "mean",
+             "kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 4, "num_heads": 4}}
+SIDE_DIM = 16
+
+
+@dataclass
+class Size:
+    source_per_class: int = 100
+    target_classes: int = 6
+    target_train_per_class: int = 24
+    target_val_per_class: int = 16
+    frames: int = 8
+    pretrain_epochs: int = 8
+    batch: int = 16
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
+TINY = Size(source_per_class=40, target_classes=4, target_train_per_class=24, target_val_per_class=12,
+            frames=4, pretrain_epochs=10, batch=16)
+
+
+def adapter_presets() -> list[str]:
+    """Every shipped CM3T preset that trains adapters on a frozen backbone, by name."""
+    names = []
+    for path in sorted((PRESETS / "cm3t").glob("*.yaml")):
+        cfg = resolve(ExperimentConfig, [path], ["data.manifest=unused"])
+        if cfg.model.finetune == "adapters":
+            names.append(path.stem)
+    return names
+
+
+def render(task: str, classes: int, per_class: int, frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(video (N, T, H, W, C) uint8, labels (N,)) of ``task``'s scenes, ``per_class`` clips per class."""
+    from components.data.synth_scenes import TASKS
+
+    draw = TASKS[task][0]
+    clips, labels = [], []
+    for i in range(classes * per_class):
+        label = i % classes
+        video, _, _ = draw(np.random.default_rng([seed, i]), label, classes, frames, SMALL_VIT["img_size"])
+        clips.append(video)
+        labels.append(label)
+    return torch.from_numpy(np.stack(clips)), torch.tensor(labels)
+
+
+def batches(video, labels, batch: int, seed: int | None, side: dict | None = None):
+    """Shuffled (seed given) or ordered batches as the model takes them."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)) if seed is not None \
+        else torch.arange(len(labels))
+    for start in range(0, len(order), batch):
+        idx = order[start:start + batch]
+        b = {"video": video[idx], "target": labels[idx]}
+        for name, feat in (side or {}).items():
+            b[f"side_{name}"] = feat[idx]
+            b[f"side_{name}_mask"] = torch.ones(len(idx), dtype=torch.bool)
+        yield b
+
+
+def train(cfg: ExperimentConfig, num_classes: int, data: dict, batch: int, seed: int):
+    """Train ``cfg``'s model with its own optimiser recipe: (val top-1, classes predicted, losses, ...; the model)."""
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, num_classes)
+    task = model_task(cfg.model)
+    o = cfg.optim
+    optimizer, lr = optimizer_for(model, o, batch)
+    per_epoch = math.ceil(len(data["train"][1]) / batch)
+    scheduler = make_scheduler(optimizer, per_epoch * o.epochs, per_epoch * o.warmup_epochs, o.min_lr_ratio)
+    step = TrainStep(model, optimizer, "cpu", amp="off", grad_clip=o.grad_clip, scheduler=scheduler)
+    losses = []
+    for epoch in range(o.epochs):
+        r = run_pass(model, batches(*data["train"], batch, seed * 1000 + epoch, data.get("side_train")), task, step=step)
+        step.apply()
+        losses.append(float(r.acc.compute(None)["loss"]))
+    r = run_pass(model, batches(*data["val"], 64, None, data.get("side_val")), task, keep_scores=True)
+    predicted = torch.cat(r.scores).argmax(1)
+    top1 = float((predicted == data["val"][1]).float().mean())
+    return {"top1": top1, "predicted_classes": int(predicted.unique().numel()), "train_loss": losses, "lr": lr,
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}, model
+
+
+def collapsed(run: dict, num_classes: int) -> str:
+    """Why a run counts as collapsed ('' = it did not)."""
+    if run["predicted_classes"] <= 1:
+        return "predicts one class"
+    last = run["train_loss"][-1]
+    if not math.isfinite(last):
+        return "non-finite loss"
+    if last > 0.98 * math.log(num_classes):
+        return f"train loss {last:.3f} stayed at ln C = {math.log(num_classes):.3f}"
+    return ""
+
+
+def pretrain(size: Size, out: Path) -> tuple[Path, float]:
+    """The small ViT in full on the source set, exported alone (timm layout) to ``out``; (file, its val top-1)."""
+    from components.adapters.unwrap import native_backbone_state
+    from components.checkpoint import save_safetensors
+
+    video, labels = render("appearance", 4, size.source_per_class, 2, seed=0)
+    n_val = len(labels) // 5
+    data = {"train": (video[n_val:], labels[n_val:]), "val": (video[:n_val], labels[:n_val])}
+    cfg = resolve(ExperimentConfig, [ROOT / "pipelines" / "configs" / "demo" / "pretrain.yaml"],
+                  ["data.manifest=unused", f"optim.epochs={size.pretrain_epochs}"])
+    result, model = train(cfg, 4, data, size.batch, seed=0)
+    save_safetensors(out, native_backbone_state(model.backbone), {})
+    return out, result["top1"]
+
+
+def adapt_config(preset: str, backbone: Path, size: Size, overrides: list[str] = ()) -> ExperimentConfig:
+    """The preset with its own recipe, on the pretrained small ViT (widths follow its ratios)."""
+    vit = {**SMALL_VIT, "checkpoint": str(backbone), "num_frames": size.frames, "temporal": "concat"}
+    sets = ["data.manifest=unused", f"model.backbone={json.dumps(vit)}"]
+    cfg = resolve(ExperimentConfig, [PRESETS / "cm3t" / f"{preset}.yaml"], [*sets, *overrides])
+    modalities = [replace(m, dim=SIDE_DIM, tokens=1) for m in cfg.model.modalities]
+    return replace(cfg, model=replace(cfg.model, modalities=modalities))
+
+
+def run_check(size: Size, work: Path, presets: list[str], margin: float, say=print, overrides: list[str] = ()) -> dict:
+    start = time.time()
+    work.mkdir(parents=True, exist_ok=True)
+    backbone, source_top1 = pretrain(size, work / "small_vit.safetensors")
+    say(f"pretrained the small ViT on the source set: val top-1 {source_top1:.3f}")
+    c = size.target_classes
+    train_v, train_y = render("motion_texture", c, size.target_train_per_class, size.frames, seed=1)
+    val_v, val_y = render("motion_texture", c, size.target_val_per_class, size.frames, seed=2)
+    noise = torch.Generator().manual_seed(3)
+    data = {"train": (train_v, train_y), "val": (val_v, val_y),
+            "side_train": {n: torch.randn(len(train_y), SIDE_DIM, generator=noise) for n in ("audio", "flow")},
+            "side_val": {n: torch.randn(len(val_y), SIDE_DIM, generator=noise) for n in ("audio", "flow")}}
+    rows, seen = {}, {}
+    for preset in ["linear_probe", *presets]:
+        cfg = adapt_config(preset, backbone, size, overrides if preset != "linear_probe" else [])
+        same = json.dumps(to_dict(replace(cfg, name="")), sort_keys=True)
+        if same in seen:  # e.g. mhva_pt_vivit: on the small ViT the same run as mhva_pt
+            rows[preset] = {**rows[seen[same]], "same_as": seen[same]}
+            say(f"{preset:<18} on the small ViT: the same config as {seen[same]} (not rerun)")
+            continue
+        seen[same] = preset
+        runs = []
+        for seed in size.seeds:
+            run, model = train(replace(cfg, seed=seed), c, data, size.batch, seed)
+            run["trainable_pct"] = parameter_counts(model)["trainable_pct"]
+            run["collapsed"] = collapsed(run, c)
+            runs.append(run)
+            say(f"{preset:<18} seed {seed}: val top-1 {run['top1']:.3f}, {run['predicted_classes']} classes predicted, "
+                f"last train loss {run['train_loss'][-1]:.3f}{'  COLLAPSED: ' + run['collapsed'] if run['collapsed'] else ''}")
+        tops = [r["top1"] for r in runs]
+        rows[preset] = {"mean_top1": float(np.mean(tops)), "std_top1": float(np.std(tops)), "top1": tops,
+                        "collapsed_runs": sum(bool(r["collapsed"]) for r in runs), "epochs": cfg.optim.epochs,
+                        "lr": runs[0]["lr"], "trainable_pct": runs[0]["trainable_pct"], "runs": runs}
+    probe = rows["linear_probe"]["mean_top1"]
+    for preset in presets:
+        row = rows[preset]
+        row["margin_over_probe"] = row["mean_top1"] - probe
+        row["passes"] = row["margin_over_probe"] >= margin and row["collapsed_runs"] == 0
+    return {"size": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(size).items()},
+            "chance": 1.0 / c, "margin": margin, "source_top1": source_top1, "rows": rows,
+            "all_pass": all(rows[p]["passes"] for p in presets), "seconds": round(time.time() - start, 1)}
+
+
+def table(result: dict) -> str:
+    lines = [f"| preset | val top-1 (mean +- std, {len(result['size']['seeds'])} seeds) | vs linear probe | epochs | lr used "
+             f"| trainable % | collapsed runs | passes |", "|---|---|---|---|---|---|---|---|"]
+    for name, row in result["rows"].items():
+        vs = "" if name == "linear_probe" else f"{row['margin_over_probe']:+.3f}"
+        ok = "" if name == "linear_probe" else ("yes" if row["passes"] else "NO")
+        lines.append(f"| {name} | {row['mean_top1']:.3f} +- {row['std_top1']:.3f} | {vs} | {row['epochs']} | {row['lr']:.2e} "
+                     f"| {row['trainable_pct']:.1f} | {row['collapsed_runs']} | {ok} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tiny", action="store_true", help="the test's size: 4 classes, 4 frames, small sets")
+    p.add_argument("--presets", default="", help="comma-separated CM3T presets (default: every adapter preset)")
+    p.add_argument("--margin", type=float, default=0.1, help="top-1 every preset must gain over the linear probe")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--work", default="", help="where the pretrained backbone is written (default: a temp dir)")
+    p.add_argument("--set", action="append", default=[], help="key=value applied to every preset (experiments "
+                   "only: the check's verdict is on the presets as shipped)")
+    p.add_argument("--out", default=str(RESULTS / "recipe_check.json"))
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    presets = [x.strip() for x in a.presets.split(",") if x.strip()] or adapter_presets()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_check(TINY if a.tiny else Size(), Path(a.work or tmp), presets, a.margin,
+                           overrides=a.set)
+    result["machine"] = machine()
+    result["table"] = table(result)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    print("\n" + result["table"])
+    print(f"\nlinear probe {result['rows']['linear_probe']['mean_top1']:.3f} (chance {result['chance']:.3f}); "
+          f"every adapter preset >= +{a.margin} and none collapsed: {'yes' if result['all_pass'] else 'NO'}; {a.out}")
+    return 0 if result["all_pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Campaign cells that start from earlier cells ({cell:VARIANT}): the staged CM3T campaign."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components.config import ConfigError
+from pipelines.search.campaign import expand, load_campaign
+from pipelines.search.cell_deps import fill_cells, waves
+
+STAGED = Path(__file__).resolve().parents[3] / "tune_spaces" / "campaigns" / "cm3t_staged.yaml"
+
+
+def test_the_staged_campaign_loads_stage_one_into_stage_two_frozen(tmp_path):
+    camp = load_campaign(STAGED)
+    cells = expand(camp, STAGED, ["profile=tiny"], tmp_path)
+    by = {c.variant: c for c in cells}
+    stage1, stage2, e2e = by["mhva_pt"], by["cm3t_staged"], by["cm3t_e2e"]
+    adapters = stage2.data["model"]["adapters"]
+    assert [a["type"] for a in adapters] == ["mhva", "prefix", "caa"]
+    assert adapters[0]["init_from"] == adapters[1]["init_from"] == str(stage1.output_dir)
+    assert not adapters[0]["trainable"] and not adapters[1]["trainable"] and adapters[2]["trainable"]
+    assert stage2.after == [stage1.name] and stage1.after == [] and e2e.after == []
+    assert [[c.variant for c in w] for w in waves(cells, set())] == [["mhva_pt", "cm3t_e2e"], ["cm3t_staged"]]
+    rest = [c for c in cells if c is not stage1]  # stage 1 finished earlier: stage 2 runs in the first wave
+    assert [[c.variant for c in w] for w in waves(rest, {stage1.name})] == [["cm3t_staged", "cm3t_e2e"]]
+    # stage 1 changed (another seed here) -> another folder -> stage 2 is another cell too
+    again = {c.variant: c for c in expand(camp, STAGED, ["profile=tiny", "optim.lr=0.002"], tmp_path)}
+    assert again["cm3t_staged"].key != stage2.key
+
+
+def test_a_cell_placeholder_must_name_an_earlier_variant():
+    assert fill_cells(["a={cell:x}", "b=1"], {"x": "/runs/x"}, "here") == (["a=/runs/x", "b=1"], ["x"])
+    with pytest.raises(ConfigError, match=r"here: \{cell:later\} names no earlier variant .*\['x'\]"):
+        fill_cells(["a={cell:later}"], {"x": "/runs/x"}, "here")
