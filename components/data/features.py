@@ -14,6 +14,10 @@ Two shapes:
                 its middle. Clips given in frames are mapped to seconds with the video's fps.
 A vector with a non-finite value counts as missing (the manifest rejects NaN features).
 
+Per-row files (``path_column``): the annotation table itself names each clip's `.npy` file in a
+column (`prepare csv --feature NAME=COLUMN`); the converter resolves the paths into ``files``
+(clip id -> path) and the file is read as above (per clip, or as a sequence windowed by the clip).
+
 Tokens (``tokens`` = M > 1): keep a sequence of M vectors per clip instead of one mean, for
 cross-attention adapters that attend over a modality's tokens. Time-aligned sources are averaged
 over M equal bins of the clip's [start, end) (a bin with no step takes the clip's mean); per-clip
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -53,6 +57,12 @@ class FeatureSource:
     value_column: str = "feature"
     time_column: str = "time"
     tokens: int = 1  # M > 1: a sequence of M vectors per clip (bins of its time range / rows)
+    path_column: str = ""  # annotation column naming each clip's own .npy file (instead of `path`)
+    files: Mapping[str, str] | None = None  # clip id -> .npy path, filled from path_column
+
+    @property
+    def where(self) -> str:
+        return f"column {self.path_column!r}" if self.path_column else self.path
 
     @property
     def column(self) -> str:
@@ -60,6 +70,8 @@ class FeatureSource:
 
     @property
     def key_kind(self) -> str:
+        if self.path_column:
+            return "clip_id"  # the row names the file: its own clip
         return ("video" if self.time_aligned else "clip_id") if self.key == "auto" else self.key
 
 
@@ -81,7 +93,12 @@ class _Store:
         self._rows: dict[str, object] = {}
         if src.tokens < 1:
             raise FeatureError(f"feature source {src.name!r}: tokens must be >= 1, got {src.tokens}")
-        if self.path.is_dir():
+        if src.path_column:
+            if src.files is None:
+                raise FeatureError(f"feature source {src.name!r}: column {src.path_column!r} was not read "
+                                   f"from the annotations")
+            self.kind = "files"
+        elif self.path.is_dir():
             self.kind = "npy"
         elif self.path.is_file():
             self.kind = "parquet"
@@ -130,9 +147,17 @@ class _Store:
     def get(self, key: str):
         if self.kind == "parquet":
             return self._rows.get(key)
-        f = self.path / f"{key}.npy"
-        if not f.is_file():
-            return None
+        if self.kind == "files":
+            if key not in self.src.files:
+                return None
+            f = Path(self.src.files[key])
+            if not f.is_file():
+                raise FeatureError(f"feature {self.src.name!r}, clip {key!r}: {f} (from column "
+                                   f"{self.src.path_column!r}) not found")
+        else:
+            f = self.path / f"{key}.npy"
+            if not f.is_file():
+                return None
         try:
             arr = np.load(f, mmap_mode="r")  # only the rows a clip needs are read
         except (ValueError, OSError) as e:
@@ -244,7 +269,7 @@ def attach_features(table: pa.Table, sources: Sequence[FeatureSource],
             out.append(None if got is None else np.asarray(got, dtype=np.float32).reshape(-1).tolist())
         present = sum(v is not None for v in out)
         if present == 0:
-            raise FeatureError(f"feature source {src.name!r} ({src.path}) matched no clip by "
+            raise FeatureError(f"feature source {src.name!r} ({src.where}) matched no clip by "
                                f"{src.key_kind}; e.g. key {keys[0]!r}" if keys else "empty manifest")
         table = table.append_column(pa.field(src.column, FEATURE_TYPE), pa.array(out, type=FEATURE_TYPE))
         stats.append(FeatureStats(src.column, int(store.dim or 0), present, len(out) - present, invalid))
