@@ -6,6 +6,7 @@
 - ``precision.py``: autocast and the fp16 gradient scaler for ``optim.amp``.
 - ``step.py``: ``TrainStep``, one training step (accumulation, clipping, mixed precision).
 - ``views.py``: several views per video flattened in, averaged out by the Task.
+- ``health.py``: ``HealthWatch`` (collapse, flat loss, non-finite values) and ``GradProbe`` (dead modules).
 - ``loop.py``: ``run_pass`` (the one batch loop) and ``evaluate`` -> ``EvalResult``.
 
     from components.engine import evaluate
@@ -28,6 +29,7 @@ _EXPORTS = {
     "set_mmap_threshold": "host_memory",
     "autocast_for": "precision", "grad_scaler_for": "precision",
     "TrainStep": "step", "unwrap": "step",
+    "GradProbe": "health", "HealthWatch": "health", "Verdict": "health", "prediction_share": "health",
     "ViewAveraged": "views", "flatten_views": "views", "video_scores": "views",
 }
 __all__ = sorted(_EXPORTS)
