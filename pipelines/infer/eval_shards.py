@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from components.data.manifest.io import write_parquet_atomic
 
 SCORES_KEY = b"vidpeft.scores"
 
@@ -55,7 +55,6 @@ def combine(parts: list[dict], names=None) -> dict:
 def write_scores(path: str | os.PathLike, clip_ids: list[str], targets: np.ndarray, scores: np.ndarray,
                  task: str, meta: dict) -> Path:
     """The per-video scores file (see the module doc), written atomically."""
-    path = Path(path)
     cols = {"clip_id": pa.array([str(c) for c in clip_ids], pa.string())}
     if task == "single_label":
         cols["label"] = pa.array(np.asarray(targets, dtype=np.int64))
@@ -66,13 +65,4 @@ def write_scores(path: str | os.PathLike, clip_ids: list[str], targets: np.ndarr
     if task == "single_label":
         cols["pred"] = pa.array(np.asarray(scores).argmax(axis=1).astype(np.int64) if len(scores) else [], pa.int64())
     table = pa.table(cols).replace_schema_metadata({SCORES_KEY: json.dumps({**meta, "task": task}).encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_parquet_atomic(table, path)

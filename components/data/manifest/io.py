@@ -99,6 +99,12 @@ def write_manifest(path: str | os.PathLike, rows_or_table: pa.Table | Sequence[M
     table = _ordered(validate_table(table, meta, spath))
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
 
+    return write_parquet_atomic(table, path)
+
+
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
+    """Write ``table`` to ``path`` through a temporary file in the same folder (never half a file)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
