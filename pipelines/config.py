@@ -97,6 +97,9 @@ class DataConfig:
                              "averaged over clips x crops views (softmax/sigmoid) before the metrics")
     eval_crops: int = cfg(1, "evaluation: spatial img_size crops per clip, spread along a decode of "
                              "img_size * decode_scale (> 1 needs decode_scale > 1)")
+    eval_max_views: int = cfg(0, "evaluation: most views (clips x crops, over a batch's videos) given to the "
+                                 "model at once; a batch with more runs in chunks of this size, same scores "
+                                 "(MMAction2's max_testing_views); 0 = the whole batch at once")
 
     def __post_init__(self) -> None:
         from components.video.decoders import decoder_names
@@ -123,6 +126,8 @@ class DataConfig:
         for key in ("eval_clips", "eval_crops"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.eval_max_views < 0:
+            raise ValueError(f"eval_max_views must be >= 0 (0 = no chunks), got {self.eval_max_views}")
         if self.eval_crops > 1 and self.decode_scale <= 1:
             raise ValueError(f"eval_crops={self.eval_crops} needs decode_scale > 1 (crops of a larger decode)")
         if not 0 <= self.color_jitter < 1:
@@ -169,6 +174,10 @@ class OptimConfig:
     ema_warmup: bool = cfg(True, "with ema_decay: timm's EMA warm-up, decay 1 - (1 + step)^-3/4 up to ema_decay")
     layer_decay: float = cfg(1.0, "layer-wise LR decay (full fine-tuning): block i of L trains at lr x "
                                   "layer_decay^(L - i), the stem at layer_decay^(L + 1); 1 = off")
+    collapse_patience: int = cfg(3, "training health: evaluations in a row with one predicted class (or the "
+                                    "train loss flat at ln C) before the run counts as collapsed")
+    stop_on_collapse: bool = cfg(False, "end the run when it has collapsed or a loss/metric is non-finite "
+                                        "(it is always said, and tagged vidpeft.health in MLflow)")
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:
@@ -177,6 +186,8 @@ class OptimConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if self.collapse_patience < 1:
+            raise ValueError(f"collapse_patience must be >= 1, got {self.collapse_patience}")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         if self.accumulate < 1:

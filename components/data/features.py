@@ -14,6 +14,10 @@ Two shapes:
                 its middle. Clips given in frames are mapped to seconds with the video's fps.
 A vector with a non-finite value counts as missing (the manifest rejects NaN features).
 
+Per-row files (``path_column``): the annotation table itself names each clip's `.npy` file in a
+column (`prepare csv --feature NAME=COLUMN`); the converter resolves the paths into ``files``
+(clip id -> path) and the file is read as above (per clip, or as a sequence windowed by the clip).
+
 Tokens (``tokens`` = M > 1): keep a sequence of M vectors per clip instead of one mean, for
 cross-attention adapters that attend over a modality's tokens. Time-aligned sources are averaged
 over M equal bins of the clip's [start, end) (a bin with no step takes the clip's mean); per-clip
@@ -26,7 +30,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,6 +60,12 @@ class FeatureSource:
     value_column: str = "feature"
     time_column: str = "time"
     tokens: int = 1  # M > 1: a sequence of M vectors per clip (bins of its time range / rows)
+    path_column: str = ""  # annotation column naming each clip's own .npy file (instead of `path`)
+    files: Mapping[str, str] | None = None  # clip id -> .npy path, filled from path_column
+
+    @property
+    def where(self) -> str:
+        return f"column {self.path_column!r}" if self.path_column else self.path
 
     @property
     def column(self) -> str:
@@ -63,6 +73,8 @@ class FeatureSource:
 
     @property
     def key_kind(self) -> str:
+        if self.path_column:
+            return "clip_id"  # the row names the file: its own clip
         return ("video" if self.time_aligned else "clip_id") if self.key == "auto" else self.key
 
 
@@ -85,6 +97,12 @@ class _Store:
         self._remote_npy: set[str] | None = None  # a remote .npy folder: its files, listed once
         if src.tokens < 1:
             raise FeatureError(f"feature source {src.name!r}: tokens must be >= 1, got {src.tokens}")
+        if src.path_column:  # a path per clip, from a column of the annotations
+            if src.files is None:
+                raise FeatureError(f"feature source {src.name!r}: column {src.path_column!r} was not read "
+                                   f"from the annotations")
+            self.kind = "files"
+            return
         try:
             if storage.is_dir(self.path):
                 self.kind = "npy"
@@ -141,19 +159,27 @@ class _Store:
     def get(self, key: str):
         if self.kind == "parquet":
             return self._rows.get(key)
-        f = uri.join(self.path, f"{key}.npy")
-        if self._remote_npy is not None:
-            if f not in self._remote_npy:
+        if self.kind == "files":
+            if key not in self.src.files:
                 return None
-            try:
-                data = storage.read_bytes(f)
-            except StorageError as e:
-                raise FeatureError(str(e)) from None
-            source = io.BytesIO(data)
-        elif not os.path.isfile(f):
-            return None
+            f = source = str(self.src.files[key])
+            if not os.path.isfile(f):
+                raise FeatureError(f"feature {self.src.name!r}, clip {key!r}: {f} (from column "
+                                   f"{self.src.path_column!r}) not found")
         else:
-            source = f
+            f = uri.join(self.path, f"{key}.npy")
+            if self._remote_npy is not None:
+                if f not in self._remote_npy:
+                    return None
+                try:
+                    data = storage.read_bytes(f)
+                except StorageError as e:
+                    raise FeatureError(str(e)) from None
+                source = io.BytesIO(data)
+            elif not os.path.isfile(f):
+                return None
+            else:
+                source = f
         try:
             arr = np.load(source, mmap_mode="r" if source is f else None)  # a local file: only the rows needed
         except (ValueError, OSError) as e:
@@ -265,7 +291,7 @@ def attach_features(table: pa.Table, sources: Sequence[FeatureSource],
             out.append(None if got is None else np.asarray(got, dtype=np.float32).reshape(-1).tolist())
         present = sum(v is not None for v in out)
         if present == 0:
-            raise FeatureError(f"feature source {src.name!r} ({src.path}) matched no clip by "
+            raise FeatureError(f"feature source {src.name!r} ({src.where}) matched no clip by "
                                f"{src.key_kind}; e.g. key {keys[0]!r}" if keys else "empty manifest")
         table = table.append_column(pa.field(src.column, FEATURE_TYPE), pa.array(out, type=FEATURE_TYPE))
         stats.append(FeatureStats(src.column, int(store.dim or 0), present, len(out) - present, invalid))

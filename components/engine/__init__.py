@@ -8,6 +8,7 @@
 - regularisers: ``mix.py`` (mixup / cutmix / label smoothing), ``drop_path.py`` (stochastic depth),
   ``ema.py`` (EMA of the trainable weights), ``layer_decay.py`` (layer-wise LR decay).
 - ``views.py``: several views per video flattened in, averaged out by the Task.
+- ``health.py``: ``HealthWatch`` (collapse, flat loss, non-finite values) and ``GradProbe`` (dead modules).
 - ``loop.py``: ``run_pass`` (the one batch loop) and ``evaluate`` -> ``EvalResult``.
 
     from components.engine import evaluate
@@ -32,6 +33,7 @@ _EXPORTS = {
     "autocast_for": "precision", "grad_scaler_for": "precision",
     "TrainStep": "step", "unwrap": "step",
     "ClipMix": "mix", "enable_drop_path": "drop_path", "TrainableEma": "ema", "layer_decay_groups": "layer_decay",
+    "GradProbe": "health", "HealthWatch": "health", "Verdict": "health", "prediction_share": "health",
     "ViewAveraged": "views", "flatten_views": "views", "video_scores": "views",
 }
 __all__ = sorted(_EXPORTS)

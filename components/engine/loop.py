@@ -18,7 +18,7 @@ from torch import nn
 
 from components.engine.precision import autocast_for
 from components.engine.step import TrainStep
-from components.engine.views import flatten_views
+from components.engine.views import chunked_forward, flatten_views
 from components.tasks import Task
 
 
@@ -47,6 +47,7 @@ class EvalResult:
     clips: int
     skipped: int
     fallback: int = 0  # clips read by the fallback decoder
+    acc: object = None  # the accumulator behind ``metrics`` (workers' accumulators merge exactly)
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -69,8 +70,11 @@ def _select(batch: dict, ok: torch.Tensor) -> dict:
 def run_pass(model: nn.Module, batches: Iterable[dict], task: Task, *, step: TrainStep | None = None,
              device: torch.device | str = "cpu", amp: str = "off", num_datasets: int = 1,
              forward: Callable[[dict], dict] | None = None, keep_scores: bool = False,
-             on_batch: Callable[[int, float | None], None] | None = None) -> PassResult:
+             on_batch: Callable[[int, float | None], None] | None = None, max_views: int = 0) -> PassResult:
     """One pass over ``batches``: trains with ``step`` when given, else evaluates (see module doc).
+
+    ``max_views``: evaluation gives the model at most this many views (clips) at a time (0 = a whole
+    batch), see ``components.engine.views.chunked_forward``.
 
     ``on_batch(clips, loss)``: called after every batch (readable clips in it, its loss or None), for
     progress lines and per-step metrics.
@@ -104,7 +108,7 @@ def run_pass(model: nn.Module, batches: Iterable[dict], task: Task, *, step: Tra
         else:
             with torch.no_grad(), autocast_for(device, amp):
                 flat, views = flatten_views(batch)
-                out = call(flat)
+                out = chunked_forward(call, flat, max_views)
                 if views > 1:
                     out = {**out, "logits": task.average_views(out["logits"].float(), views)}
         loss = out.get("loss")
@@ -128,14 +132,15 @@ def run_pass(model: nn.Module, batches: Iterable[dict], task: Task, *, step: Tra
 def evaluate(model: nn.Module, batches: Iterable[dict], task: Task, device: torch.device | str = "cpu",
              amp: str = "off", *, names=None, forward: Callable[[dict], dict] | None = None,
              keep_scores: bool = True, num_datasets: int = 1,
-             on_batch: Callable[[int, float | None], None] | None = None) -> EvalResult:
+             on_batch: Callable[[int, float | None], None] | None = None, max_views: int = 0) -> EvalResult:
     """Evaluate ``model`` on ``batches`` (dicts of ``video`` (B[, V], T, H, W, C), ``target``, optional
     ``ok``, ``clip_id``, side inputs; a Ray Data iterator or a plain list) for ``task``.
 
     Returns the task's metrics (``names``: per-output names, e.g. regression traits), per-video scores
-    and ids. Batches without ``target`` (prediction) give scores only. ``on_batch`` as in ``run_pass``.
+    and ids. Batches without ``target`` (prediction) give scores only. ``on_batch`` and ``max_views`` as
+    in ``run_pass``.
     """
     r = run_pass(model, batches, task, device=device, amp=amp, forward=forward, keep_scores=keep_scores,
-                 num_datasets=num_datasets, on_batch=on_batch)
+                 num_datasets=num_datasets, on_batch=on_batch, max_views=max_views)
     scores = torch.cat(r.scores) if r.scores else None
-    return EvalResult(r.acc.compute(names), scores, r.ids, r.clips, int(r.skipped.sum()), r.fallback)
+    return EvalResult(r.acc.compute(names), scores, r.ids, r.clips, int(r.skipped.sum()), r.fallback, r.acc)

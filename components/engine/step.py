@@ -43,6 +43,7 @@ class TrainStep:
         self.updates = 0  # optimizer steps taken by this object
         self.params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
         self.micro = 0  # micro-batches since the last optimizer step
+        self.on_grads = None  # called with no arguments before each optimizer step (e.g. GradProbe.observe)
 
     def forward(self, batch: dict[str, torch.Tensor], live: bool = True) -> dict[str, torch.Tensor]:
         """The model's outputs with ``loss`` zeroed when nothing in the batch is live."""
@@ -81,6 +82,8 @@ class TrainStep:
             return
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
+        if self.on_grads is not None:
+            self.on_grads()
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         if self.scaler:

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 from components.tasks.base import Task
 
+PREDICTED = "pred/"  # accumulator sums "pred/<class>": how often each class was predicted
+
 
 class SingleLabel(Task):
     kind = "single_label"
@@ -46,6 +48,9 @@ class SingleLabel(Task):
         hit = logits.topk(k, dim=1).indices == target.view(-1, 1)
         acc.add("top1", hit[:, 0].sum().item())
         acc.add("top5", hit.any(dim=1).sum().item())
+        classes, counts = logits.argmax(dim=1).unique(return_counts=True)
+        for c, n in zip(classes.tolist(), counts.tolist()):  # predicted-class counts (training health)
+            acc.add(f"{PREDICTED}{c}", n)
 
     def metrics(self, acc, names) -> dict[str, float]:
         return {"top1": acc.sums.get("top1", 0.0) / acc.count, "top5": acc.sums.get("top5", 0.0) / acc.count}

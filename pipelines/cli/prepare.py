@@ -2,12 +2,15 @@
 
 Format options are `--set key=value` (listed by `vidpeft prepare FORMAT --list-options`);
 annotation files whose names do not tell their split are passed as SPLIT=PATH. Side features
-are joined afterwards: `--feature audio=feats.parquet` (one vector per clip id) or
-`--feature-time audio=dir/` (per-second sequences per video, averaged over each clip).
+are joined before the manifest is written: `--feature audio=feats.parquet` (one vector per clip
+id), `--feature audio=audio_path` (`csv`: a column naming each row's .npy file, when no such file or
+folder exists) or `--feature-time audio=dir/` (per-second sequences per video, averaged over each
+clip). A failing step leaves no manifest behind.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from components.config import ConfigError, apply_override
@@ -22,7 +25,8 @@ def _sources(args):
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise ConfigError(f"--feature{'-time' if timed else ''} {spec!r}: expected NAME=PATH")
-        out.append(FeatureSource(name=name, path=path, time_aligned=timed, rate=args.feature_rate,
+        column = "" if os.path.exists(path) else path  # not a file or folder: an annotation column
+        out.append(FeatureSource(name=name, path=path, path_column=column, time_aligned=timed, rate=args.feature_rate,
                                  id_column=args.feature_id_column, value_column=args.feature_value_column,
                                  time_column=args.feature_time_column, tokens=args.feature_tokens))
     return out
@@ -55,19 +59,16 @@ def run(args) -> int:
     for ov in args.overrides:
         apply_override(options, ov)
     report = convert(args.format, args.annotations, args.videos, args.out, missing=args.missing,
-                     options=options, dataset=args.dataset or None, relative_paths=args.relative_paths)
+                     options=options, dataset=args.dataset or None, relative_paths=args.relative_paths,
+                     features=_sources(args))
     print(f"manifest: {report.manifest} ({report.rows} clips, {report.num_classes} classes, "
           f"splits {report.splits})")
     if report.skipped:
         print(f"skipped {len(report.skipped)} row(s), listed in {report.skip_list}; the first: "
               f"{report.skipped[0]['file']}, {report.skipped[0]['where']}: {report.skipped[0]['reason']}")
-    sources = _sources(args)
-    if sources:
-        from components.data.features import add_features
-
-        for s in add_features(report.manifest, sources):
-            print(f"{s.column}: dim {s.dim}, {s.present} clips with it, {s.missing} without"
-                  + (f" ({s.invalid} non-finite)" if s.invalid else ""))
+    for s in report.features:
+        print(f"{s.column}: dim {s.dim}, {s.present} clips with it, {s.missing} without"
+              + (f" ({s.invalid} non-finite)" if s.invalid else ""))
     return 0
 
 
@@ -89,8 +90,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                    help="a format option, e.g. --set label=action")
     p.add_argument("--list-options", action="store_true", help="list the format's options and exit")
-    p.add_argument("--feature", action="append", default=[], metavar="NAME=PATH",
-                   help="per-clip side feature (Parquet or folder of <clip_id>.npy) -> column feat_NAME")
+    p.add_argument("--feature", action="append", default=[], metavar="NAME=PATH|COLUMN",
+                   help="per-clip side feature (Parquet or folder of <clip_id>.npy, or for csv an annotation "
+                        "column naming each row's .npy file) -> column feat_NAME")
     p.add_argument("--feature-time", action="append", default=[], metavar="NAME=PATH",
                    help="per-video feature sequence (Parquet with a time column, or folder of "
                         "<video stem>.npy), averaged over each clip's time range")

@@ -26,6 +26,16 @@ def check_view_counts(clips: int | None, crops: int | None) -> None:
             raise ConfigError(f"{flag} must be at least 1, got {value}")
 
 
+def parse_views(text: str) -> tuple[int, int]:
+    """``--views 4x3`` (the papers' clips x crops) -> (4, 3); a bad value raises ConfigError."""
+    from components.config import ConfigError
+
+    clips, sep, crops = str(text).strip().lower().partition("x")
+    if not (sep and clips.isdigit() and crops.isdigit() and int(clips) >= 1 and int(crops) >= 1):
+        raise ConfigError(f"views {text!r}: expected CLIPSxCROPS with both at least 1, e.g. 4x3")
+    return int(clips), int(crops)
+
+
 def num_views(settings) -> int:
     """Views per video the decoder emits: 1 for training clips and single-view evaluation."""
     if settings.training:

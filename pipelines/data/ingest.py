@@ -37,6 +37,9 @@ from pipelines.runtime.phase_log import mark
 log = logging.getLogger("vidpeft.ingest")
 
 RANGE_COLUMNS = ("start_frame", "end_frame", "start_sec", "end_sec")
+# An int64 column an evaluation may add to its table: passed through the decoder to the batches, so
+# per-video scores can be matched to their clips whatever order the decoder actors finish in.
+EVAL_ROW = "eval_row"
 SPLIT_CPUS = 0.0  # CPUs a task cutting the training stream's index blocks reserves: none (it copies a few ints)
 
 
@@ -202,6 +205,8 @@ class ClipDecoder:
         }
         if EPOCH in batch:
             out[EPOCH] = np.asarray(batch[EPOCH], dtype=np.int64)
+        if EVAL_ROW in batch:
+            out[EVAL_ROW] = np.asarray(batch[EVAL_ROW], dtype=np.int64)
         if self.dataset_index:
             out["dataset_index"] = np.array([self.dataset_index[str(d)] for d in batch["dataset"]],
                                             dtype=np.int64)
@@ -256,6 +261,7 @@ def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int,
     keep += [m.column for m in settings.modalities]
     keep += ["dataset"] if settings.datasets else []
     keep += list(PACKED_COLUMNS[:3]) if settings.packed else []
+    keep += [EVAL_ROW] if EVAL_ROW in table.column_names else []
     table = table.select(keep)
     # Several small blocks, so more than one decoder actor can work at once.
     rows_per_block = max(decode_batch_size * 2, 1)

@@ -1,9 +1,11 @@
 """`vidpeft evaluate`: a trained model (run directory or export) on any manifest split.
 
 1) driver: rebuild the run's description (pipelines/infer/trained.py), read the manifest (same classes as the
-   run, the split has rows), views from --clips/--crops or the run's data.eval_clips x eval_crops;
-2) one Ray task with a Train worker's resources (a GPU when the cluster has one) builds the model and
-   runs the evaluation pass over the Ray Data decoder pool (the training loop's validation decoding);
+   run, the split has rows), views from --views/--clips/--crops or the run's data.eval_clips x eval_crops;
+2) one Ray task per worker (--workers: each a shard of the split, pipelines/infer/eval_shards.py) with a
+   Train worker's resources (a GPU when the cluster has one) builds the model and runs the evaluation
+   pass over its own Ray Data decoder pool (the training loop's validation decoding); the driver merges
+   their accumulators, and --save-scores writes the per-video scores (Parquet);
 3) driver: eval_<split>.json with the task's metrics, and for classification per-class accuracy, mean
    class accuracy and a confusion matrix (CSV + PNG with class names); all logged to the run's MLflow
    run as eval_<split>_<metric> (or to a new run when the run has no reachable store).
@@ -18,47 +20,56 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from components.config import ConfigError
 from components.multihead.config import dataset_heads
 from pipelines.runtime import tracking
 from pipelines.data.eval_views import check_view_counts
+from pipelines.infer.eval_shards import combine, shards, write_scores
 from pipelines.runtime.ray_env import log_level
 from pipelines.infer.trained import Trained, check_classes, check_split, load_trained, run_tracking
 
 
 def evaluation_pass(model, dataset, cfg, device, names=None, progress=None) -> dict:
     """The engine's evaluation pass (components.engine.evaluate, what computes val_* in training: same
-    batch size, views averaged by the Task, same precision) over ``dataset``; returns its metrics, the
-    per-video probabilities with their targets (for per-class metrics) and the counts. ``progress``:
-    a ``pipelines.run.progress.Progress`` told of every batch."""
+    batch size, views averaged by the Task, same precision, views in chunks of data.eval_max_views) over
+    ``dataset``; returns its metrics and accumulator, the per-video probabilities with their targets
+    (for per-class metrics) and table rows (when the batches carry ``eval_row``), and the counts.
+    ``progress``: a ``pipelines.run.progress.Progress`` told of every batch."""
     import torch
 
     from components.engine import evaluate
     from components.tasks import model_task
+    from pipelines.data.ingest import EVAL_ROW
 
     targets: list[torch.Tensor] = []  # per view: the engine hands the model (B*V, ...) flattened views
+    rows: list[torch.Tensor] = []
 
     def forward(flat: dict) -> dict:
         targets.append(flat["target"].detach().cpu())
-        return model(flat)
+        if EVAL_ROW in flat:
+            rows.append(flat[EVAL_ROW].detach().cpu())
+        return model({k: v for k, v in flat.items() if k != EVAL_ROW})
 
     batches = dataset.iter_torch_batches(batch_size=cfg.data.eval_batch_size, device=device, drop_last=False)
     on_batch = (lambda clips, _loss: progress.update(clips)) if progress is not None else None
     r = evaluate(model, batches, model_task(cfg.model), device, cfg.optim.amp, names=names, forward=forward,
-                 on_batch=on_batch)
+                 on_batch=on_batch, max_views=cfg.data.eval_max_views)
     if progress is not None:
         progress.close()
     views = cfg.data.eval_clips * cfg.data.eval_crops
     scores = r.scores.numpy() if r.scores is not None else np.zeros((0, cfg.model.head.num_outputs))
     target = torch.cat(targets)[::views].numpy() if targets else np.zeros((0,))  # views of a video are consecutive
-    return {"metrics": r.metrics, "scores": scores, "targets": target, "skipped": r.skipped, "clips": r.clips,
-            "fallback": r.fallback}
+    row = torch.cat(rows)[::views].numpy() if rows else np.zeros((0,), dtype=np.int64)
+    return {"metrics": r.metrics, "acc": r.acc, "scores": scores, "targets": target, "rows": row,
+            "skipped": r.skipped, "clips": r.clips, "fallback": r.fallback}
 
 
-def _evaluate_task(trained: Trained, table, settings, level: str = "info") -> dict:
-    """Runs in a Ray task: build the model, decode the split with the actor pool, evaluate (a progress
-    line every ``log.progress_steps`` batches / ``log.progress_seconds``, unless ``level`` is quiet)."""
+def _evaluate_task(trained: Trained, table, settings, level: str = "info", label: str = "evaluate") -> dict:
+    """Runs in a Ray task: build the model, decode the split (or a shard of it) with the actor pool,
+    evaluate (a progress line every ``log.progress_steps`` batches / ``log.progress_seconds``, unless
+    ``level`` is quiet); ``rows``: the split's row of every scored video."""
     import math
 
     import torch
@@ -74,7 +85,7 @@ def _evaluate_task(trained: Trained, table, settings, level: str = "info") -> di
     model = build_trained(trained, device)
     d = cfg.data
     ds = build_dataset(table, settings, d.decode_actors, d.decode_cpus, d.decode_batch_size)
-    progress = Progress("evaluate", math.ceil(table.num_rows / d.eval_batch_size), device=device,
+    progress = Progress(label, math.ceil(table.num_rows / d.eval_batch_size), device=device,
                         every_steps=cfg.log.progress_steps, every_seconds=cfg.log.progress_seconds,
                         enabled=level != "quiet")
     return evaluation_pass(model, ds, cfg, device, trained.target_names or None, progress)
@@ -133,7 +144,10 @@ def _open_run(trained: Trained, split: str) -> tuple[str, str, bool]:
 
 def run_evaluate(source: str, manifest: str | None = None, split: str = "test", clips: int | None = None,
                  crops: int | None = None, backbone_checkpoint: str | None = None, out: str | None = None,
-                 log: bool = True) -> dict:
+                 log: bool = True, workers: int = 1, save_scores: str | None = None,
+                 max_views: int | None = None) -> dict:
+    """``workers``: evaluation workers, each a shard of the split (pipelines/infer/eval_shards.py);
+    ``save_scores``: a Parquet file of per-video scores; ``max_views``: data.eval_max_views (None = the run's)."""
     import ray
 
     from components.data.manifest import read_manifest
@@ -145,17 +159,20 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     # 1) options, model, manifest and views, checked before Ray starts
     check_view_counts(clips, crops)
     check_split(split)
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
     t = load_trained(source, backbone_checkpoint)
     if dataset_heads(t.cfg.model):
         raise ConfigError(f"{source}: a multi-dataset run is evaluated per dataset during training; evaluate "
                           f"takes single-head runs")
     data = t.cfg.data
     data = replace(data, eval_clips=data.eval_clips if clips is None else clips,
-                   eval_crops=data.eval_crops if crops is None else crops)
+                   eval_crops=data.eval_crops if crops is None else crops,
+                   eval_max_views=data.eval_max_views if max_views is None else max_views)
     try:
         data.__post_init__()
     except ValueError as e:
-        raise ConfigError(f"--clips/--crops: {e}") from None
+        raise ConfigError(f"--views/--clips/--crops/--max-views: {e}") from None
     cfg = replace(t.cfg, data=data)
     t = replace(t, cfg=cfg)
     manifest = manifest or cfg.data.manifest
@@ -172,20 +189,25 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
         raise ConfigError(f"{manifest}: no rows in split {split!r} (splits: {splits})")
     views = cfg.data.eval_clips * cfg.data.eval_crops
 
-    # 2) one evaluation worker on Ray, fed by the decoder actors
+    # 2) evaluation workers on Ray (one per shard of the split), each fed by its decoder actors
     ensure_ray(cfg.scaling.ray_address)
     gpu = use_gpu(cfg.scaling.use_gpu)
     level = log_level()
+    parts = shards(table, workers)
     if level != "quiet":  # -q: the results only
         print(f"[vidpeft] evaluating {source} on {manifest} split {split}: {table.num_rows} clips x {views} view(s)"
-              f"{' (GPU)' if gpu else ''}", flush=True)
+              f"{f' on {len(parts)} workers' if len(parts) > 1 else ''}{' (GPU)' if gpu else ''}", flush=True)
     task = ray.remote(_evaluate_task).options(num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if gpu else 0)
-    res = ray.get(task.remote(t, table, replace(decode_settings(cfg, training=False), datasets=()), level))
+    settings = replace(decode_settings(cfg, training=False), datasets=())
+    labels = [f"evaluate {i + 1}/{len(parts)}" if len(parts) > 1 else "evaluate" for i in range(len(parts))]
+    res = combine(ray.get([task.remote(t, part, settings, level, label) for part, label in zip(parts, labels)]),
+                  t.target_names or None)
 
     # 3) report
     metrics = dict(res["metrics"])
     result = {"split": split, "manifest": absolute(manifest), "model": str(source), "clips": res["clips"],
-              "skipped_clips": res["skipped"], "fallback_clips": res["fallback"], "views": views, "metrics": metrics}
+              "skipped_clips": res["skipped"], "fallback_clips": res["fallback"], "views": views,
+              "views_spec": f"{cfg.data.eval_clips}x{cfg.data.eval_crops}", "workers": len(parts), "metrics": metrics}
     out_dir = Path(out) if out else (t.run_dir or Path(source).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
@@ -197,6 +219,11 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
         csv_path, png_path = out_dir / f"confusion_{split}.csv", out_dir / f"confusion_{split}.png"
         write_confusion(rep["confusion"], t.output_names, csv_path, png_path, f"{Path(source).name}: {split}")
         files += [csv_path, png_path]
+    if save_scores:
+        ids = table["clip_id"].take(pa.array(res["rows"], pa.int64())).to_pylist()
+        meta = {"output_names": list(t.output_names or []), "views": result["views_spec"], "model": str(source),
+                "manifest": result["manifest"], "split": split}
+        files.append(write_scores(save_scores, ids, res["targets"], res["scores"], t.task, meta))
     mlflow = _open_run(t, split) if log and cfg.tracking.enabled else None
     if mlflow:
         result["mlflow_run_id"] = mlflow[1]

@@ -133,7 +133,7 @@ def summarise(best_metrics: dict, last: dict, metric: str | None, mode: str) -> 
     out.update(best_epoch=best_metrics.get("epoch"), last_epoch=last.get("epoch"), checkpoint_metric=metric,
                checkpoint_mode=mode if metric else None,
                last={k: v for k, v in last.items() if k.startswith(("val_", "train_")) or k == "epoch"})
-    for key in ("skipped_clips_total", "stop_reason"):
+    for key in ("skipped_clips_total", "stop_reason", "health"):
         if key in last:
             out[key] = last[key]
     out.setdefault("stop_reason", None)

@@ -28,7 +28,8 @@ def say(line: str, stream: TextIO | None = None) -> None:
 
 # per-run constants (in the final table and MLflow), or the epoch index the line already shows
 _NOT_PER_EPOCH = {"epoch", "gflops", "gmacs", "trainable_params", "head_params", "backbone_params", "trainable_pct",
-                  "trainable_pct_with_head", "skipped_clips_total", "fallback_clips_total"}
+                  "trainable_pct_with_head", "skipped_clips_total", "fallback_clips_total",
+                  "val_pred_share", "train_pred_share"}
 
 
 def epoch_line(epoch: int, epochs: int, metrics: dict) -> str:

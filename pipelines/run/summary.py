@@ -30,4 +30,6 @@ def print_summary(metrics: dict, out: Path, run_id: str | None, total: int, data
               f"and the metrics above are from epoch {epochs.get('best epoch', '?')}")
     if metrics.get("stop_reason"):
         print(f"stopped: {metrics['stop_reason']}")
+    if metrics.get("health"):
+        print(f"health: {metrics['health']}")
     print(f"outputs: {out}" + (f"\nMLflow run: {run_id}" if run_id else ""))

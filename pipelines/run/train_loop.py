@@ -25,6 +25,7 @@ from components.model import build_model
 from components.tasks import Task, model_task
 from pipelines.run import fault_hook
 from pipelines.run.best import Patience
+from pipelines.run.health import RunHealth
 from pipelines.run.checkpoints import newer_in_storage, restore_checkpoint, save_checkpoint
 from pipelines.config import ExperimentConfig
 from pipelines.data.epoch_stream import rows_per_worker, split_epochs
@@ -73,7 +74,7 @@ def _run_epoch(model, batches, cfg: ExperimentConfig, device, task: Task, step: 
                num_datasets: int = 0, on_batch=None):
     """One pass of the engine over an epoch's batches: trains with ``step``, else evaluates (views averaged)."""
     result = run_pass(model, batches, task, step=step, device=device, amp=cfg.optim.amp, num_datasets=num_datasets,
-                      on_batch=on_batch)
+                      on_batch=on_batch, max_views=cfg.data.eval_max_views)
     if step is not None:
         step.apply()  # a partial gradient accumulation at the epoch's end still steps
     return result
@@ -152,6 +153,8 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
     logged_steps = 0
     if checkpoint and log_to_mlflow:  # an epoch redone after a restart logs its points once (see below)
         logged_steps = tracking.log_epoch_once(uri, run_id, state["metrics"], state["epoch"])
+    health = RunHealth(cfg, model, step, task.kind, plan.num_outputs, uri=uri if log_to_mlflow else None,
+                       run_id=run_id)
 
     # The training stream holds every epoch still to run; each epoch is this worker's equal share
     train_shard = ray.train.get_dataset_shard("train")
@@ -192,15 +195,18 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
         watch.close()
         skipped, fallback = train.skipped, train.fallback
         seen, secs = _sum([train.clips, train.seconds])
-        metrics = {f"train_{k}": v for k, v in _gather(train.acc).compute(names).items()}
+        train_acc = _gather(train.acc)
+        metrics = {f"train_{k}": v for k, v in train_acc.compute(names).items()}
         metrics.update(epoch=epoch, lr=lr, clips_per_sec=seen / max(secs / ctx.get_world_size(), 1e-9))
+        val_acc = None
         if val_shard is not None:
             val_batches = (next(val_epochs) if val_epochs is not None
                            else _batches(val_shard, cfg.data.eval_batch_size, device, 0, 0))
             with regs.evaluated():  # the EMA weights, when optim.ema_decay is on
                 val = _run_epoch(model, val_batches, cfg, device, task, num_datasets=len(dataset_names))
             skipped, fallback = skipped + val.skipped, fallback + val.fallback
-            metrics.update({f"val_{k}": v for k, v in _gather(val.acc).compute(names).items()})
+            val_acc = _gather(val.acc)
+            metrics.update({f"val_{k}": v for k, v in val_acc.compute(names).items()})
         per_dataset = [int(v) for v in _sum(skipped.tolist())]  # summed over workers
         skipped_total += sum(per_dataset)
         metrics.update(skipped_clips=sum(per_dataset), skipped_clips_total=skipped_total, **counts)
@@ -211,7 +217,8 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
         if len(dataset_names) > 1:  # one dataset: the plain count says it all
             metrics.update({f"skipped_clips_{n}": v for n, v in zip(dataset_names, per_dataset)})
 
-        stop = stopper.update(epoch, metrics)  # [after] a reason to stop early, or None
+        unhealthy = health.check(metrics, train_acc, val_acc)  # its lines are said after the epoch's
+        stop = stopper.update(epoch, metrics) or unhealthy  # [after] a reason to stop early, or None
         if stop:
             metrics["stop_reason"] = stop
 
@@ -228,6 +235,8 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
                 if cfg.log.level != "quiet":
                     show(epoch_line(epoch, cfg.optim.epochs, metrics))
+                    for line in health.lines:
+                        show(line)
                 fault_hook.reached(plan.fault, "before_report", epoch)
             ray.train.report(metrics, checkpoint=ckpt)
             # logged once the epoch's checkpoint is kept: a worker lost before this point redoes the epoch

@@ -43,6 +43,8 @@ from pipelines.config import ExperimentConfig
 from pipelines.shipped import find
 from pipelines.run.config_identity import config_identity
 from pipelines.search.cell_deps import fill_cells, waves
+from pipelines.data.eval_views import parse_views
+from pipelines.search.campaign_views import check_views, evaluate_cells
 from pipelines.search.report import LAYOUT  # noqa: F401  (the layout artifact `vidpeft report` reads)
 from pipelines.search.tune import (CELL_KEY_TAG, TrialJob, absolute_paths, close_trial_runs, fit_concurrency,
                             result_trial_id, run_trials, search_alg, trial_cpus, trial_dirname)
@@ -76,6 +78,7 @@ class Profile:
     seeds: list[int] = cfg([], "seeds to run instead of the campaign's (empty = the campaign's)")
     datasets: dict[str, list[str]] = cfg({}, "dataset key -> overrides for that column's cells")
     backbones: dict[str, list[str]] = cfg({}, "backbone family -> overrides for the cells of that family")
+    eval_views: str = cfg("", "test views for this profile's cells instead of the campaign's eval_views")
 
 
 @dataclass
@@ -93,6 +96,9 @@ class Campaign:
     metrics: list[str] = cfg([], "further metrics shown as columns per dataset (final value, mean +- std)")
     references: dict[str, Reference] = cfg({}, "the paper's rows for other methods (not run; shown with its numbers)")
     profiles: dict[str, Profile] = cfg({}, "named override sets, picked with --set profile=NAME (e.g. tiny)")
+    eval_views: str = cfg("", "the papers' test protocol, CLIPSxCROPS (e.g. 4x3): each finished cell's best "
+                              "checkpoint is evaluated with these views and the table shows them beside one "
+                              "view (pipelines/search/campaign_views.py); empty = none")
 
     def __post_init__(self) -> None:
         if self.mode not in ("max", "min"):
@@ -105,6 +111,9 @@ class Campaign:
                 raise ValueError(f"{key} is empty: the campaign has no cells")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {self.seeds}")
+        for spec in [self.eval_views, *(p.eval_views for p in self.profiles.values())]:
+            if spec:
+                parse_views(spec)
 
 
 @dataclass
@@ -207,9 +216,9 @@ def expand(camp: Campaign, campaign_file: str | Path, overrides: list[str], camp
     return cells
 
 
-def _layout(camp: Campaign, cells: list[Cell]) -> dict:
+def _layout(camp: Campaign, cells: list[Cell], eval_views: str = "") -> dict:
     return {
-        "name": camp.name, "metric": camp.metric, "mode": camp.mode, "seeds": sorted({c.seed for c in cells}),
+        "name": camp.name, "eval_views": eval_views, "metric": camp.metric, "mode": camp.mode, "seeds": sorted({c.seed for c in cells}),
         "metrics": list(camp.metrics),
         "datasets": [{"name": k, "label": s.label or k, "metric": s.metric or camp.metric, "mode": s.mode or camp.mode}
                      for k, s in camp.datasets.items()],
@@ -275,6 +284,10 @@ def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", m
     todo = [c for c in cells if not c.finished()]
     stages = waves(todo, {c.name for c in cells} - {c.name for c in todo})
     check_cells(campaign_file, stages[0] if stages else [])  # later waves: when the cells they start from are done
+    profile, _ = pick_profile(camp, campaign_file, list(overrides))
+    eval_views = (profile.eval_views if profile is not None and profile.eval_views else "") or camp.eval_views
+    if eval_views:
+        check_views(campaign_file, cells, eval_views)
     print(f"[vidpeft] campaign {camp.name}: {len(cells)} cells, {len(cells) - len(todo)} finished earlier, "
           f"{len(todo)} to run", flush=True)
 
@@ -284,7 +297,7 @@ def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", m
     parent = _parent_run(uri, experiment, camp, state.get("parent_run_id", ""))
     camp_dir.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps({"parent_run_id": parent, "tracking_uri": uri, "experiment": experiment}, indent=2))
-    (camp_dir / LAYOUT).write_text(json.dumps(_layout(camp, cells), indent=2))
+    (camp_dir / LAYOUT).write_text(json.dumps(_layout(camp, cells, eval_views), indent=2))
     tracking.log_artifact(uri, parent, camp_dir / LAYOUT)
     tracking.log_artifact(uri, parent, campaign_file)
 
@@ -327,7 +340,11 @@ def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", m
             print(f"[vidpeft] campaign interrupted: run the same command again to continue ({camp_dir})")
             return 1
 
-    # 4) the table and plot, from MLflow (exactly what `vidpeft report` rebuilds)
+    # 4) the papers' test views on every finished cell's best checkpoint (once per cell)
+    if eval_views:
+        failed += evaluate_cells(cells, eval_views, uri)
+
+    # 5) the table and plot, from MLflow (exactly what `vidpeft report` rebuilds)
     paths = build_report(uri, camp.name, camp_dir, experiment=experiment)
     for p in paths.values():
         tracking.log_artifact(uri, parent, p)

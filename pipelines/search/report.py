@@ -5,7 +5,8 @@ several) holds the layout (datasets, variants, seeds, each cell's key) as an art
 are the cells, matched by their vidpeft.cell_key tag. Per dataset x variant: the metric's final-epoch
 value as mean +- std over seeds, epochs to converge (the first epoch within CONVERGED of the run's best
 value, averaged over seeds), trainable % (adapters only, the papers' column; and with the task head) and
-GFLOPs per clip.
+GFLOPs per clip. With the campaign's ``eval_views`` (e.g. 4x3), each column also shows its best
+checkpoint with one view and with those views, side by side (pipelines/search/campaign_views.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from statistics import mean, stdev
 
 from components.config import ConfigError
 from pipelines.runtime import tracking
+from pipelines.search.campaign_views import BEST, views_metric
 
 LAYOUT = "campaign_layout.json"  # artifact of a campaign's parent run: what `vidpeft report` rebuilds from
 
@@ -73,13 +75,16 @@ def collect(uri: str, name: str, experiment: str = "") -> tuple[dict, list[dict]
         metric, mode = column.get("metric", layout["metric"]), column.get("mode", layout["mode"])
         run = by_key.get(cell["key"])
         row = {**cell, "run_id": None, "value": None, "epochs": None, "trainable_pct": None,
-               "trainable_pct_with_head": None, "gflops": None, "extra": {}}
+               "trainable_pct_with_head": None, "gflops": None, "extra": {}, "best": None, "views": None}
         if run is not None:
             history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric)]
             row.update(run_id=run.info.run_id, value=run.data.metrics.get(metric),
                        epochs=epochs_to_converge(history, mode), trainable_pct=run.data.metrics.get("trainable_pct"),
                        trainable_pct_with_head=run.data.metrics.get("trainable_pct_with_head"), gflops=run.data.metrics.get("gflops"),
                        extra={m: run.data.metrics.get(m) for m in extras})
+            if layout.get("eval_views"):
+                row.update(best=run.data.metrics.get(f"{BEST}{metric}"),
+                           views=run.data.metrics.get(views_metric(layout["eval_views"], metric)))
         rows.append(row)
     return layout, rows
 
@@ -115,8 +120,17 @@ def summarise(layout: dict, rows: list[dict]) -> list[dict]:
                 "trainable_pct": _avg([r["trainable_pct"] for r in group]),
                 "trainable_pct_with_head": _avg([r["trainable_pct_with_head"] for r in group]),
                 "gflops": _avg([r["gflops"] for r in group]),
+                **_views_columns(group),
                 "run_ids": ";".join(r["run_id"] for r in group if r["run_id"]),
             })
+    return out
+
+
+def _views_columns(group: list[dict]) -> dict:
+    """Mean/std over seeds of the best checkpoint with one view and with the campaign's eval_views."""
+    out = {}
+    for key in ("best", "views"):
+        out[f"{key}_mean"], out[f"{key}_std"] = _mean_std([r.get(key) for r in group])
     return out
 
 
@@ -138,17 +152,24 @@ def _measured(m: float | None, sd: float | None, metric: str) -> str:
 
 def markdown(layout: dict, summary: list[dict]) -> str:
     datasets, extras = layout["datasets"], layout.get("metrics", [])
+    views = layout.get("eval_views", "")
     head = ["Method", "Trainable %", "Trainable % (with head)", "GFLOPs"]
     for d in datasets:
         metric = d.get("metric", layout["metric"])
         unit = " (%)" if _scale(metric) == 100.0 else ""
         head += [f"{d['label']} {metric}{unit}", f"{d['label']} paper", f"{d['label']} epochs"]
+        if views:
+            head += [f"{d['label']} best, 1 view{unit}", f"{d['label']} best, {views} views{unit}"]
         for m in extras:
             head += [f"{d['label']} {m}{' (%)' if _scale(m) == 100.0 else ''}", f"{d['label']} {m} paper"]
     seeds = layout["seeds"]
+    views_note = (f"; best, 1 view / best, {views} views = the best checkpoint on the validation split with the "
+                  f"cell's own views (one clip x one crop unless it sets data.eval_clips/eval_crops) and with "
+                  f"{views} (clips x crops, the papers' test protocol)") if views else ""
     lines = [f"**{layout['name']}**: each column's metric at the last epoch, mean ± std over seeds {seeds}; "
              f"paper = the value the paper reports for the row; epochs = first epoch within {CONVERGED:g} "
-             "of the run's best value (mean over seeds); trainable % = adapters only (the papers' column).", "",
+             f"of the run's best value (mean over seeds); trainable % = adapters only (the papers' column)"
+             f"{views_note}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in layout["variants"]:
         cells = [s for s in summary if s["variant"] == v["name"]]
@@ -164,6 +185,9 @@ def markdown(layout: dict, summary: list[dict]) -> str:
                 text += f" ({s['seeds_done']}/{s['seeds']} seeds)"
             row += [text, "–" if s["paper"] is None else f"{s['paper']:g}",
                     _num(s["epochs_to_converge"], 1) if s["mean"] is not None else "–"]
+            if views:
+                row += [_measured(s["best_mean"], s["best_std"], s["metric"]),
+                        _measured(s["views_mean"], s["views_std"], s["metric"])]
             for m in extras:
                 paper = s.get(f"{m}_paper")
                 row += [_measured(s.get(f"{m}_mean"), s.get(f"{m}_std"), m), "–" if paper is None else f"{paper:g}"]
@@ -172,7 +196,7 @@ def markdown(layout: dict, summary: list[dict]) -> str:
         row = [f"{r['label']} ({r['note']})", "–", "–", "–"]
         for d in datasets:
             paper = r["paper"].get(d["name"])
-            row += ["–", "–" if paper is None else f"{paper:g}", "–"]
+            row += ["–", "–" if paper is None else f"{paper:g}", "–"] + ["–", "–"] * bool(views)
             for m in extras:
                 paper = r["paper"].get(f"{d['name']}:{m}")
                 row += ["–", "–" if paper is None else f"{paper:g}"]
@@ -217,6 +241,8 @@ def build_report(uri: str, name: str, out_dir: str | Path, experiment: str = "")
     fields = ["variant", "dataset", "metric", "mean", "std", "paper", "seeds_done", "seeds", "epochs_to_converge",
               "trainable_pct", "trainable_pct_with_head", "gflops", "run_ids"]
     fields += [f"{m}_{k}" for m in layout.get("metrics", []) for k in ("mean", "std", "paper")]
+    if layout.get("eval_views"):
+        fields += ["best_mean", "best_std", "views_mean", "views_std"]
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

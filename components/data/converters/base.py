@@ -14,10 +14,12 @@ import json
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from components.data.features import FeatureSource, FeatureStats, add_features
 from components.data.manifest import SPLITS, ManifestError, write_manifest
 from components.io import is_remote, join, list_files, local_path
 
@@ -107,6 +109,7 @@ class Converted:
     dataset: str
     regression_names: list[str] | None = None
     dropped: list[dict[str, str]] = field(default_factory=list)
+    feature_files: dict[str, dict[str, str]] = field(default_factory=dict)  # column -> clip id -> file
 
 
 # ---------------------------------------------------------------- reading annotation files
@@ -299,12 +302,15 @@ class ConvertReport:
     num_classes: int
     skipped: list[dict[str, str]]  # {"file", "where", "clip_id", "reason"}
     skip_list: Path | None
+    features: list[FeatureStats] = field(default_factory=list)
 
 
 def build_manifest(converted: Converted, finder: VideoFinder, out: str | os.PathLike,
                    missing: str = "error", relative_paths: bool = False,
-                   dataset: str | None = None) -> ConvertReport:
-    """Resolve videos, apply the missing policy, write `out` (+ `<out>.skipped.csv` if any)."""
+                   dataset: str | None = None, features: Sequence[FeatureSource] = ()) -> ConvertReport:
+    """Resolve videos, apply the missing policy, join `features`, write `out` (+ `<out>.skipped.csv`
+    if any). Nothing is left at `out` when a step fails: the manifest is built under a temporary
+    name in the same folder and renamed at the end."""
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
     out = Path(out).absolute()
@@ -335,8 +341,17 @@ def build_manifest(converted: Converted, finder: VideoFinder, out: str | os.Path
         raise ConverterError(out, f"no rows left to write ({len(skipped)} skipped; the first: "
                                   f"{skipped[0]['reason'] if skipped else 'none'})")
     # Time columns are float64; a converter may leave them out entirely.
-    write_manifest(out, rows, converted.class_names, feature_dims={},
-                   regression_names=converted.regression_names)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.parquet", dir=out.parent)
+    os.close(fd)
+    try:
+        write_manifest(tmp, rows, converted.class_names, feature_dims={},
+                       regression_names=converted.regression_names)
+        stats = add_features(tmp, [_with_files(s, converted) for s in features]) if features else []
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     skip_list = None
     if skipped:
         skip_list = out.with_name(out.name + ".skipped.csv")
@@ -348,4 +363,11 @@ def build_manifest(converted: Converted, finder: VideoFinder, out: str | os.Path
     for row in rows:
         splits[row["split"]] = splits.get(row["split"], 0) + 1
     return ConvertReport(out, len(rows), dict(sorted(splits.items())), len(converted.class_names),
-                         skipped, skip_list)
+                         skipped, skip_list, stats)
+
+
+def _with_files(src: FeatureSource, converted: Converted) -> FeatureSource:
+    """A source read from an annotation column gets the converter's clip id -> file map."""
+    if not src.path_column:
+        return src
+    return replace(src, files=converted.feature_files[src.path_column])

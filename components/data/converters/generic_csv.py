@@ -37,6 +37,9 @@ class GenericCsvOptions:
     time_unit: Literal["sec", "frame", "timestamp"] = cfg("sec", "unit of start/end: seconds, "
                                                                  "frame numbers or HH:MM:SS.ff")
     keep_columns: list[str] = cfg([], "further columns copied to the manifest as text")
+    feature_columns: list[str] = cfg([], "columns naming each row's feature file (.npy; absolute or relative "
+                                         "to the annotation file's folder; empty cell = none); set by "
+                                         "`prepare --feature NAME=COLUMN`")
 
 
 def _time(value: str, unit: str, path: Path, where: str, column: str) -> float | int:
@@ -112,6 +115,10 @@ def parse(files: list[AnnotationFile], opts: GenericCsvOptions, finder: VideoFin
                                                   opts.label_column, opts.multi_label_column)
                                       if c] + list(opts.regression_columns) + list(opts.keep_columns)
         header, rows = read_csv(af.path, need)
+        for c in opts.feature_columns:
+            if c not in header:
+                raise ConverterError(af.path, f"feature column {c!r} is not in the header {header} "
+                                              f"(and no file or folder of that name exists)")
         for line, r in rows:
             _check_labels(af, line, r, opts)
             records.append((af, header, line, r))
@@ -149,6 +156,7 @@ def parse(files: list[AnnotationFile], opts: GenericCsvOptions, finder: VideoFin
         return index[v]
 
     out = []
+    feature_files: dict[str, dict[str, str]] = {c: {} for c in opts.feature_columns}
     for af, header, line, r in records:
         where = f"line {line}"
         video = r[opts.video_column]
@@ -176,9 +184,12 @@ def parse(files: list[AnnotationFile], opts: GenericCsvOptions, finder: VideoFin
             fields["regression"] = [parse_float(r[c], af.path, where, c) for c in opts.regression_columns]
         for c in opts.keep_columns:
             fields[c] = r[c]
+        for c in opts.feature_columns:
+            if (r.get(c) or "").lower() not in MISSING_CELLS:
+                feature_files[c][cid] = str(af.path.parent / r[c])  # an absolute cell stays absolute
         out.append(PendingRow(cid, split, str(af.path), where, [video], [Path(video).name], fields))
-    return Converted(out, class_names, "csv",
-                     regression_names=list(opts.regression_columns) or None)
+    return Converted(out, class_names, "csv", regression_names=list(opts.regression_columns) or None,
+                     feature_files=feature_files)
 
 
 register_format("csv", GenericCsvOptions, parse, "any CSV, one row per clip, through a column mapping")

@@ -10,6 +10,7 @@ from typing import Any
 from components.config import ConfigError, from_dict
 from components.data.converters.base import (AnnotationFile, ConvertReport, Converted,
                                              VideoFinder, build_manifest)
+from components.data.features import FeatureSource
 
 ParseFn = Callable[[list[AnnotationFile], Any, VideoFinder], Converted]
 
@@ -44,17 +45,25 @@ def formats() -> list[str]:
 def convert(fmt: str, annotations: Sequence[str | os.PathLike | AnnotationFile],
             videos: str | os.PathLike, out: str | os.PathLike, missing: str = "error",
             options: Mapping[str, Any] | None = None, dataset: str | None = None,
-            relative_paths: bool = False) -> ConvertReport:
-    """Native annotations -> a validated manifest at `out`.
+            relative_paths: bool = False, features: Sequence[FeatureSource] = ()) -> ConvertReport:
+    """Native annotations -> a validated manifest at `out`, with `features` joined.
 
     `annotations` are paths, optionally `SPLIT=PATH` to name the split of a file whose name
-    does not; `options` are the format's options (unknown keys raise, naming the key).
+    does not; `options` are the format's options (unknown keys raise, naming the key). A feature
+    source with a `path_column` is read from that annotation column (formats with `feature_columns`).
+    A failure leaves no file at `out`.
     """
     f = get_format(fmt)
     opts = from_dict(f.options_cls, dict(options or {}), prefix=fmt)
+    columns = [s.path_column for s in features if s.path_column]
+    if columns:
+        if not hasattr(opts, "feature_columns"):
+            raise ConfigError(f"{fmt}: annotations of this format carry no feature column "
+                              f"({', '.join(columns)}); give a Parquet file or a folder of .npy files")
+        opts.feature_columns = list(dict.fromkeys([*opts.feature_columns, *columns]))
     files = [a if isinstance(a, AnnotationFile) else AnnotationFile.parse(a) for a in annotations]
     if not files:
         raise ConfigError(f"{fmt}: no annotation files given")
     finder = VideoFinder(videos)
     return build_manifest(f.parse(files, opts, finder), finder, out, missing=missing,
-                          relative_paths=relative_paths, dataset=dataset)
+                          relative_paths=relative_paths, dataset=dataset, features=features)

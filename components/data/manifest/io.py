@@ -110,6 +110,12 @@ def write_manifest(path: str | os.PathLike, rows_or_table: pa.Table | Sequence[M
         pq.write_table(table, sink)
         storage.write_bytes(spath, sink.getvalue().to_pybytes())
         return spath
+    return write_parquet_atomic(table, path)
+
+
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
+    """Write ``table`` to ``path`` through a temporary file in the same folder (never half a file)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -102,3 +102,51 @@ def test_prepare_cli_joins_features(tmp_path, capsys):
     assert m.table["feat_audio"].to_pylist() == [[1.0, 2.0, 3.0], None]
     assert main(["prepare", "csv", "--annotations", str(tmp_path / "train.csv"), "--videos", str(tmp_path / "v"),
                  "--out", str(out), "--feature", "audio"]) == 2
+
+
+def _csv_dataset(tmp_path, rows):
+    """Videos a.mp4, b.mp4, c.mp4 (prepare does not decode them) and train.csv with `rows`."""
+    import csv
+
+    (tmp_path / "v").mkdir(exist_ok=True)
+    for name in ("a", "b", "c"):
+        (tmp_path / "v" / f"{name}.mp4").write_bytes(b"not checked by prepare")
+    with open(tmp_path / "train.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["video_path", "label", "audio_file"], *rows])
+    return ["prepare", "csv", "--annotations", str(tmp_path / "train.csv"), "--videos", str(tmp_path / "v"),
+            "--out", str(tmp_path / "m.parquet")]
+
+
+def test_prepare_csv_reads_a_feature_path_per_row(tmp_path, capsys):
+    from pipelines.cli import main
+
+    (tmp_path / "feats").mkdir()
+    np.save(tmp_path / "feats" / "one.npy", np.array([1.0, 2.0], dtype=np.float32))
+    np.save(tmp_path / "feats" / "two.npy", np.array([[0.0, 1.0], [2.0, 3.0]], dtype=np.float32))  # (N, D)
+    args = _csv_dataset(tmp_path, [["a.mp4", "x", "feats/one.npy"],  # relative to the CSV's folder
+                                   ["b.mp4", "y", ""],  # no feature for this clip
+                                   ["c.mp4", "x", str(tmp_path / "feats" / "two.npy")]])  # absolute
+    assert main(args + ["--feature", "audio=audio_file"]) == 0
+    assert "feat_audio: dim 2, 2 clips with it, 1 without" in capsys.readouterr().out
+    m = read_manifest(tmp_path / "m.parquet", feature_columns=["feat_audio"])
+    assert m.table["feat_audio"].to_pylist() == [[1.0, 2.0], None, [1.0, 2.0]]
+    assert "audio_file" not in m.table.column_names  # the path column is not copied as text
+
+
+@pytest.mark.parametrize("feature, message", [
+    ("audio=nope", "feature column 'nope' is not in the header"),  # neither a column nor a file
+    ("audio=audio_file", "gone.npy (from column 'audio_file') not found"),  # a row names a missing file
+])
+def test_prepare_that_fails_leaves_no_manifest(tmp_path, capsys, feature, message):
+    from pipelines.cli import main
+
+    args = _csv_dataset(tmp_path, [["a.mp4", "x", "gone.npy"], ["b.mp4", "y", ""]])
+    assert main(args + ["--feature", feature]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.csv", "v"]  # no manifest, no temp file
+    # a manifest from an earlier run is left as it was
+    assert main(args) == 0
+    before = (tmp_path / "m.parquet").read_bytes()
+    assert main(args + ["--feature", feature]) == 2
+    assert (tmp_path / "m.parquet").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet", "train.csv", "v"]

@@ -241,3 +241,42 @@ def test_bad_inputs_are_one_line_errors(run, tmp_path, capsys):
     other = run["manifest"].parent / "other.parquet"  # beside the original: its relative video paths still hold
     write_manifest(other, m.table, class_names=["a", "b", "c", "d"])
     assert "other.parquet" in err("evaluate", out, "--manifest", str(other), "--split", "val")
+
+
+def test_evaluate_views_workers_chunks_and_scores(run, tmp_path, capsys):
+    """--views 2x3 on one worker in one call per batch, then on 2 workers with at most 4 views through the
+    model at once: the same metrics and per-video scores; the scores files are the same rows."""
+    import numpy as np
+
+    # bad protocol options are one-line errors, before Ray works
+    out = str(run["out"])
+    assert main(["evaluate", out, "--split", "val", "--views", "4by3"]) == 2
+    assert "expected CLIPSxCROPS" in capsys.readouterr().err
+    assert main(["evaluate", out, "--split", "val", "--views", "2x3", "--clips", "2"]) == 2
+    assert "--views CxS replaces --clips and --crops" in capsys.readouterr().err
+
+    common = ["--split", "val", "--views", "2x3", "--no-mlflow"]
+    assert main(["evaluate", out, *common, "--out", str(tmp_path / "one"), "--save-scores", str(tmp_path / "one.parquet"),
+                 "--max-views", "0"]) == 0
+    assert main(["evaluate", out, *common, "--out", str(tmp_path / "two"), "--save-scores", str(tmp_path / "two.parquet"),
+                 "--workers", "2", "--max-views", "4"]) == 0
+    assert "on 2 workers" in capsys.readouterr().out
+    one, two = (json.loads((tmp_path / d / "eval_val.json").read_text()) for d in ("one", "two"))
+    assert one["views"] == two["views"] == 6 and one["views_spec"] == "2x3" and two["workers"] == 2
+    val = pq.read_table(run["manifest"])["split"].to_pylist().count("val")
+    assert one["clips"] == two["clips"] == val
+    for k in ("top1", "top5", "mean_class_accuracy"):
+        assert two["metrics"][k] == one["metrics"][k], k
+    assert two["metrics"]["loss"] == pytest.approx(one["metrics"]["loss"], rel=1e-6)
+    assert two["confusion_matrix"] == one["confusion_matrix"]
+
+    a, b = (pq.read_table(tmp_path / f) for f in ("one.parquet", "two.parquet"))
+    assert a.column_names == ["clip_id", "label", "scores", "pred"] and a.num_rows == val
+    assert a["clip_id"].to_pylist() == b["clip_id"].to_pylist() and a["label"].equals(b["label"])
+    sa, sb = np.array(a["scores"].to_pylist()), np.array(b["scores"].to_pylist())
+    assert sa.shape == (val, 4) and np.allclose(sa.sum(axis=1), 1, atol=1e-5)  # softmax probabilities
+    assert np.allclose(sa, sb, atol=1e-6) and a["pred"].equals(b["pred"])
+    meta = json.loads(a.schema.metadata[b"vidpeft.scores"])
+    assert meta["views"] == "2x3" and meta["task"] == "single_label" and len(meta["output_names"]) == 4
+    # the file's labels and predictions give the reported top-1
+    assert np.mean(np.array(a["pred"].to_pylist()) == np.array(a["label"].to_pylist())) == one["metrics"]["top1"]
