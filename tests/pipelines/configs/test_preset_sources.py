@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from components.config import ConfigError, resolve
-from pipelines.cli.args import explain
+from pipelines.cli import explain
 from pipelines.config import ExperimentConfig
 from pipelines.presets import PRESETS, find_preset, recipe_rows, unsourced
 
