@@ -14,7 +14,7 @@ def run_crd_tests(tmp_path, ci: str | None):
     if ci is not None:
         env["CI"] = ci
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                           str(ROOT / "tests" / "test_deploy_manifests.py"), "-k", "crd"],
+                           str(ROOT / "tests" / "deploy" / "test_deploy_manifests.py"), "-k", "crd"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.weights.layouts import check_family_layout
+from components.weights.identify import check_family_layout
 from components.weights.reader import WeightsFile, read_weights_file
 
 

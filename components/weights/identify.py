@@ -13,6 +13,8 @@ import re
 import torch
 
 from components.backbone_family import families
+from components.weights.errors import WeightsError
+from components.weights.layouts import UNSUPPORTED, convert_for_family, detect_layout, layout_family, layout_name
 
 
 def count_indices(keys, pattern: str) -> int:
@@ -46,8 +48,6 @@ def flow(kwargs: dict) -> str:
 def looks_like(state: dict[str, torch.Tensor]) -> list[tuple[str, str | None]]:
     """(family, size or None) pairs the file's tensors would load into: the family that publishes
     the layout first, then those that also read it and have a size that fits (a timm CLIP tower: both)."""
-    from components.weights.layouts import convert_for_family, detect_layout, layout_family
-
     layout = detect_layout(state)
     owner = layout_family(layout)
     if owner is None:
@@ -58,3 +58,17 @@ def looks_like(state: dict[str, torch.Tensor]) -> list[tuple[str, str | None]]:
         if size is not None:
             out.append((reader.name, size))
     return out
+
+
+def check_family_layout(family: str, state: dict[str, torch.Tensor], where: str) -> str:
+    """The file's layout, or one error when it is a layout of another family (or of none)."""
+    layout = detect_layout(state)
+    if layout in UNSUPPORTED:
+        raise WeightsError(f"{where}: {layout_name(layout)}")
+    owner, record = layout_family(layout), families().get(family)
+    if owner is not None and record is not None and layout not in record.accepted_layouts:
+        other, size = looks_like(state)[0]
+        name = f" and model.backbone.name: {size}" if size else ""
+        raise WeightsError(f"{where}: a {layout_name(layout)} file, which the {family} family does not load: "
+                           f"set model.backbone.family: {other}{name}")
+    return layout

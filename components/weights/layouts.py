@@ -14,7 +14,6 @@ import re
 import torch
 
 from components.backbone_family import BackboneFamily, families, published_layouts
-from components.weights.errors import WeightsError
 
 # layouts of published models no vidpeft family builds: name -> (what it is, detector)
 UNSUPPORTED = {
@@ -46,22 +45,6 @@ def layout_family(layout: str) -> BackboneFamily | None:
     """The family that publishes ``layout`` (None: unknown or unsupported)."""
     found = [fam for lay, fam in published_layouts() if lay.name == layout]
     return found[0] if found else None
-
-
-def check_family_layout(family: str, state: dict[str, torch.Tensor], where: str) -> str:
-    """The file's layout, or one error when it is a layout of another family (or of none)."""
-    layout = detect_layout(state)
-    if layout in UNSUPPORTED:
-        raise WeightsError(f"{where}: {layout_name(layout)}")
-    owner, record = layout_family(layout), families().get(family)
-    if owner is not None and record is not None and layout not in record.accepted_layouts:
-        from components.weights.identify import looks_like
-
-        other, size = looks_like(state)[0]
-        name = f" and model.backbone.name: {size}" if size else ""
-        raise WeightsError(f"{where}: a {layout_name(layout)} file, which the {family} family does not load: "
-                           f"set model.backbone.family: {other}{name}")
-    return layout
 
 
 def convert_for_family(family: str, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -19,10 +19,29 @@ def run(args) -> int:
     def progress(done: int, total: int) -> None:
         print(f"pack: {done}/{total} clips", file=sys.stderr, flush=True)
 
+    check_out(args.manifest, args.out, args.overwrite)
     report = pack_manifest(args.manifest, args.out, shard_bytes, progress if args.progress else None)
     print(f"packed {report.clips} clips ({report.videos} videos, {report.bytes / 1e6:.1f} MB) into "
           f"{report.shards} shard(s); manifest: {report.manifest}")
     return 0
+
+
+def check_out(manifest: str, out: str, overwrite: bool) -> None:
+    """The packed manifest (OUT/manifest.parquet) never replaces the input manifest, and an existing one
+    only with --overwrite."""
+    from components import io as storage
+    from components.config import ConfigError
+    from pipelines.cli.args import OVERWRITE, guard_output
+
+    target = storage.join(out + "/", "manifest.parquet")
+    if not storage.is_remote(target):
+        guard_output(target, "--out", [("MANIFEST", manifest)], overwrite)
+        return
+    if storage.absolute(target) == storage.absolute(manifest):
+        raise ConfigError(f"--out {out}: its manifest.parquet is this command's input (MANIFEST); pack elsewhere")
+    if not overwrite and storage.exists(target):
+        raise ConfigError(f"--out {out}: already holds a manifest.parquet; pass {OVERWRITE} to replace it, "
+                          f"or choose another prefix")
 
 
 def add_parser(subparsers) -> None:
@@ -32,4 +51,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="folder or bucket prefix for the shards and manifest.parquet")
     p.add_argument("--shard-size", default="512MB", help="bytes per shard, e.g. 512MB, 2GB (default 512MB)")
     p.add_argument("--progress", action="store_true", help="print progress to stderr")
+    from pipelines.cli.args import add_overwrite_arg
+
+    add_overwrite_arg(p, "OUT/manifest.parquet")
     p.set_defaults(fn=run)

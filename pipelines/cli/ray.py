@@ -17,7 +17,9 @@ def run(args) -> int:
     from pipelines.runtime import warm_ray
 
     if args.action == "serve":
-        return warm_ray.serve(args.cpus)
+        from pipelines.runtime.ray_env import ensure_ray
+
+        return warm_ray.serve(args.cpus, start=ensure_ray)
     if args.action == "up":
         s = warm_ray.up(args.cpus)
         print(f"warm Ray {'already up' if s.get('already') else 'up'} at {s['address']} (pid {s['pid']}, "

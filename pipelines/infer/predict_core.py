@@ -42,10 +42,11 @@ def eval_settings(cfg):
 
 
 def window_ranges(path: str, window_sec: float, stride_sec: float, decoder: str = "decord",
-                  fallback: str | None = None) -> list[tuple[float, float]]:
+                  fallback: str | None = None, fetch=None) -> list[tuple[float, float]]:
     """[start, end) windows of ``window_sec`` every ``stride_sec`` covering the video; the last one
-    ends at the video's end (a video shorter than a window is one window)."""
-    n, fps, _, _ = probe_video(path, decoder, fallback)
+    ends at the video's end (a video shorter than a window is one window). ``fetch``: how a remote
+    video's bytes are read (the node's cache, ``ClipReader.decoders``)."""
+    n, fps, _, _ = probe_video(path, decoder, fallback, fetch=fetch)
     duration = n / fps if fps > 0 else 0.0
     if duration <= window_sec:
         return [(0.0, duration)]

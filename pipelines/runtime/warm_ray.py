@@ -65,9 +65,9 @@ def attach_env() -> dict | None:
     return warm
 
 
-def serve(cpus: int) -> int:
-    """Start the local instance and keep it until SIGTERM/SIGINT (runs in the background process)."""
-    from pipelines.runtime.ray_env import ensure_ray
+def serve(cpus: int, start) -> int:
+    """Start the local instance with ``start(num_cpus=...)`` (``ray_env.ensure_ray``, passed in by the
+    CLI) and keep it until SIGTERM/SIGINT (runs in the background process)."""
 
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -82,7 +82,7 @@ def serve(cpus: int) -> int:
     os.environ.pop("RAY_AUTH_TOKEN", None)
     import ray  # after the environment: Ray reads its authentication mode when it is imported
 
-    ensure_ray(num_cpus=cpus)
+    start(num_cpus=cpus)
     state = {"address": ray.get_runtime_context().gcs_address, "pid": os.getpid(),
              "cpus": int(ray.cluster_resources().get("CPU", 0)), "started": time.time(),
              "token_path": str(token)}

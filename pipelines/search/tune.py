@@ -254,8 +254,9 @@ def run_search(config_files: list[str], overrides: list[str], space_file: str, t
         from pipelines.run.inputs import check_inputs
 
         # data, model and weights as `vidpeft train` checks them, before Ray starts
-        prepared, manifest, _ = check_inputs(cfg)
-        check_space_models(space, base, str(space_file), manifest.class_names, prepared.model.head.num_outputs)
+        inputs = check_inputs(cfg)
+        check_space_models(space, base, str(space_file), inputs.manifest.class_names,
+                           inputs.cfg.model.head.num_outputs)
     name = Path(space_file).stem
     search_dir = Path(out or Path("runs") / f"tune-{name}").absolute()
     exp_dir = search_dir / "tune"

@@ -155,7 +155,7 @@ def _tiny_classifier_run(root) -> str:
 
 
 @pytest.mark.parametrize("argv,names", [
-    (["predict", "RUN", "clip.mp4", "--classes", "classes.txt"], "--classes needs an M2-CLIP run"),
+    (["predict", "RUN", "clip.mp4", "--classes", "classes.txt"], "--classes needs a run with a text tower (model.kind: m2clip)"),
     (["predict", "RUN", "clip.mp4", "--out", "preds.csv"], "--out preds.csv"),
     (["predict", "RUN", "clip.mp4", "--out", "preds"], "--out preds"),
     (["predict", "RUN", "clip.mp4", "--window-sec", "0"], "--window-sec"),

@@ -228,7 +228,7 @@ def test_bad_inputs_are_one_line_errors(run, tmp_path, capsys):
     out = str(run["out"])
     assert "nowhere.mp4" in err("predict", out, str(tmp_path / "nowhere.mp4"))
     (tmp_path / "classes.txt").write_text("x\ny\n")  # open vocabulary needs M2-CLIP: said on the driver
-    assert "--classes needs an M2-CLIP run" in err("predict", out, str(tmp_path / "nowhere.mp4"), "--classes",
+    assert "--classes needs a run with a text tower (model.kind: m2clip)" in err("predict", out, str(tmp_path / "nowhere.mp4"), "--classes",
                                                    str(tmp_path / "classes.txt"))
     (tmp_path / "clip.xyz").write_bytes(b"\0")
     msg = err("predict", out, str(tmp_path / "clip.xyz"))

@@ -26,7 +26,8 @@ def vidpeft(args, env, timeout=300):
 
 
 def test_runs_attach_to_the_warm_ray_and_it_stops(synth_data, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("VIDPEFT_NO_WARM_RAY", "RAY_ADDRESS")}
+    env = {k: v for k, v in os.environ.items()  # as a fresh shell: no address, no verbosity left by other tests
+           if k not in ("VIDPEFT_NO_WARM_RAY", "RAY_ADDRESS", "VIDPEFT_LOG_LEVEL", "VIDPEFT_LOOPBACK_GCS")}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # this test's own state file
     state = tmp_path / "cache" / "vidpeft" / "warm-ray.json"
     state.parent.mkdir(parents=True)

@@ -41,7 +41,8 @@ COLUMNS = {"cm3t_table4.yaml": {"EK-100": "val_top1", "UDIVA": "val_mse", "MPIIG
 
 
 def test_every_paper_table_has_a_campaign_with_every_row():
-    shipped = {p.name for p in CAMPAIGNS.glob("*.yaml")} - {"demo.yaml"}
+    # demo: the demo's grid; cm3t_staged: CM3T's training order (Sec. 3.2) beside its end-to-end rows, no table
+    shipped = {p.name for p in CAMPAIGNS.glob("*.yaml")} - {"demo.yaml", "cm3t_staged.yaml"}
     assert shipped == set(PAPER_ROWS)
     for name, rows in PAPER_ROWS.items():
         camp = load_campaign(CAMPAIGNS / name)
