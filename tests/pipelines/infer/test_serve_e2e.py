@@ -85,7 +85,7 @@ def test_serve_answers_like_predict_and_survives_a_corrupt_file(tmp_path, ray_se
         bad = requests.post(f"{url}/predict", data=corrupt.read_bytes(), timeout=120)
         assert bad.status_code == 422 and "cannot decode" in bad.json()["error"] and "\n" not in bad.json()["error"]
         bad = requests.post(f"{url}/predict?classes=a,b", data=short.read_bytes(), timeout=120)
-        assert bad.status_code == 400 and "M2-CLIP" in bad.json()["error"]
+        assert bad.status_code == 400 and "text tower" in bad.json()["error"]
         assert requests.post(f"{url}/predict?top_k=x", data=b"x", timeout=60).status_code == 400
         same(requests.post(f"{url}/predict?top_k=3", data=short.read_bytes(), timeout=120).json(),
              expected(run, [short]))
