@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import pkgutil
 import sys
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides.append(f"log.level={level}")
     if not verbose():  # MLflow's "Creating initial database tables" etc.
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # also when MLflow was imported before main
     if args.command not in ("ray",):  # a warm local Ray (`vidpeft ray up`) is joined with its token
         from pipelines.runtime.warm_ray import attach_env
 
