@@ -24,6 +24,16 @@ TINY_VIT = {
 }
 
 
+def own_lines(text: str) -> str:
+    """`text` without the lines Ray forwards from the test session's shared instance: its raylet and workers
+    print into whatever test is running at the time (a disk-space warning came through a CLI error test in CI),
+    and those lines are not the command's."""
+    import re
+
+    ray_prefix = re.compile(r"^\((raylet|[\w.]*\s*pid=\d+[^)]*)\)")
+    return "\n".join(ln for ln in text.splitlines() if not ray_prefix.match(ln.strip()))
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A real local Ray instance shared by every test that needs one (start-up costs ~5 s)."""

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from components.data.synth import write_mp4
 from pipelines.cli import main
-from tests.conftest import TINY_VIT
+from tests.conftest import TINY_VIT, own_lines
 from tests.components.test_config_safety import evil_file
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -41,7 +41,7 @@ def run_cli(capsys, args: list[str]) -> tuple[int, str]:
     rc = main([str(a) for a in args])
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err
-    return rc, out.err.strip()
+    return rc, own_lines(out.err).strip()
 
 
 def assert_one_line(rc: int, err: str, names: str) -> None:

@@ -23,7 +23,7 @@ from typing import Callable
 import pytest
 
 from pipelines.cli import main
-from tests.conftest import TINY_VIT
+from tests.conftest import TINY_VIT, own_lines
 
 ERROR, HANDLED, REFUSED = "error", "handled", "refused"
 
@@ -257,7 +257,7 @@ def run_case(case: Case, c: dict, capsys) -> tuple[int, str, str]:
     except SystemExit as e:  # argparse: usage + one error line, exit 2
         rc = e.code
     out = capsys.readouterr()
-    return rc, out.out, out.err
+    return rc, out.out, own_lines(out.err)
 
 
 def test_input_corpus(ctx, capsys):
