@@ -89,9 +89,11 @@ class DataConfig:
     limit: int = cfg(0, "use at most this many clips per split (0 = all); for smoke runs")
     check_files: bool = cfg(True, "check that every video file exists when the manifest is loaded (one LIST "
                                   "per bucket prefix for videos in object storage)")
-    cache_dir: str = cfg("", "a folder on each node's local disk that keeps the bytes of remote videos and shards "
-                             "(s3://, gs://, https://) so later epochs fetch nothing they have; empty = no cache "
-                             "(docs/cluster_data.md)")
+    cache_dir: str = cfg("auto", "a folder on each node's local disk that keeps the bytes of remote videos and "
+                                 "shards (s3://, gs://, https://) so later epochs fetch nothing they have; 'auto' "
+                                 "= a folder in each node's temp dir, made at the first remote read and bounded "
+                                 "by a quarter of that disk's free space too; 'off' = no cache "
+                                 "(docs/cluster_data.md)")
     cache_max_gb: float = cfg(50.0, "size bound of data.cache_dir per node; the least recently used go first")
     eval_clips: int = cfg(1, "evaluation: temporal clips per video, spread over its range; scores are "
                              "averaged over clips x crops views (softmax/sigmoid) before the metrics")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -135,7 +137,50 @@ def node_cache(root: str, max_bytes: int) -> ByteCache:
     return _caches[key]
 
 
+AUTO, OFF = "auto", ("", "off")
+AUTO_SHARE_OF_FREE = 0.25  # "auto" never takes more than this share of the temp disk's free space
+
+
+def auto_root() -> str:
+    """The node's own cache folder for ``cache_dir: auto``: in its temp dir, one per user."""
+    return os.path.join(tempfile.gettempdir(), f"vidpeft-cache-{os.getuid()}")
+
+
+def resolve(root: str, max_bytes: int) -> tuple[str, int] | None:
+    """(folder, bound) of a ``data.cache_dir`` value on this node, None for no cache. ``auto`` is resolved
+    where the decoder runs (each node's temp dir) and is bounded by a quarter of that disk's free space too,
+    so a default cache never fills a node's disk."""
+    if root.strip().lower() in OFF:
+        return None
+    if root.strip().lower() == AUTO:
+        folder = auto_root()
+        os.makedirs(folder, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+        used = node_cache_size(folder)
+        return folder, max(1, min(int(max_bytes), int((free + used) * AUTO_SHARE_OF_FREE)))
+    return root, int(max_bytes)
+
+
+def node_cache_size(folder: str) -> int:
+    try:
+        with open(os.path.join(folder, ".size")) as f:
+            return int(f.read() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
 def node_fetch(root: str, max_bytes: int) -> Callable[[str], bytes] | None:
-    """The fetch function decoders use for remote bytes: the node cache's when ``root`` is set, else None
-    (a plain read)."""
-    return node_cache(root, max_bytes).get if root else None
+    """The fetch function decoders use for remote bytes: the node cache's when ``root`` names one (a
+    folder, or ``auto``), else None (a plain read). The folder is made at the first remote read, so a
+    dataset on local disk leaves nothing behind."""
+    if root.strip().lower() in OFF:
+        return None
+    cache: list[ByteCache] = []
+
+    def fetch(uri: str) -> bytes:
+        if not cache:
+            folder, bound = resolve(root, max_bytes)
+            cache.append(node_cache(folder, bound))
+        return cache[0].get(uri)
+
+    return fetch

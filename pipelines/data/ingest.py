@@ -76,7 +76,7 @@ class DecodeSettings:
     eval_crops: int = 1
     decoder: str = "decord"  # components/video/decoders
     decoder_fallback: str = ""  # tried when `decoder` cannot read a file; "" = none
-    cache_dir: str = ""  # per-node cache of remote video bytes (components/io/cache.py); "" = none
+    cache_dir: str = "off"  # per-node cache of remote video bytes (components/io/cache.py): a folder, auto, off
     cache_bytes: int = 0
     packed: bool = False  # rows name (shard, member): components/data/packed.py
 
