@@ -21,7 +21,7 @@ demo: $(STAMP)
 # The paper-table campaigns end to end (tests marked paper_tables) take over an hour on 2 cores:
 # `make test-paper-tables` runs them; `make test` (CI) runs everything else.
 test: $(STAMP)
-	$(BIN)/pytest -q -m "not paper_tables"
+	$(BIN)/pytest -q -m "not paper_tables" --durations=10
 
 test-paper-tables: $(STAMP)
 	$(BIN)/pytest -q -m paper_tables
