@@ -21,15 +21,20 @@ class StorageError(OSError):
 
 
 NOT_FOUND = "not found"
+UNREACHABLE = "endpoint unreachable"
 NO_BUCKET = "bucket not found"
 CREDENTIALS_HINT = ("check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance "
                     "role for s3://, GOOGLE_APPLICATION_CREDENTIALS for gs://")
 
 # (pattern in the store client's message, reason, what to do); first match wins
 _KNOWN: list[tuple[str, str, str]] = [
+    # gs:// without usable Google credentials (its client reports the token, whatever the cause below it)
+    (r"Could not create a OAuth2 access token", "credentials missing or rejected (no Google access token)",
+     "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run on a VM/pod with a service "
+     "account; STORAGE_EMULATOR_HOST=host:port for an emulator"),
     (r"NETWORK_CONNECTION|curlCode: (6|7|28)|Couldn't (connect|resolve)|Could not (connect|resolve)|Connection refused|timed out|"
      r"Name or service not known|Temporary failure in name resolution",
-     "endpoint unreachable", "check the network and AWS_ENDPOINT_URL for S3-compatible stores"),
+     UNREACHABLE, "check the network and AWS_ENDPOINT_URL for S3-compatible stores"),
     (r"NO_SUCH_BUCKET|NoSuchBucket|bucket does not exist", NO_BUCKET, "check the bucket name in the URI"),
     (r"INVALID_ACCESS_KEY_ID|InvalidAccessKeyId|SIGNATURE_DOES_NOT_MATCH|SignatureDoesNotMatch|"
      r"No credentials|MISSING_AUTHENTICATION|Unable to locate credentials|EXPIRED_TOKEN|ExpiredToken",
@@ -50,6 +55,8 @@ def classify(uri: str, err: BaseException) -> StorageError:
     text = " ".join(str(err).split())
     for pattern, reason, hint in _KNOWN:
         if re.search(pattern, text):
+            if reason == UNREACHABLE and str(uri).startswith(("gs://", "gcs://")):
+                hint = "check the network, and STORAGE_EMULATOR_HOST=host:port for a GCS emulator"
             return StorageError(uri, reason, hint)
     first = text.split(". ")[0][:200] or type(err).__name__
     return StorageError(uri, f"cannot read ({type(err).__name__}: {first})")

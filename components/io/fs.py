@@ -2,7 +2,7 @@
 
 ``s3://bucket/key`` (the standard AWS credential chain; ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``
 point it at an S3-compatible store such as MinIO or Ceph), ``gs://bucket/key`` (Google's default
-credentials), ``https://`` and ``http://`` (read-only, the standard library), ``file://`` and plain local
+credentials; ``STORAGE_EMULATOR_HOST`` for an emulator), ``https://`` and ``http://`` (read-only, the standard library), ``file://`` and plain local
 paths. Every failure is a ``StorageError``: one line naming the URI and what to do. docs/cluster_data.md
 says why pyarrow.fs rather than fsspec.
 """
@@ -17,12 +17,19 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
+from pyarrow.lib import ArrowException
+
 from components.io.errors import NOT_FOUND, StorageError, classify
 from components.io.uri import READ_ONLY_SCHEMES, is_remote, local_path, scheme
 
 CONNECT_TIMEOUT_S = 5.0  # an unreachable endpoint fails in seconds, not after minutes of retries
 REQUEST_TIMEOUT_S = 120.0
 RETRY_ATTEMPTS = 3
+GCS_RETRY_S = 20.0  # gs:// gives up after this long (its client counts time, not attempts)
+
+# what a store call raises: OSError mostly, ArrowException for some of the GCS client's statuses
+# (a credentials file that cannot be opened)
+STORE_ERRORS = (OSError, ArrowException)
 
 _lock = threading.Lock()
 _filesystems: dict[tuple, object] = {}
@@ -56,13 +63,29 @@ def s3_filesystem():
         return _filesystems[key]
 
 
+def _gcs_emulator() -> str:
+    """host:port of a GCS emulator (``STORAGE_EMULATOR_HOST``, the variable Google's own clients read), or ""."""
+    host = os.environ.get("STORAGE_EMULATOR_HOST", "")
+    return urlsplit(host if "://" in host else f"http://{host}").netloc if host else ""
+
+
 def _gcs_filesystem():
+    """The process's GCS filesystem: Google's default credentials, or an emulator (fake-gcs-server,
+    gcp-storage-emulator) named by STORAGE_EMULATOR_HOST, anonymous over http. Retries are bounded: the
+    client's own default keeps retrying a missing token or an unreachable endpoint for 15 minutes."""
+    import datetime
+
     import pyarrow.fs as pafs
 
+    emulator = _gcs_emulator()
+    key = ("gs", emulator)
     with _lock:
-        if ("gs",) not in _filesystems:
-            _filesystems[("gs",)] = pafs.GcsFileSystem()
-        return _filesystems[("gs",)]
+        if key not in _filesystems:
+            kw: dict = {"retry_time_limit": datetime.timedelta(seconds=GCS_RETRY_S)}
+            if emulator:
+                kw.update(endpoint_override=emulator, scheme="http", anonymous=True)
+            _filesystems[key] = pafs.GcsFileSystem(**kw)
+        return _filesystems[key]
 
 
 def filesystem(uri: str):
@@ -116,7 +139,7 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
         with fs.open_input_file(path) as f:
             expected = f.size()
             data = f.read()
-    except OSError as e:
+    except STORE_ERRORS as e:
         raise classify(uri, e) from None
     if len(data) != expected:
         raise StorageError(uri, f"truncated: {len(data)} of {expected} bytes read", "read it again")
@@ -137,7 +160,7 @@ def open_input(uri: str | os.PathLike):
     fs, path = filesystem(uri)
     try:
         return fs.open_input_file(path)
-    except OSError as e:
+    except STORE_ERRORS as e:
         raise classify(uri, e) from None
 
 
@@ -147,7 +170,7 @@ def _info(uri: str):
     fs, path = filesystem(uri)
     try:
         info = fs.get_file_info(path)
-    except OSError as e:
+    except STORE_ERRORS as e:
         raise classify(uri, e) from None
     return info, pafs.FileType
 
@@ -161,7 +184,7 @@ def size(uri: str | os.PathLike) -> int:
     if not is_remote(uri):
         try:
             st = os.stat(local_path(uri))
-        except OSError as e:
+        except STORE_ERRORS as e:
             raise classify(uri, e) from None
         return st.st_size
     info, kind = _info(uri)
@@ -202,7 +225,7 @@ def list_files(uri: str | os.PathLike, suffixes: tuple[str, ...] = (), limit: in
     base = uri.rstrip("/") if is_remote(uri) else path
     try:
         infos = fs.get_file_info(pafs.FileSelector(path.rstrip("/"), recursive=True, allow_not_found=True))
-    except OSError as e:
+    except STORE_ERRORS as e:
         raise classify(uri, e) from None
     root = path.rstrip("/")
     out = []
@@ -236,7 +259,7 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
     try:
         with fs.open_output_stream(path) as f:
             f.write(data)
-    except OSError as e:
+    except STORE_ERRORS as e:
         raise classify(uri, e) from None
 
 
@@ -252,5 +275,5 @@ def delete(uri: str | os.PathLike) -> None:
         fs.delete_file(path)
     except FileNotFoundError:
         pass
-    except OSError as e:
+    except STORE_ERRORS as e:
         raise classify(uri, e) from None
