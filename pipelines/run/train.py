@@ -97,6 +97,17 @@ class TrainRun:
                               f"or choose another output_dir")
         if self.restore:  # before config.yaml is rewritten
             preflight.check_resume(self.cfg, self.manifest.class_names, self.restore, inputs.meta_model)
+        d, m = self.cfg.data, self.manifest
+        clips = {split: min(m.split(split).num_rows, d.limit or 1 << 62) for split in (d.train_split, d.val_split)
+                 if split}
+        self._say(f"{self.cfg.name}: " + " / ".join(f"{n} {split}" for split, n in clips.items())
+                  + f" clips{f', {len(m.class_names)} classes' if m.class_names else ''} from {d.manifest or 'data.datasets'}")
+
+    def _say(self, line: str) -> None:
+        """A start-up line for the person at the console: before the first epoch a run spends tens of
+        seconds in Ray's start-up, which would otherwise pass in silence. Not in a search's trials."""
+        if self.cfg.log.level != "quiet" and not self.in_trial:
+            print(f"[vidpeft] {line}", flush=True)
 
     # 2) the output dir and tracking: the driver owns the MLflow run; workers log into it by id
     def open(self) -> None:
@@ -200,6 +211,9 @@ class TrainRun:
     def fit(self, trainer):
         if self.restore:
             print(f"[vidpeft] resuming from {self.restore}", flush=True)
+        n = self.cfg.scaling.num_workers
+        self._say(f"starting {n} Ray Train worker{'s' if n > 1 else ''} and the data pipeline; "
+                  f"outputs in {self.out}")
         try:
             with _stop_like_ctrl_c():
                 return trainer.fit()
