@@ -67,7 +67,7 @@ def run_e2e(cfg, manifest: Path, a, device) -> dict:
                        epochs=range(epochs))
     names = [f"class {i}" for i in range(a.classes)]
     model = build_model(cfg.model, a.classes, names).to(device).train()
-    step = train_step.make_train_step(model, cfg, device)
+    step = train_step.make_train_step(model, cfg, device, a.batch)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     batches = iter(ds.iter_torch_batches(batch_size=a.batch, device=device, drop_last=True))
     waits, computes, started, first_batch_s = [], [], time.perf_counter(), None

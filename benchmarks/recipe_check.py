@@ -47,11 +47,12 @@ from components.model import build_model  # noqa: E402
 from components.param_counts import parameter_counts  # noqa: E402
 from components.tasks import model_task  # noqa: E402
 from pipelines.config import ExperimentConfig  # noqa: E402
+from pipelines.demo.cm3t import demo_config  # noqa: E402
 from pipelines.presets import PRESETS  # noqa: E402
 
-# The demo's small ViT (pipelines/configs/demo/pretrain.yaml and target.yaml)
-SMALL_VIT = {"family": "timm_vit", "name": "vit_tiny_patch16_224", "img_size": 32, "pool": "mean",
-             "kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 4, "num_heads": 4}}
+UNUSED = ["data.manifest=unused"]  # the check renders its clips in memory
+# The demo's small ViT, as its target runs build it (pipelines/configs/demo/target.yaml)
+SMALL_VIT = to_dict(demo_config(["target"], UNUSED).model.backbone)
 SIDE_DIM = 16
 
 
@@ -75,7 +76,7 @@ def adapter_presets() -> list[str]:
     """Every shipped CM3T preset that trains adapters on a frozen backbone, by name."""
     names = []
     for path in sorted((PRESETS / "cm3t").glob("*.yaml")):
-        cfg = resolve(ExperimentConfig, [path], ["data.manifest=unused"])
+        cfg = resolve(ExperimentConfig, [path], UNUSED)
         if cfg.model.finetune == "adapters":
             names.append(path.stem)
     return names
@@ -150,8 +151,7 @@ def pretrain(size: Size, out: Path) -> tuple[Path, float]:
     video, labels = render("appearance", 4, size.source_per_class, 2, seed=0)
     n_val = len(labels) // 5
     data = {"train": (video[n_val:], labels[n_val:]), "val": (video[:n_val], labels[:n_val])}
-    cfg = resolve(ExperimentConfig, [ROOT / "pipelines" / "configs" / "demo" / "pretrain.yaml"],
-                  ["data.manifest=unused", f"optim.epochs={size.pretrain_epochs}"])
+    cfg = demo_config(["pretrain"], [*UNUSED, f"optim.epochs={size.pretrain_epochs}"])
     result, model = train(cfg, 4, data, size.batch, seed=0)
     save_safetensors(out, native_backbone_state(model.backbone), {})
     return out, result["top1"]
@@ -159,8 +159,8 @@ def pretrain(size: Size, out: Path) -> tuple[Path, float]:
 
 def adapt_config(preset: str, backbone: Path, size: Size, overrides: list[str] = ()) -> ExperimentConfig:
     """The preset with its own recipe, on the pretrained small ViT (widths follow its ratios)."""
-    vit = {**SMALL_VIT, "checkpoint": str(backbone), "num_frames": size.frames, "temporal": "concat"}
-    sets = ["data.manifest=unused", f"model.backbone={json.dumps(vit)}"]
+    vit = {**SMALL_VIT, "checkpoint": str(backbone), "num_frames": size.frames}
+    sets = [*UNUSED, f"model.backbone={json.dumps(vit)}"]
     cfg = resolve(ExperimentConfig, [PRESETS / "cm3t" / f"{preset}.yaml"], [*sets, *overrides])
     modalities = [replace(m, dim=SIDE_DIM, tokens=1) for m in cfg.model.modalities]
     return replace(cfg, model=replace(cfg.model, modalities=modalities))

@@ -103,19 +103,20 @@ def synthetic_batch(cfg, batch: int, num_classes: int, device) -> dict:
     return {k: v.to(device) for k, v in out.items()}
 
 
-def make_train_step(model, cfg, device):
-    """The engine's TrainStep (autocast, backward, clip, AdamW) over the model's parameter groups, as
-    pipelines/run/train_loop.py builds it; call it with a batch."""
-    from components.engine import TrainStep, make_optimizer, trainable_groups
+def make_train_step(model, cfg, device, batch_size: int):
+    """The engine's TrainStep (autocast, backward, clip, AdamW) with the optimizer training builds
+    (``optimizer_for``: the preset's weight-decay exclusions, layer decay and lr scaled to
+    ``batch_size`` clips a step), as pipelines/run/train_loop.py builds it; call it with a batch."""
+    from components.engine import TrainStep, optimizer_for
 
     o = cfg.optim
-    optimizer = make_optimizer(trainable_groups(model, o.lr), o.lr, o.weight_decay)
+    optimizer, _ = optimizer_for(model, o, batch_size * o.accumulate)
     return TrainStep(model, optimizer, device, amp=o.amp, grad_clip=o.grad_clip)
 
 
 def make_step(model, cfg, batch, device):
     """One optimisation step on ``batch`` as pipelines/run/train_loop.py runs it (``make_train_step``)."""
-    train_step = make_train_step(model, cfg, device)
+    train_step = make_train_step(model, cfg, device, len(batch["video"]))
 
     def step() -> float:
         return float(train_step(batch)["loss"])

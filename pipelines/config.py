@@ -10,7 +10,7 @@ from components.model import ModelConfig
 from components.model_config import drop_other_kinds
 from components.multihead.config import NAME_PATTERN
 from components.tasks import TASKS
-from pipelines.run.regularisers import check_data_regularisers, check_optim_regularisers, check_regularisers
+from pipelines.config_checks import check_data_regularisers, check_optim_regularisers, check_regularisers
 
 SAMPLINGS = ("segment", "uniform", "strided", "fps")
 

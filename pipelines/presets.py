@@ -14,18 +14,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.config import SOURCES_KEY, ConfigError, deep_merge, file_layers
+from pipelines.shipped import CONFIGS, find, names
 
-PRESETS = Path(__file__).resolve().parent / "configs" / "presets"
+PRESETS = CONFIGS / "presets"
 MISSING = "(no source given)"
 
 
 def find_preset(name: str) -> Path:
-    """A preset by name (``cm3t/mhva_pt``, with or without .yaml, under pipelines/configs/presets) or a path."""
-    for candidate in (Path(name), PRESETS / name, PRESETS / f"{name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    known = sorted(str(p.relative_to(PRESETS).with_suffix("")) for p in PRESETS.rglob("*.yaml"))
-    raise ConfigError(f"--preset {name}: no such preset file (presets: {', '.join(known)})")
+    """A preset by name (``cm3t/mhva_pt``, with or without .yaml, under pipelines/configs/presets) or a path:
+    the shipped files' one resolver (pipelines/shipped.py), kind ``preset``."""
+    try:
+        return find("preset", name)
+    except ConfigError:
+        raise ConfigError(f"--preset {name}: no such preset file (presets: {', '.join(names('preset'))})") from None
 
 
 def leaves(data, prefix: str = "") -> list[tuple[str, object]]:

@@ -3,6 +3,7 @@
 Three kinds, each in its own folder (package data, so a wheel installed anywhere has them):
 - configs: experiment YAMLs under pipelines/configs/ -- ``demo``, ``demo/target``, and the presets
   under presets/, which may drop that prefix: ``cm3t/mhva_pt`` = presets/cm3t/mhva_pt.yaml;
+  the presets alone are the kind ``preset`` (`vidpeft explain --preset`, pipelines/presets.py);
 - spaces: search spaces, tune_spaces/*.yaml -- ``demo_adapters``;
 - campaigns: campaign grids, tune_spaces/campaigns/*.yaml -- ``cm3t_table5``.
 
@@ -26,6 +27,7 @@ SPACES = Path(__file__).resolve().parent / "tune_spaces"
 
 _ROOTS = {  # kind -> (folders searched in order, the checkout prefix a path may carry)
     "config": ((CONFIGS, CONFIGS / "presets"), "pipelines/configs/"),
+    "preset": ((CONFIGS / "presets",), "pipelines/configs/presets/"),
     "space": ((SPACES,), "tune_spaces/"),
     "campaign": ((SPACES / "campaigns", SPACES), "tune_spaces/campaigns/"),
 }

@@ -74,6 +74,13 @@ def _changed_settings(saved: Path, cfg: ExperimentConfig) -> list[str]:
             for d in config_differences(before, now, ignore=("tracking",))]
 
 
+def demo_config(stages: list[str], overrides: list[str] = ()) -> ExperimentConfig:
+    """The config of the demo's run made of ``stages`` (pipelines/configs/demo/<stage>.yaml, in order:
+    ``["pretrain"]``, or ``["target", variant]``) with ``overrides``, as ``_train`` resolves it:
+    benchmarks/recipe_check.py builds its small ViT and its pretraining from it."""
+    return resolve(ExperimentConfig, [CONFIGS / f"{stage}.yaml" for stage in stages], list(overrides))
+
+
 def _train(files: list[Path], fixed: list[str], overrides: list[str]) -> dict:
     """One stage's run; a finished run is read back, an interrupted one resumed."""
     from pipelines.run.train import run_train

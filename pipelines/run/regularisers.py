@@ -1,4 +1,5 @@
-"""The fine-tuning regularisers in a run: their config checks, and what a Train worker builds from them.
+"""The fine-tuning regularisers in a run: what a Train worker builds from them (their config checks:
+pipelines/config_checks.py).
 
 Keys (docs/regularisers.md): ``data.rand_augment`` (decoder actors, ``components/video/rand_augment.py``),
 ``data.mixup_alpha`` / ``cutmix_alpha`` / ``mix_prob`` / ``mix_switch_prob`` / ``mix_mode`` and
@@ -16,57 +17,9 @@ from pathlib import Path
 
 import torch
 
-from components.config import ConfigError
-from components.engine.mix import MIX_MODES
+from pipelines.config_checks import mixing
 
 EMA_FILE = "ema.pt"
-
-
-def check_data_regularisers(d) -> None:
-    """DataConfig's own checks (ValueError, prefixed with ``data`` by the config loader)."""
-    for key in ("mixup_alpha", "cutmix_alpha"):
-        if getattr(d, key) < 0:
-            raise ValueError(f"{key} must be >= 0 (0 = off), got {getattr(d, key)}")
-    for key in ("mix_prob", "mix_switch_prob"):
-        if not 0 <= getattr(d, key) <= 1:
-            raise ValueError(f"{key} must be in [0, 1], got {getattr(d, key)}")
-    if d.mix_mode not in MIX_MODES:
-        raise ValueError(f"mix_mode must be one of {MIX_MODES}, got {d.mix_mode!r}")
-    if d.rand_augment:
-        if not d.augment:
-            raise ValueError("rand_augment runs in the training augmentation: set augment: true as well")
-        from components.video.rand_augment import parse_rand_augment
-
-        parse_rand_augment(d.rand_augment)
-
-
-def check_optim_regularisers(o) -> None:
-    """OptimConfig's own checks."""
-    for key in ("label_smoothing", "drop_path", "ema_decay"):
-        if not 0 <= getattr(o, key) < 1:
-            raise ValueError(f"{key} must be in [0, 1) (0 = off), got {getattr(o, key)}")
-    if not 0 < o.layer_decay <= 1:
-        raise ValueError(f"layer_decay must be in (0, 1] (1 = off), got {o.layer_decay}")
-
-
-def mixing(cfg) -> bool:
-    return cfg.data.mixup_alpha > 0 or cfg.data.cutmix_alpha > 0
-
-
-def check_regularisers(cfg) -> None:
-    """Checks across sections: what the model's head can take."""
-    smoothing = cfg.optim.label_smoothing > 0
-    if not (mixing(cfg) or smoothing):
-        return
-    key = "data.mixup_alpha / data.cutmix_alpha" if mixing(cfg) else "optim.label_smoothing"
-    if cfg.model.kind != "classifier":
-        raise ConfigError(f"{key}: mixup, cutmix and label smoothing are for model.kind classifier, "
-                          f"not {cfg.model.kind} (set them to 0)")
-    task = cfg.model.head.task
-    if mixing(cfg) and task == "regression":
-        raise ConfigError(f"{key}: mixup/cutmix mix class targets; model.head.task=regression has none (set them to 0)")
-    if smoothing and task != "single_label":
-        raise ConfigError(f"optim.label_smoothing: single_label heads only, not model.head.task={task}")
 
 
 class WorkerRegularisers:

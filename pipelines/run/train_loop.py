@@ -1,8 +1,13 @@
-"""The per-worker training loop run by Ray Train (one copy per worker).
+"""The per-worker training loop run by Ray Train (one copy per worker), as a run object with one
+method per phase (``WorkerRun``, the worker's side of pipelines/run/train.py's ``TrainRun``):
 
-Steps: 1) rebuild config and model, 2) restore from a checkpoint if there is one, 3) per epoch:
-train on this worker's shard, evaluate, combine metrics across workers, 4) rank 0 writes the
-checkpoint and logs to MLflow; every worker reports the same number of times.
+    setup -> build_model -> build_optimizer -> restore -> open_logging -> open_streams
+    -> per epoch: train_epoch -> validate -> count_clips -> decide_stop -> checkpoint_and_report
+    -> teardown
+
+Metrics are combined across workers; rank 0 writes the checkpoint and logs to MLflow; every worker
+reports the same number of times. What the loop opens (the system-metrics sampler) is entered on one
+ExitStack, closed however the loop ends.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import contextlib
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -84,167 +90,261 @@ def train_loop_per_worker(loop_config: dict) -> None:
     """``loop_config``: a ``RunPlan`` as plain data (``RunPlan.to_dict``). What the loop opens (the
     system-metrics sampler) is entered on one ExitStack, closed however the loop ends."""
     with contextlib.ExitStack() as stack:
-        _train(loop_config, stack)
+        WorkerRun(RunPlan.from_dict(loop_config), stack).execute()
 
 
-def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
-    import ray.train
-    import ray.train.torch
+@dataclass
+class EpochResult:
+    """One epoch's outcome as the phases pass it on: its metrics, the gathered accumulators, and this
+    worker's skipped-clip counts (per dataset) and fallback-decoder count, before they are summed."""
 
-    from pipelines.runtime import tracking
+    metrics: dict
+    train_acc: object
+    skipped: torch.Tensor
+    fallback: int
+    val_acc: object = None
 
-    # 1) config and model
-    plan = RunPlan.from_dict(loop_config)
-    cfg = plan.config
-    quiet_train_worker(cfg.log.level)
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    if cfg.scaling.torch_threads > 0:
-        torch.set_num_threads(cfg.scaling.torch_threads)
-    device = ray.train.torch.get_device()
-    apply_mmap_threshold(cfg.scaling.host_mmap_mib, cfg.model.grad_checkpointing, device)
-    torch.manual_seed(cfg.seed)
-    task = model_task(cfg.model)
-    model_config = to_dict(cfg.model)
-    model = build_model(cfg.model, plan.num_outputs, plan.class_names)
-    counts = accounting(model)  # GFLOPs per clip and trainable parameters, logged with every epoch
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
-    o = cfg.optim
-    regs = WorkerRegularisers(cfg, unwrap(model), plan.num_outputs, rank)  # drop-path, mixup, EMA (all off by default)
-    global_batch = cfg.data.batch_size * o.accumulate * ctx.get_world_size()
-    optimizer, lr = optimizer_for(unwrap(model), o, global_batch)  # lr scaled by optim.lr_base_batch
-    if rank == 0 and o.lr_base_batch and cfg.log.level != "quiet":
-        say(f"[vidpeft] lr {lr:.3g} = optim.lr {o.lr:g} x global batch {global_batch} / optim.lr_base_batch {o.lr_base_batch}")
-    batches_per_epoch = steps_per_epoch(plan.train_clips, cfg.data.batch_size, ctx.get_world_size(), 1)
-    per_epoch = math.ceil(batches_per_epoch / o.accumulate)  # optimizer steps: the LR schedule is per step
-    scheduler = make_scheduler(optimizer, per_epoch * o.epochs, per_epoch * o.warmup_epochs, o.min_lr_ratio)
-    step = TrainStep(model, optimizer, device, amp=o.amp, grad_clip=o.grad_clip, accumulate=o.accumulate,
-                     scheduler=scheduler, transform=regs.transform, ema=regs.ema)
 
-    # [after] early stopping: every worker sees the same gathered metrics, so all stop at the same epoch
-    stopper = Patience(plan.checkpoint_metric, plan.checkpoint_mode, cfg.optim.patience)
+class WorkerRun:
+    """One worker's share of a run. ``execute`` runs the phases in order; each reads what the earlier
+    ones set on ``self``. Every worker takes the same collective steps in the same order (the gathers,
+    sums and reports below), so the phases run on every rank; rank 0 alone writes files and logs."""
 
-    # 2) resume: Ray's checkpoint (worker restart or --resume) carries weights, optimizer, schedule
-    start_epoch, skipped_total, fallback_total = 0, 0, 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and plan.resume_from:
-        checkpoint = ray.train.Checkpoint(plan.resume_from)  # a local dir or a storage URI
-    checkpoint = newer_in_storage(checkpoint, plan.storage)
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = restore_checkpoint(Path(d), model, optimizer, scheduler, model_config, step.scaler)
-            regs.restore(Path(d))
-        start_epoch, skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
-        fallback_total = state.get("fallback_total", 0)
-        stopper.restore(state.get("patience"))  # [after]
-        if rank == 0 and cfg.log.level != "quiet":
-            say(f"[vidpeft] resumed after epoch {state['epoch'] + 1}/{cfg.optim.epochs} (its checkpoint)")
+    def __init__(self, plan: RunPlan, stack: contextlib.ExitStack):
+        self.plan, self.cfg, self.stack = plan, plan.config, stack
 
-    uri, run_id = plan.tracking_uri, plan.run_id
-    post = board_poster(plan.progress_board) if rank == 0 else None  # the driver draws a live bar
+    def execute(self) -> None:
+        self.setup()
+        self.build_model()
+        self.build_optimizer()
+        self.restore()
+        self.open_logging()
+        self.open_streams()
+        if self.start_epoch >= self.cfg.optim.epochs or self.stopper.exhausted():
+            self.report_finished()  # resuming a finished (or early-stopped) run
+            return
+        self.sample_system()
+        for epoch in range(self.start_epoch, self.cfg.optim.epochs):
+            result = self.train_epoch(epoch)
+            self.validate(result)
+            self.count_clips(result)
+            stop = self.decide_stop(epoch, result)
+            self.checkpoint_and_report(epoch, result.metrics)
+            if stop:  # [after] the run's closing table says why it stopped
+                break
+        self.teardown()
 
-    def show(line: str) -> None:  # a line that stays (through the driver's board when it draws a bar)
-        if post is not None:
-            post(LINE, line)
+    # 1) the worker: logging, threads, device, seed
+    def setup(self) -> None:
+        import ray.train
+        import ray.train.torch
+
+        cfg = self.cfg
+        quiet_train_worker(cfg.log.level)
+        self.ctx = ray.train.get_context()
+        self.rank = self.ctx.get_world_rank()
+        if cfg.scaling.torch_threads > 0:
+            torch.set_num_threads(cfg.scaling.torch_threads)
+        self.device = ray.train.torch.get_device()
+        apply_mmap_threshold(cfg.scaling.host_mmap_mib, cfg.model.grad_checkpointing, self.device)
+        torch.manual_seed(cfg.seed)
+
+    # 2) the model, wrapped by Ray Train for data-parallel training
+    def build_model(self) -> None:
+        import ray.train.torch
+
+        cfg, plan = self.cfg, self.plan
+        self.task = model_task(cfg.model)
+        self.model_config = to_dict(cfg.model)
+        model = build_model(cfg.model, plan.num_outputs, plan.class_names)
+        self.counts = accounting(model)  # GFLOPs per clip and trainable parameters, logged with every epoch
+        self.model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+
+    # 3) the optimizer, its schedule, the train step and early stopping
+    def build_optimizer(self) -> None:
+        cfg, plan, ctx, rank = self.cfg, self.plan, self.ctx, self.rank
+        o = cfg.optim
+        # drop-path, mixup, EMA (all off by default)
+        self.regs = WorkerRegularisers(cfg, unwrap(self.model), plan.num_outputs, rank)
+        global_batch = cfg.data.batch_size * o.accumulate * ctx.get_world_size()
+        self.optimizer, lr = optimizer_for(unwrap(self.model), o, global_batch)  # lr scaled by optim.lr_base_batch
+        if rank == 0 and o.lr_base_batch and cfg.log.level != "quiet":
+            say(f"[vidpeft] lr {lr:.3g} = optim.lr {o.lr:g} x global batch {global_batch} / optim.lr_base_batch {o.lr_base_batch}")
+        self.batches_per_epoch = steps_per_epoch(plan.train_clips, cfg.data.batch_size, ctx.get_world_size(), 1)
+        per_epoch = math.ceil(self.batches_per_epoch / o.accumulate)  # optimizer steps: the LR schedule is per step
+        self.scheduler = make_scheduler(self.optimizer, per_epoch * o.epochs, per_epoch * o.warmup_epochs,
+                                        o.min_lr_ratio)
+        self.step = TrainStep(self.model, self.optimizer, self.device, amp=o.amp, grad_clip=o.grad_clip,
+                              accumulate=o.accumulate, scheduler=self.scheduler, transform=self.regs.transform,
+                              ema=self.regs.ema)
+        # [after] early stopping: every worker sees the same gathered metrics, so all stop at the same epoch
+        self.stopper = Patience(plan.checkpoint_metric, plan.checkpoint_mode, cfg.optim.patience)
+
+    # 4) resume: Ray's checkpoint (worker restart or --resume) carries weights, optimizer, schedule
+    def restore(self) -> None:
+        import ray.train
+
+        plan, cfg = self.plan, self.cfg
+        self.start_epoch, self.skipped_total, self.fallback_total = 0, 0, 0
+        self.state = None
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None and plan.resume_from:
+            checkpoint = ray.train.Checkpoint(plan.resume_from)  # a local dir or a storage URI
+        self.checkpoint = checkpoint = newer_in_storage(checkpoint, plan.storage)
+        if checkpoint:
+            with checkpoint.as_directory() as d:
+                state = restore_checkpoint(Path(d), self.model, self.optimizer, self.scheduler, self.model_config,
+                                           self.step.scaler)
+                self.regs.restore(Path(d))
+            self.state = state
+            self.start_epoch, self.skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
+            self.fallback_total = state.get("fallback_total", 0)
+            self.stopper.restore(state.get("patience"))  # [after]
+            if self.rank == 0 and cfg.log.level != "quiet":
+                say(f"[vidpeft] resumed after epoch {state['epoch'] + 1}/{cfg.optim.epochs} (its checkpoint)")
+
+    # 5) logging: the driver's live board, MLflow (rank 0 into the driver's run), the health checks
+    def open_logging(self) -> None:
+        from pipelines.runtime import tracking
+
+        plan = self.plan
+        self.uri, self.run_id = plan.tracking_uri, plan.run_id
+        self.post = board_poster(plan.progress_board) if self.rank == 0 else None  # the driver draws a live bar
+        self.log_to_mlflow = self.rank == 0 and self.uri and self.run_id
+        self.logged_steps = 0
+        if self.checkpoint and self.log_to_mlflow:  # an epoch redone after a restart logs its points once (see below)
+            self.logged_steps = tracking.log_epoch_once(self.uri, self.run_id, self.state["metrics"],
+                                                        self.state["epoch"])
+        self.health = RunHealth(self.cfg, self.model, self.step, self.task.kind, plan.num_outputs,
+                                uri=self.uri if self.log_to_mlflow else None, run_id=self.run_id)
+
+    def show(self, line: str) -> None:
+        """A line that stays (through the driver's board when it draws a bar)."""
+        if self.post is not None:
+            self.post(LINE, line)
         else:
             say(line)
 
-    log_to_mlflow = rank == 0 and uri and run_id
-    logged_steps = 0
-    if checkpoint and log_to_mlflow:  # an epoch redone after a restart logs its points once (see below)
-        logged_steps = tracking.log_epoch_once(uri, run_id, state["metrics"], state["epoch"])
-    health = RunHealth(cfg, model, step, task.kind, plan.num_outputs, uri=uri if log_to_mlflow else None,
-                       run_id=run_id)
+    # 6) data: the training stream holds every epoch still to run; each epoch is this worker's equal share
+    def open_streams(self) -> None:
+        import ray.train
 
-    # The training stream holds every epoch still to run; each epoch is this worker's equal share
-    train_shard = ray.train.get_dataset_shard("train")
-    train_epochs = split_epochs(_batches(train_shard, cfg.data.batch_size, device, cfg.data.shuffle_buffer, cfg.seed),
-                                rows_per_worker(plan.train_clips, ctx.get_world_size()), cfg.data.batch_size)
-    val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
-    val_epochs = None
-    if val_shard is not None and plan.val_stream:  # one worker: the whole stream is this worker's
-        val_epochs = split_epochs(_batches(val_shard, cfg.data.eval_batch_size, device, 0, 0), plan.val_clips,
-                                  cfg.data.eval_batch_size)
-    names = plan.metric_names
-    dataset_names = plan.dataset_names
+        cfg, plan, device = self.cfg, self.plan, self.device
+        train_shard = ray.train.get_dataset_shard("train")
+        self.train_epochs = split_epochs(
+            _batches(train_shard, cfg.data.batch_size, device, cfg.data.shuffle_buffer, cfg.seed),
+            rows_per_worker(plan.train_clips, self.ctx.get_world_size()), cfg.data.batch_size)
+        self.val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
+        self.val_epochs = None
+        if self.val_shard is not None and plan.val_stream:  # one worker: the whole stream is this worker's
+            self.val_epochs = split_epochs(_batches(self.val_shard, cfg.data.eval_batch_size, device, 0, 0),
+                                           plan.val_clips, cfg.data.eval_batch_size)
+        self.names = plan.metric_names
+        self.dataset_names = plan.dataset_names
 
-    # resuming a finished (or early-stopped) run: report its final state again
-    if start_epoch >= cfg.optim.epochs or stopper.exhausted():
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                extra = regs.checkpoint_files()
-                with regs.evaluated():
-                    save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler, extra)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(state["metrics"], checkpoint=ckpt)
-        return
+    # a resumed run that has nothing left to train: report its final state again
+    def report_finished(self) -> None:
+        self._report(self.state, self.state["metrics"])
 
-    # 3) epochs, with system metrics sampled by each node's first worker
-    nodes = ctx.get_world_size() // max(ctx.get_local_world_size(), 1)
-    stack.enter_context(SystemMetrics(uri, run_id, cfg.log.system_metrics_seconds,
-                                      node=f"node{ctx.get_node_rank()}" if nodes > 1 else None,
-                                      enabled=cfg.log.system_metrics and ctx.get_local_rank() == 0))
-    for epoch in range(start_epoch, cfg.optim.epochs):
-        lr = optimizer.param_groups[0]["lr"]
-        watch = StepWatch(cfg, f"epoch {epoch + 1}/{cfg.optim.epochs}", batches_per_epoch, step, device,
-                          enabled=rank == 0, log=tracking.log_metrics if log_to_mlflow else None,
-                          uri=uri, run_id=run_id, post=post, logged_before=logged_steps)
-        on_batch = fault_hook.on_batch(plan.fault, epoch, watch) if rank == 0 else watch
-        train = _run_epoch(model, next(train_epochs), cfg, device, task, step, len(dataset_names), on_batch)
+    # 7) system metrics, sampled by each node's first worker for the epochs
+    def sample_system(self) -> None:
+        ctx = self.ctx
+        nodes = ctx.get_world_size() // max(ctx.get_local_world_size(), 1)
+        self.stack.enter_context(SystemMetrics(self.uri, self.run_id, self.cfg.log.system_metrics_seconds,
+                                               node=f"node{ctx.get_node_rank()}" if nodes > 1 else None,
+                                               enabled=self.cfg.log.system_metrics and ctx.get_local_rank() == 0))
+
+    # 8) an epoch: train on this worker's share, combine the counts and scores of all workers
+    def train_epoch(self, epoch: int) -> EpochResult:
+        from pipelines.runtime import tracking
+
+        cfg = self.cfg
+        lr = self.optimizer.param_groups[0]["lr"]
+        watch = StepWatch(cfg, f"epoch {epoch + 1}/{cfg.optim.epochs}", self.batches_per_epoch, self.step,
+                          self.device, enabled=self.rank == 0,
+                          log=tracking.log_metrics if self.log_to_mlflow else None,
+                          uri=self.uri, run_id=self.run_id, post=self.post, logged_before=self.logged_steps)
+        on_batch = fault_hook.on_batch(self.plan.fault, epoch, watch) if self.rank == 0 else watch
+        train = _run_epoch(self.model, next(self.train_epochs), cfg, self.device, self.task, self.step,
+                           len(self.dataset_names), on_batch)
         watch.close()
-        skipped, fallback = train.skipped, train.fallback
         seen, secs = _sum([train.clips, train.seconds])
         train_acc = _gather(train.acc)
-        metrics = {f"train_{k}": v for k, v in train_acc.compute(names).items()}
-        metrics.update(epoch=epoch, lr=lr, clips_per_sec=seen / max(secs / ctx.get_world_size(), 1e-9))
-        val_acc = None
-        if val_shard is not None:
-            val_batches = (next(val_epochs) if val_epochs is not None
-                           else _batches(val_shard, cfg.data.eval_batch_size, device, 0, 0))
-            with regs.evaluated():  # the EMA weights, when optim.ema_decay is on
-                val = _run_epoch(model, val_batches, cfg, device, task, num_datasets=len(dataset_names))
-            skipped, fallback = skipped + val.skipped, fallback + val.fallback
-            val_acc = _gather(val.acc)
-            metrics.update({f"val_{k}": v for k, v in val_acc.compute(names).items()})
-        per_dataset = [int(v) for v in _sum(skipped.tolist())]  # summed over workers
-        skipped_total += sum(per_dataset)
-        metrics.update(skipped_clips=sum(per_dataset), skipped_clips_total=skipped_total, **counts)
+        metrics = {f"train_{k}": v for k, v in train_acc.compute(self.names).items()}
+        metrics.update(epoch=epoch, lr=lr, clips_per_sec=seen / max(secs / self.ctx.get_world_size(), 1e-9))
+        return EpochResult(metrics, train_acc, train.skipped, train.fallback)
+
+    # 9) validate (with the EMA weights, when optim.ema_decay is on)
+    def validate(self, result: EpochResult) -> None:
+        if self.val_shard is None:
+            return
+        cfg = self.cfg
+        val_batches = (next(self.val_epochs) if self.val_epochs is not None
+                       else _batches(self.val_shard, cfg.data.eval_batch_size, self.device, 0, 0))
+        with self.regs.evaluated():
+            val = _run_epoch(self.model, val_batches, cfg, self.device, self.task,
+                             num_datasets=len(self.dataset_names))
+        result.skipped, result.fallback = result.skipped + val.skipped, result.fallback + val.fallback
+        result.val_acc = _gather(val.acc)
+        result.metrics.update({f"val_{k}": v for k, v in result.val_acc.compute(self.names).items()})
+
+    # 10) the clips skipped (per dataset) and read by the fallback decoder, summed over workers
+    def count_clips(self, result: EpochResult) -> None:
+        cfg, metrics = self.cfg, result.metrics
+        per_dataset = [int(v) for v in _sum(result.skipped.tolist())]  # summed over workers
+        self.skipped_total += sum(per_dataset)
+        metrics.update(skipped_clips=sum(per_dataset), skipped_clips_total=self.skipped_total, **self.counts)
         if cfg.data.decoder_fallback not in ("", cfg.data.decoder):  # clips read by the fallback decoder
-            fallback = int(_sum([fallback])[0])  # summed over workers
-            fallback_total += fallback
-            metrics.update(fallback_clips=fallback, fallback_clips_total=fallback_total)
-        if len(dataset_names) > 1:  # one dataset: the plain count says it all
-            metrics.update({f"skipped_clips_{n}": v for n, v in zip(dataset_names, per_dataset)})
+            fallback = int(_sum([result.fallback])[0])  # summed over workers
+            self.fallback_total += fallback
+            metrics.update(fallback_clips=fallback, fallback_clips_total=self.fallback_total)
+        if len(self.dataset_names) > 1:  # one dataset: the plain count says it all
+            metrics.update({f"skipped_clips_{n}": v for n, v in zip(self.dataset_names, per_dataset)})
 
-        unhealthy = health.check(metrics, train_acc, val_acc)  # its lines are said after the epoch's
-        stop = stopper.update(epoch, metrics) or unhealthy  # [after] a reason to stop early, or None
+    # 11) health checks and early stopping: a reason to stop, or None
+    def decide_stop(self, epoch: int, result: EpochResult):
+        unhealthy = self.health.check(result.metrics, result.train_acc, result.val_acc)  # said after the epoch's line
+        stop = self.stopper.update(epoch, result.metrics) or unhealthy  # [after]
         if stop:
-            metrics["stop_reason"] = stop
+            result.metrics["stop_reason"] = stop
+        return stop
 
-        # 4) checkpoint + report (all workers report; only rank 0 attaches files)
+    # 12) checkpoint + report (all workers report; only rank 0 attaches files)
+    def checkpoint_and_report(self, epoch: int, metrics: dict) -> None:
+        from pipelines.runtime import tracking
+
+        state = {"epoch": epoch, "skipped_total": self.skipped_total, "fallback_total": self.fallback_total,
+                 "metrics": metrics,
+                 "patience": self.stopper.state()}
+        self._report(state, metrics, epoch)
+        # logged once the epoch's checkpoint is kept: a worker lost before this point redoes the epoch
+        # and its metrics are logged for the first time then (not a second point at the same step); lost
+        # after it, the restart logs them from the checkpoint (tracking.log_epoch_once)
+        if self.log_to_mlflow:
+            tracking.log_metrics(self.uri, self.run_id, metrics, step=epoch)
+
+    def _report(self, state: dict, metrics: dict, epoch: int | None = None) -> None:
+        """Report ``metrics`` to Ray Train from every worker; rank 0 attaches a checkpoint of ``state``
+        (and, for a trained epoch, says its line and reaches the fault hook's "before_report")."""
+        import ray.train
+
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
-            if rank == 0:
-                state = {"epoch": epoch, "skipped_total": skipped_total, "fallback_total": fallback_total,
-                         "metrics": metrics,
-                         "patience": stopper.state()}
-                extra = regs.checkpoint_files()  # the trained weights beside the EMA; the weights file: EMA
-                with regs.evaluated():
-                    save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler, extra)
+            if self.rank == 0:
+                extra = self.regs.checkpoint_files()  # the trained weights beside the EMA; the weights file: EMA
+                with self.regs.evaluated():
+                    save_checkpoint(Path(tmp), self.model, self.optimizer, self.scheduler, state, self.model_config,
+                                    self.step.scaler, extra)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-                if cfg.log.level != "quiet":
-                    show(epoch_line(epoch, cfg.optim.epochs, metrics))
-                    for line in health.lines:
-                        show(line)
-                fault_hook.reached(plan.fault, "before_report", epoch)
+                if epoch is not None:
+                    if self.cfg.log.level != "quiet":
+                        self.show(epoch_line(epoch, self.cfg.optim.epochs, metrics))
+                        for line in self.health.lines:
+                            self.show(line)
+                    fault_hook.reached(self.plan.fault, "before_report", epoch)
             ray.train.report(metrics, checkpoint=ckpt)
-            # logged once the epoch's checkpoint is kept: a worker lost before this point redoes the epoch
-            # and its metrics are logged for the first time then (not a second point at the same step); lost
-            # after it, the restart logs them from the checkpoint (tracking.log_epoch_once)
-            if log_to_mlflow:
-                tracking.log_metrics(uri, run_id, metrics, step=epoch)
-        if stop:  # [after] the run's closing table says why it stopped
-            break
-    if rank == 0 and os.environ.get("VIDPEFT_DEBUG"):
-        print("[vidpeft] worker done", flush=True)
+
+    # 13) teardown: the system-metrics sampler closes with the ExitStack
+    def teardown(self) -> None:
+        if self.rank == 0 and os.environ.get("VIDPEFT_DEBUG"):
+            print("[vidpeft] worker done", flush=True)

@@ -1,6 +1,7 @@
 """The Python API (vidpeft/): train, load, predict and evaluate as the package docstring shows them;
 and the wheel: installed into a fresh venv, it finds its shipped configs, spaces and campaigns by name
-from any directory and trains the demo config there."""
+from any directory, lists them and explains a preset there (`vidpeft list`, `vidpeft explain --preset`),
+and trains the demo config there."""
 
 from __future__ import annotations
 
@@ -88,6 +89,32 @@ def test_the_wheel_finds_its_shipped_files_by_name_from_any_directory(wheel_env,
     listed = subprocess.run([str(py), "-m", "pipelines.cli", "list", "campaigns"], cwd=tmp_path, env=env,
                             capture_output=True, text=True)
     assert listed.returncode == 0 and "cm3t_table5" in listed.stdout
+
+
+def test_the_installed_cli_lists_and_explains_shipped_presets_from_an_empty_directory(wheel_env, tmp_path):
+    py, site, env = wheel_env
+
+    def cli(*args):
+        return subprocess.run([str(py), "-m", "pipelines.cli", *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True)
+
+    listed = cli("list")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    kinds = dict(line.split(": ", 1) for line in listed.stdout.splitlines())
+    assert {"cm3t/mhva_pt", "demo"} <= set(kinds["configs"].split())
+    assert "demo_adapters" in kinds["spaces"].split() and "cm3t_table5" in kinds["campaigns"].split()
+    # by name, and by the checkout path the README writes: both the installed copy's file
+    for ref in ("cm3t/mhva_pt", "pipelines/configs/presets/cm3t/mhva_pt.yaml"):
+        r = cli("explain", "--preset", ref)
+        assert r.returncode == 0, r.stderr[-2000:]
+        first, *rows = r.stdout.splitlines()
+        assert first.startswith(str(site / "pipelines" / "configs" / "presets" / "cm3t" / "mhva_pt.yaml"))
+        epochs = next(x for x in rows if x.startswith("optim.epochs"))
+        assert "14" in epochs and "paper Tables 1/4" in epochs
+    bad = cli("explain", "--preset", "cm3t/nope")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "--preset cm3t/nope: no such preset file" in bad.stderr.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []  # nothing written where it ran
 
 
 @pytest.mark.e2e
