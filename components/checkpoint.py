@@ -72,8 +72,8 @@ def _diff(a, b, prefix: str = "") -> list[str]:
 
 
 # Keys that do not change what a weights file holds: where weights were first taken from, and
-# whether an adapter was frozen in the run that saved them (staged training).
-NEUTRAL_SUFFIXES = (".init_from", ".trainable")
+# whether an adapter, or parts of it, was frozen in the run that saved them (staged training).
+NEUTRAL_SUFFIXES = (".init_from", ".trainable", ".train_only", ".freeze")
 
 
 def config_differences(saved: dict | None, current: dict | None, ignore: tuple[str, ...] = ()) -> list[str]:

@@ -30,6 +30,7 @@ from torch import nn
 
 from components.adapters import AdapterConfig
 from components.adapters.inject import adapter_modules
+from components.adapters.parts import select_parts
 from components.config import ConfigError
 from components.model_config import ModalityConfig, ModelConfig, register_model_config
 
@@ -84,7 +85,8 @@ def register_model_kind(name: str, cls: type[ModelKind]) -> None:
 
 
 def prepare_adapters(model: nn.Module, adapters: list[AdapterConfig]) -> None:
-    """After injection: bind adapters that share weights, load ``init_from``, freeze ``trainable: false``.
+    """After injection: bind adapters that share weights, load ``init_from``, freeze ``trainable: false``
+    and the parts outside ``train_only`` or inside ``freeze``.
 
     Any model kind that injects adapters calls this, so sharing errors surface at build time and
     staged training (e.g. train MHVA+PT, then only CAA initialised from that run) works everywhere.
@@ -100,8 +102,13 @@ def prepare_adapters(model: nn.Module, adapters: list[AdapterConfig]) -> None:
                 init_adapter_from(model, a.key, a.init_from)
             except (FileNotFoundError, ValueError) as e:
                 raise ConfigError(f"model.adapters.{n}.init_from: {e}") from None
-        for _, layer in adapter_modules(model, a.key):
+        layers = [layer for _, layer in adapter_modules(model, a.key)]
+        for layer in layers:
             layer.requires_grad_(a.trainable)
+        if (a.train_only or a.freeze) and not a.trainable:
+            raise ConfigError(f"model.adapters.{n}: train_only/freeze select parts of a trainable adapter "
+                              "(this one has trainable: false)")
+        select_parts(layers, a.train_only, a.freeze, f"model.adapters.{n}")
 
 
 def side_inputs(batch: dict, modalities: list[ModalityConfig]) -> tuple[dict, dict]:

@@ -29,6 +29,10 @@ class AdapterConfig:
     layers: list[int] = cfg([], "block indices to adapt (negative counts from the end); empty = all blocks")
     init_from: str | None = cfg(None, "checkpoint (run dir or .safetensors) to initialise this adapter's weights from")
     trainable: bool = cfg(True, "false freezes this adapter (staged training: train MHVA+PT, then only CAA)")
+    train_only: list[str] = cfg([], "parts of this adapter that train, by submodule or parameter name inside it "
+                                "(e.g. [fusion]: a fusion stage on CAAs loaded from the previous stage); empty = all")
+    freeze: list[str] = cfg([], "parts of this adapter kept frozen at their initial (or init_from) values, by name "
+                            "(e.g. [fusion]: the CAAs train before their fusion does)")
 
     @property
     def key(self) -> str:
