@@ -28,6 +28,7 @@ from pipelines.run.best import Patience
 from pipelines.run.health import RunHealth
 from pipelines.run.checkpoints import newer_in_storage, restore_checkpoint, save_checkpoint
 from pipelines.config import ExperimentConfig
+from pipelines.data.early_start import EarlyStart
 from pipelines.data.epoch_stream import rows_per_worker, split_epochs
 from pipelines.run.plan import RunPlan
 from pipelines.run.progress import epoch_line, say
@@ -35,6 +36,7 @@ from pipelines.run.progress_relay import LINE, board_poster
 from pipelines.run.regularisers import WorkerRegularisers
 from pipelines.runtime.ray_env import quiet_train_worker
 from pipelines.run.step_watch import StepWatch
+from pipelines.runtime.phase_log import mark
 from pipelines.runtime.system_metrics import SystemMetrics
 
 
@@ -102,11 +104,18 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
     if cfg.scaling.torch_threads > 0:
         torch.set_num_threads(cfg.scaling.torch_threads)
     device = ray.train.torch.get_device()
+    # The training stream starts now, so Ray Data's decoder pool starts while the model builds (not after
+    # it): a fresh run only; a restored one may have no epoch left to run (pipelines/data/early_start.py)
+    train_shard = ray.train.get_dataset_shard("train")
+    train_stream = _batches(train_shard, cfg.data.batch_size, device, cfg.data.shuffle_buffer, cfg.seed)
+    if ray.train.get_checkpoint() is None and not plan.resume_from:
+        train_stream = EarlyStart(train_stream)
     apply_mmap_threshold(cfg.scaling.host_mmap_mib, cfg.model.grad_checkpointing, device)
     torch.manual_seed(cfg.seed)
     task = model_task(cfg.model)
     model_config = to_dict(cfg.model)
     model = build_model(cfg.model, plan.num_outputs, plan.class_names)
+    mark("model_built")
     counts = accounting(model)  # GFLOPs per clip and trainable parameters, logged with every epoch
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     o = cfg.optim
@@ -157,9 +166,8 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
                        run_id=run_id)
 
     # The training stream holds every epoch still to run; each epoch is this worker's equal share
-    train_shard = ray.train.get_dataset_shard("train")
-    train_epochs = split_epochs(_batches(train_shard, cfg.data.batch_size, device, cfg.data.shuffle_buffer, cfg.seed),
-                                rows_per_worker(plan.train_clips, ctx.get_world_size()), cfg.data.batch_size)
+    train_epochs = split_epochs(train_stream, rows_per_worker(plan.train_clips, ctx.get_world_size()),
+                                cfg.data.batch_size)
     val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
     val_epochs = None
     if val_shard is not None and plan.val_stream:  # one worker: the whole stream is this worker's
