@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
         attach_env()
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        mark("cli_done")  # what remains is the process's exit (Ray's shutdown, the interpreter's)
+        return code
     except (ConfigError, ManifestError, OSError) as e:  # bad input: one line naming it, exit code 2
         if os.environ.get("VIDPEFT_DEBUG"):
             raise

@@ -108,8 +108,13 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
     # it): a fresh run only; a restored one may have no epoch left to run (pipelines/data/early_start.py)
     train_shard = ray.train.get_dataset_shard("train")
     train_stream = _batches(train_shard, cfg.data.batch_size, device, cfg.data.shuffle_buffer, cfg.seed)
-    if ray.train.get_checkpoint() is None and not plan.resume_from:
+    val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
+    val_stream = None  # one worker: the validation stream over every epoch is this worker's
+    if val_shard is not None and plan.val_stream:
+        val_stream = _batches(val_shard, cfg.data.eval_batch_size, device, 0, 0)
+    if ray.train.get_checkpoint() is None and not plan.resume_from:  # the validation pool starts now too
         train_stream = EarlyStart(train_stream)
+        val_stream = EarlyStart(val_stream, "vidpeft-early-start-val") if val_stream is not None else None
     apply_mmap_threshold(cfg.scaling.host_mmap_mib, cfg.model.grad_checkpointing, device)
     torch.manual_seed(cfg.seed)
     task = model_task(cfg.model)
@@ -168,10 +173,9 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
     # The training stream holds every epoch still to run; each epoch is this worker's equal share
     train_epochs = split_epochs(train_stream, rows_per_worker(plan.train_clips, ctx.get_world_size()),
                                 cfg.data.batch_size)
-    val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
     val_epochs = None
-    if val_shard is not None and plan.val_stream:  # one worker: the whole stream is this worker's
-        val_epochs = split_epochs(_batches(val_shard, cfg.data.eval_batch_size, device, 0, 0), plan.val_clips,
+    if val_stream is not None:
+        val_epochs = split_epochs(val_stream, plan.val_clips,
                                   cfg.data.eval_batch_size)
     names = plan.metric_names
     dataset_names = plan.dataset_names
