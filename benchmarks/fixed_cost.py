@@ -15,7 +15,11 @@ Ray and the pipeline; config and preflight; MLflow's run; ``ray.init``; the data
 Train controller's start; the placement group; the worker group (worker process, process group) up to
 the loop; model build and Ray Data's start (dataset manager, split coordinator); the decoder actor's
 start; the first batch; the first step; the rest of the epoch (train and val passes); the checkpoint; Ray Train's
-report and teardown; results, MLflow's end and the process's exit.
+report and teardown; results and MLflow's end; the process's exit (Ray's shutdown, the interpreter's). Before
+the ``cli_done`` mark existed the last two were one phase, "results, MLflow end, process exit".
+The Train worker starts its data streams before it builds the model (pipelines/data/early_start.py), so the
+Ray Data boundaries (dataset start, decoder actor, first batch) can come before the model is built; the worker's
+``model_built`` mark is in each run's marks.
 
 Cases: ``cold`` (no Ray running: the command starts one) and ``warm`` (a local Ray already up, started by
 this script as the pipeline starts it, and joined through RAY_ADDRESS as a job driver joins a cluster).
@@ -62,7 +66,8 @@ PHASES: list[tuple[str, str, str]] = [
     ("checkpoint_save", "mark", "rest of the epoch (train + val passes)"),
     ("checkpoint_saved", "mark", "checkpoint save"),
     ("fit_done", "mark", "report + Ray Train teardown"),
-    ("exit", "exit", "results, MLflow end, process exit"),
+    ("cli_done", "mark", "results, MLflow end"),
+    ("exit", "exit", "process exit (Ray shutdown, interpreter)"),
 ]
 
 

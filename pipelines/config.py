@@ -80,7 +80,11 @@ class DataConfig:
                                  "reads AV1, cheaper on long videos); README: Choosing a decoder")
     decoder_fallback: str = cfg("pyav", "decoder tried on a file data.decoder cannot read, before its clip is "
                                         "skipped (counted as fallback_clips); empty or the same as data.decoder = none")
-    decode_actors: int = cfg(1, "maximum decoder actors (each decodes whole clips with data.decoder)")
+    decode_actors: int | Literal["auto"] = cfg(1, "maximum decoder actors (each decodes whole clips with "
+                                                  "data.decoder); auto: sized from the measured decode cost per "
+                                                  "clip and data.auto_step_seconds (pipelines/data/decoder_pool.py)")
+    auto_step_seconds: float = cfg(0.0, "decode_actors auto: seconds of one worker's training step on one batch on "
+                                        "its device (the GPU suite's end-to-end step_s); 0 = unknown: every CPU the workers leave free")
     decode_cpus: float = cfg(0.5, "CPUs reserved per decoder actor; keep some CPU free of train workers")
     decode_batch_size: int = cfg(4, "clips per decoder call")
     shuffle_buffer: int = cfg(0, "extra local shuffle buffer (clips) on each worker over the training stream; "
@@ -114,8 +118,10 @@ class DataConfig:
             if getattr(self, key) not in SAMPLINGS:
                 raise ValueError(f"{key} must be one of {SAMPLINGS}, got {getattr(self, key)!r}")
         for key in ("batch_size", "eval_batch_size", "decode_actors", "decode_batch_size", "frame_stride"):
-            if getattr(self, key) <= 0:
+            if getattr(self, key) != "auto" and getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.auto_step_seconds < 0:
+            raise ValueError(f"auto_step_seconds must be 0 (unknown) or positive, got {self.auto_step_seconds}")
         if self.decode_cpus <= 0:
             raise ValueError("decode_cpus must be positive (0 CPUs would oversubscribe the machine)")
         if "fps" in (self.train_sampling, self.eval_sampling) and self.target_fps <= 0:

@@ -51,12 +51,18 @@ def main(argv: list[str] | None = None) -> int:
 
         attach_env()
     try:
-        return args.fn(args)
+        code = args.fn(args)
     except (ConfigError, ManifestError, OSError) as e:  # bad input: one line naming it, exit code 2
         if os.environ.get("VIDPEFT_DEBUG"):
             raise
         print(f"vidpeft: error: {one_line(e)}", file=sys.stderr)
-        return 2
+        code = 2
+    mark("cli_done")  # what remains is the process's exit (Ray's shutdown, the interpreter's)
+    if argv is None:  # the console command: no interpreter teardown (pipelines/runtime/fast_exit.py)
+        from pipelines.runtime.fast_exit import fast_exit
+
+        fast_exit(code)
+    return code
 
 
 if __name__ == "__main__":

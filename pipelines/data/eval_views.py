@@ -12,9 +12,20 @@ from __future__ import annotations
 
 import math
 
-from components.engine.views import ViewAveraged, flatten_views, video_scores  # noqa: F401  (the engine's)
 from components.video.decode import ClipSpec
 from components.video.views import ViewSpec
+
+_ENGINE_VIEWS = ("ViewAveraged", "flatten_views", "video_scores")  # the engine's, re-exported
+
+
+def __getattr__(name: str):
+    """The engine's view helpers, imported on first use: the decoder actors import this module and
+    need none of them (the engine imports torch)."""
+    if name in _ENGINE_VIEWS:
+        from components.engine import views
+
+        return getattr(views, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_view_counts(clips: int | None, crops: int | None) -> None:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from components.tasks import make_task, model_task
 from components.data.packed import PACKED_COLUMNS, ShardReader, is_packed
 from components.io import StorageError
 from components.io.cache import node_fetch
@@ -40,6 +39,9 @@ RANGE_COLUMNS = ("start_frame", "end_frame", "start_sec", "end_sec")
 # An int64 column an evaluation may add to its table: passed through the decoder to the batches, so
 # per-video scores can be matched to their clips whatever order the decoder actors finish in.
 EVAL_ROW = "eval_row"
+# Each row's target as the task decodes it, added by the driver (build_dataset): the decoder actors copy it and
+# never import the task code (torch, several seconds of a decoder actor's start on 2 cores)
+TARGET = "target_decoded"
 SPLIT_CPUS = 0.0  # CPUs a task cutting the training stream's index blocks reserves: none (it copies a few ints)
 
 
@@ -88,6 +90,8 @@ class DecodeSettings:
 def decode_settings(cfg, training: bool, datasets: tuple[str, ...] = ()) -> DecodeSettings:
     """DecodeSettings for a split from a prepared ExperimentConfig (num_outputs and modality dims
     filled in by the manifest)."""
+    from components.tasks import model_task
+
     d = cfg.data
     return DecodeSettings(
         num_frames=cfg.model.backbone.num_frames, size=cfg.model.backbone.img_size,
@@ -120,7 +124,7 @@ class ClipDecoder:
                         if settings.augment else None)
         self.dataset_index = {name: i for i, name in enumerate(settings.datasets)}
         self.views = eval_views.view_decoding(settings)  # None: one clip per video
-        self.target = make_task(settings.task, settings.num_outputs)  # decodes the target column
+        self.task = None  # a batch without the driver's TARGET column (a direct call): the task decodes it
         self.decoders = {"decoder": settings.decoder, "fallback": settings.decoder_fallback or None,
                          "fetch": node_fetch(settings.cache_dir, settings.cache_bytes)}
         # packed rows: the shard's bytes fetched once (or from the node cache), members cut from them
@@ -163,6 +167,15 @@ class ClipDecoder:
         except (StorageError, OSError) as e:
             raise VideoDecodeError(name, getattr(e, "reason", None) or str(e)) from None
 
+    def _targets(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        if TARGET in batch:
+            return np.stack(list(batch[TARGET]))
+        if self.task is None:
+            from components.tasks import make_task
+
+            self.task = make_task(self.s.task, self.s.num_outputs)
+        return np.stack([self.task.decode(v) for v in batch[self.task.column]])
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         mark("decode_batch")
         if self.rows is not None:
@@ -201,7 +214,7 @@ class ClipDecoder:
             "video": videos,
             "ok": ok,
             "fallback": fallback,
-            "target": np.stack([self.target.decode(v) for v in batch[self.target.column]]),
+            "target": self._targets(batch),
         }
         if EPOCH in batch:
             out[EPOCH] = np.asarray(batch[EPOCH], dtype=np.int64)
@@ -223,6 +236,20 @@ class ClipDecoder:
         return out
 
 
+def decoded_targets(table: pa.Table, settings: DecodeSettings) -> pa.Table:
+    """``table`` with its TARGET column: each row's target decoded by the task, as the decoder would."""
+    from components.tasks import make_task
+
+    task = make_task(settings.task, settings.num_outputs)
+    if table.num_rows == 0 or TARGET in table.column_names:
+        return table
+    values = [task.decode(v) for v in table[task.column].to_pylist()]
+    first = np.asarray(values[0])
+    kind = pa.from_numpy_dtype(first.dtype)
+    column = pa.array(values, type=kind if first.ndim == 0 else pa.list_(kind))
+    return table.append_column(TARGET, column)
+
+
 def shard_blocks(table: pa.Table, seed: int, epochs: range | None) -> list[pa.Table]:
     """Blocks of a packed split, one per shard: the training stream's (row, epoch) pairs, epoch after
     epoch, shards in a seeded order and rows shuffled within each; or (epochs None) the rows themselves,
@@ -239,14 +266,16 @@ def shard_blocks(table: pa.Table, seed: int, epochs: range | None) -> list[pa.Ta
     return blocks or [stream_table(0, seed, range(0))]
 
 
-def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int, decode_cpus: float,
+def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int | str, decode_cpus: float,
                   decode_batch_size: int, limit: int = 0, epochs: range | None = None):
     """A lazy Ray Dataset of decoded clips for one split (nothing is decoded until iterated).
 
     ``epochs``: the training stream, every epoch of ``epochs`` in one dataset, each in its own seeded
-    order (pipelines/data/epoch_stream.py); None: the split once, in manifest order."""
+    order (pipelines/data/epoch_stream.py); None: the split once, in manifest order. ``decode_actors`` auto:
+    every free CPU (pipelines/data/decoder_pool.py; training sizes its pool before)."""
     import ray.data
 
+    from pipelines.data.decoder_pool import pool_limit
     from pipelines.runtime.ray_compat import small_blocks  # Ray internals: not for the decoder actors to import
 
     mark("data_plan")
@@ -256,13 +285,15 @@ def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int,
         table = table.slice(0, limit)
     if is_packed(table):  # a packed manifest (`vidpeft pack`): rows name tar shard members
         settings = replace(settings, packed=True)
+    from components.tasks import make_task
+
     keep = ["clip_id", "video_path", make_task(settings.task).column]
     keep += [c for c in RANGE_COLUMNS if c in table.column_names]
     keep += [m.column for m in settings.modalities]
     keep += ["dataset"] if settings.datasets else []
     keep += list(PACKED_COLUMNS[:3]) if settings.packed else []
     keep += [EVAL_ROW] if EVAL_ROW in table.column_names else []
-    table = table.select(keep)
+    table = decoded_targets(table.select(keep), settings)
     # Several small blocks, so more than one decoder actor can work at once.
     rows_per_block = max(decode_batch_size * 2, 1)
     constructor = {"settings": settings}
@@ -283,7 +314,7 @@ def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int,
         ClipDecoder,
         fn_constructor_kwargs=constructor,
         batch_size=decode_batch_size,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool_limit(decode_actors, decode_cpus)),
         num_cpus=decode_cpus,
         batch_format="numpy",
     )

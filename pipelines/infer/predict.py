@@ -226,6 +226,7 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     """``top_k``: classes per row (None: up to 5); ``window_sec``/``stride_sec``: None = one row per input."""
     import ray
 
+    from pipelines.data.decoder_pool import pool_limit
     from pipelines.runtime.driver_stderr import quiet_driver_lines
     from pipelines.runtime.ray_compat import small_blocks
     from pipelines.runtime.ray_env import ensure_ray, log_level, use_gpu
@@ -272,7 +273,8 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     ds = small_blocks(ray.data.from_arrow(rows), per_block, cpus=0.0).map_batches(
         PredictDecoder, fn_constructor_kwargs={"settings": eval_settings(cfg), "modalities": modalities,
                                                "window_sec": window_sec, "stride_sec": stride_sec},
-        batch_size=per_block, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.data.decode_actors),
+        batch_size=per_block, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool_limit(cfg.data.decode_actors,
+                                                                                       cfg.data.decode_cpus)),
         num_cpus=cfg.data.decode_cpus, batch_format="numpy")
     ds = ds.map_batches(
         ModelActor, fn_constructor_kwargs={"trained": trained, "classes": classes, "top_k": top_k,

@@ -23,6 +23,7 @@ from components.config import ConfigError, dump_yaml, to_dict
 from components.multihead.config import dataset_heads
 from pipelines.config import ExperimentConfig
 from pipelines.data import multi_dataset
+from pipelines.data.decoder_pool import AUTO, auto_decode_actors
 from pipelines.data.epoch_stream import rows_per_worker
 from pipelines.data.ingest import build_dataset, decode_settings
 from pipelines.infer import trained, zeroshot_close
@@ -42,6 +43,7 @@ from pipelines.runtime import tracking
 from pipelines.runtime.ray_env import ensure_ray, on_loopback, torch_config, train_logging, use_gpu
 from pipelines.runtime.redaction import redact_data, redact_urls
 from pipelines.runtime.stop_signals import stop_like_ctrl_c
+from pipelines.runtime.train_env import apply_train_env
 
 _stop_like_ctrl_c = stop_like_ctrl_c  # SIGTERM = Ctrl-C, bounded (pipelines/runtime/stop_signals.py)
 
@@ -158,8 +160,10 @@ class TrainRun:
         # The training split: one stream over the epochs still to run (the decoder pool lives for the run)
         first_epoch = epoch_of(ray.train.Checkpoint(self.restore)) + 1 if self.restore else 0
         remaining = range(first_epoch, max(cfg.optim.epochs, first_epoch + 1))
-        datasets = {"train": build_dataset(manifest.split(d.train_split), decode_settings(cfg, True, names),
-                                           d.decode_actors, d.decode_cpus, d.decode_batch_size, d.limit,
+        train_settings = decode_settings(cfg, True, names)
+        actors = self.decoder_pool(manifest.split(d.train_split), train_settings)
+        datasets = {"train": build_dataset(manifest.split(d.train_split), train_settings,
+                                           actors, d.decode_cpus, d.decode_batch_size, d.limit,
                                            epochs=remaining)}
         # Validation: a stream too with one worker (its epochs are then exact); with several, Ray's split
         # cannot give each worker exactly its share of every epoch, so a dataset per epoch.
@@ -170,7 +174,7 @@ class TrainRun:
             # reservation would add up to more CPUs than a small machine has, and validation would wait
             # for them forever.
             datasets["val"] = build_dataset(manifest.split(d.val_split), decode_settings(cfg, False, names),
-                                            d.decode_actors, VAL_DECODE_CPUS, d.decode_batch_size, d.limit,
+                                            actors, VAL_DECODE_CPUS, d.decode_batch_size, d.limit,
                                             epochs=remaining if val_stream else None)
         gpu = use_gpu(cfg.scaling.use_gpu)
         resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if gpu else {})}
@@ -186,6 +190,7 @@ class TrainRun:
             val_stream=val_stream, progress_board=self.relay.name or "", dataset_names=list(names),
             resume_from=str(self.restore) if self.restore else None, storage=self.storage,
             checkpoint_metric=self.metric, checkpoint_mode=self.mode, fault=fault_from_env())
+        apply_train_env(local=on_loopback())  # Ray Train's poll interval and watchers (pipelines/runtime/train_env.py)
         return TorchTrainer(
             train_loop_per_worker,
             train_loop_config=plan.to_dict(),
@@ -206,6 +211,20 @@ class TrainRun:
             ),
             datasets=datasets,
         )
+
+    def decoder_pool(self, table, settings) -> int:
+        """data.decode_actors, or (auto) sized from the measured decode cost (pipelines/data/decoder_pool.py)."""
+        d, s = self.cfg.data, self.cfg.scaling
+        if d.decode_actors != AUTO:
+            return d.decode_actors
+        actors, why = auto_decode_actors(table, settings, d.batch_size * s.num_workers,  # workers step at once
+                                         d.auto_step_seconds, s.num_workers * s.cpus_per_worker, d.decode_cpus)
+        if self.cfg.log.level != "quiet":
+            cost = (f"{why['decode_s_per_clip']:.3f} s/clip x {why['clips_per_step']} clips / {why['step_s']:g} s "
+                    f"per step" if why["decode_s_per_clip"] else "step time unknown: every free CPU")
+            print(f"[vidpeft] decoder pool (data.decode_actors auto): {actors} actor(s) ({cost}; "
+                  f"{why['free_cpus']:g} CPUs free)", flush=True)
+        return actors
 
     # 5) fit: Ctrl-C and SIGTERM keep the checkpoints and say how to resume
     def fit(self, trainer):

@@ -34,6 +34,7 @@ from pipelines.run.best import Patience
 from pipelines.run.health import RunHealth
 from pipelines.run.checkpoints import newer_in_storage, restore_checkpoint, save_checkpoint
 from pipelines.config import ExperimentConfig
+from pipelines.data.early_start import EarlyStart
 from pipelines.data.epoch_stream import rows_per_worker, split_epochs
 from pipelines.run.plan import RunPlan
 from pipelines.run.progress import epoch_line, say
@@ -41,6 +42,7 @@ from pipelines.run.progress_relay import LINE, board_poster
 from pipelines.run.regularisers import WorkerRegularisers
 from pipelines.runtime.ray_env import quiet_train_worker
 from pipelines.run.step_watch import StepWatch
+from pipelines.runtime.phase_log import mark
 from pipelines.runtime.system_metrics import SystemMetrics
 
 
@@ -115,6 +117,7 @@ class WorkerRun:
 
     def execute(self) -> None:
         self.setup()
+        self.start_streams()
         self.build_model()
         self.build_optimizer()
         self.restore()
@@ -149,6 +152,20 @@ class WorkerRun:
         apply_mmap_threshold(cfg.scaling.host_mmap_mib, cfg.model.grad_checkpointing, self.device)
         torch.manual_seed(cfg.seed)
 
+    # 1b) data first: the training stream asks for its first batch now, so Ray Data's decoder pool starts
+    # while the model builds, not after it; a fresh run only (a restored one may have no epoch left). The
+    # validation stream is not started early: its pool would compete with the model build for the CPUs
+    # and delay the first step (measured: docs/fixed_cost.md).
+    def start_streams(self) -> None:
+        import ray.train
+
+        cfg, plan = self.cfg, self.plan
+        self.train_shard = ray.train.get_dataset_shard("train")
+        self.train_stream = _batches(self.train_shard, cfg.data.batch_size, self.device, cfg.data.shuffle_buffer,
+                                     cfg.seed)
+        if ray.train.get_checkpoint() is None and not plan.resume_from:
+            self.train_stream = EarlyStart(self.train_stream)
+
     # 2) the model, wrapped by Ray Train for data-parallel training
     def build_model(self) -> None:
         import ray.train.torch
@@ -157,6 +174,7 @@ class WorkerRun:
         self.task = model_task(cfg.model)
         self.model_config = to_dict(cfg.model)
         model = build_model(cfg.model, plan.num_outputs, plan.class_names)
+        mark("model_built")
         self.counts = accounting(model)  # GFLOPs per clip and trainable parameters, logged with every epoch
         self.model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
@@ -230,10 +248,8 @@ class WorkerRun:
         import ray.train
 
         cfg, plan, device = self.cfg, self.plan, self.device
-        train_shard = ray.train.get_dataset_shard("train")
-        self.train_epochs = split_epochs(
-            _batches(train_shard, cfg.data.batch_size, device, cfg.data.shuffle_buffer, cfg.seed),
-            rows_per_worker(plan.train_clips, self.ctx.get_world_size()), cfg.data.batch_size)
+        self.train_epochs = split_epochs(self.train_stream, rows_per_worker(plan.train_clips, self.ctx.get_world_size()),
+                                         cfg.data.batch_size)
         self.val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
         self.val_epochs = None
         if self.val_shard is not None and plan.val_stream:  # one worker: the whole stream is this worker's

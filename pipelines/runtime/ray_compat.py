@@ -153,6 +153,9 @@ def loopback_torch_config():
             backend = backend_config.backend or (
                 "nccl" if worker_group.get_resources_per_worker().get("GPU", 0) > 0 else "gloo")
             n = len(worker_group)
+            if n == 1:  # one worker: no peer to meet, so no store and no process group (the loop needs none)
+                worker_group.execute(_set_torch_distributed_env_vars)
+                return
             port = worker_group.execute_single(0, _open_loopback_store, world_size=n,
                                                timeout_s=backend_config.timeout_s)
             worker_group.execute(_loopback_env, port=port)

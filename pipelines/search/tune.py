@@ -113,9 +113,11 @@ def trial_driver(config: dict, job: TrialJob) -> None:
 
 
 def trial_cpus(cfg: ExperimentConfig) -> float:
-    """CPUs one trial holds at once: its driver, its Train workers and its decoder actors."""
+    """CPUs one trial holds at once: its driver, its Train workers and its decoder actors (auto: one counted,
+    the trial's pool grows into CPUs left free)."""
     s, d = cfg.scaling, cfg.data
-    return TRIAL_CPU + s.num_workers * s.cpus_per_worker + d.decode_actors * d.decode_cpus
+    actors = 1 if d.decode_actors == "auto" else d.decode_actors
+    return TRIAL_CPU + s.num_workers * s.cpus_per_worker + actors * d.decode_cpus
 
 
 def fit_concurrency(requested: int, per_trial: float) -> int:
