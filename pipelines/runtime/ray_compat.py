@@ -49,9 +49,9 @@ def keep_local_node_on_loopback() -> None:
 # Ray 2.60's workers now and then abort as they exit on the raylet's idle-worker killing: a thread still locks
 # an absl::Mutex the exiting core worker has freed ("[mutex.cc] RAW: ... Mutex corrupt: both reader and writer
 # lock held" or "waiting writer with no waiters", SIGABRT, "Fatal Python error: Aborted"). The worker had
-# finished its tasks long before (results are whole), but its dump is forwarded to the driver's console. Seen in
-# 4 of 666 idle exits in this machine's Ray logs, every one an idle exit (task workers of Ray Data's metadata
-# tasks, and a prestarted worker that never ran a task). A finished job's idle workers are still stopped at once.
+# finished its tasks long before (results are whole), but its dump is forwarded to the driver's console. In 112 Ray
+# sessions on one machine: 4 aborts in 886 idle exits (workers of Ray Data's metadata tasks, and a prestarted
+# worker that never ran a task), none in 1,000 other exits (actors killed, user exits).
 KEEP_IDLE_WORKERS_MS = 7 * 24 * 3600 * 1000
 
 
