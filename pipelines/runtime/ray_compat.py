@@ -58,7 +58,8 @@ KEEP_IDLE_WORKERS_MS = 7 * 24 * 3600 * 1000
 def keep_idle_workers() -> dict:
     """``ray.init(_system_config=...)`` for a local instance: the raylet leaves a running job's idle workers
     alive (for up to a week) instead of stopping those above its soft limit (one per CPU) after Ray's
-    default 10 s, so no worker goes through the exit that sometimes aborts while a command runs."""
+    default 10 s, so no worker goes through the exit that sometimes aborts while a command runs. A finished
+    job's workers still go at once (a warm instance, `vidpeft ray up`, does not collect them)."""
     return {"idle_worker_killing_time_threshold_ms": KEEP_IDLE_WORKERS_MS}
 
 
