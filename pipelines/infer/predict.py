@@ -220,6 +220,15 @@ def check_options(out: str, top_k: int | None, window_sec: float | None, stride_
         raise ConfigError(f"--batch-size must be at least 1 (0 = data.eval_batch_size), got {batch_size}")
 
 
+def check_complete(written: int, inputs: int, windowed: bool) -> None:
+    """Every input clip has its row (at least one, one per window, with --window-sec; a video that cannot be
+    decoded has its error row): a table with rows missing is not written."""
+    if written < inputs or (written != inputs and not windowed):
+        raise RuntimeError(f"predict got {written} row(s) back for {inputs} input clip(s)"
+                           f"{' (one or more windows each)' if windowed else ''}: rows were lost on the way, "
+                           f"the table was not written")
+
+
 def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = None, window_sec: float | None = None,
                 stride_sec: float | None = None, workers: int = 1, classes_file: str | None = None,
                 backbone_checkpoint: str | None = None, split: str | None = None, batch_size: int = 0) -> dict:
@@ -268,8 +277,8 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     per_block = 1 if window_sec else max(cfg.data.decode_batch_size, 1)
     modalities = {m.name: (m.column, m.dim) for m in cfg.model.modalities}
     # One table in, cut into blocks of per_block rows as it streams (one 0-CPU task at a time): from_arrow over
-    # a list of small tables started one metadata task per block, a burst of new worker processes of which
-    # some aborted on a loaded machine ("Mutex corrupt", SIGABRT: retried, but ~34 lines of dumps)
+    # a list of small tables started one metadata task per block, a burst of new worker processes. (Their dumps,
+    # "Mutex corrupt", SIGABRT, came from Ray stopping them once idle: ray_compat.keep_idle_workers.)
     ds = small_blocks(ray.data.from_arrow(rows), per_block, cpus=0.0).map_batches(
         PredictDecoder, fn_constructor_kwargs={"settings": eval_settings(cfg), "modalities": modalities,
                                                "window_sec": window_sec, "stride_sec": stride_sec},
@@ -302,6 +311,11 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
             if time.monotonic() - last > 10 and not quiet:
                 print(f"[vidpeft] predicted {done} row(s) of {rows.num_rows} input clip(s), {failed} failed", flush=True)
                 last = time.monotonic()
+    try:
+        check_complete(done, rows.num_rows, bool(window_sec))
+    except RuntimeError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, out_path)
     if shown:
         show_table(pa.concat_tables(shown).sort_by([("video_path", "ascending"), ("start_sec", "ascending")]))

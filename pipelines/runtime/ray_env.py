@@ -143,17 +143,18 @@ def name_own_instance() -> None:
 def _start_local(quiet: dict, num_cpus: int = 0) -> None:
     import ray
 
-    from pipelines.runtime.ray_compat import keep_local_node_on_loopback
+    from pipelines.runtime.ray_compat import keep_idle_workers, keep_local_node_on_loopback
 
     # Local: every Ray server (GCS, raylet, workers, agents, the dashboard that Ray's State API and
     # Train's placement-group clean-up need) listens on loopback only. Token authentication stays
-    # Ray's default (on); its one-line notice about that default shows only with --verbose.
+    # Ray's default (on); its one-line notice about that default shows only with --verbose. Idle workers of the
+    # running job are kept: Ray's idle exit sometimes aborts with a dump on the console (ray_compat.keep_idle_workers).
     keep_local_node_on_loopback()
     if not verbose():
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     runtime_env = {**quiet.pop("runtime_env", {}), "worker_process_setup_hook": f"{__name__}.name_own_instance"}
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
-             runtime_env=runtime_env, **quiet)
+             runtime_env=runtime_env, _system_config=keep_idle_workers(), **quiet)
 
 
 def on_loopback() -> bool:

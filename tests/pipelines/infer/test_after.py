@@ -69,6 +69,16 @@ def test_windows_cover_the_video(tmp_path):
     assert window_ranges(str(path), 10.0, 10.0) == [(0.0, 5.0)]
 
 
+def test_a_prediction_table_with_rows_missing_is_refused():
+    from pipelines.infer.predict import check_complete
+
+    check_complete(4, 4, windowed=False)
+    check_complete(9, 4, windowed=True)  # windows: one or more rows per input
+    for written, windowed in ((3, False), (5, False), (3, True)):
+        with pytest.raises(RuntimeError, match=f"{written} row\\(s\\) back for 4 input clip"):
+            check_complete(written, 4, windowed)
+
+
 def test_inputs_folders_files_and_their_errors(tmp_path):
     from pipelines.infer.predict import expand_inputs
     from pipelines.infer.trained import Trained
