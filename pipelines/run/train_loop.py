@@ -26,7 +26,7 @@ from components.tasks import Task, model_task
 from pipelines.run import fault_hook
 from pipelines.run.best import Patience
 from pipelines.run.health import RunHealth
-from pipelines.run.checkpoints import newer_in_storage, restore_checkpoint, save_checkpoint
+from pipelines.run.checkpoints import MID_EPOCH, newer_in_storage, restore_checkpoint, save_checkpoint
 from pipelines.config import ExperimentConfig
 from pipelines.data.epoch_stream import rows_per_worker, split_epochs
 from pipelines.run.plan import RunPlan
@@ -35,6 +35,7 @@ from pipelines.run.progress_relay import LINE, board_poster
 from pipelines.run.regularisers import WorkerRegularisers
 from pipelines.runtime.ray_env import quiet_train_worker
 from pipelines.run.step_watch import StepWatch
+from pipelines.run.stream_position import POSITION, MidEpoch
 from pipelines.runtime.system_metrics import SystemMetrics
 
 
@@ -123,6 +124,9 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
 
     # [after] early stopping: every worker sees the same gathered metrics, so all stop at the same epoch
     stopper = Patience(plan.checkpoint_metric, plan.checkpoint_mode, cfg.optim.patience)
+    # mid-epoch checkpoints (checkpoint.every_steps/every_minutes) with the stream's position
+    mid = MidEpoch(cfg.checkpoint.every_steps, cfg.checkpoint.every_minutes, plan.mid_epoch,
+                   fault_hook.clip_logger(plan.fault))
 
     # 2) resume: Ray's checkpoint (worker restart or --resume) carries weights, optimizer, schedule
     start_epoch, skipped_total, fallback_total = 0, 0, 0
@@ -134,10 +138,16 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
         with checkpoint.as_directory() as d:
             state = restore_checkpoint(Path(d), model, optimizer, scheduler, model_config, step.scaler)
             regs.restore(Path(d))
+            position = Path(d) / POSITION  # a mid-epoch checkpoint: the pairs of its epoch already trained
+            mid.restore(state, torch.load(position, weights_only=True).numpy() if position.exists() else None)
         start_epoch, skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
         fallback_total = state.get("fallback_total", 0)
         stopper.restore(state.get("patience"))  # [after]
-        if rank == 0 and cfg.log.level != "quiet":
+        step.updates = start_epoch * per_epoch + mid.steps_before  # the run's optimizer steps (MLflow step_*)
+        if rank == 0 and cfg.log.level != "quiet" and state.get(MID_EPOCH):
+            say(f"[vidpeft] resumed in epoch {start_epoch + 1}/{cfg.optim.epochs} after "
+                f"{state[MID_EPOCH]['clips']} of its clips (a mid-epoch checkpoint)")
+        elif rank == 0 and cfg.log.level != "quiet":
             say(f"[vidpeft] resumed after epoch {state['epoch'] + 1}/{cfg.optim.epochs} (its checkpoint)")
 
     uri, run_id = plan.tracking_uri, plan.run_id
@@ -158,8 +168,10 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
 
     # The training stream holds every epoch still to run; each epoch is this worker's equal share
     train_shard = ray.train.get_dataset_shard("train")
+    worker_rows = rows_per_worker(plan.train_clips, ctx.get_world_size())
+    resumed_rows = mid.first_rows(plan.train_clips, ctx.get_world_size())  # the rest of an interrupted epoch
     train_epochs = split_epochs(_batches(train_shard, cfg.data.batch_size, device, cfg.data.shuffle_buffer, cfg.seed),
-                                rows_per_worker(plan.train_clips, ctx.get_world_size()), cfg.data.batch_size)
+                                worker_rows, cfg.data.batch_size, first_rows=resumed_rows)
     val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
     val_epochs = None
     if val_shard is not None and plan.val_stream:  # one worker: the whole stream is this worker's
@@ -168,16 +180,34 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
     names = plan.metric_names
     dataset_names = plan.dataset_names
 
-    # resuming a finished (or early-stopped) run: report its final state again
-    if start_epoch >= cfg.optim.epochs or stopper.exhausted():
+    def save(tmp: str, state: dict, files: dict | None = None):
+        """Rank 0: the checkpoint dir (the trained weights beside the EMA; the weights file: EMA)."""
+        extra = {**regs.checkpoint_files(), **(files or {})}
+        with regs.evaluated():
+            save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler, extra)
+        return ray.train.Checkpoint.from_directory(tmp)
+
+    last_metrics = state["metrics"] if checkpoint else {}
+
+    def save_mid_epoch(epoch: int) -> None:
+        """A mid-epoch checkpoint: every worker reports it; its metrics rank it below any epoch's (NaN)."""
+        pairs = mid.position()  # a collective: every rank
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                extra = regs.checkpoint_files()
-                with regs.evaluated():
-                    save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler, extra)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(state["metrics"], checkpoint=ckpt)
+                ckpt = save(tmp, {"epoch": epoch - 1, "skipped_total": skipped_total, "fallback_total": fallback_total,
+                                  "metrics": last_metrics, "patience": stopper.state(),
+                                  MID_EPOCH: mid.state(pairs, step.updates)}, mid.files(pairs))
+            reported = {"epoch": epoch - 1, "mid_epoch_clips": len(pairs)}
+            if plan.checkpoint_metric:
+                reported[plan.checkpoint_metric] = float("nan")
+            ray.train.report(reported, checkpoint=ckpt)
+        mid.saved()
+
+    # resuming a finished (or early-stopped) run: report its final state again
+    if start_epoch >= cfg.optim.epochs or stopper.exhausted():
+        with tempfile.TemporaryDirectory() as tmp:
+            ray.train.report(state["metrics"], checkpoint=save(tmp, state) if rank == 0 else None)
         return
 
     # 3) epochs, with system metrics sampled by each node's first worker
@@ -187,11 +217,20 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
                                       enabled=cfg.log.system_metrics and ctx.get_local_rank() == 0))
     for epoch in range(start_epoch, cfg.optim.epochs):
         lr = optimizer.param_groups[0]["lr"]
-        watch = StepWatch(cfg, f"epoch {epoch + 1}/{cfg.optim.epochs}", batches_per_epoch, step, device,
-                          enabled=rank == 0, log=tracking.log_metrics if log_to_mlflow else None,
+        rows = resumed_rows if epoch == start_epoch and resumed_rows is not None else worker_rows
+        mid.start(epoch, rows, cfg.data.batch_size, step.updates)
+        watch = StepWatch(cfg, f"epoch {epoch + 1}/{cfg.optim.epochs}", math.ceil(rows / cfg.data.batch_size), step,
+                          device, enabled=rank == 0, log=tracking.log_metrics if log_to_mlflow else None,
                           uri=uri, run_id=run_id, post=post, logged_before=logged_steps)
-        on_batch = fault_hook.on_batch(plan.fault, epoch, watch) if rank == 0 else watch
-        train = _run_epoch(model, next(train_epochs), cfg, device, task, step, len(dataset_names), on_batch)
+
+        def after_batch(clips: int, loss: float | None, epoch=epoch, watch=watch) -> None:
+            watch(clips, loss)
+            if mid.due(step):
+                save_mid_epoch(epoch)
+
+        on_batch = fault_hook.on_batch(plan.fault, epoch, after_batch) if rank == 0 else after_batch
+        train = _run_epoch(model, mid.record(next(train_epochs)), cfg, device, task, step, len(dataset_names),
+                           on_batch)
         watch.close()
         skipped, fallback = train.skipped, train.fallback
         seen, secs = _sum([train.clips, train.seconds])
@@ -226,19 +265,16 @@ def _train(loop_config: dict, stack: contextlib.ExitStack) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                state = {"epoch": epoch, "skipped_total": skipped_total, "fallback_total": fallback_total,
-                         "metrics": metrics,
-                         "patience": stopper.state()}
-                extra = regs.checkpoint_files()  # the trained weights beside the EMA; the weights file: EMA
-                with regs.evaluated():
-                    save_checkpoint(Path(tmp), model, optimizer, scheduler, state, model_config, step.scaler, extra)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
+                ckpt = save(tmp, {"epoch": epoch, "skipped_total": skipped_total, "fallback_total": fallback_total,
+                                  "metrics": metrics, "patience": stopper.state()})
                 if cfg.log.level != "quiet":
                     show(epoch_line(epoch, cfg.optim.epochs, metrics))
                     for line in health.lines:
                         show(line)
                 fault_hook.reached(plan.fault, "before_report", epoch)
             ray.train.report(metrics, checkpoint=ckpt)
+            last_metrics = metrics
+            mid.saved()
             # logged once the epoch's checkpoint is kept: a worker lost before this point redoes the epoch
             # and its metrics are logged for the first time then (not a second point at the same step); lost
             # after it, the restart logs them from the checkpoint (tracking.log_epoch_once)
