@@ -104,3 +104,24 @@ def test_worker_killed_mid_epoch_trains_each_clip_once(ray_session, synth_data, 
     runs = client.search_runs([client.get_experiment_by_name("vidpeft-demo").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(final["run_id"], "val_top1")) == [0, 1]
+
+
+def test_due_every_minutes_counts_from_the_last_checkpoint(monkeypatch):
+    import pipelines.run.stream_position as sp
+
+    now = [1000.0]
+    monkeypatch.setattr(sp.time, "monotonic", lambda: now[0])
+    mid = MidEpoch(every_steps=0, every_minutes=2)
+    mid.saved()  # the last checkpoint: at 1000 s
+    mid.start(epoch=3, rows=12, batch_size=4, updates=0)
+    step = SimpleNamespace(micro=0, updates=0)
+    batches = iter(mid.record([{ROW: torch.arange(4), EPOCH: torch.full((4,), 3)} for _ in range(3)]))
+    next(batches)
+    step.updates, now[0] = 1, 1000.0 + 119
+    assert not mid.due(step)
+    next(batches)
+    step.updates, now[0] = 2, 1000.0 + 121
+    assert mid.due(step)
+    next(batches)
+    step.updates, now[0] = 3, 1000.0 + 500
+    assert not mid.due(step)  # the epoch's last batch: its end-of-epoch checkpoint follows
