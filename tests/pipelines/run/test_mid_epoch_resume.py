@@ -81,9 +81,10 @@ def test_due_every_steps_at_step_boundaries_only():
 
 @pytest.mark.e2e
 def test_worker_killed_mid_epoch_trains_each_clip_once(ray_session, synth_data, tmp_path):
-    """Rank 0 SIGKILLs itself right after the mid-epoch checkpoint at step 2 of epoch 1 (3 steps of 8 clips
-    per epoch, a checkpoint every step); Ray restarts the worker from it. Every (clip, epoch) is trained exactly once over both
-    attempts, the epochs after the interrupted one run in full, and the MLflow run stays one run."""
+    """Rank 0 SIGKILLs itself right after the mid-epoch checkpoint at step 2 of the first epoch (3 steps of 8
+    clips per epoch, a checkpoint every step); Ray restarts the worker from it. Every (clip, epoch) is trained
+    exactly once over both attempts, the epoch after the interrupted one runs in full, and the MLflow run
+    stays one run."""
     from mlflow.tracking import MlflowClient
 
     from pipelines.run.fault_hook import FAULT_ENV
