@@ -254,12 +254,18 @@ class CheckpointConfig:
                           "metric (val_top1, val_mAP, val_mse; several datasets: val_loss); no val split = latest")
     mode: str = cfg("auto", "max or min; auto = min for losses and MSE, max otherwise")
     keep: int = cfg(2, "checkpoints Ray keeps: the best `keep` by the metric, plus always the latest (for resume)")
+    every_steps: int = cfg(0, "also checkpoint mid-epoch every N optimizer steps, with the data stream's position: a "
+                              "restart or --resume goes on with the epoch's clips not yet trained (0 = epoch ends only)")
+    every_minutes: float = cfg(0.0, "also checkpoint mid-epoch when this many minutes passed since the last checkpoint "
+                                    "(preemptible workers; 0 = off); with every_steps, whichever comes first")
 
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "max", "min"):
             raise ValueError(f"mode must be auto, max or min, got {self.mode!r}")
         if self.keep < 1:
             raise ValueError(f"keep must be at least 1, got {self.keep}")
+        if self.every_steps < 0 or self.every_minutes < 0:
+            raise ValueError(f"every_steps and every_minutes must be >= 0, got {self.every_steps}, {self.every_minutes}")
 
 
 @dataclass

@@ -42,9 +42,11 @@ class S3Server:
 
 
 @contextmanager
-def moto_s3(bucket: str = "vidpeft") -> Iterator[S3Server]:
+def moto_s3(bucket: str = "vidpeft", auth: bool = False) -> Iterator[S3Server]:
     """moto's server in a process of its own (a server thread inside the test process would share its
-    GIL with pyarrow calls that block while holding it, e.g. an output stream closed by the collector)."""
+    GIL with pyarrow calls that block while holding it, e.g. an output stream closed by the collector).
+    ``auth``: the server checks credentials after creating the bucket (moto's IAM: only keys it issued
+    pass; the dummy ones in ``env`` are refused, as a missing key is)."""
     import subprocess
     import sys
     import time
@@ -52,8 +54,9 @@ def moto_s3(bucket: str = "vidpeft") -> Iterator[S3Server]:
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
+    server_env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "1"} if auth else {})}  # 1: the bucket's creation
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env)
     deadline = time.monotonic() + 60
     while True:
         try:

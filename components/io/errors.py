@@ -45,18 +45,43 @@ _KNOWN: list[tuple[str, str, str]] = [
      NOT_FOUND, "check the path"),
 ]
 
+NO_AWS_CREDENTIALS = "refused, and no AWS credentials are set (environment, ~/.aws)"
+NO_AWS_CREDENTIALS_HINT = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) on the driver and "
+                           "every node, or give the nodes an instance or pod role")
+_AWS_CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+
+
+def aws_credentials_set() -> bool:
+    """Credentials the AWS chain would find before the instance role: variables or ~/.aws files."""
+    import os
+    from pathlib import Path
+
+    files = (os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+             os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"))
+    return any(os.environ.get(v) for v in _AWS_CREDENTIAL_VARS) or any(Path(f).expanduser().is_file() for f in files)
+
 
 def classify(uri: str, err: BaseException) -> StorageError:
-    """The client's error (pyarrow OSError, urllib HTTPError, ...) as a StorageError naming ``uri``."""
+    """The client's error (pyarrow OSError, urllib HTTPError, ...) as a StorageError naming ``uri``.
+    An s3:// request refused while no credentials are set says that (stores answer an unsigned request
+    with 403, or some emulators with 500)."""
     if isinstance(err, StorageError):
         return err
     if isinstance(err, FileNotFoundError):
         return StorageError(uri, NOT_FOUND, "check the path")
     text = " ".join(str(err).split())
+    found = None
     for pattern, reason, hint in _KNOWN:
         if re.search(pattern, text):
             if reason == UNREACHABLE and str(uri).startswith(("gs://", "gcs://")):
                 hint = "check the network, and STORAGE_EMULATOR_HOST=host:port for a GCS emulator"
-            return StorageError(uri, reason, hint)
-    first = text.split(". ")[0][:200] or type(err).__name__
-    return StorageError(uri, f"cannot read ({type(err).__name__}: {first})")
+            found = StorageError(uri, reason, hint)
+            break
+    if found is None:
+        first = text.split(". ")[0][:200] or type(err).__name__
+        found = StorageError(uri, f"cannot read ({type(err).__name__}: {first})")
+    if (uri.startswith("s3://") and found.reason not in (NOT_FOUND, NO_BUCKET, UNREACHABLE)
+            and not aws_credentials_set()):
+        return StorageError(uri, NO_AWS_CREDENTIALS, NO_AWS_CREDENTIALS_HINT)
+    return found

@@ -48,6 +48,17 @@ def stream_table(num_rows: int, seed: int, epochs: range) -> pa.Table:
                      EPOCH: np.concatenate(tags or [np.zeros(0, np.int32)])})
 
 
+def drop_consumed(table: pa.Table, consumed: np.ndarray | None) -> pa.Table:
+    """``table``'s (row, epoch) pairs without those in ``consumed`` ((n, 2) pairs trained before a
+    mid-epoch checkpoint: pipelines/run/stream_position.py), in the order they had."""
+    if consumed is None or not len(consumed) or not table.num_rows:
+        return table
+    width = np.int64(1) << 32  # a pair as one int64 key: epoch * 2**32 + row
+    keys = table[EPOCH].to_numpy().astype(np.int64) * width + table[ROW].to_numpy()
+    done = consumed[:, 1].astype(np.int64) * width + consumed[:, 0].astype(np.int64)
+    return table.filter(pa.array(~np.isin(keys, done)))
+
+
 def rows_per_worker(clips: int, workers: int) -> int:
     """Clips each worker trains on per epoch: an equal share (Ray's split is equal; a remainder of
     fewer than ``workers`` clips is left out of the epoch)."""
@@ -77,8 +88,10 @@ def _join(parts: list[dict]) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in first}
 
 
-def split_epochs(batches: Iterable[dict], rows_per_epoch: int, batch_size: int) -> Iterator[Iterator[dict]]:
-    """Cut a stream of column batches into epochs of exactly ``rows_per_epoch`` rows.
+def split_epochs(batches: Iterable[dict], rows_per_epoch: int, batch_size: int,
+                 first_rows: int | None = None) -> Iterator[Iterator[dict]]:
+    """Cut a stream of column batches into epochs of exactly ``rows_per_epoch`` rows (the first one
+    ``first_rows`` when given: the rest of an epoch resumed from a mid-epoch checkpoint).
 
     Yields one iterator per epoch, of batches of ``batch_size`` rows (an epoch's last batch may be
     smaller); consume each epoch's iterator before asking for the next. Rows of a stream batch that
@@ -113,8 +126,10 @@ def split_epochs(batches: Iterable[dict], rows_per_epoch: int, batch_size: int) 
             got += k
         return _join(out)
 
+    sizes = [first_rows] if first_rows is not None else []
+
     def epoch() -> Iterator[dict]:
-        left = rows_per_epoch
+        left = sizes.pop() if sizes else rows_per_epoch
         while left > 0:
             batch = take(min(batch_size, left))
             if batch is None:

@@ -30,7 +30,7 @@ from components.video.decode import ClipSpec, VideoDecodeError, decode_clip
 from components.video.transforms import ClipAugment, center_crop
 from components.video.views import decode_views
 from pipelines.data import eval_views
-from pipelines.data.epoch_stream import EPOCH, ROW, grouped_epoch_order, stream_table
+from pipelines.data.epoch_stream import EPOCH, ROW, drop_consumed, grouped_epoch_order, stream_table
 from pipelines.runtime.phase_log import mark
 
 log = logging.getLogger("vidpeft.ingest")
@@ -152,7 +152,7 @@ class ClipDecoder:
         """(row, epoch) pairs -> the manifest rows they name, as Ray's numpy batch format has them."""
         table = self.rows.take(pa.array(batch[ROW]))
         out = {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
-        out[EPOCH] = batch[EPOCH]
+        out[EPOCH], out[ROW] = batch[EPOCH], batch[ROW]
         return out
 
     def _source(self, batch: dict[str, np.ndarray], i: int) -> tuple[str, bytes | None]:
@@ -218,6 +218,8 @@ class ClipDecoder:
         }
         if EPOCH in batch:
             out[EPOCH] = np.asarray(batch[EPOCH], dtype=np.int64)
+        if ROW in batch:  # the training stream's manifest row: a mid-epoch checkpoint records what was trained
+            out[ROW] = np.asarray(batch[ROW], dtype=np.int64)
         if EVAL_ROW in batch:
             out[EVAL_ROW] = np.asarray(batch[EVAL_ROW], dtype=np.int64)
         if self.dataset_index:
@@ -250,10 +252,10 @@ def decoded_targets(table: pa.Table, settings: DecodeSettings) -> pa.Table:
     return table.append_column(TARGET, column)
 
 
-def shard_blocks(table: pa.Table, seed: int, epochs: range | None) -> list[pa.Table]:
+def shard_blocks(table: pa.Table, seed: int, epochs: range | None, consumed=None) -> list[pa.Table]:
     """Blocks of a packed split, one per shard: the training stream's (row, epoch) pairs, epoch after
-    epoch, shards in a seeded order and rows shuffled within each; or (epochs None) the rows themselves,
-    cut where the shard changes."""
+    epoch, shards in a seeded order and rows shuffled within each (without the ``consumed`` pairs); or
+    (epochs None) the rows themselves, cut where the shard changes."""
     shards = table["video_path"].to_numpy(zero_copy_only=False)
     if epochs is None:
         cuts = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist(), table.num_rows]
@@ -262,16 +264,20 @@ def shard_blocks(table: pa.Table, seed: int, epochs: range | None) -> list[pa.Ta
     blocks = []
     for e in epochs:
         for rows in grouped_epoch_order(groups, seed, e):
-            blocks.append(pa.table({ROW: rows.astype(np.int64), EPOCH: np.full(len(rows), e, dtype=np.int32)}))
+            block = drop_consumed(pa.table({ROW: rows.astype(np.int64), EPOCH: np.full(len(rows), e, dtype=np.int32)}),
+                                  consumed)
+            if block.num_rows:
+                blocks.append(block)
     return blocks or [stream_table(0, seed, range(0))]
 
 
 def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int | str, decode_cpus: float,
-                  decode_batch_size: int, limit: int = 0, epochs: range | None = None):
+                  decode_batch_size: int, limit: int = 0, epochs: range | None = None, consumed=None):
     """A lazy Ray Dataset of decoded clips for one split (nothing is decoded until iterated).
 
     ``epochs``: the training stream, every epoch of ``epochs`` in one dataset, each in its own seeded
-    order (pipelines/data/epoch_stream.py); None: the split once, in manifest order. ``decode_actors`` auto:
+    order (pipelines/data/epoch_stream.py), without the (row, epoch) pairs in ``consumed`` (trained
+    before a mid-epoch checkpoint); None: the split once, in manifest order. ``decode_actors`` auto:
     every free CPU (pipelines/data/decoder_pool.py; training sizes its pool before)."""
     import ray.data
 
@@ -298,13 +304,14 @@ def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int 
     rows_per_block = max(decode_batch_size * 2, 1)
     constructor = {"settings": settings}
     if settings.packed:  # a block per shard (per epoch): one actor, one fetch of the shard
-        ds = ray.data.from_arrow(shard_blocks(table, settings.seed, epochs))
+        ds = ray.data.from_arrow(shard_blocks(table, settings.seed, epochs, consumed))
         constructor["rows"] = table if epochs is not None else None
     elif epochs is not None:
         # One (row, epoch) block per epoch, cut into small blocks as the stream flows (not all at
         # once: a long run over a large manifest would hold millions of them). The decoder actors hold
         # the rows themselves.
-        ds = ray.data.from_arrow([stream_table(table.num_rows, settings.seed, range(e, e + 1)) for e in epochs])
+        ds = ray.data.from_arrow([drop_consumed(stream_table(table.num_rows, settings.seed, range(e, e + 1)), consumed)
+                                  for e in epochs])
         ds = small_blocks(ds, rows_per_block, cpus=SPLIT_CPUS)
         constructor["rows"] = table
     else:

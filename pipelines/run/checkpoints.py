@@ -25,6 +25,15 @@ from pipelines.runtime.phase_log import mark
 WEIGHTS = "weights.safetensors"
 STATE = "state.json"
 SCALER = "scaler.pt"  # fp16 only: the GradScaler's state (its loss scale)
+# A mid-epoch checkpoint (checkpoint.every_steps/every_minutes): its state.json's "epoch" is the last
+# finished epoch (-1: none yet) and "mid_epoch" says how far into the next one it is
+# (pipelines/run/stream_position.py); it ranks after that epoch's end and before the next epoch's end.
+MID_EPOCH = "mid_epoch"
+
+
+def progress(state: dict) -> tuple[int, int]:
+    """How far the run a checkpoint's state.json describes had got: (finished epoch, clips into the next)."""
+    return state["epoch"], (state.get(MID_EPOCH) or {}).get("clips", 0)
 
 
 def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, model_config: dict,
@@ -76,7 +85,7 @@ def restore_checkpoint(directory: Path, model, optimizer, scheduler, model_confi
 
 
 def latest_checkpoint(storage: str | Path) -> str | None:
-    """The newest complete checkpoint (highest epoch) under ``storage``, a local dir or a URI.
+    """The newest complete checkpoint (furthest ``progress``) under ``storage``, a local dir or a URI.
 
     Complete = state.json parses and every file it lists is there at its recorded size, so a dir
     left by a kill during a save or during Ray's copy to storage is never chosen.
@@ -92,7 +101,7 @@ def latest_checkpoint(storage: str | Path) -> str | None:
         parts = info.path[len(root):].strip("/").split("/")
         if info.type == pafs.FileType.File and len(parts) == 3 and parts[1].startswith("checkpoint_"):
             sizes.setdefault(f"{parts[0]}/{parts[1]}", {})[parts[2]] = info.size
-    candidates = []  # (epoch, rel) of complete checkpoints
+    candidates = []  # (progress, rel) of complete checkpoints
     states = {}
     for rel, files in sorted(sizes.items()):
         if STATE not in files:
@@ -103,9 +112,9 @@ def latest_checkpoint(storage: str | Path) -> str | None:
         except (OSError, ValueError):
             continue  # unreadable or half-written: never chosen over a complete one
         if isinstance(state, dict) and checkpoint_complete(state, files):
-            candidates.append((state["epoch"], rel))
+            candidates.append((progress(state), rel))
             states[rel] = state
-    for epoch, rel in sorted(candidates, reverse=True):
+    for (epoch, _), rel in sorted(candidates, reverse=True):
         if checkpoint_intact(fs, f"{root.rstrip('/')}/{rel}", states[rel]):  # the newest whose bytes match
             return f"{location.rstrip('/')}/{rel}"
         print(f"[vidpeft] checkpoint {location.rstrip('/')}/{rel} (epoch {epoch}) fails its checksum: "
@@ -113,10 +122,15 @@ def latest_checkpoint(storage: str | Path) -> str | None:
     return None
 
 
-def epoch_of(checkpoint) -> int:
-    """The epoch a ``ray.train.Checkpoint`` holds (its state.json, read where it is stored)."""
+def state_of(checkpoint) -> dict:
+    """A ``ray.train.Checkpoint``'s state.json, read where it is stored."""
     with checkpoint.filesystem.open_input_stream(checkpoint.path.rstrip("/") + "/" + STATE) as f:
-        return json.loads(f.read())["epoch"]
+        return json.loads(f.read())
+
+
+def epoch_of(checkpoint) -> int:
+    """The last finished epoch a ``ray.train.Checkpoint`` holds (-1: a mid-epoch one of the first epoch)."""
+    return state_of(checkpoint)["epoch"]
 
 
 def newer_in_storage(checkpoint, storage: str | None):
@@ -134,6 +148,6 @@ def newer_in_storage(checkpoint, storage: str | None):
     if newest is None:
         return checkpoint
     newest_ckpt = ray.train.Checkpoint(newest)
-    if checkpoint is None or epoch_of(newest_ckpt) > epoch_of(checkpoint):
+    if checkpoint is None or progress(state_of(newest_ckpt)) > progress(state_of(checkpoint)):
         return newest_ckpt
     return checkpoint

@@ -6,6 +6,8 @@ driver passes it to the workers in the run plan (a worker's environment is its r
 driver's). The ``once`` file is created just before the kill, so the restarted worker runs through.
 Points: ``batch`` (after training batch ``batch`` of epoch ``epoch``, counted from 1) and
 ``before_report`` (epoch ``epoch``'s metrics and checkpoint made, not yet reported to Ray).
+An optional ``clip_log=FILE`` field makes every worker append the (row, epoch) pairs it trains on to
+FILE, one "epoch row" line each, so a test can count each clip of an epoch over a kill and its restart.
 Without the variable nothing here does anything.
 """
 
@@ -61,3 +63,16 @@ def on_batch(spec: str, epoch: int, hook):
         return result
 
     return call
+
+
+def clip_logger(spec: str):
+    """A function appending a batch's (row, epoch) pairs to the spec's ``clip_log`` file; None without one."""
+    path = parse(spec).get("clip_log") if spec else None
+    if not path:
+        return None
+
+    def log(pairs) -> None:
+        with open(path, "a") as f:  # one write per batch: lines of several workers never interleave
+            f.write("".join(f"{int(e)} {int(r)}\n" for r, e in pairs))
+
+    return log

@@ -41,6 +41,8 @@ class RunPlan:
     checkpoint_metric: str | None = cfg(None, "the validation metric that ranks checkpoints and that early "
                                               "stopping (optim.patience) watches")
     checkpoint_mode: str = cfg("max", "max or min: which way checkpoint_metric improves")
+    mid_epoch: bool = cfg(True, "checkpoint.every_steps/every_minutes apply (off in a Tune trial, whose every "
+                                "report is an iteration of its scheduler)")
     fault: str = cfg("", "tests only: where rank 0 kills itself once (pipelines/run/fault_hook.py); '' = never")
 
     @property

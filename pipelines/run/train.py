@@ -37,10 +37,11 @@ from pipelines.run.progress_relay import LiveRelay
 from pipelines.run.run_place import PLACE_KEY
 from pipelines.run.status import runs_closed_on_failure
 from pipelines.run.storage_check import check_storage
+from pipelines.run.stream_position import TrainStream
 from pipelines.run.summary import print_summary
 from pipelines.run.train_loop import train_loop_per_worker
 from pipelines.runtime import tracking
-from pipelines.runtime.ray_env import ensure_ray, on_loopback, torch_config, train_logging, use_gpu
+from pipelines.runtime.ray_env import ensure_ray, on_loopback, verbose, torch_config, train_logging, use_gpu
 from pipelines.runtime.redaction import redact_data, redact_urls
 from pipelines.runtime.stop_signals import stop_like_ctrl_c
 from pipelines.runtime.train_env import apply_train_env
@@ -162,9 +163,9 @@ class TrainRun:
         remaining = range(first_epoch, max(cfg.optim.epochs, first_epoch + 1))
         train_settings = decode_settings(cfg, True, names)
         actors = self.decoder_pool(manifest.split(d.train_split), train_settings)
-        datasets = {"train": build_dataset(manifest.split(d.train_split), train_settings,
-                                           actors, d.decode_cpus, d.decode_batch_size, d.limit,
-                                           epochs=remaining)}
+        # built by Ray Train at each start of the workers (a restart too), from the newest checkpoint's position
+        datasets = {"train": TrainStream(manifest.split(d.train_split), train_settings, actors, d.decode_cpus,
+                                         d.decode_batch_size, d.limit, cfg.optim.epochs, self.storage, verbose())}
         # Validation: a stream too with one worker (its epochs are then exact); with several, Ray's split
         # cannot give each worker exactly its share of every epoch, so a dataset per epoch.
         val_stream = cfg.scaling.num_workers == 1
@@ -189,7 +190,8 @@ class TrainRun:
             val_clips=min(manifest.split(d.val_split).num_rows, d.limit or 1 << 62) if d.val_split else 0,
             val_stream=val_stream, progress_board=self.relay.name or "", dataset_names=list(names),
             resume_from=str(self.restore) if self.restore else None, storage=self.storage,
-            checkpoint_metric=self.metric, checkpoint_mode=self.mode, fault=fault_from_env())
+            checkpoint_metric=self.metric, checkpoint_mode=self.mode, mid_epoch=not self.in_trial,
+            fault=fault_from_env())
         apply_train_env(local=on_loopback())  # Ray Train's poll interval and watchers (pipelines/runtime/train_env.py)
         return TorchTrainer(
             train_loop_per_worker,

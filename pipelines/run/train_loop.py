@@ -32,7 +32,7 @@ from components.tasks import Task, model_task
 from pipelines.run import fault_hook
 from pipelines.run.best import Patience
 from pipelines.run.health import RunHealth
-from pipelines.run.checkpoints import newer_in_storage, restore_checkpoint, save_checkpoint
+from pipelines.run.checkpoints import MID_EPOCH, newer_in_storage, restore_checkpoint, save_checkpoint
 from pipelines.config import ExperimentConfig
 from pipelines.data.early_start import EarlyStart
 from pipelines.data.epoch_stream import rows_per_worker, split_epochs
@@ -42,6 +42,7 @@ from pipelines.run.progress_relay import LINE, board_poster
 from pipelines.run.regularisers import WorkerRegularisers
 from pipelines.runtime.ray_env import quiet_train_worker
 from pipelines.run.step_watch import StepWatch
+from pipelines.run.stream_position import POSITION, MidEpoch
 from pipelines.runtime.phase_log import mark
 from pipelines.runtime.system_metrics import SystemMetrics
 
@@ -189,7 +190,7 @@ class WorkerRun:
         if rank == 0 and o.lr_base_batch and cfg.log.level != "quiet":
             say(f"[vidpeft] lr {lr:.3g} = optim.lr {o.lr:g} x global batch {global_batch} / optim.lr_base_batch {o.lr_base_batch}")
         self.batches_per_epoch = steps_per_epoch(plan.train_clips, cfg.data.batch_size, ctx.get_world_size(), 1)
-        per_epoch = math.ceil(self.batches_per_epoch / o.accumulate)  # optimizer steps: the LR schedule is per step
+        self.per_epoch = per_epoch = math.ceil(self.batches_per_epoch / o.accumulate)  # optimizer steps: the LR schedule is per step
         self.scheduler = make_scheduler(self.optimizer, per_epoch * o.epochs, per_epoch * o.warmup_epochs,
                                         o.min_lr_ratio)
         self.step = TrainStep(self.model, self.optimizer, self.device, amp=o.amp, grad_clip=o.grad_clip,
@@ -197,6 +198,9 @@ class WorkerRun:
                               ema=self.regs.ema)
         # [after] early stopping: every worker sees the same gathered metrics, so all stop at the same epoch
         self.stopper = Patience(plan.checkpoint_metric, plan.checkpoint_mode, cfg.optim.patience)
+        # mid-epoch checkpoints (checkpoint.every_steps/every_minutes) with the stream's position
+        self.mid = MidEpoch(cfg.checkpoint.every_steps, cfg.checkpoint.every_minutes, plan.mid_epoch,
+                            fault_hook.clip_logger(plan.fault))
 
     # 4) resume: Ray's checkpoint (worker restart or --resume) carries weights, optimizer, schedule
     def restore(self) -> None:
@@ -214,11 +218,17 @@ class WorkerRun:
                 state = restore_checkpoint(Path(d), self.model, self.optimizer, self.scheduler, self.model_config,
                                            self.step.scaler)
                 self.regs.restore(Path(d))
+                position = Path(d) / POSITION  # a mid-epoch checkpoint: the pairs of its epoch already trained
+                self.mid.restore(state, torch.load(position, weights_only=True).numpy() if position.exists() else None)
             self.state = state
             self.start_epoch, self.skipped_total = state["epoch"] + 1, state.get("skipped_total", 0)
             self.fallback_total = state.get("fallback_total", 0)
             self.stopper.restore(state.get("patience"))  # [after]
-            if self.rank == 0 and cfg.log.level != "quiet":
+            self.step.updates = self.start_epoch * self.per_epoch + self.mid.steps_before  # the run's steps (MLflow step_*)
+            if self.rank == 0 and cfg.log.level != "quiet" and state.get(MID_EPOCH):
+                say(f"[vidpeft] resumed in epoch {self.start_epoch + 1}/{cfg.optim.epochs} after "
+                    f"{state[MID_EPOCH]['clips']} of its clips (a mid-epoch checkpoint)")
+            elif self.rank == 0 and cfg.log.level != "quiet":
                 say(f"[vidpeft] resumed after epoch {state['epoch'] + 1}/{cfg.optim.epochs} (its checkpoint)")
 
     # 5) logging: the driver's live board, MLflow (rank 0 into the driver's run), the health checks
@@ -230,6 +240,7 @@ class WorkerRun:
         self.post = board_poster(plan.progress_board) if self.rank == 0 else None  # the driver draws a live bar
         self.log_to_mlflow = self.rank == 0 and self.uri and self.run_id
         self.logged_steps = 0
+        self.last_metrics = self.state["metrics"] if self.checkpoint else {}  # what a mid-epoch checkpoint carries
         if self.checkpoint and self.log_to_mlflow:  # an epoch redone after a restart logs its points once (see below)
             self.logged_steps = tracking.log_epoch_once(self.uri, self.run_id, self.state["metrics"],
                                                         self.state["epoch"])
@@ -248,8 +259,10 @@ class WorkerRun:
         import ray.train
 
         cfg, plan, device = self.cfg, self.plan, self.device
-        self.train_epochs = split_epochs(self.train_stream, rows_per_worker(plan.train_clips, self.ctx.get_world_size()),
-                                         cfg.data.batch_size)
+        self.worker_rows = rows_per_worker(plan.train_clips, self.ctx.get_world_size())
+        self.resumed_rows = self.mid.first_rows(plan.train_clips, self.ctx.get_world_size())  # an interrupted epoch's rest
+        self.train_epochs = split_epochs(self.train_stream, self.worker_rows, cfg.data.batch_size,
+                                         first_rows=self.resumed_rows)
         self.val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
         self.val_epochs = None
         if self.val_shard is not None and plan.val_stream:  # one worker: the whole stream is this worker's
@@ -276,13 +289,21 @@ class WorkerRun:
 
         cfg = self.cfg
         lr = self.optimizer.param_groups[0]["lr"]
-        watch = StepWatch(cfg, f"epoch {epoch + 1}/{cfg.optim.epochs}", self.batches_per_epoch, self.step,
-                          self.device, enabled=self.rank == 0,
+        rows = self.resumed_rows if epoch == self.start_epoch and self.resumed_rows is not None else self.worker_rows
+        self.mid.start(epoch, rows, cfg.data.batch_size, self.step.updates)
+        watch = StepWatch(cfg, f"epoch {epoch + 1}/{cfg.optim.epochs}", math.ceil(rows / cfg.data.batch_size),
+                          self.step, self.device, enabled=self.rank == 0,
                           log=tracking.log_metrics if self.log_to_mlflow else None,
                           uri=self.uri, run_id=self.run_id, post=self.post, logged_before=self.logged_steps)
-        on_batch = fault_hook.on_batch(self.plan.fault, epoch, watch) if self.rank == 0 else watch
-        train = _run_epoch(self.model, next(self.train_epochs), cfg, self.device, self.task, self.step,
-                           len(self.dataset_names), on_batch)
+
+        def after_batch(clips: int, loss: float | None) -> None:
+            watch(clips, loss)
+            if self.mid.due(self.step):
+                self.save_mid_epoch(epoch)
+
+        on_batch = fault_hook.on_batch(self.plan.fault, epoch, after_batch) if self.rank == 0 else after_batch
+        train = _run_epoch(self.model, self.mid.record(next(self.train_epochs)), cfg, self.device, self.task,
+                           self.step, len(self.dataset_names), on_batch)
         watch.close()
         seen, secs = _sum([train.clips, train.seconds])
         train_acc = _gather(train.acc)
@@ -333,6 +354,8 @@ class WorkerRun:
                  "metrics": metrics,
                  "patience": self.stopper.state()}
         self._report(state, metrics, epoch)
+        self.last_metrics = metrics
+        self.mid.saved()
         # logged once the epoch's checkpoint is kept: a worker lost before this point redoes the epoch
         # and its metrics are logged for the first time then (not a second point at the same step); lost
         # after it, the restart logs them from the checkpoint (tracking.log_epoch_once)
@@ -347,11 +370,7 @@ class WorkerRun:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if self.rank == 0:
-                extra = self.regs.checkpoint_files()  # the trained weights beside the EMA; the weights file: EMA
-                with self.regs.evaluated():
-                    save_checkpoint(Path(tmp), self.model, self.optimizer, self.scheduler, state, self.model_config,
-                                    self.step.scaler, extra)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
+                ckpt = self._save(tmp, state)
                 if epoch is not None:
                     if self.cfg.log.level != "quiet":
                         self.show(epoch_line(epoch, self.cfg.optim.epochs, metrics))
@@ -359,6 +378,35 @@ class WorkerRun:
                             self.show(line)
                     fault_hook.reached(self.plan.fault, "before_report", epoch)
             ray.train.report(metrics, checkpoint=ckpt)
+
+    def _save(self, tmp: str, state: dict, files: dict | None = None):
+        """Rank 0: the checkpoint dir (the trained weights beside the EMA; the weights file: EMA)."""
+        import ray.train
+
+        extra = {**self.regs.checkpoint_files(), **(files or {})}
+        with self.regs.evaluated():
+            save_checkpoint(Path(tmp), self.model, self.optimizer, self.scheduler, state, self.model_config,
+                            self.step.scaler, extra)
+        return ray.train.Checkpoint.from_directory(tmp)
+
+    # 12b) a mid-epoch checkpoint with the stream's position: every worker reports it; its metrics rank it
+    # below any epoch's (NaN), so it is never a run's best and goes first when checkpoint.keep is reached
+    def save_mid_epoch(self, epoch: int) -> None:
+        import ray.train
+
+        pairs = self.mid.position()  # a collective: every rank
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if self.rank == 0:
+                ckpt = self._save(tmp, {"epoch": epoch - 1, "skipped_total": self.skipped_total,
+                                        "fallback_total": self.fallback_total, "metrics": self.last_metrics,
+                                        "patience": self.stopper.state(),
+                                        MID_EPOCH: self.mid.state(pairs, self.step.updates)}, self.mid.files(pairs))
+            reported = {"epoch": epoch - 1, "mid_epoch_clips": len(pairs)}
+            if self.plan.checkpoint_metric:
+                reported[self.plan.checkpoint_metric] = float("nan")
+            ray.train.report(reported, checkpoint=ckpt)
+        self.mid.saved()
 
     # 13) teardown: the system-metrics sampler closes with the ExitStack
     def teardown(self) -> None:

@@ -208,6 +208,16 @@ def start_driver(ray_session, args: list[str], log: Path, extra_env: dict | None
         return subprocess.Popen(vidpeft() + args, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
 
+def finished(proc: subprocess.Popen, log: Path) -> str:
+    """The driver's output once it ended with exit code 0 (killed if it has not after 900 s)."""
+    try:
+        assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return log.read_text()
+
+
 def wait_for_checkpoint(storage: Path, proc: subprocess.Popen, log: Path, timeout: float = 600) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -236,12 +246,7 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(ray_session, synth_data, 
     fault = f"point={point},epoch=1,batch=1,once={marker}"
     proc = start_driver(ray_session, train_args(synth_data, out, uri, shared, 3, "--set", "scaling.max_failures=2",
                                                   "--set", "log.metrics_steps=1"), log, {FAULT_ENV: fault})
-    try:
-        assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    text = log.read_text()
+    text = finished(proc, log)
     assert marker.read_text().startswith(point), marker.read_text()  # the kill happened where chosen
     assert "resumed after epoch 1/3" in text, text[-4000:]  # the restarted worker loaded epoch 1's checkpoint
     final = json.loads((out / "metrics.json").read_text())
