@@ -15,13 +15,11 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
-from components.checkpoint import load_weights, save_weights, trainable_state_dict
-from components.engine import unwrap
 from pipelines.run.checkpoint_digest import checkpoint_intact, file_digests
 from pipelines.runtime.phase_log import mark
 
+# torch is imported where a checkpoint is saved or restored: Ray Train's controller finds the newest
+# checkpoint through this module (pipelines/run/stream_position.py) and need not pay torch's import
 WEIGHTS = "weights.safetensors"
 STATE = "state.json"
 SCALER = "scaler.pt"  # fp16 only: the GradScaler's state (its loss scale)
@@ -43,6 +41,11 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, m
     A kill mid-save (or a copy to storage cut short, in whatever order Ray copies the files) leaves a
     dir that ``checkpoint_complete`` rejects, so the previous checkpoint stays the one resumed from.
     """
+    import torch
+
+    from components.checkpoint import save_weights, trainable_state_dict
+    from components.engine import unwrap
+
     mark("checkpoint_save")
     save_weights(directory / WEIGHTS, trainable_state_dict(unwrap(model)), model_config)
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
@@ -76,6 +79,11 @@ def checkpoint_complete(state: dict, sizes: dict[str, int]) -> bool:
 def restore_checkpoint(directory: Path, model, optimizer, scheduler, model_config: dict, scaler=None) -> dict:
     """Load weights, optimizer, schedule (and the fp16 scaler's state) from a checkpoint dir; returns
     its state.json."""
+    import torch
+
+    from components.checkpoint import load_weights
+    from components.engine import unwrap
+
     load_weights(unwrap(model), directory / WEIGHTS, model_config)
     optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))

@@ -21,8 +21,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torch.distributed as dist
 
 from pipelines.data.epoch_stream import EPOCH, ROW, rows_per_worker
 from pipelines.run.checkpoints import MID_EPOCH, STATE, latest_checkpoint
@@ -41,6 +39,8 @@ def read_position(checkpoint: str) -> tuple[int, np.ndarray | None]:
         state = json.loads(f.read())
     if not state.get(MID_EPOCH):
         return state["epoch"] + 1, None
+    import torch
+
     with fs.open_input_stream(f"{root}/{POSITION}") as f:
         pairs = torch.load(io.BytesIO(f.read()), weights_only=True)
     return state[MID_EPOCH]["epoch"], pairs.numpy()
@@ -77,6 +77,8 @@ class TrainStream:
 
 
 def _gather_pairs(pairs: np.ndarray) -> np.ndarray:
+    import torch.distributed as dist
+
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return pairs
     parts: list = [None] * dist.get_world_size()
@@ -86,6 +88,9 @@ def _gather_pairs(pairs: np.ndarray) -> np.ndarray:
 
 def _agree(flag: bool) -> bool:
     """Rank 0's decision, on every rank (a checkpoint is a collective report)."""
+    import torch
+    import torch.distributed as dist
+
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return flag
     t = torch.tensor([1.0 if flag else 0.0])
@@ -142,7 +147,7 @@ class MidEpoch:
     def record(self, batches):
         """The epoch's batches, passed through; the pairs of each are kept as it is handed to training."""
         for batch in batches:
-            pairs = torch.stack([batch[ROW].long().cpu(), batch[EPOCH].long().cpu()], dim=1).numpy()
+            pairs = np.stack([batch[ROW].long().cpu().numpy(), batch[EPOCH].long().cpu().numpy()], axis=1)
             self._seen.append(pairs)
             self._batches += 1
             if self.clip_log is not None:
@@ -178,4 +183,6 @@ class MidEpoch:
 
     @staticmethod
     def files(pairs: np.ndarray) -> dict:
+        import torch
+
         return {POSITION: torch.from_numpy(pairs)}

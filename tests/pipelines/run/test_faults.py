@@ -73,6 +73,7 @@ def test_partial_checkpoint_is_never_chosen(tmp_path, damage):
 
 KILL_DURING_SAVE = textwrap.dedent("""
     import os, signal, sys
+    import torch
     from pathlib import Path
     import pipelines.run.checkpoints as tl
     from tests.pipelines.run.test_faults import save, tiny_training_state, MODEL_CONFIG
@@ -86,7 +87,7 @@ KILL_DURING_SAVE = textwrap.dedent("""
             data = Path(str(path) + ".full").read_bytes()
             Path(path).write_bytes(data[: len(data) // 2])
             die()
-        real_save, tl.torch.save = tl.torch.save, torch_save
+        real_save, torch.save = torch.save, torch_save  # save_checkpoint imports torch when it saves
     elif point == "state":  # everything written, killed just before state.json is renamed into place
         real_replace = os.replace
         def replace(src, dst):

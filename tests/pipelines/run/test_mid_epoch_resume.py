@@ -126,3 +126,13 @@ def test_due_every_minutes_counts_from_the_last_checkpoint(monkeypatch):
     next(batches)
     step.updates, now[0] = 3, 1000.0 + 500
     assert not mid.due(step)  # the epoch's last batch: its end-of-epoch checkpoint follows
+
+
+def test_the_train_stream_factory_does_not_import_torch():
+    """Ray Train's controller builds the training stream (TrainStream) at every start of the workers; importing
+    torch there cost ~3 s of every run's start-up (benchmarks/fixed_cost.py, 'dataset plans + Train controller')."""
+    import subprocess
+    import sys
+
+    code = "import sys, pipelines.run.stream_position; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
