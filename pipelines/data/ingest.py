@@ -282,9 +282,11 @@ def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int 
     import ray.data
 
     from pipelines.data.decoder_pool import pool_limit
-    from pipelines.runtime.ray_compat import small_blocks  # Ray internals: not for the decoder actors to import
+    # Ray internals: not for the decoder actors to import
+    from pipelines.runtime.ray_compat import metadata_tasks_take_no_cpu, small_blocks
 
     mark("data_plan")
+    metadata_tasks_take_no_cpu()  # built where every CPU may be held (a Tune trial's controller, evaluate's tasks)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # per-epoch progress comes from the train loop instead
     if limit:

@@ -91,6 +91,27 @@ def _evaluate_task(trained: Trained, table, settings, level: str = "info", label
     return evaluation_pass(model, ds, cfg, device, trained.target_names or None, progress)
 
 
+def task_cpus(cfg, workers: int) -> float:
+    """CPUs each evaluation task reserves: scaling.cpus_per_worker, less when the tasks and their decoder
+    actors would not fit on the cluster together. An evaluation task mostly waits for its decoders (and they
+    for it), as training's validation does; with every CPU held by the tasks, their decoders would never
+    start and the command would hang (2 workers x 1 CPU on a 2-CPU machine)."""
+    import ray
+
+    from pipelines.data.decoder_pool import AUTO
+
+    d = cfg.data
+    decoders = (1 if d.decode_actors == AUTO else int(d.decode_actors)) * d.decode_cpus  # each pool's first actors
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    wanted = cfg.scaling.cpus_per_worker
+    if workers * (wanted + decoders) <= total:
+        return wanted
+    return max(MIN_TASK_CPUS, round(total / workers - decoders, 2))
+
+
+MIN_TASK_CPUS = 0.01
+
+
 def class_report(scores: np.ndarray, targets: np.ndarray, names: list[str]) -> dict:
     """Per-class accuracy (None for a class with no clip), their mean over present classes, confusion."""
     k = len(names)
@@ -197,7 +218,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     if level != "quiet":  # -q: the results only
         print(f"[vidpeft] evaluating {source} on {manifest} split {split}: {table.num_rows} clips x {views} view(s)"
               f"{f' on {len(parts)} workers' if len(parts) > 1 else ''}{' (GPU)' if gpu else ''}", flush=True)
-    task = ray.remote(_evaluate_task).options(num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if gpu else 0)
+    task = ray.remote(_evaluate_task).options(num_cpus=task_cpus(cfg, len(parts)), num_gpus=1 if gpu else 0)
     settings = replace(decode_settings(cfg, training=False), datasets=())
     labels = [f"evaluate {i + 1}/{len(parts)}" if len(parts) > 1 else "evaluate" for i in range(len(parts))]
     res = combine(ray.get([task.remote(t, part, settings, level, label) for part, label in zip(parts, labels)]),

@@ -95,6 +95,19 @@ def drop_forwarded_lines(drop) -> None:
         ray_worker.print_to_stdstream = print_to_stdstream
 
 
+def metadata_tasks_take_no_cpu() -> None:
+    """``ray.data.from_arrow`` asks a task per table for its metadata (``get_table_block_metadata_schema``)
+    and waits for them; each reserves a CPU by default. Called where the CPUs are all held (Ray Train's
+    controller building the training stream inside a Tune trial, an evaluation task), those tasks never
+    start and the run hangs. The cached remote function Ray Data looks up is replaced by a 0-CPU one
+    (it reads a table's schema and row count: no work worth a reservation). Idempotent, per process."""
+    from ray.data._internal import remote_fn
+    from ray.data._internal.util import get_table_block_metadata_schema
+
+    key = (get_table_block_metadata_schema, hash(remote_fn._make_hashable({})))
+    remote_fn.CACHED_FUNCTIONS[key] = remote_fn.cached_remote_fn(get_table_block_metadata_schema, num_cpus=0)
+
+
 def small_blocks(ds, rows: int, cpus: float):
     """``ds`` cut into blocks of at most ``rows`` rows as it streams, in order, by one task at a time
     reserving ``cpus`` CPUs.
