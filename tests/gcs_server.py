@@ -8,15 +8,12 @@ fake-gcs-server); the environment is restored afterwards.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.s3_server import free_port
+from tests.s3_server import free_port, server_process
 
 
 @contextmanager
@@ -24,30 +21,14 @@ def gcs_emulator(bucket: str = "vidpeft") -> Iterator[str]:
     """Yields ``gs://bucket``."""
     port = free_port()
     exe = Path(sys.executable).with_name("gcp-storage-emulator")
-    proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory",
-                             f"--default-bucket={bucket}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
+    cmd = [str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", f"--default-bucket={bucket}"]
+    with server_process(cmd, f"http://127.0.0.1:{port}/storage/v1/b/{bucket}", "gcp-storage-emulator"):
+        saved = os.environ.get("STORAGE_EMULATOR_HOST")
+        os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/storage/v1/b/{bucket}", timeout=2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"gcp-storage-emulator did not start on 127.0.0.1:{port}") from None
-            time.sleep(0.2)
-    saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-    try:
-        yield f"gs://{bucket}"
-    finally:
-        if saved is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = saved
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            yield f"gs://{bucket}"
+        finally:
+            if saved is None:
+                os.environ.pop("STORAGE_EMULATOR_HOST", None)
+            else:
+                os.environ["STORAGE_EMULATOR_HOST"] = saved

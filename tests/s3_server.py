@@ -42,49 +42,59 @@ class S3Server:
 
 
 @contextmanager
-def moto_s3(bucket: str = "vidpeft", auth: bool = False) -> Iterator[S3Server]:
-    """moto's server in a process of its own (a server thread inside the test process would share its
-    GIL with pyarrow calls that block while holding it, e.g. an output stream closed by the collector).
-    ``auth``: the server checks credentials after creating the bucket (moto's IAM: only keys it issued
-    pass; the dummy ones in ``env`` are refused, as a missing key is)."""
+def server_process(cmd: list[str], ready_url: str, name: str, env: dict | None = None) -> Iterator[None]:
+    """``cmd`` in a process of its own until ``ready_url`` answers (60 s at most), stopped afterwards."""
     import subprocess
-    import sys
     import time
     import urllib.request
 
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server_env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "1"} if auth else {})}  # 1: the bucket's creation
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 60
     while True:
         try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+            urllib.request.urlopen(ready_url, timeout=2).close()
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"moto_server did not start on {endpoint}") from None
+                raise RuntimeError(f"{name} did not start ({ready_url})") from None
             time.sleep(0.2)
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-        yield S3Server(endpoint, bucket, env)
+        yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def moto_s3(bucket: str = "vidpeft", auth: bool = False) -> Iterator[S3Server]:
+    """moto's server in a process of its own (a server thread inside the test process would share its
+    GIL with pyarrow calls that block while holding it, e.g. an output stream closed by the collector).
+    ``auth``: the server checks credentials after creating the bucket (moto's IAM: only keys it issued
+    pass; the dummy ones in ``env`` are refused, as a missing key is)."""
+    import sys
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server_env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "1"} if auth else {})}  # 1: the bucket's creation
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    with server_process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                        f"{endpoint}/moto-api/", "moto_server", server_env):
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            import boto3
+
+            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+            yield S3Server(endpoint, bucket, env)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
