@@ -37,6 +37,27 @@ def builtin_defaults() -> dict:
     return defaults
 
 
+# Adapter fields added after campaigns were first keyed: dropped from each adapter's entry at their default.
+# A list (model.adapters) is compared whole, so without this every cell with adapters would get a new key.
+LATER_ADAPTER_FIELDS = {"train_only": [], "freeze": []}
+
+
+def _without_later_adapter_fields(model: dict) -> None:
+    """In place, every list of adapters under ``model`` (model.adapters, model.m2clip.text_adapters)."""
+    for key, value in model.items():
+        if isinstance(value, dict):
+            _without_later_adapter_fields(value)
+        elif isinstance(value, list) and key.endswith("adapters"):
+            for entry in value:
+                if isinstance(entry, dict):
+                    for field, default in LATER_ADAPTER_FIELDS.items():
+                        if entry.get(field, default) == default:
+                            entry.pop(field, None)
+
+
 def config_identity(data: dict) -> dict:
     """A resolved config (plain dict) reduced to what differs from the built-in defaults."""
-    return without_defaults(json.loads(json.dumps(data)), builtin_defaults())
+    data = json.loads(json.dumps(data))
+    if isinstance(data.get("model"), dict):
+        _without_later_adapter_fields(data["model"])
+    return without_defaults(data, builtin_defaults())
