@@ -82,11 +82,7 @@ class ByteCache:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _read_total(self) -> int:
-        try:
-            with open(os.path.join(self.root, ".size")) as f:
-                return int(f.read() or 0)
-        except (FileNotFoundError, ValueError):
-            return 0
+        return node_cache_size(self.root)
 
     def _write_total(self, total: int) -> None:
         tmp = os.path.join(self.root, f".size.{os.getpid()}.tmp")

@@ -91,6 +91,9 @@ def _evaluate_task(trained: Trained, table, settings, level: str = "info", label
     return evaluation_pass(model, ds, cfg, device, trained.target_names or None, progress)
 
 
+MIN_TASK_CPUS = 0.01
+
+
 def task_cpus(cfg, workers: int) -> float:
     """CPUs each evaluation task reserves: scaling.cpus_per_worker, less when the tasks and their decoder
     actors would not fit on the cluster together. An evaluation task mostly waits for its decoders (and they
@@ -98,18 +101,12 @@ def task_cpus(cfg, workers: int) -> float:
     start and the command would hang (2 workers x 1 CPU on a 2-CPU machine)."""
     import ray
 
-    from pipelines.data.decoder_pool import AUTO
-
-    d = cfg.data
-    decoders = (1 if d.decode_actors == AUTO else int(d.decode_actors)) * d.decode_cpus  # each pool's first actors
+    decoders = cfg.data.decode_cpus  # each task's pool starts with one actor (min_size 1): what must fit beside it
     total = float(ray.cluster_resources().get("CPU", 0.0))
     wanted = cfg.scaling.cpus_per_worker
     if workers * (wanted + decoders) <= total:
         return wanted
     return max(MIN_TASK_CPUS, round(total / workers - decoders, 2))
-
-
-MIN_TASK_CPUS = 0.01
 
 
 def class_report(scores: np.ndarray, targets: np.ndarray, names: list[str]) -> dict:

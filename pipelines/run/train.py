@@ -101,8 +101,8 @@ class TrainRun:
         if self.restore:  # before config.yaml is rewritten
             preflight.check_resume(self.cfg, self.manifest.class_names, self.restore, inputs.meta_model)
         d, m = self.cfg.data, self.manifest
-        clips = {split: min(m.split(split).num_rows, d.limit or 1 << 62) for split in (d.train_split, d.val_split)
-                 if split}
+        self.clips = clips = {split: min(m.split(split).num_rows, d.limit or 1 << 62)  # plan's counts too
+                              for split in (d.train_split, d.val_split) if split}
         self._say(f"{self.cfg.name}: " + " / ".join(f"{n} {split}" for split, n in clips.items())
                   + f" clips{f', {len(m.class_names)} classes' if m.class_names else ''} from {d.manifest or 'data.datasets'}")
 
@@ -153,7 +153,7 @@ class TrainRun:
         # model.heads order, since the index also routes each clip to its head).
         names = (tuple(h.name for h in dataset_heads(cfg.model))
                  or tuple(sorted(set(manifest.table["dataset"].to_pylist()))))
-        train_clips = min(manifest.split(d.train_split).num_rows, d.limit or 1 << 62)
+        train_clips = self.clips[d.train_split]
         try:  # every worker needs at least one clip per epoch: say so here, not in a worker's traceback
             rows_per_worker(train_clips, cfg.scaling.num_workers)
         except ValueError as e:
@@ -187,7 +187,7 @@ class TrainRun:
             dataset_target_names=multi_dataset.dataset_target_names(manifest),
             tracking_uri=self.uri if self.run_id else None, run_id=self.run_id, has_val=bool(d.val_split),
             train_clips=train_clips,
-            val_clips=min(manifest.split(d.val_split).num_rows, d.limit or 1 << 62) if d.val_split else 0,
+            val_clips=self.clips.get(d.val_split, 0),
             val_stream=val_stream, progress_board=self.relay.name or "", dataset_names=list(names),
             resume_from=str(self.restore) if self.restore else None, storage=self.storage,
             checkpoint_metric=self.metric, checkpoint_mode=self.mode, mid_epoch=not self.in_trial,
