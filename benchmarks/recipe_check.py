@@ -22,6 +22,8 @@
     python benchmarks/recipe_check.py                 # writes benchmarks/results/recipe_check.json
     python benchmarks/recipe_check.py --tiny --out /tmp/rc.json   # what the test runs (seconds per run)
     python benchmarks/recipe_check.py --size small --out benchmarks/results/recipe_check_small.json
+    python benchmarks/recipe_check.py --size small --presets pt_only,lora \
+        --merge-into benchmarks/results/recipe_check_small.json   # rerun some rows of an earlier table
 """
 
 from __future__ import annotations
@@ -205,14 +207,38 @@ def run_check(size: Size, work: Path, presets: list[str], margin: float, say=pri
         rows[preset] = {"mean_top1": float(np.mean(tops)), "std_top1": float(np.std(tops)), "top1": tops,
                         "collapsed_runs": sum(bool(r["collapsed"]) for r in runs), "epochs": cfg.optim.epochs,
                         "lr": runs[0]["lr"], "trainable_pct": runs[0]["trainable_pct"], "runs": runs}
+    result = {"size": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(size).items()},
+              "chance": 1.0 / c, "margin": margin, "source_top1": source_top1, "rows": rows,
+              "seconds": round(time.time() - start, 1)}
+    return judge(result)
+
+
+def judge(result: dict) -> dict:
+    """Every preset row's margin over the linear probe row and its verdict, and ``all_pass``."""
+    rows, margin = result["rows"], result["margin"]
     probe = rows["linear_probe"]["mean_top1"]
-    for preset in presets:
-        row = rows[preset]
-        row["margin_over_probe"] = row["mean_top1"] - probe
-        row["passes"] = row["margin_over_probe"] >= margin and row["collapsed_runs"] == 0
-    return {"size": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(size).items()},
-            "chance": 1.0 / c, "margin": margin, "source_top1": source_top1, "rows": rows,
-            "all_pass": all(rows[p]["passes"] for p in presets), "seconds": round(time.time() - start, 1)}
+    for name, row in rows.items():
+        if name != "linear_probe":
+            row["margin_over_probe"] = row["mean_top1"] - probe
+            row["passes"] = row["margin_over_probe"] >= margin and row["collapsed_runs"] == 0
+    result["all_pass"] = all(row["passes"] for name, row in rows.items() if name != "linear_probe")
+    return result
+
+
+def merge(earlier: dict, new: dict, when: str, command: list[str]) -> dict:
+    """``earlier``'s table with ``new``'s rows (the linear probe's included) in their place, judged
+    again against the probe row now in it; ``reruns`` says which rows each merge replaced, when."""
+    for key in ("size", "margin", "source_top1"):
+        if earlier[key] != new[key]:
+            raise ValueError(f"--merge-into: its {key} ({earlier[key]}) differs from this run's ({new[key]}): "
+                             "its rows were not measured on the same check")
+    rows = {**earlier["rows"], **new["rows"]}
+    for name, row in rows.items():  # copies of a preset that was rerun follow it
+        if row.get("same_as") in new["rows"]:
+            rows[name] = {**rows[row["same_as"]], "same_as": row["same_as"]}
+    reruns = [*earlier.get("reruns", []), {"time": when, "rows": list(new["rows"]), "seconds": new["seconds"],
+                                           "command": " ".join(command), "machine": new["machine"]}]
+    return judge({**earlier, "rows": rows, "reruns": reruns})
 
 
 def table(result: dict) -> str:
@@ -238,10 +264,20 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], help="key=value applied to every preset (experiments "
                    "only: the check's verdict is on the presets as shipped)")
     p.add_argument("--out", default=str(RESULTS / "recipe_check.json"))
+    p.add_argument("--merge-into", default="", metavar="FILE",
+                   help="put this run's rows (and the linear probe's) in place of theirs in FILE, an earlier result "
+                        "of the same size, keep its other rows, judge them all again and write FILE (not --out)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     presets = [x.strip() for x in a.presets.split(",") if x.strip()] or adapter_presets()
+    earlier = None
+    if a.merge_into:  # read before the run: a bad file fails at once, not after it
+        try:
+            earlier = json.loads(Path(a.merge_into).read_text())
+        except (OSError, ValueError) as e:
+            print(f"recipe_check: --merge-into {a.merge_into}: cannot read it as an earlier result: {e}", file=sys.stderr)
+            return 2
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -249,6 +285,14 @@ def main(argv=None) -> int:
                            overrides=a.set)
     result["size_name"] = "tiny" if a.tiny else a.size
     result["machine"] = machine()
+    if earlier is not None:
+        a.out = a.merge_into
+        try:
+            result = merge(earlier, result, result["machine"]["time"],
+                           ["python", "benchmarks/recipe_check.py", *(sys.argv[1:] if argv is None else argv)])
+        except (ValueError, KeyError) as e:
+            print(f"recipe_check: --merge-into {a.out}: {e}", file=sys.stderr)
+            return 2
     result["table"] = table(result)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))

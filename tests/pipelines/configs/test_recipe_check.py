@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 MHVA_PRESETS = ["mhva_pt", "mhva_pt_mmca", "cm3t"]  # the rest of the MHVA presets: the benchmark
 
@@ -34,3 +36,28 @@ def test_mhva_presets_beat_the_linear_probe_and_none_collapses(tmp_path):
         assert 0 < row["trainable_pct"] < 100  # the ratios keep the adapters smaller than the small backbone
     assert result["all_pass"] and proc.returncode == 0
     assert "| mhva_pt |" in proc.stdout
+
+
+def _row(top1: float, collapsed: int = 0, **extra) -> dict:
+    return {"mean_top1": top1, "std_top1": 0.0, "top1": [top1] * 3, "collapsed_runs": collapsed, "epochs": 14,
+            "lr": 1e-3, "trainable_pct": 1.0, "runs": [], **extra}
+
+
+def test_merge_replaces_the_rerun_rows_keeps_the_rest_and_judges_them_all_again():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.recipe_check import judge, merge
+
+    base = {"size": {"seeds": [0, 1, 2]}, "margin": 0.1, "source_top1": 0.5, "seconds": 9.0}
+    earlier = judge({**base, "rows": {"linear_probe": _row(0.25), "mhva_pt": _row(0.85), "pt_only": _row(0.29, 2),
+                                      "mhva_pt_vivit": _row(0.85, same_as="mhva_pt")}})
+    assert not earlier["all_pass"] and earlier["rows"]["pt_only"]["passes"] is False
+    new = judge({**base, "rows": {"linear_probe": _row(0.30), "pt_only": _row(0.45)}, "machine": {"time": "T"}})
+    merged = merge(earlier, new, "T", ["python", "benchmarks/recipe_check.py", "--presets", "pt_only"])
+    rows = merged["rows"]
+    assert rows["pt_only"]["mean_top1"] == 0.45 and rows["mhva_pt"]["mean_top1"] == 0.85  # replaced / kept
+    assert abs(rows["mhva_pt"]["margin_over_probe"] - 0.55) < 1e-9  # judged against the new probe row
+    assert rows["pt_only"]["passes"] and merged["all_pass"]
+    assert merged["reruns"] == [{"time": "T", "rows": ["linear_probe", "pt_only"], "seconds": 9.0,
+                                 "command": "python benchmarks/recipe_check.py --presets pt_only", "machine": {"time": "T"}}]
+    with pytest.raises(ValueError, match="source_top1"):
+        merge(earlier, {**new, "source_top1": 0.4}, "T", [])
