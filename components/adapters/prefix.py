@@ -28,15 +28,15 @@ frozen call (``replace_base``): it computes q, k, v once and runs two fused atte
 attn)`` is the adapted output, equal to the two-pass result. Calls that ask for attention weights or
 run attention dropout fall back to the frozen module plus the two-pass residual (same mask).
 
-The paper's form (``zero_init_gate: false``, the default and every preset's): gate fixed at 1, the
+The paper's form (``zero_init_gate: false``, the default and every preset's but PT alone's): gate fixed at 1, the
 adapted attention IS attention over [prefix; tokens] from step 0. It is not the identity at init: a
 random prefix takes a share lambda of every query's attention. How much, measured by
 ``python benchmarks/prefix_init.py`` (README, "Prefix tuning at init"): at the presets'
 init (C ~ N(0, 1) through a Linear-ReLU-Linear MLP, projected by the frozen k/v weights) the
 prefix's share of attention is small and the backbone output moves little, but it is not zero.
-``zero_init_gate: true`` (an ablation, He et al.'s gate_add written as a learned scalar) multiplies
-the residual by a learnable gate starting at 0: exact identity at init, but the prefix rows get no
-gradient at step 0 (only the gate does).
+``zero_init_gate: true`` (He et al.'s gate_add written as a learned scalar; ``cm3t/pt_only``'s form, whose
+sources say why) multiplies the residual by a learnable gate starting at 0: exact identity at init, but
+the prefix rows get no gradient at step 0 (only the gate does).
 
 Which attention modules are supported is decided by ``components.backbones.attention`` (timm,
 nn.MultiheadAttention/open_clip, torchvision Video Swin windows), not here.
