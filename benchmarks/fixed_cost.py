@@ -27,6 +27,7 @@ The MLflow store (sqlite) is created before the runs, as it exists for every run
 
     /work/tools/heavy .venv/bin/python benchmarks/fixed_cost.py               # 1 cold + 1 warm run
     python benchmarks/fixed_cost.py --repeats 3 --cases cold,warm --epochs 1   # cold runs first, then warm
+    python benchmarks/fixed_cost.py --set scaling.in_process=true   # the loop in the driver (no Train workers)
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ def one_run(case: str, i: int, a, work: Path, manifest: Path, uri: str, env: dic
     cmd = [str(Path(sys.executable).with_name("vidpeft")), "train", "--config", str(DEMO), "--verbose",
            "--set", f"data.manifest={manifest}", "--set", f"output_dir={out_dir}",
            "--set", f"tracking.tracking_uri={uri}", "--set", f"optim.epochs={a.epochs}"]
+    for override in a.set:
+        cmd += ["--set", override]
     launched, ended, code, lines = run_command(cmd, {**env, PHASE_LOG_ENV: str(phase_log)}, work)
     marks = read_marks(phase_log)
     table, found = phases(launched, ended, marks, lines)
@@ -196,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--clips-per-class", type=int, default=4, help="synthetic clips per class (4 classes)")
     p.add_argument("--workdir", default="", help="data, runs and the MLflow store (default: a temp dir, removed)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for every run, e.g. scaling.in_process=true (repeatable)")
     p.add_argument("--out", default="", help="result file (default benchmarks/results/fixed_cost.json)")
     a = p.parse_args(argv)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
@@ -238,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": vars(a), "machine": info, "loadavg_end": list(os.getloadavg()),
         "seconds": time.time() - started,
         "config": "pipelines/configs/demo.yaml, " + f"{a.epochs} epoch(s), {4 * a.clips_per_class} synthetic clips "
-                  "(16 frames, 32 px), --verbose",
+                  "(16 frames, 32 px), --verbose" + "".join(f", --set {o}" for o in a.set),
         "targets": {"first_step_cold_s": 20, "first_step_warm_s": 8, "exit_after_last_epoch_s": 3, "fixed_cold_s": 20},
         "summary": summary, "runs": runs,
     }

@@ -114,7 +114,9 @@ def select_best(result, storage: str, metric: str | None, mode: str) -> tuple:
     if metric is None or result.checkpoint is None:
         return result.checkpoint, dict(result.metrics or {})
     pool = _candidates(result, storage)
-    scored = [(c, m) for c, m in pool if not (isinstance(m.get(metric), float) and math.isnan(m[metric]))]
+    # a NaN metric (a mid-epoch checkpoint, a diverged epoch) is never the best; a run folder's JSON snapshot
+    # keeps it as null
+    scored = [(c, m) for c, m in pool if isinstance(m.get(metric), (int, float)) and not math.isnan(m[metric])]
     if not scored:
         return result.checkpoint, dict(result.metrics or {})
     scored.sort(key=lambda cm: cm[1].get("epoch", 0))  # a tie goes to the earliest epoch, as Ray keeps the first

@@ -32,6 +32,7 @@ from pipelines.run.checkpoints import WEIGHTS, epoch_of, latest_checkpoint
 from pipelines.run.inputs import check_inputs, output_dir, storage_location
 from pipelines.run.lock import hold_run_lock
 from pipelines.run.fault_hook import fault_from_env
+from pipelines.run.in_process import InProcessTrainer
 from pipelines.run.plan import RunPlan
 from pipelines.run.progress_relay import LiveRelay
 from pipelines.run.run_place import PLACE_KEY
@@ -192,7 +193,16 @@ class TrainRun:
             resume_from=str(self.restore) if self.restore else None, storage=self.storage,
             checkpoint_metric=self.metric, checkpoint_mode=self.mode, mid_epoch=not self.in_trial,
             fault=fault_from_env())
-        apply_train_env(local=on_loopback())  # Ray Train's poll interval and watchers (pipelines/runtime/train_env.py)
+        local = on_loopback()
+        name = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"  # unique within a second
+        # Ray keeps the best `keep` checkpoints by the metric (and the latest, for resume)
+        checkpoints = ray.train.CheckpointConfig(num_to_keep=cfg.scaling.keep_checkpoints or cfg.checkpoint.keep,
+                                                 checkpoint_score_attribute=self.metric,
+                                                 checkpoint_score_order=self.mode)
+        if self.in_process(local):
+            return InProcessTrainer(train_loop_per_worker, plan.to_dict(), datasets, self.storage, name, checkpoints,
+                                    threads=cfg.scaling.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
+        apply_train_env(local=local)  # Ray Train's poll interval and watchers (pipelines/runtime/train_env.py)
         return TorchTrainer(
             train_loop_per_worker,
             train_loop_config=plan.to_dict(),
@@ -200,19 +210,31 @@ class TrainRun:
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
                                                    resources_per_worker=resources),
             run_config=ray.train.RunConfig(
-                name=f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}",  # unique within a second
-                storage_path=self.storage,
+                name=name, storage_path=self.storage,
                 failure_config=ray.train.FailureConfig(
-                    max_failures=cfg.scaling.failures_allowed(not on_loopback())),  # a cluster: restart lost workers
-                # Ray keeps the best `keep` checkpoints by the metric (and the latest, for resume)
-                checkpoint_config=ray.train.CheckpointConfig(
-                    num_to_keep=cfg.scaling.keep_checkpoints or cfg.checkpoint.keep,
-                    checkpoint_score_attribute=self.metric, checkpoint_score_order=self.mode),
+                    max_failures=cfg.scaling.failures_allowed(not local)),  # a cluster: restart lost workers
+                checkpoint_config=checkpoints,
                 callbacks=self.callbacks or None,
                 logging_config=train_logging(),
             ),
             datasets=datasets,
         )
+
+    def in_process(self, local: bool) -> bool:
+        """scaling.in_process resolved: the loop in this process when the run has one worker on a local
+        instance, no worker restarts and is not a search's trial (a trial keeps its Train workers); ``true``
+        where it cannot be is an error that says why (a cluster's driver may sit on a node without the run's
+        resources; a lost worker cannot be restarted in this process)."""
+        s = self.cfg.scaling
+        if s.in_process is False or self.in_trial:
+            return False
+        why = ("this Ray instance has nodes off this machine (a cluster)" if not local else
+               f"scaling.num_workers is {s.num_workers}" if s.num_workers != 1 else
+               f"scaling.max_failures={s.max_failures} restarts lost workers" if s.failures_allowed(False) else "")
+        if why and s.in_process is True:
+            raise ConfigError(f"scaling.in_process: {why}: set scaling.in_process to auto or false to train in Ray "
+                              f"Train workers")
+        return not why
 
     def decoder_pool(self, table, settings) -> int:
         """data.decode_actors, or (auto) sized from the measured decode cost (pipelines/data/decoder_pool.py)."""
@@ -233,8 +255,9 @@ class TrainRun:
         if self.restore:
             print(f"[vidpeft] resuming from {self.restore}", flush=True)
         n = self.cfg.scaling.num_workers
-        self._say(f"starting {n} Ray Train worker{'s' if n > 1 else ''} and the data pipeline; "
-                  f"outputs in {self.out}")
+        where = ("training in this process (scaling.in_process)" if isinstance(trainer, InProcessTrainer)
+                 else f"starting {n} Ray Train worker{'s' if n > 1 else ''}")
+        self._say(f"{where} and the data pipeline; outputs in {self.out}")
         try:
             with _stop_like_ctrl_c():
                 return trainer.fit()

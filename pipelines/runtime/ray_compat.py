@@ -200,3 +200,63 @@ def loopback_torch_config():
             return LoopbackTorchBackend
 
     return LoopbackTorchConfig()
+
+
+# --- Training in the driver's process (pipelines/run/in_process.py) ---------------------------------------
+# Ray Train's local mode (ScalingConfig(num_workers=0)) runs the loop in the calling process, but its report()
+# keeps only the last checkpoint in memory. vidpeft's in-process runs persist each one as a Train run does:
+# Ray's own storage context and checkpoint manager write the run folder (checkpoints and the manager's
+# snapshot), so Result.from_path, --resume and the best-epoch selection read it like any other run.
+
+def set_in_process_train_utils(name: str, shards: dict | None, on_report) -> None:
+    """Make ``ray.train.get_context/get_dataset_shard/report/get_checkpoint`` work in this process for a
+    loop run here (world size 1); ``on_report(metrics, checkpoint)`` persists what the loop reports."""
+    from ray.train.v2._internal.execution.train_fn_utils import LocalTrainFnUtils, set_train_fn_utils
+
+    class _Persisting(LocalTrainFnUtils):
+        def report(self, metrics, checkpoint=None, *args, **kwargs) -> None:
+            self._last_metrics = metrics
+            self._last_checkpoint = on_report(metrics, checkpoint) or self._last_checkpoint
+
+    set_train_fn_utils(_Persisting(experiment_name=name, dataset_shards=shards))
+
+
+def clear_in_process_train_utils() -> None:
+    from ray.train.v2._internal.execution.train_fn_utils import set_train_fn_utils
+
+    set_train_fn_utils(None)
+
+
+class RunCheckpoints:
+    """A Train run folder ``storage_path/name`` kept by Ray's storage context and checkpoint manager
+    (``num_to_keep`` by the score, the latest always kept), written by this process."""
+
+    def __init__(self, storage_path: str, name: str, checkpoint_config) -> None:
+        import asyncio
+
+        from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import CheckpointManager
+        from ray.train.v2._internal.execution.storage import StorageContext
+
+        self.storage = StorageContext(storage_path=storage_path, experiment_dir_name=name)
+        # the manager notifies its listeners through an asyncio task: one loop of its own, run per report
+        self._loop = asyncio.new_event_loop()
+
+        async def make():
+            return CheckpointManager(checkpoint_config=checkpoint_config, storage_context=self.storage)
+
+        self.manager = self._loop.run_until_complete(make())
+
+    def add(self, metrics: dict, checkpoint):
+        """Copy ``checkpoint`` into the run folder and register it; the persisted checkpoint."""
+        from ray.train.v2._internal.execution.training_report import _TrainingReport
+
+        persisted = self.storage.persist_current_checkpoint(checkpoint, self.storage.make_default_checkpoint_dir_name())
+
+        async def register():
+            self.manager.register_checkpoint(_TrainingReport(checkpoint=persisted, metrics=metrics, validation=False))
+
+        self._loop.run_until_complete(register())
+        return persisted
+
+    def close(self) -> None:
+        self._loop.close()

@@ -1,0 +1,63 @@
+"""``scaling.in_process``: the training loop runs in the driver's own process, not in a Ray Train worker.
+
+A Train run on a local instance spends about 15 s before its first step on Ray Train's machinery (the
+controller actor, the placement group, the worker process importing torch): measured by
+benchmarks/fixed_cost.py, docs/fixed_cost.md. With one worker on a local instance none of it buys anything,
+so ``InProcessTrainer`` runs the same ``train_loop_per_worker`` here, the way Ray Train's local mode does, with
+what that mode leaves out:
+
+- each reported checkpoint is persisted to the run folder (``scaling.storage_path``/name) by Ray's own
+  storage context and checkpoint manager (pipelines/runtime/ray_compat.py: ``RunCheckpoints``), so the
+  best-epoch selection, ``--resume`` and a later Train run read it as any Train run's folder;
+- the datasets are split as Ray Train splits them for one worker (``streaming_split(1, equal=True)``): the
+  loop sees the same iterator, and one stream serves every epoch.
+
+Ray Data still decodes in its actors; the model and the optimizer live in this process. No worker restarts
+(a local instance allows none: scaling.max_failures), no Tune trial (trials keep their Train workers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class InProcessTrainer:
+    """``fit()`` as ``TorchTrainer.fit()`` returns it: a ``ray.train.Result`` read back from the run folder."""
+
+    def __init__(self, train_fn: Callable[[dict], None], config: dict, datasets: dict, storage_path: str,
+                 name: str, checkpoint_config, threads: int = 1) -> None:
+        self.train_fn, self.config, self.datasets, self.threads = train_fn, config, datasets, threads
+        self.storage_path, self.name, self.checkpoint_config = storage_path, name, checkpoint_config
+
+    def fit(self):
+        import torch
+        from ray.train import Result
+
+        from pipelines.runtime.ray_compat import RunCheckpoints, clear_in_process_train_utils, set_in_process_train_utils
+
+        run = RunCheckpoints(self.storage_path, self.name, self.checkpoint_config)
+        last: dict = {}
+
+        def on_report(metrics: dict, checkpoint):
+            last.clear()
+            last.update(metrics)
+            return run.add(metrics, checkpoint) if checkpoint is not None else None
+
+        # one worker's shard of each dataset, as Ray Train's DataConfig makes it (a factory is built now)
+        shards = {key: (ds() if callable(ds) else ds).streaming_split(1, equal=True)[0]
+                  for key, ds in self.datasets.items()}
+        set_in_process_train_utils(self.name, shards, on_report)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # what a Train worker gets: its CPUs (Ray sets OMP_NUM_THREADS there)
+        try:
+            self.train_fn(self.config)
+        finally:
+            torch.set_num_threads(threads)
+            clear_in_process_train_utils()
+            run.close()
+        # as Ray Train's controller hands it over: the manager's own record (a NaN metric stays NaN, which its
+        # JSON snapshot would not keep)
+        latest, best = run.manager.latest_checkpoint_result, run.manager.best_checkpoint_results
+        return Result(metrics=last or (latest.metrics if latest else None), checkpoint=latest.checkpoint if latest else None,
+                      error=None, path=f"{self.storage_path.rstrip('/')}/{self.name}",
+                      best_checkpoints=[(r.checkpoint, r.metrics) for r in best])
