@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +167,29 @@ def test_train_workers_rendezvous_listens_on_loopback_only(ray_session, tmp_path
     assert found[0], found  # rank 0 hosts the store: at least that listener
     exposed = [(rank, ip, port) for rank, socks in found.items() for ip, port in socks if not _is_loopback(ip)]
     assert (exposed == []) == loopback, found
+
+
+def test_run_checkpoints_keep_the_best_and_the_latest_as_ray_train_does(tmp_path):
+    """``RunCheckpoints`` (what an in-process run persists with): Ray's checkpoint manager keeps
+    ``num_to_keep`` by the score plus the latest, deletes the rest from the folder, and its snapshot makes
+    the folder a Train run folder that ``Result.from_path`` (resume, earlier fits' best) reads."""
+    import ray.train
+    from ray.train import Result
+
+    from pipelines.runtime.ray_compat import RunCheckpoints
+
+    run = RunCheckpoints(str(tmp_path / "ray"), "run-a", ray.train.CheckpointConfig(
+        num_to_keep=2, checkpoint_score_attribute="val_top1", checkpoint_score_order="max"))
+    for epoch, score in enumerate([0.5, 0.9, 0.7, 0.2]):
+        src = tmp_path / f"src{epoch}"
+        src.mkdir()
+        (src / "state.txt").write_text(str(epoch))
+        run.add({"epoch": epoch, "val_top1": score}, ray.train.Checkpoint.from_directory(str(src)))
+    run.close()
+    kept = [p for p in (tmp_path / "ray" / "run-a").iterdir() if p.is_dir() and p.name.startswith("checkpoint_")]
+    assert len(kept) == 3  # the best two (0.9, 0.7) and the latest (0.2)
+    read = Result.from_path(str(tmp_path / "ray" / "run-a"))
+    assert sorted(m["epoch"] for _, m in read.best_checkpoints) == [1, 2, 3]
+    best = read.get_best_checkpoint("val_top1", "max")
+    assert (Path(best.path) / "state.txt").read_text() == "1"
+    assert read.metrics["epoch"] == 3  # the latest
