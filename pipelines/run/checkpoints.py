@@ -105,7 +105,9 @@ def latest_checkpoint(storage: str | Path) -> str | None:
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         return None
     sizes: dict[str, dict[str, int]] = {}  # <run>/checkpoint_* -> file name -> size
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+    # allow_not_found: in a bucket the folder is only its objects, and it can vanish between the two calls
+    # (a starting run's write check, pipelines/run/storage_check.py, is its only object for a moment)
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
         parts = info.path[len(root):].strip("/").split("/")
         if info.type == pafs.FileType.File and len(parts) == 3 and parts[1].startswith("checkpoint_"):
             sizes.setdefault(f"{parts[0]}/{parts[1]}", {})[parts[2]] = info.size

@@ -118,6 +118,37 @@ def test_kill_during_save_leaves_previous_checkpoint_usable(tmp_path, point):
     assert optimizer.state_dict()["state"]  # the optimizer's moments came back too
 
 
+def test_a_storage_folder_that_vanishes_while_listed_holds_no_checkpoint(tmp_path, monkeypatch):
+    """In a bucket a folder is only its objects: a starting run's write check (its probe object, written
+    then deleted) makes the run's storage folder exist for a moment. Seen between the existence check and
+    the listing, that is "no checkpoint yet", not a FileNotFoundError (a poll of the bucket crashed so)."""
+    import pyarrow.fs as pafs
+
+    storage = tmp_path / "shared" / "exp"
+    storage.mkdir(parents=True)
+    (storage / ".vidpeft-write-check-1").write_bytes(b"ok")
+    real = pafs.FileSystem
+
+    class Vanishing:  # the local filesystem, on which the folder goes right after it was seen
+        def __init__(self, fs):
+            self.fs = fs
+
+        def get_file_info(self, what):
+            info = self.fs.get_file_info(what)
+            if isinstance(what, str):
+                shutil.rmtree(storage)
+            return info
+
+    class FileSystem:
+        @staticmethod
+        def from_uri(uri):
+            fs, root = real.from_uri(uri)
+            return Vanishing(fs), root
+
+    monkeypatch.setattr(pafs, "FileSystem", FileSystem)
+    assert latest_checkpoint(storage) is None
+
+
 def test_checkpoints_on_uri_storage(tmp_path, monkeypatch):
     """Shared storage given as a URI (here file://, as s3:// or gs:// would be) goes through pyarrow."""
     import ray.train
