@@ -1,13 +1,17 @@
 """Two Ray nodes that share no path: a real `ray start --head` and a second `ray start --address=...` with
 its own temp dir (token auth on, 127.0.0.1), moto's S3 server holding the manifest, the videos, the
 backbone weights and the checkpoints. `vidpeft train` with 2 workers (one per node: each reserves more
-than half a node's CPUs) reads everything from the bucket and checkpoints there."""
+than half a node's CPUs) reads everything from the bucket and checkpoints there. The driver is SIGKILLed
+once a checkpoint is in the bucket (a preempted or OOM-killed driver: no handler runs) and `train --resume`
+finishes the run from the bucket's checkpoint, in the same MLflow run."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,10 +19,13 @@ import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
-from components.io import list_files, write_bytes
+from components.io import list_files, read_bytes, write_bytes
+from pipelines.run.checkpoints import STATE, progress
 from tests.conftest import DEMO_CONFIG
+from tests.pipelines.run.test_faults import wait_for_checkpoint
 from tests.pipelines.run.test_object_storage_e2e import backbone_file
 from tests.pipelines.runtime.test_cluster_e2e import clean_env, free_ports, stop_ray
 from tests.s3_server import moto_s3
@@ -32,13 +39,17 @@ RAY = str(Path(sys.executable).with_name("ray"))
 def ray_node(args: list[str], env: dict[str, str], log: Path, ready):
     """`ray start --block ARGS --temp-dir=<its own>` until ``ready()``; stopped by its own pids only."""
     temp_dir = tempfile.mkdtemp(prefix="vdn", dir="/tmp")  # short: Ray's socket paths live in it
+    # no drain on SIGTERM: stop_ray signals the head's whole process group, its GCS too, and the head would
+    # then wait 30 s for a drain through a GCS that is gone
+    env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     with log.open("w") as f:
         proc = subprocess.Popen([RAY, "start", "--block", f"--temp-dir={temp_dir}", "--disable-usage-stats", *args],
                                 env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         while not ready():
-            assert proc.poll() is None and time.monotonic() < deadline, f"ray start:\n{log.read_text()[-3000:]}"
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                f"ray start {'exited' if proc.poll() is not None else 'not ready after 300 s'}:\n{log.read_text()[-3000:]}"
             time.sleep(1)
         yield
     finally:
@@ -46,14 +57,21 @@ def ray_node(args: list[str], env: dict[str, str], log: Path, ready):
 
 
 def alive_nodes(address: str, env: dict[str, str]) -> int:
+    """Alive nodes of the cluster; 0 when a probe cannot tell (yet), or takes over 120 s on a loaded machine
+    (``ray_node`` then probes again until its deadline)."""
     code = ("import ray; ray.init(address=%r, logging_level='ERROR'); "
             "print(sum(n['Alive'] for n in ray.nodes()))" % address)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return 0
     lines = proc.stdout.strip().splitlines()
     return int(lines[-1]) if proc.returncode == 0 and lines and lines[-1].isdigit() else 0
 
 
-def test_two_nodes_train_from_a_bucket(tmp_path):
+def test_two_nodes_train_from_a_bucket_killed_and_resumed(tmp_path):
+    from mlflow.tracking import MlflowClient
+
     from components.data.synth import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", num_classes=2, clips_per_class=8, frames=8, size=32, seed=4)
@@ -74,20 +92,70 @@ def test_two_nodes_train_from_a_bucket(tmp_path):
         stack.enter_context(ray_node(
             [f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2"],
             env, tmp_path / "node2.log", lambda: alive_nodes(address, env) >= 2))
-        out = tmp_path / "run"  # the driver's own folder: no node reads it
+        out, uri, storage = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", s3.uri("ckpt/demo")
         sets = [f"data.manifest={s3.uri('synth/manifest.parquet')}",
                 f"model.backbone.checkpoint={s3.uri('weights/backbone.safetensors')}",
                 f"scaling.storage_path={s3.uri('ckpt')}", f"scaling.ray_address={address}",
                 "scaling.num_workers=2", "scaling.cpus_per_worker=1.5", "data.decode_cpus=0.25",
-                f"output_dir={out}", f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                f"output_dir={out}", f"tracking.tracking_uri={uri}",  # out: the driver's own folder, no node reads it
                 "model.backbone.num_frames=4", "model.backbone.kwargs={patch_size: 8, embed_dim: 32, depth: 2, "
-                "num_heads: 2}", "optim.warmup_epochs=0", "optim.epochs=1", "data.batch_size=4",
+                "num_heads: 2}", "optim.warmup_epochs=0", "optim.epochs=2", "data.batch_size=4",
+                # 12 train clips, 2 workers of batch 4: 2 steps per epoch, a checkpoint after each
+                "checkpoint.every_steps=1",
                 f"data.cache_dir={tmp_path / 'node_cache'}"]  # the same local path on each node
-        proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", "--config", str(DEMO_CONFIG),
-                               *[x for kv in sets for x in ("--set", kv)]],
-                              cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                              timeout=900)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        train = [sys.executable, "-m", "pipelines.cli", "train", "--config", str(DEMO_CONFIG),
+                 *[x for kv in sets for x in ("--set", kv)]]
+        driver_env = {**env, "PYTHONPATH": str(ROOT)}
+
+        # 1) the driver, SIGKILLed (its process group) as soon as a checkpoint of its run is in the bucket. SIGKILL,
+        # as a preempted or OOM-killed driver dies: no handler runs (Ctrl-C/SIGTERM, which end the MLflow run as
+        # KILLED, is tests/pipelines/run/test_faults.py::test_interrupted_driver_resumes)
+        killed_log = tmp_path / "killed.log"
+        with killed_log.open("w") as log:
+            driver = subprocess.Popen(train, cwd=ROOT, env=driver_env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        try:
+            first = wait_for_checkpoint(storage, driver, killed_log, timeout=180)
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+        assert driver.returncode == -signal.SIGKILL, f"run ended before the kill:\n{killed_log.read_text()[-4000:]}"
+        run_id = json.loads((out / "run_info.json").read_text())["run_id"]
+        tracking = MlflowClient(uri)
+        assert tracking.get_run(run_id).info.status == "RUNNING"  # nothing ended it: the kill left no trace
+
+        # 2) --resume: the same command, from the bucket's newest checkpoint, into the same MLflow run
+        proc = subprocess.run([*train, "--resume"], cwd=ROOT, env=driver_env, capture_output=True, text=True,
+                              timeout=600)
+        text = proc.stdout + proc.stderr
+        (tmp_path / "resumed.log").write_text(text)
+        assert proc.returncode == 0, text[-4000:]
+        assert "taking over the lock" in proc.stderr  # the killed driver's, released by the kernel
+        resumed_from = re.search(r"\[vidpeft\] resuming from (\S+)", proc.stdout)
+        assert resumed_from and resumed_from[1].startswith(first.rsplit("/", 1)[0] + "/"), text[-4000:]  # killed fit's
+        state = json.loads(read_bytes(f"{resumed_from[1]}/{STATE}"))
+        assert progress(state) >= progress(json.loads(read_bytes(f"{first}/{STATE}"))) > (-1, 0)  # past the start
+        resumed = r"\[vidpeft\] resumed (in epoch [12]/2 after \d+ of its clips|after epoch 1/2)"  # the workers' line
+        assert re.search(resumed, text), text[-4000:]
         metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["last_epoch"] == 0 and "val_top1" in metrics and metrics["skipped_clips"] == 0
-        assert [f for f in list_files(s3.uri("ckpt/")) if f.endswith("/weights.safetensors")]
+        assert metrics["last_epoch"] == 1 and "val_top1" in metrics and metrics["skipped_clips"] == 0
+        assert metrics["run_id"] == run_id
+        # the run's weights: the best checkpoint's, read from the bucket
+        weights = [f for f in list_files(s3.uri("ckpt/")) if f.endswith("/weights.safetensors")]
+        assert (out / "weights.safetensors").read_bytes() in [read_bytes(f) for f in weights]
+        runs = tracking.search_runs([e.experiment_id for e in tracking.search_experiments()])
+        assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "FINISHED")]  # one run, continued
+        assert sorted(m.step for m in tracking.get_metric_history(run_id, "val_top1")) == [0, 1]  # each epoch once
+
+        # 3) evaluate (2 workers) and predict on the cluster the run's config names, from the bucket
+        vidpeft = [sys.executable, "-m", "pipelines.cli"]
+        for args in (["evaluate", str(out), "--split", "val", "--workers", "2", "--no-mlflow"],
+                     ["predict", str(out), s3.uri("synth/videos/"), "--out", str(tmp_path / "preds.parquet")]):
+            done = subprocess.run(vidpeft + args, cwd=ROOT, env=driver_env, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, f"vidpeft {args[0]}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        result = json.loads((out / "eval_val.json").read_text())
+        assert result["clips"] == 4 and result["manifest"] == s3.uri("synth/manifest.parquet")
+        preds = pq.read_table(tmp_path / "preds.parquet")
+        assert preds.num_rows == 16  # every video object below the prefix
+        assert all(p.startswith(s3.uri("synth/videos/")) for p in preds["video_path"].to_pylist())
