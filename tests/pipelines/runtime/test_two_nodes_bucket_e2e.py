@@ -48,8 +48,8 @@ def ray_node(args: list[str], env: dict[str, str], log: Path, ready):
     try:
         deadline = time.monotonic() + 300
         while not ready():
-            assert proc.poll() is None and time.monotonic() < deadline, \
-                f"ray start {'exited' if proc.poll() is not None else 'not ready after 300 s'}:\n{log.read_text()[-3000:]}"
+            why = "exited" if proc.poll() is not None else "not ready after 300 s"
+            assert proc.poll() is None and time.monotonic() < deadline, f"ray start {why}:\n{log.read_text()[-3000:]}"
             time.sleep(1)
         yield
     finally:
