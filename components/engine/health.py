@@ -30,8 +30,9 @@ CAUSES = {
     "flat_loss": "lr too high or too low, a prefix without its zero-init gate, or adapters too wide for "
                  "the backbone",
     "nonfinite": "lr too high (try 10x lower), fp16 overflow (optim.amp=bf16 or off), or no grad_clip",
-    "zero_grad": "a gate held at zero, a modality missing from every clip, or an lr so high the "
-                 "adapter saturated",
+    "zero_grad": "a gate held at zero, a modality missing from every clip, attention over a single key "
+                 "(a one-token modality: its weights are constant, so the queries and keys get no gradient), "
+                 "or an lr so high the adapter saturated",
 }
 
 

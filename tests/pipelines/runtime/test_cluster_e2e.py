@@ -174,6 +174,9 @@ def ray_head(env: dict[str, str], token: str, log: Path):
            f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
            f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
            f"--temp-dir={temp_dir}", "--num-cpus=2", "--disable-usage-stats"]
+    # no drain on SIGTERM: stop_ray signals the head's whole process group, its GCS too, and the head would
+    # then wait 30 s for a drain through a GCS that is gone
+    env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{dashboard}"
