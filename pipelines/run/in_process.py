@@ -21,6 +21,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
+def gpu_mismatch(use_gpu: bool) -> str:
+    """Why this process cannot train as ``scaling.use_gpu`` asks ('' if it can): in local mode Ray Train puts
+    the loop on this process's first CUDA device whenever it sees one."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cuda and not use_gpu:
+        return "scaling.use_gpu is false and this process sees a GPU (the loop here would take it)"
+    if use_gpu and not cuda:
+        return "scaling.use_gpu is true and this process sees no GPU"
+    return ""
+
+
 class InProcessTrainer:
     """``fit()`` as ``TorchTrainer.fit()`` returns it: a ``ray.train.Result`` read back from the run folder."""
 

@@ -32,7 +32,7 @@ from pipelines.run.checkpoints import WEIGHTS, epoch_of, latest_checkpoint
 from pipelines.run.inputs import check_inputs, output_dir, storage_location
 from pipelines.run.lock import hold_run_lock
 from pipelines.run.fault_hook import fault_from_env
-from pipelines.run.in_process import InProcessTrainer
+from pipelines.run.in_process import InProcessTrainer, gpu_mismatch
 from pipelines.run.plan import RunPlan
 from pipelines.run.progress_relay import LiveRelay
 from pipelines.run.run_place import PLACE_KEY
@@ -199,7 +199,7 @@ class TrainRun:
         checkpoints = ray.train.CheckpointConfig(num_to_keep=cfg.scaling.keep_checkpoints or cfg.checkpoint.keep,
                                                  checkpoint_score_attribute=self.metric,
                                                  checkpoint_score_order=self.mode)
-        if self.in_process(local):
+        if self.in_process(local, gpu):
             return InProcessTrainer(train_loop_per_worker, plan.to_dict(), datasets, self.storage, name, checkpoints,
                                     threads=cfg.scaling.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
         apply_train_env(local=local)  # Ray Train's poll interval and watchers (pipelines/runtime/train_env.py)
@@ -220,9 +220,10 @@ class TrainRun:
             datasets=datasets,
         )
 
-    def in_process(self, local: bool) -> bool:
+    def in_process(self, local: bool, gpu: bool) -> bool:
         """scaling.in_process resolved: the loop in this process when the run has one worker on a local
-        instance, no worker restarts and is not a search's trial (a trial keeps its Train workers); ``true``
+        instance, no worker restarts, the GPU choice this process can honour, and is not a search's trial (a
+        trial keeps its Train workers); ``true``
         where it cannot be is an error that says why (a cluster's driver may sit on a node without the run's
         resources; a lost worker cannot be restarted in this process)."""
         s = self.cfg.scaling
@@ -230,7 +231,8 @@ class TrainRun:
             return False
         why = ("this Ray instance has nodes off this machine (a cluster)" if not local else
                f"scaling.num_workers is {s.num_workers}" if s.num_workers != 1 else
-               f"scaling.max_failures={s.max_failures} restarts lost workers" if s.failures_allowed(False) else "")
+               f"scaling.max_failures={s.max_failures} restarts lost workers" if s.failures_allowed(False) else
+               gpu_mismatch(gpu))
         if why and s.in_process is True:
             raise ConfigError(f"scaling.in_process: {why}: set scaling.in_process to auto or false to train in Ray "
                               f"Train workers")
