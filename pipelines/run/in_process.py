@@ -18,6 +18,7 @@ Ray Data still decodes in its actors; the model and the optimizer live in this p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 
@@ -60,12 +61,14 @@ class InProcessTrainer:
         shards = {key: (ds() if callable(ds) else ds).streaming_split(1, equal=True)[0]
                   for key, ds in self.datasets.items()}
         set_in_process_train_utils(self.name, shards, on_report)
-        threads = torch.get_num_threads()
+        # what the loop sets for a worker process is put back for this one (a notebook calling vidpeft.train)
+        threads, root_level = torch.get_num_threads(), logging.getLogger().level
         torch.set_num_threads(self.threads)  # what a Train worker gets: its CPUs (Ray sets OMP_NUM_THREADS there)
         try:
             self.train_fn(self.config)
         finally:
             torch.set_num_threads(threads)
+            logging.getLogger().setLevel(root_level)
             clear_in_process_train_utils()
             run.close()
         # as Ray Train's controller hands it over: the manager's own record (a NaN metric stays NaN, which its
