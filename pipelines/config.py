@@ -228,7 +228,7 @@ class ScalingConfig:
                 "crash there is a bug that a restart would repeat)")
     in_process: Literal["auto"] | bool = cfg(
         "auto", "train in the driver's own process instead of a Ray Train worker (Ray Data still decodes in its "
-                "actors): about 15 s less start-up per run, no worker restarts. auto = when it can: one worker, a "
+                "actors): about 10 s less start-up per run, no worker restarts. auto = when it can: one worker, a "
                 "local instance, scaling.max_failures 0, not a search's trial; true = say why when it cannot "
                 "(pipelines/run/in_process.py)")
     keep_checkpoints: int = cfg(0, "older name of checkpoint.keep, still read from saved configs (0 = unset)")

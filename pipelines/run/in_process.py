@@ -1,6 +1,6 @@
 """``scaling.in_process``: the training loop runs in the driver's own process, not in a Ray Train worker.
 
-A Train run on a local instance spends about 15 s before its first step on Ray Train's machinery (the
+A Train run on a local instance spends about 10 s more before its first step on Ray Train's machinery (the
 controller actor, the placement group, the worker process importing torch): measured by
 benchmarks/fixed_cost.py, docs/fixed_cost.md. With one worker on a local instance none of it buys anything,
 so ``InProcessTrainer`` runs the same ``train_loop_per_worker`` here, the way Ray Train's local mode does, with
@@ -36,7 +36,7 @@ def gpu_mismatch(use_gpu: bool) -> str:
 
 
 class InProcessTrainer:
-    """``fit()`` as ``TorchTrainer.fit()`` returns it: a ``ray.train.Result`` read back from the run folder."""
+    """``fit()`` as ``TorchTrainer.fit()`` returns it: a ``ray.train.Result`` of the run folder's checkpoints."""
 
     def __init__(self, train_fn: Callable[[dict], None], config: dict, datasets: dict, storage_path: str,
                  name: str, checkpoint_config, threads: int = 1) -> None:
@@ -47,7 +47,8 @@ class InProcessTrainer:
         import torch
         from ray.train import Result
 
-        from pipelines.runtime.ray_compat import RunCheckpoints, clear_in_process_train_utils, set_in_process_train_utils
+        from pipelines.runtime.ray_compat import (RunCheckpoints, clear_in_process_train_utils,
+                                                  set_in_process_train_utils)
 
         run = RunCheckpoints(self.storage_path, self.name, self.checkpoint_config)
         last: dict = {}
@@ -74,6 +75,7 @@ class InProcessTrainer:
         # as Ray Train's controller hands it over: the manager's own record (a NaN metric stays NaN, which its
         # JSON snapshot would not keep)
         latest, best = run.manager.latest_checkpoint_result, run.manager.best_checkpoint_results
-        return Result(metrics=last or (latest.metrics if latest else None), checkpoint=latest.checkpoint if latest else None,
-                      error=None, path=f"{self.storage_path.rstrip('/')}/{self.name}",
+        return Result(metrics=last or (latest.metrics if latest else None),
+                      checkpoint=latest.checkpoint if latest else None, error=None,
+                      path=f"{self.storage_path.rstrip('/')}/{self.name}",
                       best_checkpoints=[(r.checkpoint, r.metrics) for r in best])

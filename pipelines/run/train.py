@@ -222,10 +222,9 @@ class TrainRun:
 
     def in_process(self, local: bool, gpu: bool) -> bool:
         """scaling.in_process resolved: the loop in this process when the run has one worker on a local
-        instance, no worker restarts, the GPU choice this process can honour, and is not a search's trial (a
-        trial keeps its Train workers); ``true``
-        where it cannot be is an error that says why (a cluster's driver may sit on a node without the run's
-        resources; a lost worker cannot be restarted in this process)."""
+        instance, no worker restarts, a GPU choice this process can honour, and is not a search's trial (a
+        trial keeps its Train workers). ``true`` where it cannot be is an error that says why (a cluster's
+        driver may sit on a node without the run's resources; a lost worker cannot be restarted here)."""
         s = self.cfg.scaling
         if s.in_process is False or self.in_trial:
             return False
@@ -257,9 +256,12 @@ class TrainRun:
         if self.restore:
             print(f"[vidpeft] resuming from {self.restore}", flush=True)
         n = self.cfg.scaling.num_workers
-        where = ("training in this process (scaling.in_process)" if isinstance(trainer, InProcessTrainer)
-                 else f"starting {n} Ray Train worker{'s' if n > 1 else ''}")
-        self._say(f"{where} and the data pipeline; outputs in {self.out}")
+        if isinstance(trainer, InProcessTrainer):
+            self._say(f"starting the data pipeline, training in this process (scaling.in_process); "
+                      f"outputs in {self.out}")
+        else:
+            self._say(f"starting {n} Ray Train worker{'s' if n > 1 else ''} and the data pipeline; "
+                      f"outputs in {self.out}")
         try:
             with _stop_like_ctrl_c():
                 return trainer.fit()
