@@ -51,11 +51,8 @@ class InProcessTrainer:
                                                   set_in_process_train_utils)
 
         run = RunCheckpoints(self.storage_path, self.name, self.checkpoint_config)
-        last: dict = {}
 
-        def on_report(metrics: dict, checkpoint):
-            last.clear()
-            last.update(metrics)
+        def on_report(metrics: dict, checkpoint):  # in this process every report is rank 0's, with a checkpoint
             return run.add(metrics, checkpoint) if checkpoint is not None else None
 
         # one worker's shard of each dataset, as Ray Train's DataConfig makes it (a factory is built now)
@@ -64,7 +61,9 @@ class InProcessTrainer:
         set_in_process_train_utils(self.name, shards, on_report)
         # what the loop sets for a worker process is put back for this one (a notebook calling vidpeft.train)
         threads, root_level = torch.get_num_threads(), logging.getLogger().level
-        torch.set_num_threads(self.threads)  # what a Train worker gets: its CPUs (Ray sets OMP_NUM_THREADS there)
+        # what a Train worker gets, its CPUs (Ray sets OMP_NUM_THREADS there); the loop then applies
+        # scaling.torch_threads when set, as in a worker
+        torch.set_num_threads(self.threads)
         try:
             self.train_fn(self.config)
         finally:
@@ -75,7 +74,6 @@ class InProcessTrainer:
         # as Ray Train's controller hands it over: the manager's own record (a NaN metric stays NaN, which its
         # JSON snapshot would not keep)
         latest, best = run.manager.latest_checkpoint_result, run.manager.best_checkpoint_results
-        return Result(metrics=last or (latest.metrics if latest else None),
-                      checkpoint=latest.checkpoint if latest else None, error=None,
-                      path=f"{self.storage_path.rstrip('/')}/{self.name}",
+        return Result(metrics=latest.metrics if latest else None, checkpoint=latest.checkpoint if latest else None,
+                      error=None, path=f"{self.storage_path.rstrip('/')}/{self.name}",
                       best_checkpoints=[(r.checkpoint, r.metrics) for r in best])

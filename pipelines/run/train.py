@@ -201,7 +201,7 @@ class TrainRun:
                                                  checkpoint_score_order=self.mode)
         if self.in_process(local, gpu):
             return InProcessTrainer(train_loop_per_worker, plan.to_dict(), datasets, self.storage, name, checkpoints,
-                                    threads=cfg.scaling.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
+                                    threads=max(1, int(cfg.scaling.cpus_per_worker)))
         apply_train_env(local=local)  # Ray Train's poll interval and watchers (pipelines/runtime/train_env.py)
         return TorchTrainer(
             train_loop_per_worker,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from components.config import resolve
+from components.config import ConfigError, resolve
 from pipelines.config import ExperimentConfig
 from pipelines.run.in_process import gpu_mismatch
 
@@ -23,7 +23,7 @@ def test_in_process_takes_auto_true_or_false_and_one_worker_when_true():
     assert resolve(ExperimentConfig, [], []).scaling.in_process == "auto"
     assert resolve(ExperimentConfig, [], ["scaling.in_process=false"]).scaling.in_process is False
     assert resolve(ExperimentConfig, [], ["scaling.in_process=auto", "scaling.num_workers=2"]).scaling.num_workers == 2
-    with pytest.raises(Exception, match="num_workers must be 1"):
+    with pytest.raises(ConfigError, match="num_workers must be 1"):
         resolve(ExperimentConfig, [], ["scaling.in_process=true", "scaling.num_workers=2"])
-    with pytest.raises(Exception, match="in_process"):
+    with pytest.raises(ConfigError, match="in_process"):
         resolve(ExperimentConfig, [], ["scaling.in_process=maybe"])
