@@ -229,8 +229,8 @@ class ScalingConfig:
     in_process: Literal["auto"] | bool = cfg(
         "auto", "train in the driver's own process instead of a Ray Train worker (Ray Data still decodes in its "
                 "actors): about 10 s less start-up per run, no worker restarts. auto = when it can: one worker, a "
-                "local instance, scaling.max_failures 0, not a search's trial; true = say why when it cannot "
-                "(pipelines/run/in_process.py)")
+                "local instance, scaling.max_failures 0 (a search's trial then trains in its own process, holding the "
+                "worker's CPUs); true = say why when it cannot (pipelines/run/in_process.py)")
     keep_checkpoints: int = cfg(0, "older name of checkpoint.keep, still read from saved configs (0 = unset)")
 
     def __post_init__(self) -> None:

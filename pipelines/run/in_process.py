@@ -13,13 +13,26 @@ what that mode leaves out:
   loop sees the same iterator, and one stream serves every epoch.
 
 Ray Data still decodes in its actors; the model and the optimizer live in this process. No worker restarts
-(a local instance allows none: scaling.max_failures), no Tune trial (trials keep their Train workers).
+(a local instance allows none: scaling.max_failures).
+
+A Tune trial (`vidpeft tune`, `vidpeft ablate`) trains in its own process the same way: the trial reserves the
+worker's CPUs (pipelines/search/tune.py: ``TrialJob.resources``), the run's Train callbacks (the trial's
+reporter to Tune, its per-epoch results) are called here after each persisted report, as Ray Train's
+controller would call them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+
+
+def why_not(scaling, local: bool) -> str:
+    """Why a run with these ``scaling`` settings cannot train in its driver's process ('' if it can)."""
+    return ("this Ray instance has nodes off this machine (a cluster)" if not local else
+            f"scaling.num_workers is {scaling.num_workers}" if scaling.num_workers != 1 else
+            f"scaling.max_failures={scaling.max_failures} restarts lost workers" if scaling.failures_allowed(False)
+            else "")
 
 
 def gpu_mismatch(use_gpu: bool) -> str:
@@ -39,8 +52,9 @@ class InProcessTrainer:
     """``fit()`` as ``TorchTrainer.fit()`` returns it: a ``ray.train.Result`` of the run folder's checkpoints."""
 
     def __init__(self, train_fn: Callable[[dict], None], config: dict, datasets: dict, storage_path: str,
-                 name: str, checkpoint_config, threads: int = 1) -> None:
+                 name: str, checkpoint_config, threads: int = 1, callbacks: list | None = None) -> None:
         self.train_fn, self.config, self.datasets, self.threads = train_fn, config, datasets, threads
+        self.callbacks = callbacks or []  # Ray Train UserCallbacks: after_report(run_context, metrics, checkpoint)
         self.storage_path, self.name, self.checkpoint_config = storage_path, name, checkpoint_config
 
     def fit(self):
@@ -48,12 +62,15 @@ class InProcessTrainer:
         from ray.train import Result
 
         from pipelines.runtime.ray_compat import (RunCheckpoints, clear_in_process_train_utils,
-                                                  set_in_process_train_utils)
+                                                  set_in_process_train_utils, train_functions_in_this_thread)
 
         run = RunCheckpoints(self.storage_path, self.name, self.checkpoint_config)
 
-        def on_report(metrics: dict, checkpoint):  # in this process every report is rank 0's, with a checkpoint
-            return run.add(metrics, checkpoint) if checkpoint is not None else None
+        def on_report(metrics: dict, checkpoint):  # in this process every report is rank 0's
+            persisted = run.add(metrics, checkpoint) if checkpoint is not None else None
+            for callback in self.callbacks:  # as Ray Train's controller calls them: each worker's metrics, persisted
+                callback.after_report(run_context=None, metrics=[metrics], checkpoint=persisted)
+            return persisted
 
         # one worker's shard of each dataset, as Ray Train's DataConfig makes it (a factory is built now)
         shards = {key: (ds() if callable(ds) else ds).streaming_split(1, equal=True)[0]
@@ -65,7 +82,8 @@ class InProcessTrainer:
         # scaling.torch_threads when set, as in a worker
         torch.set_num_threads(self.threads)
         try:
-            self.train_fn(self.config)
+            with train_functions_in_this_thread():  # a Tune trial's thread: ray.train.* as in a worker
+                self.train_fn(self.config)
         finally:
             torch.set_num_threads(threads)
             logging.getLogger().setLevel(root_level)

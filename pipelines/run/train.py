@@ -32,7 +32,7 @@ from pipelines.run.checkpoints import WEIGHTS, epoch_of, latest_checkpoint
 from pipelines.run.inputs import check_inputs, output_dir, storage_location
 from pipelines.run.lock import hold_run_lock
 from pipelines.run.fault_hook import fault_from_env
-from pipelines.run.in_process import InProcessTrainer, gpu_mismatch
+from pipelines.run.in_process import InProcessTrainer, gpu_mismatch, why_not
 from pipelines.run.plan import RunPlan
 from pipelines.run.progress_relay import LiveRelay
 from pipelines.run.run_place import PLACE_KEY
@@ -52,11 +52,14 @@ _stop_like_ctrl_c = stop_like_ctrl_c  # SIGTERM = Ctrl-C, bounded (pipelines/run
 VAL_DECODE_CPUS = 0.01  # Ray's CPU reservation of a validation decoder actor (see TrainRun.plan)
 
 
-def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | None = None) -> dict:
+def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | None = None,
+              in_process: bool | None = None) -> dict:
     """One Ray Train run. ``callbacks``: Ray Train callbacks (a Tune trial passes its reporter).
-    OUTPUT_DIR is locked for the whole run: a second run on it is refused (pipelines/run/lock.py)."""
+    ``in_process``: where a Tune trial trains, as it decided when it reserved its CPUs (None: by
+    scaling.in_process). OUTPUT_DIR is locked for the whole run: a second run on it is refused
+    (pipelines/run/lock.py)."""
     with contextlib.ExitStack() as stack:
-        return TrainRun(cfg, resume, callbacks, stack).execute()
+        return TrainRun(cfg, resume, callbacks, stack, in_process).execute()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -69,8 +72,10 @@ class TrainRun:
     """One `vidpeft train` on the driver. ``execute`` runs the phases in order; each phase reads what
     the earlier ones set on ``self`` and nothing else."""
 
-    def __init__(self, cfg: ExperimentConfig, resume: bool, callbacks: list | None, stack: contextlib.ExitStack):
+    def __init__(self, cfg: ExperimentConfig, resume: bool, callbacks: list | None, stack: contextlib.ExitStack,
+                 in_process: bool | None = None):
         self.cfg, self.resume, self.callbacks, self.stack = cfg, resume, callbacks, stack
+        self.decided_in_process = in_process
         self.out = output_dir(cfg)
         self.storage = storage_location(cfg, self.out)
         # A Tune trial's run gets its final status from the search (tune.close_trial_runs): a trial the
@@ -201,7 +206,7 @@ class TrainRun:
                                                  checkpoint_score_order=self.mode)
         if self.in_process(local, gpu):
             return InProcessTrainer(train_loop_per_worker, plan.to_dict(), datasets, self.storage, name, checkpoints,
-                                    threads=max(1, int(cfg.scaling.cpus_per_worker)))
+                                    threads=max(1, int(cfg.scaling.cpus_per_worker)), callbacks=self.callbacks)
         apply_train_env(local=local)  # Ray Train's poll interval and watchers (pipelines/runtime/train_env.py)
         return TorchTrainer(
             train_loop_per_worker,
@@ -222,16 +227,19 @@ class TrainRun:
 
     def in_process(self, local: bool, gpu: bool) -> bool:
         """scaling.in_process resolved: the loop in this process when the run has one worker on a local
-        instance, no worker restarts, a GPU choice this process can honour, and is not a search's trial (a
-        trial keeps its Train workers). ``true`` where it cannot be is an error that says why (a cluster's
-        driver may sit on a node without the run's resources; a lost worker cannot be restarted here)."""
+        instance, no worker restarts and a GPU choice this process can honour; a search's trial as it decided.
+        ``true`` where it cannot be is an error that says why (a cluster's driver may sit on a node without
+        the run's resources; a lost worker cannot be restarted here)."""
         s = self.cfg.scaling
-        if s.in_process is False or self.in_trial:
+        if self.decided_in_process is not None:  # a trial: its CPUs (and GPU) were reserved for this choice
+            why = gpu_mismatch(gpu) if self.decided_in_process else ""
+            if why:
+                raise ConfigError(f"scaling.in_process: this trial reserved its resources to train in its own "
+                                  f"process, and {why}")
+            return self.decided_in_process
+        if s.in_process is False:
             return False
-        why = ("this Ray instance has nodes off this machine (a cluster)" if not local else
-               f"scaling.num_workers is {s.num_workers}" if s.num_workers != 1 else
-               f"scaling.max_failures={s.max_failures} restarts lost workers" if s.failures_allowed(False) else
-               gpu_mismatch(gpu))
+        why = why_not(s, local) or gpu_mismatch(gpu)
         if why and s.in_process is True:
             raise ConfigError(f"scaling.in_process: {why}: set scaling.in_process to auto or false to train in Ray "
                               f"Train workers")
@@ -266,6 +274,8 @@ class TrainRun:
             with _stop_like_ctrl_c():
                 return trainer.fit()
         except (KeyboardInterrupt, SystemExit):  # Ray Train's SIGINT handler ends with sys.exit
+            if self.in_trial:  # the search stopped this trial (Tune ends its thread at a report): it says so
+                raise
             self._end_run("KILLED")
             print(f"[vidpeft] interrupted; the checkpoints so far are kept: rerun with --resume to continue "
                   f"(output_dir {self.out})", file=sys.stderr, flush=True)

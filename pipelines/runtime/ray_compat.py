@@ -9,6 +9,8 @@ Ray moves one, tests/pipelines/runtime/test_ray_compat.py fails and this is the 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from ray._raylet import PlacementGroupID  # noqa: F401
 from ray.train.v2._internal.execution.callback import WorkerGroupCallback  # noqa: F401
 
@@ -260,3 +262,28 @@ class RunCheckpoints:
 
     def close(self) -> None:
         self._loop.close()
+
+
+@contextmanager
+def train_functions_in_this_thread():
+    """Inside the block, ``ray.train.report/get_context/get_dataset_shard/get_checkpoint`` and
+    ``ray.train.torch.prepare_model/get_device`` work in this thread even when it runs a Tune trial.
+
+    Ray 2.60 refuses those functions in a Tune trial's function (a DeprecationWarning: a trial is to call
+    ``ray.tune.report``). A loop run in the trial's own thread (``scaling.in_process``) is a Train worker in
+    everything but its process, with its train functions set (``set_in_process_train_utils``), so for this
+    thread only the check sees no Tune session; Tune's own thread and ``ray.tune.report`` are unchanged."""
+    import threading
+
+    import ray.tune.trainable.trainable_fn_utils as fn_utils
+
+    original, me = fn_utils._in_tune_session, threading.get_ident()
+
+    def in_tune_session() -> bool:
+        return False if threading.get_ident() == me else original()
+
+    fn_utils._in_tune_session = in_tune_session
+    try:
+        yield
+    finally:
+        fn_utils._in_tune_session = original

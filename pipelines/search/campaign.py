@@ -46,8 +46,9 @@ from pipelines.search.cell_deps import fill_cells, waves
 from pipelines.data.eval_views import parse_views
 from pipelines.search.campaign_views import check_views, evaluate_cells
 from pipelines.search.report import LAYOUT  # noqa: F401  (the layout artifact `vidpeft report` reads)
-from pipelines.search.tune import (CELL_KEY_TAG, TrialJob, absolute_paths, close_trial_runs, fit_concurrency,
-                            result_trial_id, run_trials, search_alg, trial_cpus, trial_dirname)
+from pipelines.search.tune import (CELL_KEY_TAG, TrialJob, absolute_paths, check_in_process, close_trial_runs,
+                                   fit_concurrency, result_trial_id, run_trials, search_alg, trial_cpus,
+                                   trial_dirname)
 
 # Not part of a cell's identity: where it writes and where it is tracked.
 UNKEYED = ("name", "output_dir", "tracking", "scaling.ray_address", "scaling.storage_path")
@@ -318,6 +319,7 @@ def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", m
             t["tags"] = {**t["tags"], "vidpeft.campaign": camp.name, "vidpeft.dataset": c.dataset,
                          "vidpeft.variant": c.variant, "vidpeft.seed": str(c.seed), CELL_KEY_TAG: c.key}
         ensure_ray(todo[0].data["scaling"]["ray_address"])
+        check_in_process([from_dict(ExperimentConfig, c.data) for c in todo], str(campaign_file))
         per_cell = max(trial_cpus(from_dict(ExperimentConfig, c.data)) for c in todo)
         concurrency = fit_concurrency(max_concurrent or camp.max_concurrent, per_cell)
         job = TrialJob(label=camp.name, trials_dir=str(camp_dir / "cells"), tracking_uri=uri, parent_run_id=parent,

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
+from ray.train import UserCallback
 from ray.tune import Callback
-from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
 from pipelines.runtime import ray_env
 from pipelines.runtime.ray_compat import PlacementGroupID, WorkerGroupCallback, worker_group_placement_group_id
@@ -69,18 +71,48 @@ def release_placement_group(hex_id: str) -> bool:
     return True
 
 
-class EpochReporter(TuneReportCallback):
+class EpochReporter(UserCallback):
     """Forwards each epoch's metrics from Train to Tune, except the last epoch's: the trial driver
     reports that itself once weights, metrics.json and the MLflow run are closed, because a scheduler
-    that stops a trial on its final result (ASHA at max_t) would kill the driver before it wrote them."""
+    that stops a trial on its final result (ASHA at max_t) would kill the driver before it wrote them.
 
-    def __init__(self, last_epoch: int) -> None:
-        super().__init__()
+    Train workers' reports reach the trial through Tune's queue (``TuneReportCallback``, created here, in
+    the trial's process). A loop in the trial's own thread (``in_process``) reports to Tune from a thread of
+    its own: Tune holds a reporting thread until the scheduler's verdict, and the loop, like a Train worker,
+    goes on meanwhile (it logs the epoch to MLflow after its report). A stop reaches the loop at its next
+    report, or at ``wait``."""
+
+    def __init__(self, last_epoch: int, in_process: bool = False) -> None:
         self.last_epoch = last_epoch
+        self.queue = None if in_process else TuneReportCallback()
+        self._sending: threading.Thread | None = None
+        self._stopped = False
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
-        if metrics and metrics[0].get("epoch", -1) >= self.last_epoch:
+        if not metrics or metrics[0].get("epoch", -1) >= self.last_epoch:
             return
         first = {**metrics[0], TRAIN_PG: _WORKER_GROUP_PG.get("id", ""), EPOCHS_DONE: metrics[0].get("epoch", -1) + 1}
-        metrics = [first, *metrics[1:]]
-        super().after_report(run_context, metrics, checkpoint)
+        if self.queue is not None:
+            self.queue.after_report(run_context, [first, *metrics[1:]], checkpoint)
+            return
+        if checkpoint is not None:  # as Tune's queue callback adds it
+            first[CHECKPOINT_PATH_KEY] = checkpoint.path
+        self.wait()  # Tune takes the results in order
+        self._sending = threading.Thread(target=self._send, args=(first,), name="vidpeft-tune-report", daemon=True)
+        self._sending.start()
+
+    def _send(self, metrics: dict) -> None:
+        import ray.tune
+
+        try:
+            ray.tune.report(metrics)
+        except SystemExit:  # Tune ends the reporting thread of a trial its scheduler stopped
+            self._stopped = True
+
+    def wait(self) -> None:
+        """The report in flight is taken; a trial the search stopped on it ends here (SystemExit)."""
+        if self._sending is not None:
+            self._sending.join()
+            self._sending = None
+        if self._stopped:
+            raise SystemExit(0)

@@ -73,6 +73,17 @@ class TrialJob:
     space: SearchSpace | None = None  # search: the space whose samples a trial receives
     cells: dict[str, dict] | None = None  # campaign: cell name -> complete config data
 
+    def resources(self, sampled: dict):
+        """What a trial reserves (Tune calls this per trial): its driver's share of a CPU, plus, when it trains
+        in its own process, the Train worker's CPUs (and GPU) it stands in for."""
+        from ray.tune.execution.placement_groups import PlacementGroupFactory
+
+        cfg = self.config_for(sampled, "")
+        if not trains_in_process(cfg):
+            return PlacementGroupFactory([{"CPU": TRIAL_CPU}])
+        gpu = {"GPU": 1} if ray_env.use_gpu(cfg.scaling.use_gpu) else {}
+        return PlacementGroupFactory([{"CPU": TRIAL_CPU + cfg.scaling.cpus_per_worker, **gpu}])
+
     def config_for(self, sampled: dict, trial_id: str) -> ExperimentConfig:
         if self.cells is not None:
             data = copy.deepcopy(self.cells[sampled["cell"]])
@@ -84,6 +95,27 @@ class TrialJob:
                                     run_name=data["name"])
         data["tracking"]["tags"] = {**data["tracking"]["tags"], TRIAL_TAG: trial_id}
         return from_dict(ExperimentConfig, data)
+
+
+def trains_in_process(cfg: ExperimentConfig) -> bool:
+    """A trial trains in its own process (scaling.in_process) rather than in a Train worker: one worker on a
+    local instance, no worker restarts. Decided the same way where Tune reserves the trial's resources and in
+    the trial itself."""
+    from pipelines.run.in_process import why_not
+
+    s = cfg.scaling
+    return s.in_process is not False and not why_not(s, ray_env.on_loopback())
+
+
+def check_in_process(cfgs, where: str) -> None:
+    """scaling.in_process true where a trial cannot honour it: one line before any trial starts."""
+    from pipelines.run.in_process import why_not
+
+    for cfg in cfgs:
+        why = why_not(cfg.scaling, ray_env.on_loopback()) if cfg.scaling.in_process is True else ""
+        if why:
+            raise ConfigError(f"{where}: scaling.in_process: {why}: set it to auto or false to train in Ray Train "
+                              f"workers")
 
 
 def trial_driver(config: dict, job: TrialJob) -> None:
@@ -98,7 +130,11 @@ def trial_driver(config: dict, job: TrialJob) -> None:
     from pipelines.search.trial_results import KeepEpochResults
 
     keep = KeepEpochResults(cfg.output_dir, *checkpoint_metric(cfg), cfg.optim.epochs)  # kept if ASHA stops it
-    final = run_train(cfg, resume=True, callbacks=[EpochReporter(cfg.optim.epochs - 1), NotePlacementGroup(), keep])
+    here = trains_in_process(cfg)
+    reporter = EpochReporter(cfg.optim.epochs - 1, in_process=here)
+    callbacks = [keep, reporter, *([] if here else [NotePlacementGroup()])]
+    final = run_train(cfg, resume=True, callbacks=callbacks, in_process=here)
+    reporter.wait()  # the epochs' results before the final one
     key = cfg.tracking.tags.get(CELL_KEY_TAG)
     if key:  # a campaign cell: its key in metrics.json marks it finished for later reruns
         path = Path(final["output_dir"]) / "metrics.json"
@@ -157,7 +193,7 @@ def run_trials(job: TrialJob, exp_dir: Path, restore: bool, param_space: dict | 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if not ray_env.verbose():  # Tune's newer reporter prints its heading box even at verbose=0; the older is silent
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, job=job), {"cpu": TRIAL_CPU})
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, job=job), job.resources)
     if restore:
         print(f"[vidpeft] resuming the search in {exp_dir}", flush=True)
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
@@ -275,6 +311,7 @@ def run_search(config_files: list[str], overrides: list[str], space_file: str, t
                           "choose another --out, or delete that folder to start over")
 
     ensure_ray(cfg.scaling.ray_address)
+    check_in_process([cfg], str(space_file))
     concurrency = fit_concurrency(max_concurrent, trial_cpus(cfg))
 
     # 2) the parent run: created once, reopened when the search resumes

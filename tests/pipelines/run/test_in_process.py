@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from components.config import ConfigError, resolve
+from components.config import ConfigError, resolve, to_dict
 from pipelines.config import ExperimentConfig
 from pipelines.run.in_process import gpu_mismatch
 
@@ -27,3 +27,29 @@ def test_in_process_takes_auto_true_or_false_and_one_worker_when_true():
         resolve(ExperimentConfig, [], ["scaling.in_process=true", "scaling.num_workers=2"])
     with pytest.raises(ConfigError, match="in_process"):
         resolve(ExperimentConfig, [], ["scaling.in_process=maybe"])
+
+
+def test_a_trial_that_trains_in_its_own_process_reserves_the_workers_cpus(ray_session):
+    """A search's trial stands in for its one Train worker: it holds that worker's CPUs, or the trials
+    Tune starts side by side would oversubscribe the machine; a trial with Train workers holds next to none."""
+    from pipelines.search.tune import TRIAL_CPU, TrialJob, trains_in_process
+
+    def job(*overrides):
+        data = to_dict(resolve(ExperimentConfig, [], ["scaling.cpus_per_worker=1.5", *overrides]))
+        return TrialJob(label="t", trials_dir="/tmp/t", tracking_uri="", parent_run_id="", cells={"c": data})
+
+    here = job().resources({"cell": "c"})
+    assert trains_in_process(job().config_for({"cell": "c"}, "x"))
+    assert here.required_resources == {"CPU": TRIAL_CPU + 1.5}
+    for overrides in (["scaling.in_process=false"], ["scaling.num_workers=2"], ["scaling.max_failures=1"]):
+        assert not trains_in_process(job(*overrides).config_for({"cell": "c"}, "x"))
+        assert job(*overrides).resources({"cell": "c"}).required_resources == {"CPU": TRIAL_CPU}
+
+
+def test_in_process_true_where_a_trial_cannot_is_refused_before_the_search(ray_session):
+    from pipelines.search.tune import check_in_process
+
+    check_in_process([resolve(ExperimentConfig, [], ["scaling.in_process=true"])], "space.yaml")
+    with pytest.raises(ConfigError, match=r"^space.yaml: scaling.in_process: scaling.max_failures=2"):
+        check_in_process([resolve(ExperimentConfig, [], ["scaling.in_process=true", "scaling.max_failures=2"])],
+                         "space.yaml")

@@ -29,7 +29,9 @@ datasets:
   b: {{label: Motion B, set: [data.manifest={b}]}}
 variants:
   adapters: {{label: Adapters}}
-  linear: {{label: Linear probe, set: [model.finetune=linear, "model.adapters=[]", "model.modalities=[]"]}}
+  # Train workers for the probe's cells; the adapters' cells train in their trials' own processes (auto)
+  linear: {{label: Linear probe, set: [model.finetune=linear, "model.adapters=[]", "model.modalities=[]",
+                                      scaling.in_process=false]}}
 max_concurrent: 2
 """
 

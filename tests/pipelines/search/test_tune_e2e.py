@@ -64,6 +64,10 @@ def test_asha_search_ends_with_a_best_config(ray_session, mlflow_server, tiny_da
     assert "configuration for experiment" not in printed and "view detailed results" not in printed  # Tune's heading
     assert "placement group" not in printed  # freeing a stopped trial's resources is housekeeping (--verbose)
     assert list(out.rglob("progress.csv")) and not list(out.rglob("events.out.tfevents*"))
+    # each trial trained in its own process (scaling.in_process auto, one local worker): no Train worker group,
+    # so no placement group behind its epochs' results
+    epochs = [row for f in out.rglob("progress.csv") for row in csv.DictReader(open(f)) if row.get("epoch")]
+    assert epochs and all(row["train_placement_group"] == "" for row in epochs)
 
     # the best config: the good learning rate, a file `vidpeft train` takes as it is
     best = json.loads((out / "best.json").read_text())
