@@ -52,10 +52,12 @@ class InProcessTrainer:
     """``fit()`` as ``TorchTrainer.fit()`` returns it: a ``ray.train.Result`` of the run folder's checkpoints."""
 
     def __init__(self, train_fn: Callable[[dict], None], config: dict, datasets: dict, storage_path: str,
-                 name: str, checkpoint_config, threads: int = 1, callbacks: list | None = None) -> None:
+                 name: str, checkpoint_config, threads: int = 1, callbacks: list | None = None,
+                 train_log_level: int | str = logging.WARNING) -> None:
         self.train_fn, self.config, self.datasets, self.threads = train_fn, config, datasets, threads
         self.callbacks = callbacks or []  # Ray Train UserCallbacks: after_report(run_context, metrics, checkpoint)
         self.storage_path, self.name, self.checkpoint_config = storage_path, name, checkpoint_config
+        self.train_log_level = train_log_level  # Ray Train's own lines, as its LoggingConfig sets them in a worker
 
     def fit(self):
         import torch
@@ -77,7 +79,9 @@ class InProcessTrainer:
                   for key, ds in self.datasets.items()}
         set_in_process_train_utils(self.name, shards, on_report)
         # what the loop sets for a worker process is put back for this one (a notebook calling vidpeft.train)
-        threads, root_level = torch.get_num_threads(), logging.getLogger().level
+        train_logger = logging.getLogger("ray.train")  # its "Moving model to device", "Checkpoint ... created"
+        threads, root_level, train_level = torch.get_num_threads(), logging.getLogger().level, train_logger.level
+        train_logger.setLevel(self.train_log_level)
         # what a Train worker gets, its CPUs (Ray sets OMP_NUM_THREADS there); the loop then applies
         # scaling.torch_threads when set, as in a worker
         torch.set_num_threads(self.threads)
@@ -87,6 +91,7 @@ class InProcessTrainer:
         finally:
             torch.set_num_threads(threads)
             logging.getLogger().setLevel(root_level)
+            train_logger.setLevel(train_level)
             clear_in_process_train_utils()
             run.close()
         # as Ray Train's controller hands it over: the manager's own record (a NaN metric stays NaN, which its

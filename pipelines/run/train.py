@@ -206,7 +206,8 @@ class TrainRun:
                                                  checkpoint_score_order=self.mode)
         if self.in_process(local, gpu):
             return InProcessTrainer(train_loop_per_worker, plan.to_dict(), datasets, self.storage, name, checkpoints,
-                                    threads=max(1, int(cfg.scaling.cpus_per_worker)), callbacks=self.callbacks)
+                                    threads=max(1, int(cfg.scaling.cpus_per_worker)), callbacks=self.callbacks,
+                                    train_log_level=train_logging().log_level)
         apply_train_env(local=local)  # Ray Train's poll interval and watchers (pipelines/runtime/train_env.py)
         return TorchTrainer(
             train_loop_per_worker,

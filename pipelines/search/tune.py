@@ -31,6 +31,11 @@ from pipelines.search.trial_callbacks import (EPOCHS_DONE, TRAIN_PG, EpochReport
 # A trial's driver only waits on its Train run: a whole CPU each would starve the Train workers
 # (WorkerGroupStartupTimeoutError on small machines), and Ray rejects 0.
 TRIAL_CPU = 0.01
+# A finished trial's process runs the next trial with the same resources (Tune's reuse_actors): its torch,
+# timm, Ray Data and pipeline imports are already done, which is most of a short trial's start (a tiny campaign
+# cell: about 6 s of 15). Each run puts back what it changes in its process (pipelines/run/in_process.py); a
+# trial whose thread is still busy (stopped by the scheduler mid-epoch) is not reused: Tune starts a new one.
+REUSE_TRIALS = os.environ.get("VIDPEFT_REUSE_TRIALS", "1") != "0"  # 0: a new process per trial
 TRIAL_TAG = "vidpeft.trial_id"
 CELL_KEY_TAG = "vidpeft.cell_key"
 # Config fields holding local paths: made absolute before trials start, because trials may run in
@@ -341,7 +346,7 @@ def run_search(config_files: list[str], overrides: list[str], space_file: str, t
         # max_t = epochs: the last epoch's report (sent by the trial driver) ends every trial
         sched = ASHAScheduler(time_attr=EPOCHS_DONE, max_t=max_epochs(cfg, space),
                               grace_period=grace_period, reduction_factor=reduction_factor)
-    tune_config = tune.TuneConfig(metric=space.metric, mode=space.mode, scheduler=sched,
+    tune_config = tune.TuneConfig(metric=space.metric, mode=space.mode, scheduler=sched, reuse_actors=REUSE_TRIALS,
                                   search_alg=search_alg(search, cfg.seed, concurrency),
                                   num_samples=trials,
                                   max_concurrent_trials=None if search == "random" else concurrency,
