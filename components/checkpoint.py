@@ -3,6 +3,11 @@
 A weights file holds just what trains (adapters, head, or the whole model under full fine-tuning)
 and, in its metadata, the model config as JSON. Loading checks both: a file made for another
 config fails with the keys that differ, instead of half-loading.
+
+One tolerance: a module may list in ``unbuilt_keys`` the state-dict names (relative to itself) of parts
+it leaves out on purpose because they cannot change its output, which earlier versions built (a CAA's
+attention over one key token, AdapterFusion over one modality). Loading skips exactly those names, so
+older runs still load; any other key the model lacks stays an error.
 """
 
 from __future__ import annotations
@@ -30,6 +35,18 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         if key in names or ".adapters." in key or key.startswith("head."):
             out[key] = value.detach().cpu().contiguous()
     return out
+
+
+def unbuilt_keys(model: nn.Module) -> set[str]:
+    """Every module's ``unbuilt_keys``, as the model's state-dict names."""
+    return {f"{name}.{key}" if name else key
+            for name, module in model.named_modules() for key in getattr(module, "unbuilt_keys", ())}
+
+
+def without_unbuilt(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` minus the tensors of parts ``model`` does not build on purpose (``unbuilt_keys``)."""
+    skip = unbuilt_keys(model)
+    return {k: v for k, v in state.items() if k not in skip}
 
 
 def save_safetensors(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
@@ -101,7 +118,7 @@ def load_weights(
         diffs = config_differences(read_weights_config(path), model_config, ignore=("backbone.checkpoint",))
         if diffs:
             raise ValueError(f"{path} was saved for a different model config:\n  " + "\n  ".join(diffs))
-    state = load_file(str(path))
+    state = without_unbuilt(model, load_file(str(path)))
     own = model.state_dict()
     if prefix:
         state = {k: v for k, v in state.items() if prefix in k}
@@ -195,7 +212,8 @@ def init_adapter_from(model: nn.Module, key: str, source: str | Path) -> list[st
     if not own:
         raise ValueError(f"this model has no adapter named {key!r}")
     state = _load_safetensors(path)
-    found = {canonical(k): v for k, v in state.items() if marker in k}
+    skip = {canonical(k) for k in unbuilt_keys(model)}
+    found = {canonical(k): v for k, v in state.items() if marker in k and canonical(k) not in skip}
     if not found:
         keys = sorted({k.split(".adapters.", 1)[1].split(".", 1)[0] for k in state if ".adapters." in k})
         raise ValueError(f"{path} holds no weights for adapter {key!r} (it has adapters {keys or 'none'})")

@@ -34,6 +34,15 @@ Tokens of one clip are attended together: per-frame sites (B*T, N, C) are regrou
 ``share_down_with: <adapter key>`` takes W_down from that MHVA in the same block (the paper: "W_down is
 the same as that in Equation 2"), applied to this site's input; otherwise the CAA has its own.
 
+One key token: an attention whose every key set has one token (M = 1) gives that key weight exactly
+1 (softmax of one logit), whatever the scores. Under ``values: modality`` such a modality's output is
+its value tokens broadcast to every video token (z_n = v_n), so its key projection, and W_down when
+nothing else reads h, could never change the output nor get a gradient; likewise AdapterFusion over
+one modality (its query and key, see fusion.py). Those parts are not built (known at build time from
+``modality_tokens`` and ``model.modalities[].tokens``); the output is the same function. Their names
+are listed in ``unbuilt_keys``, so weights saved by a version that built them still load (skipped).
+Under ``values: video`` the keys shape the pooling over the video tokens, so they are always built.
+
 Missing modalities: a modality absent from the batch, or a sample whose ``side_<name>_mask`` is false,
 is masked out of the fusion softmax (not zero-filled); its feature slot is zeroed before use, so
 garbage (even NaN) there cannot reach the output. A sample with no modality gets a zero delta
@@ -176,17 +185,30 @@ class CrossAttentionAdapter(AdapterLayer):
     def __init__(self, config: CAAConfig, site: SiteInfo) -> None:
         super().__init__(config, site)
         r, m = scaled_width(config.bottleneck, site.dim), config.modality_tokens
-        self.down = SharedDown(config, site)
-        self.drop = nn.Dropout(config.dropout)
         self.dims = {n: modality_dim(site, n, config.key) for n in adapter_modalities(site, config)}
-        self.keys = ModalityTokens(site, self.dims, r, m)
+        self.tokens = {n: site.context.modality_tokens.get(n, 1) for n in self.dims}
+        # Parts that only shape attention weights over one key token are not built ("One key token").
+        weighted = {n: d for n, d in self.dims.items()
+                    if config.values == "video" or (self.tokens[n] if self.tokens[n] > 1 else m) > 1}
+        fusion = config.fusion == "adapterfusion"
+        single = len(self.dims) == 1
+        self.reads_h = config.values == "video" or bool(weighted) or (fusion and not single)
+        # kept when shared (no weights of its own): share_down_with is still checked by bind()
+        self.down = SharedDown(config, site) if self.reads_h or config.share_down_with else None
+        self.drop = nn.Dropout(config.dropout)
+        self.keys = ModalityTokens(site, weighted, r, m) if weighted else None
         self.values = ModalityTokens(site, self.dims, r, m) if config.values == "modality" else None
-        self.fusion = ModalityFusion(r) if config.fusion == "adapterfusion" else None
+        self.fusion = ModalityFusion(r, single=single) if fusion else None
         self.up = zero_linear(r, site.dim)
         self.register_scale(config.scale, config.learnable_scale)
+        unbuilt = [f"keys.proj.{n}" for n in self.dims if n not in weighted]
+        unbuilt += [] if self.down is not None else ["down.own.0"]
+        unbuilt += ["fusion.query", "fusion.key"] if fusion and single else []
+        self.unbuilt_keys = tuple(f"{part}.{p}" for part in unbuilt for p in ("weight", "bias"))
 
     def bind(self) -> None:
-        self.down.bind()
+        if self.down is not None:
+            self.down.bind()
 
     def cross_attend(self, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
         """Q = V = h (B, L, r), keys k (B, M, r) -> (B, L, r); with modality values v (B, M, r), Q = h only."""
@@ -197,15 +219,20 @@ class CrossAttentionAdapter(AdapterLayer):
         return torch.einsum("blm,bmr->blr", scores.softmax(dim=2), pooled)  # tokens read them back
 
     def forward(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
-        h, restore = clip_tokens(self.down(x), self.site.layout, self.context.num_frames)  # b l r
-        h = self.drop(h)
-        b = h.shape[0]
+        if self.reads_h:
+            h, restore = clip_tokens(self.down(x), self.site.layout, self.context.num_frames)  # b l r
+            h = like = self.drop(h)
+        else:  # nothing reads h: x gives the clip's token count and layout
+            h, (like, restore) = None, clip_tokens(x, self.site.layout, self.context.num_frames)  # b l c
+        b, length = like.shape[:2]
         outs, present = [], []
         for name in self.dims:
-            feat, here = side_feature(self.context, name, b, self.dims[name], h, self.keys.tokens[name])
-            k = self.keys(name, feat)  # b m r
-            v = self.values(name, feat) if self.values is not None else None
-            outs.append(self.cross_attend(h, k, v))
+            feat, here = side_feature(self.context, name, b, self.dims[name], like, self.tokens[name])
+            v = self.values(name, feat) if self.values is not None else None  # b m r
+            if self.keys is not None and name in self.keys.proj:
+                outs.append(self.cross_attend(h, self.keys(name, feat), v))
+            else:  # one value token with weight 1: every video token reads it
+                outs.append(v.expand(b, length, v.shape[-1]))
             present.append(here)
         z = torch.stack(outs, dim=2)  # b l n r
         present = torch.stack(present, dim=1)  # b n

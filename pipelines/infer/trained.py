@@ -137,7 +137,7 @@ def build_trained(t: Trained, device="cpu"):
     import torch
     from safetensors.torch import load_file
 
-    from components.checkpoint import load_weights
+    from components.checkpoint import load_weights, without_unbuilt
     from components.model import build_model
 
     model_cfg = t.cfg.model
@@ -152,7 +152,7 @@ def build_trained(t: Trained, device="cpu"):
         model = build_model(model_cfg, t.num_outputs, names or None)
     try:
         if t.standalone:
-            state = load_file(str(t.weights))
+            state = without_unbuilt(model, load_file(str(t.weights)))
             result = model.load_state_dict(state, strict=False)
             missing = [k for k in result.missing_keys]
             if missing or result.unexpected_keys:

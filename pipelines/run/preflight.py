@@ -98,7 +98,7 @@ def check_resume(cfg, class_names: list[str] | None, checkpoint_dir: str, model=
     ``model``: the meta model ``check_model`` built (built here when not given)."""
     from safetensors import safe_open
 
-    from components.checkpoint import config_differences, read_weights_config
+    from components.checkpoint import config_differences, read_weights_config, unbuilt_keys
     from pipelines.run.checkpoints import WEIGHTS
 
     weights = Path(checkpoint_dir) / WEIGHTS
@@ -114,6 +114,11 @@ def check_resume(cfg, class_names: list[str] | None, checkpoint_dir: str, model=
     if diffs:
         raise ConfigError(refuse.format(weights, "; ".join(diffs[:5])))
     model = model if model is not None else build_on_meta(cfg.model, cfg.model.head.num_outputs, class_names)
+    stale = sorted(set(saved) & unbuilt_keys(model))
+    if stale:  # weights load (skipped), but the saved optimizer state has their slots
+        raise ConfigError(f"--resume: the checkpoint {weights} holds {len(stale)} tensor(s) of parts this version "
+                          f"does not build because they cannot train (e.g. {stale[:2]}), so its optimizer state "
+                          f"does not fit; evaluate or predict with the run as it is, or start a new run with init_from")
     trains = {n for n, p in model.named_parameters() if p.requires_grad}
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()
            if k in trains or ".adapters." in k or k.startswith("head.")}

@@ -45,6 +45,8 @@ ADAPTERS = {
     "mhva": [MHVA],
     "prefix": [PREFIX],
     "caa": [{"type": "caa", "modalities": ["audio", "flow"], "bottleneck": 8}],
+    # one-token modality, standard cross-attention: the parts that cannot train are not built
+    "caa_one_token": [{"type": "caa", "modalities": ["audio"], "bottleneck": 8, "values": "modality"}],
     "mmca": [{"type": "mmca", "modalities": ["audio", "flow"], "bottleneck": 8, "num_heads": 2}],
     "cm3t": [MHVA, PREFIX, {"type": "caa", "modalities": ["audio", "flow"], "bottleneck": 8, "share_down_with": "mhva"}],
     "mhva_pt_mmca": [MHVA, PREFIX, {"type": "mmca", "modalities": ["audio", "flow"], "bottleneck": 8,
