@@ -1,4 +1,4 @@
-"""A fault at a chosen point of a run, for the fault tests only: a Train worker SIGKILLs itself there.
+"""A fault at a chosen point of a run, for the fault tests only: a Train worker SIGKILLs itself there (or holds).
 
 Tests set ``VIDPEFT_TEST_FAULT`` in the `vidpeft train` driver's environment, e.g.
 ``point=before_report,epoch=1,once=/tmp/x/killed`` or ``point=batch,epoch=1,batch=2,once=...``; the
@@ -6,7 +6,8 @@ driver passes it to the workers in the run plan (a worker's environment is its r
 driver's). The ``once`` file is created just before the kill, so the restarted worker runs through.
 Points: ``batch`` (after training batch ``batch`` of epoch ``epoch``, counted from 1) and
 ``before_report`` (epoch ``epoch``'s metrics and checkpoint made, not yet reported to Ray).
-An optional ``clip_log=FILE`` field makes every worker append the (row, epoch) pairs it trains on to
+``action=hold`` makes rank 0 wait there instead (up to 600 s), so a test's signal lands while the run is
+surely mid-way, however fast its epochs are on a given machine. An optional ``clip_log=FILE`` field makes every worker append the (row, epoch) pairs it trains on to
 FILE, one "epoch row" line each, so a test can count each clip of an epoch over a kill and its restart.
 Without the variable nothing here does anything.
 """
@@ -15,10 +16,13 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 FAULT_ENV = "VIDPEFT_TEST_FAULT"
 POINTS = ("batch", "before_report")
+ACTIONS = ("kill", "hold")
+HOLD_S = 600.0
 
 
 def fault_from_env() -> str:
@@ -31,13 +35,15 @@ def fault_from_env() -> str:
 
 def parse(spec: str) -> dict[str, str]:
     fields = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
-    if fields.get("point") not in POINTS or "epoch" not in fields or "once" not in fields:
-        raise ValueError(f"{FAULT_ENV}={spec!r}: expected point={'|'.join(POINTS)},epoch=N[,batch=K],once=FILE")
+    if (fields.get("point") not in POINTS or "epoch" not in fields or "once" not in fields
+            or fields.get("action", "kill") not in ACTIONS):
+        raise ValueError(f"{FAULT_ENV}={spec!r}: expected point={'|'.join(POINTS)},epoch=N[,batch=K],once=FILE"
+                         f"[,action={'|'.join(ACTIONS)}]")
     return fields
 
 
 def reached(spec: str, point: str, epoch: int, batch: int = 0) -> None:
-    """Called by rank 0 at each point: dies once when ``spec`` names this point."""
+    """Called by rank 0 at each point: dies (or holds) once when ``spec`` names this point."""
     if not spec:
         return
     f = parse(spec)
@@ -47,6 +53,11 @@ def reached(spec: str, point: str, epoch: int, batch: int = 0) -> None:
     if marker.exists():
         return
     marker.write_text(f"{point} epoch {epoch} batch {batch}\n")
+    if f.get("action", "kill") == "hold":  # the test signals the run now; a signal interrupts the sleep
+        deadline = time.monotonic() + HOLD_S
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+        return
     os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -301,15 +301,20 @@ def test_interrupted_driver_resumes(ray_session, synth_data, tmp_path, capsys):
 
     from pipelines.cli import main
 
+    from pipelines.run.fault_hook import FAULT_ENV
+
     out, uri, shared = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "shared"
-    log = tmp_path / "train.log"
-    # epochs take well under a second (one decoder pool for the run): enough of them that Ctrl-C
-    # lands before the last
-    epochs = 20
+    log, marker = tmp_path / "train.log", tmp_path / "held"
+    # epochs take a fraction of a second: the run holds before epoch 3's report until Ctrl-C lands
+    epochs = 6
     args = train_args(synth_data, out, uri, shared, epochs)
-    proc = start_driver(ray_session, args, log)
+    proc = start_driver(ray_session, args, log, {FAULT_ENV: f"point=before_report,epoch=2,once={marker},action=hold"})
     try:
-        wait_for_checkpoint(shared / "demo", proc, log)
+        deadline = time.monotonic() + 600
+        while not marker.exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-4000:]
+            time.sleep(0.25)
+        assert wait_for_checkpoint(shared / "demo", proc, log)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=300) == 130, log.read_text()[-4000:]
     finally:
