@@ -64,7 +64,8 @@ class InProcessTrainer:
         from ray.train import Result
 
         from pipelines.runtime.ray_compat import (RunCheckpoints, clear_in_process_train_utils,
-                                                  set_in_process_train_utils, train_functions_in_this_thread)
+                                                  set_in_process_train_utils, stop_split_coordinators,
+                                                  train_functions_in_this_thread)
 
         run = RunCheckpoints(self.storage_path, self.name, self.checkpoint_config)
 
@@ -93,6 +94,7 @@ class InProcessTrainer:
             logging.getLogger().setLevel(root_level)
             train_logger.setLevel(train_level)
             clear_in_process_train_utils()
+            stop_split_coordinators(shards.values())
             run.close()
         # as Ray Train's controller hands it over: the manager's own record (a NaN metric stays NaN, which its
         # JSON snapshot would not keep)

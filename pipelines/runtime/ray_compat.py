@@ -65,17 +65,29 @@ def keep_idle_workers() -> dict:
     return {"idle_worker_killing_time_threshold_ms": KEEP_IDLE_WORKERS_MS}
 
 
-def drop_forwarded_lines(drop) -> None:
+def drop_forwarded_lines(drop, dying_dumps: tuple[str, ...] = ()) -> None:
     """Lines Ray forwards from its workers' stdout/stderr to this driver for which ``drop(line)`` is
-    true are not printed (Ray's log files keep them). Call after ``ray.init``."""
+    true are not printed (Ray's log files keep them). A line holding one of ``dying_dumps`` opens the dump
+    of a process on its way out (a traceback, a native stack): it and every later line of that process are
+    dropped too. Call after ``ray.init``."""
     from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    dying: set = set()
+
+    def keep(line: str, pid) -> bool:
+        if pid in dying:
+            return False
+        if any(text in line for text in dying_dumps):
+            dying.add(pid)
+            return False
+        return not drop(line)
 
     def wrap(handler):
         if getattr(handler, "vidpeft_filter", False):
             return handler
 
         def handle(batch):
-            lines = [line for line in batch.get("lines", []) if not drop(line)]
+            lines = [line for line in batch.get("lines", []) if keep(line, batch.get("pid"))]
             if lines:
                 handler({**batch, "lines": lines})
 
@@ -287,3 +299,16 @@ def train_functions_in_this_thread():
         yield
     finally:
         fn_utils._in_tune_session = original
+
+
+def stop_split_coordinators(iterators) -> None:
+    """Ray Data's split coordinator behind each ``streaming_split`` iterator, and with it the executor and the
+    decoder actors it owns, stopped at once (``ray.kill``). Left to go out of scope, Ray ends it gracefully, and
+    the exit cuts into its executor's ``__del__``: an "Exception ignored ... SystemExit: 1" traceback on the
+    driver's console. In a Tune trial whose process runs the next trial, it also frees the decoders' CPUs now."""
+    import ray
+
+    for it in iterators:
+        coordinator = getattr(it, "_coord_actor", None)
+        if coordinator is not None:
+            ray.kill(coordinator)

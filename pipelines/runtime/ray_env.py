@@ -77,6 +77,14 @@ _KNOWN_FALSE_ALARMS = ("has constructor arguments in the object store and max_re
                        "the maximum expected startup concurrency")
 
 
+# The first line of a dump a Ray process prints as it is stopped mid-way, at the end of a run: Ray Data's split
+# coordinator ended while its executor's iterator is collected ("Exception ignored in: ... SystemExit: 1"), a
+# decoder actor still starting when its owner is stopped (a native check failure and its stack). Nothing of
+# the run is lost; its log files keep them.
+_DYING_DUMPS = ("Exception ignored in: <function _ClosingIterator.__del__",
+                "Check failed: raylet_ipc_client_->ActorCreationTaskDone()")
+
+
 def _false_alarm(line: str) -> bool:
     return any(text in line for text in _KNOWN_FALSE_ALARMS)
 
@@ -127,7 +135,7 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
         _start_local(quiet, num_cpus)
         os.environ[LOOPBACK_GCS_ENV] = ray.get_runtime_context().gcs_address  # for child processes that join it
     if not verbose():
-        drop_forwarded_lines(_false_alarm)
+        drop_forwarded_lines(_false_alarm, _DYING_DUMPS)
     mark("ray_ready")
 
 

@@ -85,8 +85,16 @@ def test_known_false_alarms_forwarded_from_ray_workers_are_not_printed(ray_sessi
 
     ray_worker.print_to_stdstream({"pid": "raylet", "is_err": False,
                                    "lines": [busy, "a raylet line that is not a known false alarm"]}, ignore_prefix=False)
+    # a process stopped as a run ends, dumping a traceback over several batches: all of it goes, and only it
+    coordinator = {"ip": "127.0.0.1", "pid": 4343, "task_name": "SplitCoordinator", "is_err": True, "actor_name": ""}
+    handlers["ray_print_logs"]({**coordinator, "lines": ["Exception ignored in: <function _ClosingIterator.__del__ "
+                                                         "at 0x7f>", "Traceback (most recent call last):"]})
+    handlers["ray_print_logs"]({**coordinator, "lines": ["  File \"streaming_executor.py\", line 809", "SystemExit: 1"]})
+    handlers["ray_print_logs"]({**coordinator, "pid": 4444, "lines": ["another process's own line"]})
     out = capsys.readouterr()
     printed = out.out + out.err
+    assert "_ClosingIterator" not in printed and "SystemExit" not in printed and "line 809" not in printed
+    assert "another process's own line" in printed
     assert "[vidpeft] epoch 1/1" in printed and "constructor arguments" not in printed
     assert "not a known false alarm" in printed and "startup concurrency" not in printed
     assert "\x1b[" not in printed  # not a terminal: Ray's prefixes carry no colour codes
