@@ -128,14 +128,16 @@ def arrow_dataset(tables: list):
     return MaterializedDataset(LogicalPlan(FromArrow(refs, metadata_schema), context), context, stats)
 
 
-def prestart_workers(count: int, keep_alive_s: int = 60) -> None:
+def prestart_workers(count: int, keep_alive_s: int = 60) -> bool:
     """Ask this node's raylet to start ``count`` worker processes for this job now (its runtime env), idle
     until an actor or a task of the job needs one. A process's start (Python, ``import ray``, registering) is
     most of an actor's start on a small machine; a run's first actors (Ray Data's split coordinators and the
     decoder pool) then find their processes up. Ray 2.60's raylet has the request (``PrestartWorkers``, which
     Ray itself sends for a backlog of tasks) but no public call; it starts at most its start-up concurrency
     (one per CPU) at once and drops the rest. A worker that never ran a task can host an actor; one that
-    ran a task cannot, so tasks cannot do this."""
+    ran a task cannot, so tasks cannot do this. A request the raylet does not answer is let go: it only makes
+    the start faster (False; tests/pipelines/runtime/test_ray_compat.py fails when Ray moves the request)."""
+    import grpc
     import ray
     from ray._private.grpc_utils import init_grpc_channel
     from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
@@ -150,6 +152,9 @@ def prestart_workers(count: int, keep_alive_s: int = 60) -> None:
                 runtime_env_info=worker.core_worker.get_job_config().runtime_env_info,
                 keep_alive_duration_secs=keep_alive_s, num_workers=count),
             timeout=5)
+        return True
+    except grpc.RpcError:
+        return False
     finally:
         channel.close()
 

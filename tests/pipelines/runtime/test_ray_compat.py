@@ -210,6 +210,15 @@ def test_arrow_dataset_is_from_arrow_without_its_metadata_tasks(ray_session):
     assert [r["x"] for r in ours.take_all()] == list(range(15))
 
 
+def _title(pid: int) -> str:
+    import psutil
+
+    try:
+        return " ".join(psutil.Process(pid).cmdline()).strip()
+    except psutil.Error:
+        return ""
+
+
 def test_prestarted_workers_host_the_next_actors(ray_session):
     """ray_compat.prestart_workers: the raylet starts worker processes for this job at once, and an actor
     created afterwards runs in a process that was already up."""
@@ -236,7 +245,7 @@ def test_prestarted_workers_host_the_next_actors(ray_session):
 
     before = workers()
     for _ in range(6):  # the raylet drops a request while it starts as many workers as it has CPUs: ask again
-        prestart_workers(1)
+        assert prestart_workers(1)
         deadline = time.monotonic() + 10
         while not workers() - before and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -244,7 +253,9 @@ def test_prestarted_workers_host_the_next_actors(ray_session):
             break
     up = workers()
     assert up - before, "no worker process was started"
-    time.sleep(2.0)  # the new process registers with the raylet
+    deadline = time.monotonic() + 60  # the new process is up: registered, waiting for work ("ray::IDLE")
+    while time.monotonic() < deadline and not any(_title(pid) == "ray::IDLE" for pid in up - before):
+        time.sleep(0.2)
 
     @ray.remote(num_cpus=0)
     class Where:
