@@ -1,7 +1,9 @@
 """One record per backbone family: how to build it, what it accepts, its sizes and its weights files.
 
 Each family module (``components/backbones/<family>.py``) defines its ``BackboneFamily`` and calls
-``register_family`` once; ``components/backbones/__init__.py`` imports the module (one line). The
+``register_family`` once; ``components/backbones/__init__.py`` names the module (one ``register_module`` line),
+which is imported when its family is first looked up (``family(name)``) or the families are listed: a run
+on one family never imports another's library (timm, open_clip: seconds of a command's start). The
 generic code reads only this registry: ``build_backbone`` the builder, ``components.weights`` the
 published layouts (recognised from key names, converted to the family's own keys), the size guess
 that names what a file fits, and the kwargs a file's shapes need when no named size fits.
@@ -12,6 +14,7 @@ it without importing each other.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -58,19 +61,36 @@ class BackboneFamily:
 
 
 _FAMILIES: dict[str, BackboneFamily] = {}
+_MODULES: dict[str, str] = {}  # family name -> the module that registers it, not imported yet
 
 
 def register_family(family: BackboneFamily) -> BackboneFamily:
     _FAMILIES[family.name] = family
+    _MODULES.pop(family.name, None)
     return family
+
+
+def register_module(name: str, module: str) -> None:
+    """Family ``name`` is registered by ``module``, imported the first time the family is needed."""
+    if name not in _FAMILIES:
+        _MODULES[name] = module
+
+
+def family(name: str) -> BackboneFamily | None:
+    """The family called ``name`` (its module imported now if it was not yet), or None."""
+    if name in _MODULES:
+        importlib.import_module(_MODULES[name])
+    return _FAMILIES.get(name)
 
 
 def families() -> dict[str, BackboneFamily]:
     """Registered families by name (``import components.backbones`` registers the built-in ones)."""
+    for name in list(_MODULES):
+        family(name)
     return dict(_FAMILIES)
 
 
 def published_layouts() -> list[tuple[PublishedLayout, BackboneFamily]]:
     """Every family's published layouts with their family, in detection order."""
-    pairs = [(layout, fam) for fam in _FAMILIES.values() for layout in fam.layouts]
+    pairs = [(layout, fam) for fam in families().values() for layout in fam.layouts]
     return sorted(pairs, key=lambda p: p[0].order)

@@ -29,9 +29,7 @@ from torch import nn
 
 from components.adapters.base import ForwardContext
 from components.adapters.inject import inject_adapters
-from components.backbones.openclip_vit import OpenClipFrameViT, create_openclip
 from components.config import ConfigError
-from components.m2clip.cmlm import CrossModalMLM, mask_label_tokens
 from components.m2clip.losses import (
     contrastive_kl_loss,
     cross_modal_classification_loss,
@@ -39,7 +37,6 @@ from components.m2clip.losses import (
     masked_lm_loss,
 )
 from components.m2clip.prompts import clip_tokenizer, mask_token_id, tokenize_prompts
-from components.m2clip.text import OpenClipTextTower
 from components.m2clip.text_adapter import TextAdapter
 from components.m2clip.config import M2ClipModelConfig
 from components.model_kind import ModelKind, prepare_adapters
@@ -69,6 +66,11 @@ class M2Clip(ModelKind):
     zero_shot = True  # a text tower scores any class names (zero_shot_logits)
 
     def __init__(self, config: M2ClipModelConfig, num_outputs: int, class_names: list[str] | None = None) -> None:
+        # open_clip's modules, imported here: a run of another model kind never loads open_clip
+        from components.backbones.openclip_vit import OpenClipFrameViT, create_openclip
+        from components.m2clip.cmlm import CrossModalMLM
+        from components.m2clip.text import OpenClipTextTower
+
         super().__init__()
         mc = config.m2clip
         self._check(config, num_outputs, class_names)
@@ -269,6 +271,8 @@ class M2Clip(ModelKind):
 
     def cmlm_loss(self, frames: torch.Tensor, y: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
         """Mask class-name tokens of each sample's prompt, predict them from the prompt and its frames."""
+        from components.m2clip.cmlm import mask_label_tokens
+
         mc = self.config.m2clip
         ids = self.prompt_ids[which, y]  # (B, L)
         masked_ids, masked = mask_label_tokens(

@@ -8,11 +8,14 @@ open_clip does (last kept token replaced by EOT). Works offline: open_clip ships
 
 from __future__ import annotations
 
-import open_clip
+from typing import TYPE_CHECKING
+
 import torch
-from open_clip.tokenizer import SimpleTokenizer
 
 from components.config import ConfigError
+
+if TYPE_CHECKING:
+    from open_clip.tokenizer import SimpleTokenizer
 
 # ActionCLIP's 16 prompt templates (averaged at test time in ActionCLIP); usable as eval_templates.
 ACTIONCLIP_TEMPLATES = [
@@ -38,6 +41,9 @@ MASK_WORD = "mask"  # CLIP's vocabulary has no [MASK]; like the official code, m
 
 
 def clip_tokenizer(model_name: str, context_length: int) -> SimpleTokenizer:
+    import open_clip  # here, not at import: reading an M2-CLIP config needs no open_clip
+    from open_clip.tokenizer import SimpleTokenizer
+
     tokenizer = open_clip.get_tokenizer(model_name, context_length=context_length)
     if not isinstance(tokenizer, SimpleTokenizer):
         raise ConfigError(

@@ -283,7 +283,7 @@ def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int 
 
     from pipelines.data.decoder_pool import pool_limit
     # Ray internals: not for the decoder actors to import
-    from pipelines.runtime.ray_compat import metadata_tasks_take_no_cpu, small_blocks
+    from pipelines.runtime.ray_compat import arrow_dataset, metadata_tasks_take_no_cpu, small_blocks
 
     mark("data_plan")
     metadata_tasks_take_no_cpu()  # built where every CPU may be held (a Tune trial's controller, evaluate's tasks)
@@ -306,19 +306,19 @@ def build_dataset(table: pa.Table, settings: DecodeSettings, decode_actors: int 
     rows_per_block = max(decode_batch_size * 2, 1)
     constructor = {"settings": settings}
     if settings.packed:  # a block per shard (per epoch): one actor, one fetch of the shard
-        ds = ray.data.from_arrow(shard_blocks(table, settings.seed, epochs, consumed))
+        ds = arrow_dataset(shard_blocks(table, settings.seed, epochs, consumed))
         constructor["rows"] = table if epochs is not None else None
     elif epochs is not None:
         # One (row, epoch) block per epoch, cut into small blocks as the stream flows (not all at
         # once: a long run over a large manifest would hold millions of them). The decoder actors hold
         # the rows themselves.
-        ds = ray.data.from_arrow([drop_consumed(stream_table(table.num_rows, settings.seed, range(e, e + 1)), consumed)
-                                  for e in epochs])
+        ds = arrow_dataset([drop_consumed(stream_table(table.num_rows, settings.seed, range(e, e + 1)), consumed)
+                            for e in epochs])
         ds = small_blocks(ds, rows_per_block, cpus=SPLIT_CPUS)
         constructor["rows"] = table
     else:
         blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
-        ds = ray.data.from_arrow(blocks)
+        ds = arrow_dataset(blocks)  # the tables' metadata read here: no task to wait for
     return ds.map_batches(
         ClipDecoder,
         fn_constructor_kwargs=constructor,

@@ -42,6 +42,7 @@ from pipelines.run.stream_position import TrainStream
 from pipelines.run.summary import print_summary
 from pipelines.run.train_loop import train_loop_per_worker
 from pipelines.runtime import tracking
+from pipelines.runtime.background import Background
 from pipelines.runtime.ray_env import ensure_ray, on_loopback, verbose, torch_config, train_logging, use_gpu
 from pipelines.runtime.redaction import redact_data, redact_urls
 from pipelines.runtime.stop_signals import stop_like_ctrl_c
@@ -50,6 +51,7 @@ from pipelines.runtime.train_env import apply_train_env
 _stop_like_ctrl_c = stop_like_ctrl_c  # SIGTERM = Ctrl-C, bounded (pipelines/runtime/stop_signals.py)
 
 VAL_DECODE_CPUS = 0.01  # Ray's CPU reservation of a validation decoder actor (see TrainRun.plan)
+PRESTART_WORKERS = 2  # worker processes started at once for the run's first actors (the raylet starts 1 per CPU)
 
 
 def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | None = None,
@@ -118,7 +120,10 @@ class TrainRun:
         if self.cfg.log.level != "quiet" and not self.in_trial:
             print(f"[vidpeft] {line}", flush=True)
 
-    # 2) the output dir and tracking: the driver owns the MLflow run; workers log into it by id
+    # 2) the output dir and tracking: the driver owns the MLflow run; workers log into it by id. The run is
+    # created on a thread (about a second: MLflow's imports and its store) while Ray attaches and the datasets
+    # are planned; plan() takes its id before the loop is given it. On any exit the thread is waited for, so
+    # a run it created is in ``self.opened`` (marked FAILED on a failure) before the exit stack closes it.
     def open(self) -> None:
         cfg, out = self.cfg, self.out
         out.mkdir(parents=True, exist_ok=True)
@@ -127,6 +132,11 @@ class TrainRun:
         info_file = out / "run_info.json"
         info = json.loads(info_file.read_text()) if (self.resume and info_file.exists()) else {}
         self.uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri)
+        self.tracking = Background(lambda: self._open_tracking(info_file, info), name="vidpeft-mlflow-start")
+        self.stack.callback(self.tracking.settle, 30.0)  # after an error elsewhere: the run exists, then FAILED
+
+    def _open_tracking(self, info_file: Path, info: dict) -> None:
+        cfg, out = self.cfg, self.out
         if cfg.tracking.enabled:
             self.run_id = tracking.start_run(self.uri, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name,
                                              tracking.flatten(to_dict(cfg)), tags=self._tags(),
@@ -145,9 +155,16 @@ class TrainRun:
             tags["mlflow.parentRunId"] = self.cfg.tracking.parent_run_id
         return tags
 
-    # 3) Ray: a running instance at scaling.ray_address (or a local one started now)
+    # 3) Ray: a running instance at scaling.ray_address (or a local one started now). On this machine, the
+    # processes of the run's first actors (Ray Data's split coordinators, the decoder pool) start now, while
+    # MLflow's run starts and the datasets are planned (ray_compat.prestart_workers)
     def start_ray(self) -> None:
         ensure_ray(self.cfg.scaling.ray_address)
+        self.local = on_loopback()
+        if self.local:
+            from pipelines.runtime.ray_compat import prestart_workers
+
+            prestart_workers(PRESTART_WORKERS)
 
     # 4) the data streams and the trainer
     def plan(self):
@@ -185,6 +202,7 @@ class TrainRun:
                                             epochs=remaining if val_stream else None)
         gpu = use_gpu(cfg.scaling.use_gpu)
         resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if gpu else {})}
+        self.tracking.result()  # the MLflow run (self.run_id), before the loop is given its id
         # a terminal: rank 0's progress is drawn in place on it (Ray forwards worker output line by line)
         self.relay = self.stack.enter_context(LiveRelay(enabled=cfg.log.level != "quiet"))
         plan = RunPlan(
@@ -198,7 +216,7 @@ class TrainRun:
             resume_from=str(self.restore) if self.restore else None, storage=self.storage,
             checkpoint_metric=self.metric, checkpoint_mode=self.mode, mid_epoch=not self.in_trial,
             fault=fault_from_env())
-        local = on_loopback()
+        local = self.local
         name = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"  # unique within a second
         # Ray keeps the best `keep` checkpoints by the metric (and the latest, for resume)
         checkpoints = ray.train.CheckpointConfig(num_to_keep=cfg.scaling.keep_checkpoints or cfg.checkpoint.keep,

@@ -122,6 +122,57 @@ def metadata_tasks_take_no_cpu() -> None:
     remote_fn.CACHED_FUNCTIONS[key] = remote_fn.cached_remote_fn(get_table_block_metadata_schema, num_cpus=0)
 
 
+def arrow_dataset(tables: list):
+    """``ray.data.from_arrow(tables)`` with each table's metadata and schema read here, as Ray Data's own
+    metadata task reads them, instead of in one task per table that the call waits for: on a fresh job the
+    first task waits for a new worker process (about a second of every run's start, measured in
+    docs/fixed_cost.md), and no CPU reservation is needed (``metadata_tasks_take_no_cpu``)."""
+    import ray
+    from ray.data._internal.logical.interfaces import LogicalPlan
+    from ray.data._internal.logical.operators import FromArrow
+    from ray.data._internal.stats import DatasetStats
+    from ray.data._internal.util import get_table_block_metadata_schema
+    from ray.data.context import DataContext
+    from ray.data.dataset import MaterializedDataset
+
+    metadata_schema = [get_table_block_metadata_schema(t) for t in tables]
+    refs = [ray.put(t) for t in tables]
+    context = DataContext.get_current().copy()
+    stats = DatasetStats(metadata={"FromArrow": metadata_schema}, parent=None)
+    return MaterializedDataset(LogicalPlan(FromArrow(refs, metadata_schema), context), context, stats)
+
+
+def prestart_workers(count: int, keep_alive_s: int = 60) -> bool:
+    """Ask this node's raylet to start ``count`` worker processes for this job now (its runtime env), idle
+    until an actor or a task of the job needs one. A process's start (Python, ``import ray``, registering) is
+    most of an actor's start on a small machine; a run's first actors (Ray Data's split coordinators and the
+    decoder pool) then find their processes up. Ray 2.60's raylet has the request (``PrestartWorkers``, which
+    Ray itself sends for a backlog of tasks) but no public call; it starts at most its start-up concurrency
+    (one per CPU) at once and drops the rest. A worker that never ran a task can host an actor; one that
+    ran a task cannot, so tasks cannot do this. A request the raylet does not answer is let go: it only makes
+    the start faster (False; tests/pipelines/runtime/test_ray_compat.py fails when Ray moves the request)."""
+    import grpc
+    import ray
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
+
+    worker = ray._private.worker.global_worker
+    node = worker.node
+    channel = init_grpc_channel(f"{node.node_ip_address}:{node.node_manager_port}")
+    try:
+        node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(
+            node_manager_pb2.PrestartWorkersRequest(
+                language=common_pb2.PYTHON, job_id=worker.current_job_id.binary(),
+                runtime_env_info=worker.core_worker.get_job_config().runtime_env_info,
+                keep_alive_duration_secs=keep_alive_s, num_workers=count),
+            timeout=5)
+        return True
+    except grpc.RpcError:
+        return False
+    finally:
+        channel.close()
+
+
 def small_blocks(ds, rows: int, cpus: float):
     """``ds`` cut into blocks of at most ``rows`` rows as it streams, in order, by one task at a time
     reserving ``cpus`` CPUs.

@@ -112,3 +112,18 @@ def test_no_arrow_from_backbones_to_adapters_nor_from_weights_to_backbones():
         assert not [m for m in mods if m.startswith("components.backbones")], name
     assert not imported_modules("components")["backbone_family.py"]  # the registry is a leaf
     assert not imported_modules("components")["token_layout.py"]
+
+
+def test_a_family_module_is_imported_when_its_family_is_first_needed():
+    """Importing the package registers the families by module; timm and open_clip load only for theirs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import components.backbones, components.model; "
+            "from components.backbone_family import family; "
+            "before = {m for m in ('timm', 'open_clip') if m in sys.modules}; "
+            "assert family('timm_vit').name == 'timm_vit'; "
+            "print(sorted(before), 'open_clip' in sys.modules, 'timm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    # components.model imports timm's Attention for prefix tuning (components/backbones/attention.py), not open_clip
+    assert out.split() == ["['timm']", "False", "True"]

@@ -201,3 +201,75 @@ def test_run_checkpoints_keep_the_best_and_the_latest_as_ray_train_does(tmp_path
     best = read.get_best_checkpoint("val_top1", "max")
     assert (Path(best.path) / "state.txt").read_text() == "1"
     assert read.metrics["epoch"] == 3  # the latest
+
+
+def test_arrow_dataset_is_from_arrow_without_its_metadata_tasks(ray_session):
+    """pipelines/data/ingest.py plans its datasets with ray_compat.arrow_dataset: same rows, counts, schema."""
+    import pyarrow as pa
+    import ray.data
+
+    from pipelines.runtime.ray_compat import arrow_dataset
+
+    tables = [pa.table({"x": list(range(i, i + 5)), "s": [str(v) for v in range(i, i + 5)]}) for i in (0, 5, 10)]
+    ours, ray_own = arrow_dataset(tables), ray.data.from_arrow(tables)
+    assert ours.count() == ray_own.count() == 15
+    assert ours.schema() == ray_own.schema()
+    assert ours.num_blocks() == 3
+    assert [r["x"] for r in ours.take_all()] == list(range(15))
+
+
+def _title(pid: int) -> str:
+    import psutil
+
+    try:
+        return " ".join(psutil.Process(pid).cmdline()).strip()
+    except psutil.Error:
+        return ""
+
+
+def test_prestarted_workers_host_the_next_actors(ray_session):
+    """ray_compat.prestart_workers: the raylet starts worker processes for this job at once, and an actor
+    created afterwards runs in a process that was already up."""
+    import os
+    import time
+
+    import psutil
+    import ray
+
+    from pipelines.runtime.ray_compat import prestart_workers
+
+    raylet = psutil.Process(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
+
+    def workers() -> set[int]:  # a worker renames itself "ray::IDLE", "ray::<actor class>", ...
+        found = set()
+        for p in raylet.children():
+            try:
+                line = " ".join(p.cmdline())
+            except psutil.Error:  # gone meanwhile
+                continue
+            if "default_worker" in line or (line.startswith("ray::") and "Agent" not in line):
+                found.add(p.pid)
+        return found
+
+    before = workers()
+    for _ in range(6):  # the raylet drops a request while it starts as many workers as it has CPUs: ask again
+        assert prestart_workers(1)
+        deadline = time.monotonic() + 10
+        while not workers() - before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if workers() - before:
+            break
+    up = workers()
+    assert up - before, "no worker process was started"
+    deadline = time.monotonic() + 60  # the new process is up: registered, waiting for work ("ray::IDLE")
+    while time.monotonic() < deadline and not any(_title(pid) == "ray::IDLE" for pid in up - before):
+        time.sleep(0.2)
+
+    @ray.remote(num_cpus=0)
+    class Where:
+        def pid(self) -> int:
+            return os.getpid()
+
+    actor = Where.remote()
+    assert ray.get(actor.pid.remote(), timeout=60) in up
+    ray.kill(actor)
