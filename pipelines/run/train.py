@@ -161,7 +161,7 @@ class TrainRun:
     def start_ray(self) -> None:
         ensure_ray(self.cfg.scaling.ray_address)
         self.local = on_loopback()
-        if self.local:
+        if self.local and not self.in_trial:  # a search's trials reuse the processes earlier trials left idle
             from pipelines.runtime.ray_compat import prestart_workers
 
             prestart_workers(PRESTART_WORKERS)
