@@ -237,7 +237,10 @@ def start_driver(ray_session, args: list[str], log: Path, extra_env: dict | None
     """`vidpeft train` in its own process, joining the session's Ray (as a job driver on a cluster does)."""
     env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address, **(extra_env or {}))
     with log.open("w") as f:
-        return subprocess.Popen(vidpeft() + args, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        # Ctrl-C reaches the driver as it reaches a command at a terminal, also when this suite runs as a
+        # background job (which starts with SIGINT ignored, and a child would inherit that)
+        return subprocess.Popen(vidpeft() + args, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finished(proc: subprocess.Popen, log: Path) -> str:
