@@ -35,6 +35,21 @@ def why_not(scaling, local: bool) -> str:
             else "")
 
 
+def decide(scaling, local: bool, gpu_why: str = "") -> bool:
+    """scaling.in_process resolved: auto = when it can (``why_not``, and no ``gpu_why``); ``true`` where it
+    cannot be is an error that says why (a cluster's driver may sit on a node without the run's resources; a
+    lost worker cannot be restarted here)."""
+    from components.config import ConfigError
+
+    if scaling.in_process is False:
+        return False
+    why = why_not(scaling, local) or gpu_why
+    if why and scaling.in_process is True:
+        raise ConfigError(f"scaling.in_process: {why}: set scaling.in_process to auto or false to train in Ray "
+                          f"Train workers")
+    return not why
+
+
 def gpu_mismatch(use_gpu: bool) -> str:
     """Why this process cannot train as ``scaling.use_gpu`` asks ('' if it can): in local mode Ray Train puts
     the loop on this process's first CUDA device whenever it sees one."""

@@ -32,7 +32,7 @@ from pipelines.run.checkpoints import WEIGHTS, epoch_of, latest_checkpoint
 from pipelines.run.inputs import check_inputs, output_dir, storage_location
 from pipelines.run.lock import hold_run_lock
 from pipelines.run.fault_hook import fault_from_env
-from pipelines.run.in_process import InProcessTrainer, gpu_mismatch, why_not
+from pipelines.run.in_process import InProcessTrainer, decide, gpu_mismatch
 from pipelines.run.plan import RunPlan
 from pipelines.run.progress_relay import LiveRelay
 from pipelines.run.run_place import PLACE_KEY
@@ -245,24 +245,16 @@ class TrainRun:
         )
 
     def in_process(self, local: bool, gpu: bool) -> bool:
-        """scaling.in_process resolved: the loop in this process when the run has one worker on a local
-        instance, no worker restarts and a GPU choice this process can honour; a search's trial as it decided.
-        ``true`` where it cannot be is an error that says why (a cluster's driver may sit on a node without
-        the run's resources; a lost worker cannot be restarted here)."""
-        s = self.cfg.scaling
+        """Where the loop runs: a search's trial as it decided, any other run by scaling.in_process
+        (``in_process.decide``: one worker on a local instance, no worker restarts, a GPU choice this process
+        can honour)."""
         if self.decided_in_process is not None:  # a trial: its CPUs (and GPU) were reserved for this choice
             why = gpu_mismatch(gpu) if self.decided_in_process else ""
             if why:
                 raise ConfigError(f"scaling.in_process: this trial reserved its resources to train in its own "
                                   f"process, and {why}")
             return self.decided_in_process
-        if s.in_process is False:
-            return False
-        why = why_not(s, local) or gpu_mismatch(gpu)
-        if why and s.in_process is True:
-            raise ConfigError(f"scaling.in_process: {why}: set scaling.in_process to auto or false to train in Ray "
-                              f"Train workers")
-        return not why
+        return decide(self.cfg.scaling, local, gpu_mismatch(gpu))
 
     def decoder_pool(self, table, settings) -> int:
         """data.decode_actors, or (auto) sized from the measured decode cost (pipelines/data/decoder_pool.py)."""

@@ -106,21 +106,18 @@ def trains_in_process(cfg: ExperimentConfig) -> bool:
     """A trial trains in its own process (scaling.in_process) rather than in a Train worker: one worker on a
     local instance, no worker restarts. Decided the same way where Tune reserves the trial's resources and in
     the trial itself."""
-    from pipelines.run.in_process import why_not
+    from pipelines.run.in_process import decide
 
-    s = cfg.scaling
-    return s.in_process is not False and not why_not(s, ray_env.on_loopback())
+    return decide(cfg.scaling, ray_env.on_loopback())
 
 
 def check_in_process(cfgs, where: str) -> None:
     """scaling.in_process true where a trial cannot honour it: one line before any trial starts."""
-    from pipelines.run.in_process import why_not
-
     for cfg in cfgs:
-        why = why_not(cfg.scaling, ray_env.on_loopback()) if cfg.scaling.in_process is True else ""
-        if why:
-            raise ConfigError(f"{where}: scaling.in_process: {why}: set it to auto or false to train in Ray Train "
-                              f"workers")
+        try:
+            trains_in_process(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 def trial_driver(config: dict, job: TrialJob) -> None:
