@@ -46,9 +46,9 @@ from pipelines.search.cell_deps import fill_cells, waves
 from pipelines.data.eval_views import parse_views
 from pipelines.search.campaign_views import check_views, evaluate_cells
 from pipelines.search.report import LAYOUT  # noqa: F401  (the layout artifact `vidpeft report` reads)
-from pipelines.search.tune import (CELL_KEY_TAG, REUSE_TRIALS, TrialJob, absolute_paths, check_in_process,
-                                   close_trial_runs, fit_concurrency, result_trial_id, run_trials, search_alg,
-                                   trial_cpus, trial_dirname)
+from pipelines.search.tune import (CELL_KEY_TAG, TrialJob, absolute_paths, check_in_process,
+                                   close_trial_runs, fit_concurrency, result_trial_id, reuse_trials, run_trials,
+                                   search_alg, trial_cpus, trial_dirname)
 
 # Not part of a cell's identity: where it writes and where it is tracked.
 UNKEYED = ("name", "output_dir", "tracking", "scaling.ray_address", "scaling.storage_path")
@@ -325,7 +325,7 @@ def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", m
         job = TrialJob(label=camp.name, trials_dir=str(camp_dir / "cells"), tracking_uri=uri, parent_run_id=parent,
                        cells={c.name: c.data for c in todo})
         # no metric here: columns may differ in metric (Table 4: top-1, MSE, mAP); the report picks them
-        tune_config = tune.TuneConfig(num_samples=1, reuse_actors=REUSE_TRIALS,
+        tune_config = tune.TuneConfig(num_samples=1, reuse_actors=reuse_trials(),
                                       search_alg=search_alg("random", 0, concurrency),
                                       trial_dirname_creator=trial_dirname)
         exp_dir = camp_dir / "tune" / (time.strftime("%Y%m%d-%H%M%S") + (f"-wave{n}" if n else ""))

@@ -35,7 +35,15 @@ TRIAL_CPU = 0.01
 # timm, Ray Data and pipeline imports are already done, which is most of a short trial's start (a tiny campaign
 # cell: about 6 s of 15). Each run puts back what it changes in its process (pipelines/run/in_process.py); a
 # trial whose thread is still busy (stopped by the scheduler mid-epoch) is not reused: Tune starts a new one.
-REUSE_TRIALS = os.environ.get("VIDPEFT_REUSE_TRIALS", "1") != "0"  # 0: a new process per trial
+REUSE_ENV = "VIDPEFT_REUSE_TRIALS"  # 0: a new process per trial
+
+
+def reuse_trials() -> bool:
+    """VIDPEFT_REUSE_TRIALS: 1 (default) or 0; any other value is refused in one line naming it."""
+    value = os.environ.get(REUSE_ENV, "1")
+    if value not in ("0", "1"):
+        raise ConfigError(f"{REUSE_ENV}={value!r}: expected 1 (reuse a finished trial's process) or 0 (a new one)")
+    return value == "1"
 TRIAL_TAG = "vidpeft.trial_id"
 CELL_KEY_TAG = "vidpeft.cell_key"
 # Config fields holding local paths: made absolute before trials start, because trials may run in
@@ -343,7 +351,8 @@ def run_search(config_files: list[str], overrides: list[str], space_file: str, t
         # max_t = epochs: the last epoch's report (sent by the trial driver) ends every trial
         sched = ASHAScheduler(time_attr=EPOCHS_DONE, max_t=max_epochs(cfg, space),
                               grace_period=grace_period, reduction_factor=reduction_factor)
-    tune_config = tune.TuneConfig(metric=space.metric, mode=space.mode, scheduler=sched, reuse_actors=REUSE_TRIALS,
+    tune_config = tune.TuneConfig(metric=space.metric, mode=space.mode, scheduler=sched,
+                                  reuse_actors=reuse_trials(),
                                   search_alg=search_alg(search, cfg.seed, concurrency),
                                   num_samples=trials,
                                   max_concurrent_trials=None if search == "random" else concurrency,

@@ -53,3 +53,15 @@ def test_in_process_true_where_a_trial_cannot_is_refused_before_the_search(ray_s
     with pytest.raises(ConfigError, match=r"^space.yaml: scaling.in_process: scaling.max_failures=2"):
         check_in_process([resolve(ExperimentConfig, [], ["scaling.in_process=true", "scaling.max_failures=2"])],
                          "space.yaml")
+
+
+def test_trial_reuse_takes_1_or_0_and_names_the_variable_otherwise(monkeypatch):
+    from pipelines.search.tune import REUSE_ENV, reuse_trials
+
+    monkeypatch.delenv(REUSE_ENV, raising=False)
+    assert reuse_trials() is True
+    monkeypatch.setenv(REUSE_ENV, "0")
+    assert reuse_trials() is False
+    monkeypatch.setenv(REUSE_ENV, "off")
+    with pytest.raises(ConfigError, match=r"^VIDPEFT_REUSE_TRIALS='off': expected 1"):
+        reuse_trials()
