@@ -91,6 +91,20 @@ def _evaluate_task(trained: Trained, table, settings, level: str = "info", label
     return evaluation_pass(model, ds, cfg, device, trained.target_names or None, progress)
 
 
+def evaluate_here(trained: Trained, table, settings, level: str, label: str) -> dict:
+    """``_evaluate_task`` in this process (pipelines/run/in_process.py: ``scores_here``), on the threads Ray
+    would give the task (scaling.cpus_per_worker, or scaling.torch_threads when set); this process's thread
+    count is put back after, for a campaign that goes on here."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(trained.cfg.scaling.cpus_per_worker)))
+    try:
+        return _evaluate_task(trained, table, settings, level, label)
+    finally:
+        torch.set_num_threads(threads)
+
+
 MIN_TASK_CPUS = 0.01
 
 
@@ -172,7 +186,8 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     from components.io import absolute, exists
     from components.tasks import make_task
     from pipelines.data.ingest import decode_settings
-    from pipelines.runtime.ray_env import ensure_ray, use_gpu
+    from pipelines.run.in_process import scores_here
+    from pipelines.runtime.ray_env import ensure_ray, on_loopback, use_gpu
 
     # 1) options, model, manifest and views, checked before Ray starts
     check_view_counts(clips, crops)
@@ -215,11 +230,14 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     if level != "quiet":  # -q: the results only
         print(f"[vidpeft] evaluating {source} on {manifest} split {split}: {table.num_rows} clips x {views} view(s)"
               f"{f' on {len(parts)} workers' if len(parts) > 1 else ''}{' (GPU)' if gpu else ''}", flush=True)
-    task = ray.remote(_evaluate_task).options(num_cpus=task_cpus(cfg, len(parts)), num_gpus=1 if gpu else 0)
     settings = replace(decode_settings(cfg, training=False), datasets=())
     labels = [f"evaluate {i + 1}/{len(parts)}" if len(parts) > 1 else "evaluate" for i in range(len(parts))]
-    res = combine(ray.get([task.remote(t, part, settings, level, label) for part, label in zip(parts, labels)]),
-                  t.target_names or None)
+    if scores_here(cfg.scaling, len(parts), on_loopback(), gpu):
+        res = combine([evaluate_here(t, parts[0], settings, level, labels[0])], t.target_names or None)
+    else:
+        task = ray.remote(_evaluate_task).options(num_cpus=task_cpus(cfg, len(parts)), num_gpus=1 if gpu else 0)
+        res = combine(ray.get([task.remote(t, part, settings, level, label) for part, label in zip(parts, labels)]),
+                      t.target_names or None)
 
     # 3) report
     metrics = dict(res["metrics"])

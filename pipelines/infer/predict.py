@@ -189,6 +189,22 @@ class ModelActor:
         return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
+def scored_here(decoded, scorer: dict, batch_size: int, cpus: int):
+    """Prediction tables of ``decoded``'s clips, ``batch_size`` at a time, scored in this process by a
+    ``ModelActor(**scorer)`` (pipelines/run/in_process.py: ``scores_here``) on ``cpus`` threads, as Ray would
+    give the actor (scaling.torch_threads when set); this process's thread count is put back after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpus)
+    try:
+        model = ModelActor(**scorer)
+        for batch in decoded.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            yield model(batch)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def show_table(table: pa.Table) -> None:
     print(f"{'video':<28} {'window':>13}  {'label':<18} {'score':>6}  top-k / error")
     for r in table.to_pylist():
@@ -238,7 +254,8 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     from pipelines.data.decoder_pool import pool_limit
     from pipelines.runtime.driver_stderr import quiet_driver_lines
     from pipelines.runtime.ray_compat import small_blocks
-    from pipelines.runtime.ray_env import ensure_ray, log_level, use_gpu
+    from pipelines.run.in_process import scores_here
+    from pipelines.runtime.ray_env import ensure_ray, log_level, on_loopback, use_gpu
     from pipelines.infer.zeroshot import read_class_names
 
     # 1) options and inputs, checked before Ray starts
@@ -285,15 +302,21 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
         batch_size=per_block, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool_limit(cfg.data.decode_actors,
                                                                                        cfg.data.decode_cpus)),
         num_cpus=cfg.data.decode_cpus, batch_format="numpy")
-    ds = ds.map_batches(
-        ModelActor, fn_constructor_kwargs={"trained": trained, "classes": classes, "top_k": top_k,
-                                           "threads": cfg.scaling.torch_threads},
-        batch_size=batch_size or cfg.data.eval_batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if gpu else 0, batch_format="numpy")
+    scorer = {"trained": trained, "classes": classes, "top_k": top_k, "threads": cfg.scaling.torch_threads}
+    batch_size = batch_size or cfg.data.eval_batch_size
+    here = scores_here(cfg.scaling, workers, on_loopback(), gpu)
+    if here:  # the model in this process: decoded batches come here and are scored as they arrive
+        scored = scored_here(ds, scorer, batch_size, max(1, int(cfg.scaling.cpus_per_worker)))
+    else:
+        scored = ds.map_batches(ModelActor, fn_constructor_kwargs=scorer, batch_size=batch_size,
+                                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cfg.scaling.cpus_per_worker,
+                                num_gpus=1 if gpu else 0, batch_format="numpy"
+                                ).iter_batches(batch_size=None, batch_format="pyarrow")
 
     # 3) stream into one Parquet file
     if not quiet:
-        print(f"[vidpeft] predicting {rows.num_rows} input clip(s) with {source} on {workers} model worker(s)"
+        where = "in this process" if here else f"on {workers} model worker(s)"
+        print(f"[vidpeft] predicting {rows.num_rows} input clip(s) with {source} {where}"
               f"{' (GPU)' if gpu else ''}", flush=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
     done = failed = 0
@@ -301,7 +324,7 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     last = time.monotonic()
     # the driver executes the dataset: its core worker creates the actor pools (Ray's false alarm about them off)
     with quiet_driver_lines(), pq.ParquetWriter(tmp, SCHEMA) as writer:
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for batch in scored:
             batch = batch.select(SCHEMA.names).cast(SCHEMA)
             writer.write_table(batch)
             done += batch.num_rows

@@ -50,6 +50,15 @@ def decide(scaling, local: bool, gpu_why: str = "") -> bool:
     return not why
 
 
+def scores_here(scaling, workers: int, local: bool, use_gpu: bool) -> bool:
+    """``evaluate`` and ``predict`` with one model worker on a local instance run the model in this process, as
+    a run trains here: a Ray task or actor for it would start a process that imports torch and builds the model
+    again (several seconds of a small machine's command) to do what this process can. Ray Data still decodes in
+    its actors. ``scaling.in_process: false`` keeps the model in Ray (as it keeps training in Train workers); a
+    GPU the process sees but the run does not ask for (or the reverse) keeps it there too."""
+    return scaling.in_process is not False and workers == 1 and local and not gpu_mismatch(use_gpu)
+
+
 def gpu_mismatch(use_gpu: bool) -> str:
     """Why this process cannot train as ``scaling.use_gpu`` asks ('' if it can): in local mode Ray Train puts
     the loop on this process's first CUDA device whenever it sees one."""
