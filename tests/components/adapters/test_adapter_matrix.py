@@ -48,6 +48,8 @@ ADAPTERS = {
     # one-token modality, standard cross-attention: the parts that cannot train are not built
     "caa_one_token": [{"type": "caa", "modalities": ["audio"], "bottleneck": 8, "values": "modality"}],
     "mmca": [{"type": "mmca", "modalities": ["audio", "flow"], "bottleneck": 8, "num_heads": 2}],
+    # one key token in all: W_q and W_down, which only shape the softmax over it, are not built
+    "mmca_one_token": [{"type": "mmca", "modalities": ["audio"], "bottleneck": 8}],
     "cm3t": [MHVA, PREFIX, {"type": "caa", "modalities": ["audio", "flow"], "bottleneck": 8, "share_down_with": "mhva"}],
     "mhva_pt_mmca": [MHVA, PREFIX, {"type": "mmca", "modalities": ["audio", "flow"], "bottleneck": 8,
                                     "share_down_with": "mhva"}],

@@ -8,6 +8,8 @@ softmax over one key / one modality), with the parts this layer does not build f
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -66,34 +68,61 @@ def batch(names, b=4, seed=1):
     return out
 
 
+def assert_every_adapter_parameter_trains(model, data) -> None:
+    """One backward pass: every adapter parameter gets a non-zero gradient, as the run's health check
+    reads it ("stalled: ... zero gradient")."""
+    probe = GradProbe(model)
+    model.train()
+    model(data)["loss"].backward()
+    probe.observe()
+    assert probe.dead() == []
+    adapter = [(n, p) for n, p in model.named_parameters() if ".adapters." in n]
+    assert adapter and all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in adapter), \
+        [n for n, p in adapter if p.grad is None or not p.grad.abs().sum() > 0]
+
+
+def unbuilt_parts(layer) -> set[str]:
+    return {k.rsplit(".", 1)[0] for k in layer.unbuilt_keys}
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_built_parameter_gets_a_gradient(case):
     _, model = model_for(case)
     trained_looking(model)
-    probe = GradProbe(model)
-    model.train()
-    model(batch(CASES[case][0]))["loss"].backward()
-    probe.observe()
-    assert probe.dead() == []  # what the run's health check reads ("stalled: ... zero gradient")
-    adapter = [(n, p) for n, p in model.named_parameters() if ".adapters.caa." in n]
-    assert adapter and all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in adapter), \
-        [n for n, p in adapter if p.grad is None or not p.grad.abs().sum() > 0]
+    assert_every_adapter_parameter_trains(model, batch(CASES[case][0]))
     caa = [m for m in model.modules() if isinstance(m, CrossAttentionAdapter)]
-    assert caa and all({k.rsplit(".", 1)[0] for k in m.unbuilt_keys} == UNBUILT[case] for m in caa)
+    assert caa and all(unbuilt_parts(m) == UNBUILT[case] for m in caa)
 
 
-def layer_for(case: str) -> CrossAttentionAdapter:
-    names, values, fusion = CASES[case]
+def one_site(dims: dict[str, int], tokens: int = 1) -> SiteInfo:
+    """A block site of width C over a plain token sequence, with these side modalities configured."""
     context = ForwardContext()
-    context.modality_dims = {n: DIMS[n] for n in names}
-    context.modality_tokens = {n: 1 for n in names}
-    site = SiteInfo("blocks.0", "block", 0, C, 2, "test", TokenLayout(kind="sequence"), context, base=torch.nn.Identity())
+    context.modality_dims = dict(dims)
+    context.modality_tokens = {n: tokens for n in dims}
+    return SiteInfo("blocks.0", "block", 0, C, 2, "test", TokenLayout(kind="sequence"), context, base=torch.nn.Identity())
+
+
+def randomized(layer):
     torch.manual_seed(0)
-    layer = CrossAttentionAdapter(CAAConfig(modalities=names, bottleneck=R, values=values, fusion=fusion), site)
     with torch.no_grad():
         for p in layer.parameters():
             p.normal_(std=0.5)
     return layer.eval()
+
+
+def with_unbuilt(layer, shapes: dict[str, tuple], g) -> dict[str, torch.Tensor]:
+    """The layer's tensors plus random ones (weight shape from ``shapes``) for the parts it does not build."""
+    params = dict(layer.state_dict())
+    for key in layer.unbuilt_keys:
+        part, kind = key.rsplit(".", 1)
+        params[key] = torch.randn(shapes[part] if kind == "weight" else shapes[part][:1], generator=g)
+    return params
+
+
+def layer_for(case: str) -> CrossAttentionAdapter:
+    names, values, fusion = CASES[case]
+    site = one_site({n: DIMS[n] for n in names})
+    return randomized(CrossAttentionAdapter(CAAConfig(modalities=names, bottleneck=R, values=values, fusion=fusion), site))
 
 
 def full_reference(layer, params, x, feats, present):
@@ -125,59 +154,69 @@ def full_reference(layer, params, x, feats, present):
     return params["scale"] * lin("up", o) * mask.any(1)[:, None, None]
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_output_equals_the_full_attention_on_one_key(case):
-    layer = layer_for(case)
-    names = CASES[case][0]
-    shapes = {"down.own.0": (R, C), "fusion.query": (R, R), "fusion.key": (R, R)}
-    shapes.update({f"keys.proj.{n}": (R, DIMS[n]) for n in names})
+def check_against(reference, layer, names: list[str], shapes: dict[str, tuple], tokens: int = 1) -> None:
+    """The layer's output equals ``reference(layer, params, x, feats, present)`` computed with every
+    part, the unbuilt ones random (weight shapes in ``shapes``): whatever they hold, the output is the
+    same. Three clips: every modality present, some, none (zero delta)."""
     g = torch.Generator().manual_seed(3)
-    params = dict(layer.state_dict())
-    for key in layer.unbuilt_keys:  # whatever the parts not built hold, the output is the same
-        part, kind = key.rsplit(".", 1)
-        params[key] = torch.randn(shapes[part] if kind == "weight" else shapes[part][:1], generator=g)
+    params = with_unbuilt(layer, shapes, g)
     x = torch.randn(3, 5, C, generator=g)
-    feats = {n: torch.randn(3, DIMS[n], generator=g) for n in names}
+    feats = {n: torch.randn(3, *([tokens] if tokens > 1 else []), DIMS[n], generator=g) for n in names}
     present = {n: torch.tensor([True, i % 2 == 0, False]) for i, n in enumerate(names)}
     layer.context.set(num_frames=1, side=feats, side_mask=present)
     with torch.no_grad():
         out = layer(x, x)
-        ref = full_reference(layer, params, x, feats, present)
+        ref = reference(layer, params, x, feats, present)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     assert torch.equal(out[2], torch.zeros_like(out[2]))  # no modality: zero delta
     assert not torch.allclose(out[0], out[1])
 
 
-def test_weights_that_hold_the_unbuilt_parts_still_load(tmp_path):
-    """A run saved when these parts were built: exactly the unbuilt names are skipped; any other
-    unknown tensor is still an error."""
-    cfg, model = model_for("demo")
+@pytest.mark.parametrize("case", list(CASES))
+def test_output_equals_the_full_attention_on_one_key(case):
+    names = CASES[case][0]
+    shapes = {"down.own.0": (R, C), "fusion.query": (R, R), "fusion.key": (R, R)}
+    shapes.update({f"keys.proj.{n}": (R, DIMS[n]) for n in names})
+    check_against(full_reference, layer_for(case), names, shapes)
+
+
+def check_older_weights_load(tmp_path, make, data, kind: str, shapes: dict[str, tuple], stray: str) -> None:
+    """Weights of a run saved when the parts a layer leaves out were built (``make(seed)`` -> (config,
+    model)) load, by ``load_weights`` and ``init_from``: exactly the unbuilt names are skipped; a tensor
+    of ``stray`` (a part the layer never leaves out) is still an error."""
+    cfg, model = make(0)
     trained_looking(model)
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, CrossAttentionAdapter)]
+    layers = [(n, m) for n, m in model.named_modules() if getattr(m, "unbuilt_keys", ())]
+    assert layers
     old = trainable_state_dict(model)
     for name, layer in layers:
-        assert layer.unbuilt_keys
-        for key in layer.unbuilt_keys:
-            old[f"{name}.{key}"] = torch.randn(3)
+        old.update({f"{name}.{k}": v for k, v in with_unbuilt(layer, shapes, None).items() if k in layer.unbuilt_keys})
     save_weights(tmp_path / "weights.safetensors", old, to_dict(cfg))
-    data = batch(["audio"])
     model.eval()
-    _, fresh = model_for("demo")  # the same random backbone; adapters and head scrambled
+    _, fresh = make(0)  # the same random backbone; adapters and head scrambled
     trained_looking(fresh)
     load_weights(fresh, tmp_path / "weights.safetensors", to_dict(cfg))
     fresh.eval()
     with torch.no_grad():
         assert torch.equal(fresh(data)["logits"], model(data)["logits"])
-    _, again = model_for("demo", seed=5)
+    _, again = make(5)
     trained_looking(again)
-    assert init_adapter_from(again, "caa", tmp_path) and all(
-        torch.equal(v, model.state_dict()[k]) for k, v in again.state_dict().items() if ".adapters.caa." in k)
-    old[f"{layers[0][0]}.keys.proj.flow.weight"] = torch.randn(3)  # not a part this layer leaves out
+    marker = f".adapters.{kind}."
+    assert init_adapter_from(again, kind, tmp_path) and all(
+        torch.equal(v, model.state_dict()[k]) for k, v in again.state_dict().items() if marker in k)
+    old[f"{layers[0][0]}.{stray}.weight"] = torch.randn(3)
     save_weights(tmp_path / "weights.safetensors", old, to_dict(cfg))
-    with pytest.raises(ValueError, match=r"unexpected 1 key\(s\).*keys\.proj\.flow"):
+    with pytest.raises(ValueError, match=r"unexpected 1 key\(s\).*" + re.escape(stray)):
         load_weights(fresh, tmp_path / "weights.safetensors", to_dict(cfg))
-    with pytest.raises(ValueError, match=r"1 tensor\(s\) this model does not have.*keys\.proj\.flow"):
-        init_adapter_from(again, "caa", tmp_path)
+    with pytest.raises(ValueError, match=r"1 tensor\(s\) this model does not have.*" + re.escape(stray)):
+        init_adapter_from(again, kind, tmp_path)
+
+
+def test_weights_that_hold_the_unbuilt_parts_still_load(tmp_path):
+    """A run saved when these parts were built."""
+    shapes = {"down.own.0": (R, 32), "keys.proj.audio": (R, DIMS["audio"]), "fusion.query": (R, R), "fusion.key": (R, R)}
+    check_older_weights_load(tmp_path, lambda seed: model_for("demo", seed), batch(["audio"]), "caa", shapes,
+                             "keys.proj.flow")
 
 
 def test_a_shared_down_projection_is_still_checked_when_nothing_reads_it():

@@ -1,4 +1,4 @@
-"""--resume of a checkpoint saved when a CAA still built its one-token attention parts: the weights
+"""--resume of a checkpoint saved when a CAA or an MMCA still built its one-token attention parts: the weights
 would load (those tensors skipped), but the optimizer state has their slots, so the driver refuses with
 one line saying what to do instead. The same checkpoint without them resumes."""
 
@@ -16,11 +16,11 @@ from pipelines.run.preflight import check_resume
 from tests.conftest import TINY_VIT
 
 
-def test_resume_refuses_a_checkpoint_with_unbuilt_parts(tmp_path):
+@pytest.mark.parametrize("adapter", [{"type": "caa", "values": "modality"}, {"type": "mmca"}], ids=["caa", "mmca"])
+def test_resume_refuses_a_checkpoint_with_unbuilt_parts(adapter, tmp_path):
     cfg = from_dict(ExperimentConfig, {"model": {
         "backbone": TINY_VIT, "head": {"num_outputs": 3}, "modalities": [{"name": "audio", "dim": 6}],
-        "adapters": [{"type": "caa", "sites": ["block"], "layers": [-1], "modalities": ["audio"], "bottleneck": 8,
-                      "values": "modality"}]}})
+        "adapters": [{"sites": ["block"], "layers": [-1], "modalities": ["audio"], "bottleneck": 8, **adapter}]}})
     model = build_model(cfg.model, 3)
     state = trainable_state_dict(model)
     save_weights(tmp_path / WEIGHTS, state, to_dict(cfg.model))
