@@ -145,13 +145,16 @@ def one_run(case: str, i: int, a, work: Path, manifest: Path, uri: str, env: dic
 
 
 def start_warm_ray(phase_log: Path) -> str:
-    """A local Ray as the pipeline starts it (loopback, token auth); its workers inherit the phase log."""
+    """A local Ray as `vidpeft ray up` starts it (loopback, token auth, Ray Data's per-instance actors); its
+    workers inherit the phase log."""
     os.environ[PHASE_LOG_ENV] = str(phase_log)
     import ray
 
+    from pipelines.runtime.ray_compat import start_data_services
     from pipelines.runtime.ray_env import ensure_ray
 
     ensure_ray()
+    start_data_services()
     time.sleep(3.0)  # Ray's own processes finish starting: the runs then see an idle, warm instance
     return ray.get_runtime_context().gcs_address
 

@@ -273,3 +273,22 @@ def test_prestarted_workers_host_the_next_actors(ray_session):
     actor = Where.remote()
     assert ray.get(actor.pid.remote(), timeout=60) in up
     ray.kill(actor)
+
+
+def test_data_services_are_the_ones_ray_data_uses(ray_session):
+    """ray_compat.start_data_services (what `vidpeft ray up` calls): the three per-instance actors it asks for
+    are the named, detached ones a dataset's execution looks up, so the first run finds them up."""
+    import ray
+
+    from pipelines.runtime.ray_compat import start_data_services
+
+    assert start_data_services() == ["get_or_create_stats_actor", "get_or_create_actor_location_tracker",
+                                     "get_or_create_autoscaling_coordinator"]
+    for name, namespace in (("datasets_stats_actor", "_dataset_stats_actor"),
+                            ("ActorLocationTracker", "ActorLocationTracker"),
+                            ("AutoscalingCoordinator", "AutoscalingCoordinator")):
+        actor = ray.get_actor(name, namespace=namespace)  # raises when Ray names it otherwise
+        ray.get(actor.__ray_ready__.remote(), timeout=120)
+    names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+    ray.data.range(4).materialize()  # a dataset's execution: no second copy of any of them
+    assert {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)} == names
