@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     medians = {name: {v: statistics.median(s) for v, s in per.items()} for name, per in seconds.items()}
     result = {"benchmark": "infer_cost", "command": "python benchmarks/infer_cost.py " + " ".join(argv or sys.argv[1:]),
-              "machine": machine(), "data": {"classes": 4, "clips_per_class": a.clips_per_class, "val_fraction": 0.25}, "seconds": seconds, "medians": medians}
+              "machine": machine(), "data": {"classes": 4, "clips_per_class": a.clips_per_class, "val_fraction": 0.25},
+              "seconds": seconds, "medians": medians}
     path = write_result("infer_cost", result, Path(a.out) if a.out else None)
     print(f"\n{'command':<10} {'model here':>11} {'model in Ray':>13}  (median seconds, command start to exit)")
     for name, m in medians.items():
