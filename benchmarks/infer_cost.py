@@ -74,11 +74,13 @@ def main(argv: list[str] | None = None) -> int:
                                     "--out", str(work / f"preds-{run.name}.parquet")],
         }
         seconds: dict[str, dict[str, list[float]]] = {c: {"here": [], "ray": []} for c in commands}
+        variants = [("here", here), ("ray", in_ray)]
         for i in range(a.repeats):
             for name, args in commands.items():
-                for variant, run in (("here", here), ("ray", in_ray)) if i % 2 == 0 else (("ray", in_ray), ("here", here)):
-                    seconds[name][variant].append(vidpeft(*args(run), env=env))
-                    print(f"[{i + 1}/{a.repeats}] {name:<8} {variant:<4} {seconds[name][variant][-1]:6.2f} s", flush=True)
+                for variant, run in variants if i % 2 == 0 else variants[::-1]:  # alternated: drift hits both
+                    took = vidpeft(*args(run), env=env)
+                    seconds[name][variant].append(took)
+                    print(f"[{i + 1}/{a.repeats}] {name:<8} {variant:<4} {took:6.2f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     medians = {name: {v: statistics.median(s) for v, s in per.items()} for name, per in seconds.items()}
