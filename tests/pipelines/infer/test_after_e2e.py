@@ -122,10 +122,17 @@ def test_predict_folder_with_a_corrupt_file_and_the_manifest(run, capsys):
             assert r["top_k_scores"][0] >= r["top_k_scores"][1] and 0 < r["score"] <= 1
     shown = capsys.readouterr().out
     assert "(error)" in shown and "wrote 4 prediction row(s)" in shown
-    # the val split of the manifest (side features included): top-1 accuracy is the run's val_top1
+    assert "in this process" in shown  # one local model worker: the model runs in the command's process
+    # the val split of the manifest (side features included), the model in a Ray Data actor pool as a run whose
+    # config says scaling.in_process: false asks: top-1 accuracy is the run's val_top1
     m = json.loads((run["out"] / "metrics.json").read_text())
     mp = run["root"] / "val.parquet"
-    assert main(["predict", str(run["out"]), str(run["manifest"]), "--split", "val", "--out", str(mp)]) == 0
+    in_ray = run["root"] / "run-in-ray"
+    shutil.copytree(run["out"], in_ray, dirs_exist_ok=True)
+    cfg = (in_ray / "config.yaml").read_text()
+    (in_ray / "config.yaml").write_text(cfg.replace("in_process: auto", "in_process: false"))
+    assert main(["predict", str(in_ray), str(run["manifest"]), "--split", "val", "--out", str(mp)]) == 0
+    assert "on 1 model worker(s)" in capsys.readouterr().out
     import pyarrow.parquet as pq_
 
     table = pq_.read_table(run["manifest"]).to_pylist()

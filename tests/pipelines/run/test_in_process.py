@@ -65,3 +65,22 @@ def test_trial_reuse_takes_1_or_0_and_names_the_variable_otherwise(monkeypatch):
     monkeypatch.setenv(REUSE_ENV, "off")
     with pytest.raises(ConfigError, match=r"^VIDPEFT_REUSE_TRIALS='off': expected 1"):
         reuse_trials()
+
+
+@pytest.mark.parametrize("in_process,workers,local,here", [
+    ("auto", 1, True, True),
+    (True, 1, True, True),
+    (False, 1, True, False),  # the run's config keeps the model in Ray
+    ("auto", 2, True, False),  # several model workers: Ray's tasks / actor pool
+    ("auto", 1, False, False),  # a cluster: the command's node may lack the run's resources
+])
+@pytest.mark.parametrize("use_gpu", [False, True])
+def test_evaluate_and_predict_score_here_with_one_local_worker(in_process, workers, local, here, use_gpu):
+    """pipelines/run/in_process.py: scores_here; a GPU the process sees and the run does not ask for (or the
+    reverse) keeps the model in Ray too (on this machine: use_gpu true with no GPU)."""
+    from types import SimpleNamespace
+
+    from pipelines.run.in_process import scores_here
+
+    expected = here and not gpu_mismatch(use_gpu)
+    assert scores_here(SimpleNamespace(in_process=in_process), workers, local, use_gpu) is expected
