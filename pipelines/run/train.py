@@ -43,7 +43,8 @@ from pipelines.run.summary import print_summary
 from pipelines.run.train_loop import train_loop_per_worker
 from pipelines.runtime import tracking
 from pipelines.runtime.background import Background
-from pipelines.runtime.ray_env import ensure_ray, on_loopback, verbose, torch_config, train_logging, use_gpu
+from pipelines.runtime.ray_env import (PRESTART_WORKERS, ensure_ray, on_loopback, torch_config, train_logging, use_gpu,
+                                      verbose)
 from pipelines.runtime.redaction import redact_data, redact_urls
 from pipelines.runtime.stop_signals import stop_like_ctrl_c
 from pipelines.runtime.train_env import apply_train_env
@@ -51,7 +52,6 @@ from pipelines.runtime.train_env import apply_train_env
 _stop_like_ctrl_c = stop_like_ctrl_c  # SIGTERM = Ctrl-C, bounded (pipelines/runtime/stop_signals.py)
 
 VAL_DECODE_CPUS = 0.01  # Ray's CPU reservation of a validation decoder actor (see TrainRun.plan)
-PRESTART_WORKERS = 2  # worker processes started at once for the run's first actors (the raylet starts 1 per CPU)
 
 
 def run_train(cfg: ExperimentConfig, resume: bool = False, callbacks: list | None = None,

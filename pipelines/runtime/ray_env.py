@@ -11,6 +11,7 @@ from pipelines.runtime.phase_log import mark
 
 LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"  # quiet | info | verbose, set by the CLI's --quiet / --verbose
 LOOPBACK_GCS_ENV = "VIDPEFT_LOOPBACK_GCS"  # the GCS address of a loopback-only instance this process started
+PRESTART_WORKERS = 2  # worker processes asked for at once for a run's first actors (the raylet starts 1 per CPU)
 NO_WARM_ENV = "VIDPEFT_NO_WARM_RAY"  # set: never attach to the warm instance (`vidpeft ray up`); start a new one
 
 
@@ -137,6 +138,34 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
     if not verbose():
         drop_forwarded_lines(_false_alarm, _DYING_DUMPS)
     mark("ray_ready")
+
+
+def attach_early(prestart: int = PRESTART_WORKERS) -> str:
+    """A run's first step, when a warm local instance is up (`vidpeft ray up`, or RAY_ADDRESS naming the loopback
+    instance a parent vidpeft started): attach now, before this process imports torch, timm and the pipeline
+    and checks the config (about 5 s of one core), and have the raylet start ``prestart`` worker processes for
+    the run's first actors on the other core meanwhile. Attaching costs about 0.3 s; a run that has to start
+    its own Ray (or joins a cluster) does not come here: it checks its config first, so a mistake costs no
+    Ray start. Returns the address attached ('' = none); the caller lets go of it when the config names
+    another instance (``scaling.ray_address``)."""
+    address = os.environ.get("RAY_ADDRESS", "")
+    if address:
+        if address != os.environ.get(LOOPBACK_GCS_ENV):
+            return ""  # a cluster, or an address vidpeft did not start: joined after the config is checked
+    elif os.environ.get(NO_WARM_ENV):
+        return ""
+    else:
+        from pipelines.runtime import warm_ray
+
+        warm = warm_ray.find()
+        if not warm:
+            return ""
+        address = warm["address"]
+    ensure_ray()
+    from pipelines.runtime.ray_compat import prestart_workers
+
+    prestart_workers(prestart)
+    return address
 
 
 def name_own_instance() -> None:

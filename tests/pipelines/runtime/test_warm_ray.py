@@ -12,6 +12,8 @@ import sys
 import psutil
 import pytest
 
+from pipelines.runtime.phase_log import PHASE_LOG_ENV, read_marks
+
 pytestmark = pytest.mark.e2e
 
 
@@ -43,11 +45,16 @@ def test_runs_attach_to_the_warm_ray_and_it_stops(synth_data, tmp_path):
         listening = [c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN
                      and c.pid in pids]
         assert listening and all(loopback(ip) for ip in listening), listening
+        marks = tmp_path / "marks.tsv"
         run = vidpeft(["train", "--config", "demo", "--set", f"data.manifest={synth_data}",
                        "--set", f"output_dir={tmp_path / 'run'}", "--set", "optim.epochs=1",
-                       "--set", f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db"], env, timeout=600)
+                       "--set", f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db"],
+                      {**env, PHASE_LOG_ENV: str(marks)}, timeout=600)
         assert run.returncode == 0, run.stderr[-2000:]
         assert f"using the warm local Ray at {warm['address']}" in run.stdout
+        # attached before the imports and the config's checks (ray_env.attach_early): its workers start meanwhile
+        order = [name for name, _, _ in read_marks(marks) if name in ("ray_ready", "config_loaded")]
+        assert order[:2] == ["ray_ready", "config_loaded"], order
         assert psutil.pid_exists(warm["pid"])  # the run ended; the instance stays for the next one
         assert "already up" in vidpeft(["ray", "up"], env).stdout
     finally:
