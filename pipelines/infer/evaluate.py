@@ -93,16 +93,11 @@ def _evaluate_task(trained: Trained, table, settings, level: str = "info", label
 
 def evaluate_here(trained: Trained, table, settings, level: str, label: str) -> dict:
     """``_evaluate_task`` in this process (pipelines/run/in_process.py: ``scores_here``), on the threads Ray
-    would give the task (scaling.cpus_per_worker, or scaling.torch_threads when set); this process's thread
-    count is put back after, for a campaign that goes on here."""
-    import torch
+    would give the task (``threads_as_a_worker``)."""
+    from pipelines.run.in_process import threads_as_a_worker
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(trained.cfg.scaling.cpus_per_worker)))
-    try:
+    with threads_as_a_worker(trained.cfg.scaling.cpus_per_worker):
         return _evaluate_task(trained, table, settings, level, label)
-    finally:
-        torch.set_num_threads(threads)
 
 
 MIN_TASK_CPUS = 0.01

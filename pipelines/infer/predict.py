@@ -189,20 +189,16 @@ class ModelActor:
         return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def scored_here(decoded, scorer: dict, batch_size: int, cpus: int):
+def scored_here(decoded, scorer: dict, batch_size: int, cpus: float):
     """Prediction tables of ``decoded``'s clips, ``batch_size`` at a time, scored in this process by a
-    ``ModelActor(**scorer)`` (pipelines/run/in_process.py: ``scores_here``) on ``cpus`` threads, as Ray would
-    give the actor (scaling.torch_threads when set); this process's thread count is put back after."""
-    import torch
+    ``ModelActor(**scorer)`` (pipelines/run/in_process.py: ``scores_here``) on the threads Ray would give an
+    actor of ``cpus`` CPUs (``threads_as_a_worker``)."""
+    from pipelines.run.in_process import threads_as_a_worker
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cpus)
-    try:
+    with threads_as_a_worker(cpus):
         model = ModelActor(**scorer)
         for batch in decoded.iter_batches(batch_size=batch_size, batch_format="numpy"):
             yield model(batch)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def show_table(table: pa.Table) -> None:
@@ -306,7 +302,7 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     batch_size = batch_size or cfg.data.eval_batch_size
     here = scores_here(cfg.scaling, workers, on_loopback(), gpu)
     if here:  # the model in this process: decoded batches come here and are scored as they arrive
-        scored = scored_here(ds, scorer, batch_size, max(1, int(cfg.scaling.cpus_per_worker)))
+        scored = scored_here(ds, scorer, batch_size, cfg.scaling.cpus_per_worker)
     else:
         scored = ds.map_batches(ModelActor, fn_constructor_kwargs=scorer, batch_size=batch_size,
                                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cfg.scaling.cpus_per_worker,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import contextmanager
 
 
 def why_not(scaling, local: bool) -> str:
@@ -59,6 +60,22 @@ def scores_here(scaling, workers: int, local: bool, use_gpu: bool) -> bool:
     return scaling.in_process is not False and workers == 1 and local and not gpu_mismatch(use_gpu)
 
 
+@contextmanager
+def threads_as_a_worker(cpus: float):
+    """This process's torch threads set, for the block, to what Ray gives a worker, task or actor of ``cpus``
+    CPUs (OMP_NUM_THREADS, at least 1), and put back after: the loop, an evaluation or a model that runs here
+    instead (a campaign or a notebook goes on in this process). scaling.torch_threads, when set, is applied
+    inside by the code that runs, as in a worker."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cpus)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def gpu_mismatch(use_gpu: bool) -> str:
     """Why this process cannot train as ``scaling.use_gpu`` asks ('' if it can): in local mode Ray Train puts
     the loop on this process's first CUDA device whenever it sees one."""
@@ -84,7 +101,6 @@ class InProcessTrainer:
         self.train_log_level = train_log_level  # Ray Train's own lines, as its LoggingConfig sets them in a worker
 
     def fit(self):
-        import torch
         from ray.train import Result
 
         from pipelines.runtime.ray_compat import (RunCheckpoints, clear_in_process_train_utils,
@@ -105,16 +121,12 @@ class InProcessTrainer:
         set_in_process_train_utils(self.name, shards, on_report)
         # what the loop sets for a worker process is put back for this one (a notebook calling vidpeft.train)
         train_logger = logging.getLogger("ray.train")  # its "Moving model to device", "Checkpoint ... created"
-        threads, root_level, train_level = torch.get_num_threads(), logging.getLogger().level, train_logger.level
+        root_level, train_level = logging.getLogger().level, train_logger.level
         train_logger.setLevel(self.train_log_level)
-        # what a Train worker gets, its CPUs (Ray sets OMP_NUM_THREADS there); the loop then applies
-        # scaling.torch_threads when set, as in a worker
-        torch.set_num_threads(self.threads)
-        try:
-            with train_functions_in_this_thread():  # a Tune trial's thread: ray.train.* as in a worker
+        try:  # a Tune trial's thread: ray.train.* as in a worker
+            with threads_as_a_worker(self.threads), train_functions_in_this_thread():
                 self.train_fn(self.config)
         finally:
-            torch.set_num_threads(threads)
             logging.getLogger().setLevel(root_level)
             train_logger.setLevel(train_level)
             clear_in_process_train_utils()

@@ -10,7 +10,6 @@ Ray moves one, tests/pipelines/runtime/test_ray_compat.py fails and this is the 
 from __future__ import annotations
 
 import importlib
-
 from contextlib import contextmanager
 
 from ray._raylet import PlacementGroupID  # noqa: F401

@@ -44,6 +44,8 @@ def reuse_trials() -> bool:
     if value not in ("0", "1"):
         raise ConfigError(f"{REUSE_ENV}={value!r}: expected 1 (reuse a finished trial's process) or 0 (a new one)")
     return value == "1"
+
+
 TRIAL_TAG = "vidpeft.trial_id"
 CELL_KEY_TAG = "vidpeft.cell_key"
 # Config fields holding local paths: made absolute before trials start, because trials may run in

@@ -84,3 +84,20 @@ def test_evaluate_and_predict_score_here_with_one_local_worker(in_process, worke
 
     expected = here and not gpu_mismatch(use_gpu)
     assert scores_here(SimpleNamespace(in_process=in_process), workers, local, use_gpu) is expected
+
+
+@pytest.mark.parametrize("cpus,inside", [(1, 1), (2.5, 2), (0.5, 1)])
+def test_threads_as_a_worker_sets_ray_s_count_and_puts_it_back(cpus, inside):
+    """What the loop, evaluate and predict run under in the driver: Ray's OMP_NUM_THREADS for ``cpus`` CPUs
+    (at least 1), and this process's own count back after, also when the block fails."""
+    from pipelines.run.in_process import threads_as_a_worker
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        with pytest.raises(RuntimeError), threads_as_a_worker(cpus):
+            assert torch.get_num_threads() == inside
+            raise RuntimeError("the block fails")
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
