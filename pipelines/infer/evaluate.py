@@ -93,10 +93,12 @@ def _evaluate_task(trained: Trained, table, settings, level: str = "info", label
 
 def evaluate_here(trained: Trained, table, settings, level: str, label: str) -> dict:
     """``_evaluate_task`` in this process (pipelines/run/in_process.py: ``scores_here``), on the threads Ray
-    would give the task (``threads_as_a_worker``)."""
+    would give the task (``threads_as_a_worker``). The driver executes the dataset here, so its core worker
+    creates the decoder pool: Ray's false alarm about that is dropped, as predict drops it."""
     from pipelines.run.in_process import threads_as_a_worker
+    from pipelines.runtime.driver_stderr import quiet_driver_lines
 
-    with threads_as_a_worker(trained.cfg.scaling.cpus_per_worker):
+    with quiet_driver_lines(), threads_as_a_worker(trained.cfg.scaling.cpus_per_worker):
         return _evaluate_task(trained, table, settings, level, label)
 
 
