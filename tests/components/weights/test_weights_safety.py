@@ -217,31 +217,67 @@ def test_timm_patch_size_change_is_resampled_and_said(tmp_path):
     assert "resampled patch_embed.proj.weight from 8x8 to 4x4" in " | ".join(notes)
 
 
-def inspect(*args: str) -> subprocess.CompletedProcess:
-    code = ("import sys; from pipelines.cli import main; rc = main(sys.argv[1:]); "
-            "assert 'ray' not in sys.modules, 'inspect imported ray'; sys.exit(rc)")
-    return subprocess.run([sys.executable, "-c", code, "weights", "inspect", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+# `vidpeft weights inspect` as the CLI runs it, several times in one process (one torch import, not one per
+# file): each call's own stdout and stderr at the file-descriptor level (a C++ warning too), every Python
+# warning shown on every call rather than once per process, an uncaught exception printed as Python would
+_INSPECT_EACH = r"""
+import json, os, sys, tempfile, traceback, warnings
+from pipelines.cli import main
+warnings.simplefilter("always")
+results = []
+for argv in json.loads(sys.argv[1]):
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        sys.stdout.flush(); sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1); os.dup2(err.fileno(), 2)
+        try:
+            rc = main(["weights", "inspect", *argv]) or 0
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            rc = 1
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+            os.close(saved[0]); os.close(saved[1])
+        out.seek(0); err.seek(0)
+        results.append([rc, out.read().decode(), err.read().decode()])
+assert "ray" not in sys.modules, "inspect imported ray"
+print(json.dumps(results))
+"""
+
+
+def inspect_each(*argvs: list[str]) -> list[subprocess.CompletedProcess]:
+    """``vidpeft weights inspect ARGV`` for each ARGV, in one fresh process: (returncode, stdout, stderr) each."""
+    import json as _json
+
+    proc = subprocess.run([sys.executable, "-c", _INSPECT_EACH, _json.dumps([list(a) for a in argvs])],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr[-3000:]
+    return [subprocess.CompletedProcess(["vidpeft", "weights", "inspect", *a], rc, out, err)
+            for a, (rc, out, err) in zip(argvs, _json.loads(proc.stdout))]
 
 
 def test_weights_inspect_cli(tmp_path):
     state = tiny_swin_state()
     torch.save({"meta": {}, "state_dict": to_release_layout(state, mmaction=True)}, tmp_path / "mm.pth")
     kwargs = json.dumps(SWIN["kwargs"])
-    ok = inspect(str(tmp_path / "mm.pth"), "--family", "video_swin", "--name", "swin3d_t", "--kwargs", kwargs)
+    (tmp_path / "junk.pth").write_bytes(b"\x00" * 64)
+    ok, bad, junk = inspect_each(
+        [str(tmp_path / "mm.pth"), "--family", "video_swin", "--name", "swin3d_t", "--kwargs", kwargs],
+        [str(tmp_path / "mm.pth"), "--family", "video_swin", "--name", "swin3d_t",
+         "--kwargs", json.dumps({**SWIN["kwargs"], "depths": [2, 2]})],
+        [str(tmp_path / "junk.pth")])
     assert ok.returncode == 0, ok.stderr
     assert "format:     torch; wrapper: state_dict, prefix backbone.; 51 tensors" in ok.stdout
     assert "layout:     Video Swin Transformer release / MMAction2" in ok.stdout
     assert "loads:      yes into video_swin swin3d_t" in ok.stdout
     assert "converted Video Swin release / MMAction2 names" in ok.stdout
 
-    bad = inspect(str(tmp_path / "mm.pth"), "--family", "video_swin", "--name", "swin3d_t",
-                  "--kwargs", json.dumps({**SWIN["kwargs"], "depths": [2, 2]}))
     assert bad.returncode == 1
     assert "loads:      NO into video_swin swin3d_t" in bad.stdout and "14 missing" in bad.stdout
 
-    (tmp_path / "junk.pth").write_bytes(b"\x00" * 64)
-    junk = inspect(str(tmp_path / "junk.pth"))
     assert junk.returncode == 2 and "not a readable weights file" in junk.stderr and not junk.stdout
 
 
@@ -250,11 +286,11 @@ def test_weights_inspect_says_what_the_reader_says(tmp_path):
     marker = tmp_path / "PWNED"
     bad = {**{n: (p, f"refused: the pickle refers to {SYSTEM}") for n, p in code_pickles(tmp_path, marker).items()},
            **not_weights_files(tmp_path)}
-    for name, (path, says) in bad.items():
+    runs = inspect_each(*[[str(path)] for path, _ in bad.values()])
+    for (name, (path, says)), run in zip(bad.items(), runs):
         with pytest.raises(WeightsError) as err:
             read_weights_file(path, key_hint="weights inspect")
-        run = inspect(str(path))
         assert run.returncode == 2, (name, run.stdout, run.stderr)
         assert run.stderr == f"vidpeft: error: {err.value}\n" and says in run.stderr and not run.stdout, (name, run.stdout, run.stderr)
-        # the one line is all of stderr: no torch warning, no traceback
+        # the one line is all of stderr: no torch warning (each call shows its own), no traceback
     assert not marker.exists()

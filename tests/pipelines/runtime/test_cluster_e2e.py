@@ -191,8 +191,9 @@ def ray_head(env: dict[str, str], token: str, log: Path):
         stop_ray(proc, temp_dir)
 
 
-def stop_ray(proc: subprocess.Popen, temp_dir: str) -> None:
-    """A `ray start --block` process, its group and any Ray process using its temp dir; then the dir."""
+def stop_ray(proc: subprocess.Popen, temp_dir: str, keep_logs: Path | None = None) -> None:
+    """A `ray start --block` process, its group and any Ray process using its temp dir; then the dir (its
+    session logs copied to ``keep_logs`` first when given: a failed test's evidence)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
@@ -203,10 +204,14 @@ def stop_ray(proc: subprocess.Popen, temp_dir: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    if keep_logs is not None:
+        for logs in Path(temp_dir).glob("session_2*/logs"):
+            shutil.copytree(logs, keep_logs / logs.parent.name, dirs_exist_ok=True)
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.e2e
+@pytest.mark.own_ray
 def test_submitted_job_trains_on_a_local_cluster(synth_data, tmp_path):
     from mlflow.tracking import MlflowClient
 

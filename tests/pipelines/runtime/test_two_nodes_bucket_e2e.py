@@ -30,7 +30,7 @@ from tests.pipelines.run.test_object_storage_e2e import backbone_file
 from tests.pipelines.runtime.test_cluster_e2e import clean_env, free_ports, stop_ray
 from tests.s3_server import moto_s3
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.own_ray]
 ROOT = Path(__file__).resolve().parents[3]
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -45,6 +45,7 @@ def ray_node(args: list[str], env: dict[str, str], log: Path, ready):
     with log.open("w") as f:
         proc = subprocess.Popen([RAY, "start", "--block", f"--temp-dir={temp_dir}", "--disable-usage-stats", *args],
                                 env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    failed = True
     try:
         deadline = time.monotonic() + 300
         while not ready():
@@ -52,15 +53,18 @@ def ray_node(args: list[str], env: dict[str, str], log: Path, ready):
             assert proc.poll() is None and time.monotonic() < deadline, f"ray start {why}:\n{log.read_text()[-3000:]}"
             time.sleep(1)
         yield
-    finally:
-        stop_ray(proc, temp_dir)
+        failed = False
+    finally:  # a failure keeps the node's Ray logs beside its start log
+        stop_ray(proc, temp_dir, keep_logs=log.with_suffix(".ray_logs") if failed else None)
 
 
-def alive_nodes(address: str, env: dict[str, str]) -> int:
-    """Alive nodes of the cluster; 0 when a probe cannot tell (yet), or takes over 120 s on a loaded machine
-    (``ray_node`` then probes again until its deadline)."""
-    code = ("import ray; ray.init(address=%r, logging_level='ERROR'); "
-            "print(sum(n['Alive'] for n in ray.nodes()))" % address)
+def alive_nodes(address: str, env: dict[str, str], want: int) -> int:
+    """Alive nodes of the cluster once ``want`` are up, from one probe process that connects once and then
+    polls (each probe process is a Ray import and a connection); 0 when it cannot tell within 120 s on a
+    loaded machine (``ray_node`` then probes again until its deadline)."""
+    code = ("import time, ray; ray.init(address=%r, logging_level='ERROR'); deadline = time.monotonic() + 100\n"
+            "while sum(n['Alive'] for n in ray.nodes()) < %d and time.monotonic() < deadline: time.sleep(0.5)\n"
+            "print(sum(n['Alive'] for n in ray.nodes()))" % (address, want))
     try:
         proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
@@ -88,10 +92,10 @@ def test_two_nodes_train_from_a_bucket_killed_and_resumed(tmp_path):
             ["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
              f"--dashboard-agent-listen-port={agent}", "--num-cpus=2"],
-            env, tmp_path / "head.log", lambda: alive_nodes(address, env) >= 1))
+            env, tmp_path / "head.log", lambda: alive_nodes(address, env, 1) >= 1))
         stack.enter_context(ray_node(
             [f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2"],
-            env, tmp_path / "node2.log", lambda: alive_nodes(address, env) >= 2))
+            env, tmp_path / "node2.log", lambda: alive_nodes(address, env, 2) >= 2))
         out, uri, storage = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", s3.uri("ckpt/demo")
         sets = [f"data.manifest={s3.uri('synth/manifest.parquet')}",
                 f"model.backbone.checkpoint={s3.uri('weights/backbone.safetensors')}",
@@ -126,13 +130,14 @@ def test_two_nodes_train_from_a_bucket_killed_and_resumed(tmp_path):
         assert tracking.get_run(run_id).info.status == "RUNNING"  # nothing ended it: the kill left no trace
 
         # 2) --resume: the same command, from the bucket's newest checkpoint, into the same MLflow run
-        proc = subprocess.run([*train, "--resume"], cwd=ROOT, env=driver_env, capture_output=True, text=True,
-                              timeout=600)
-        text = proc.stdout + proc.stderr
-        (tmp_path / "resumed.log").write_text(text)
+        resumed_log = tmp_path / "resumed.log"  # a file, so a hang leaves what the run printed
+        with resumed_log.open("w") as log:
+            proc = subprocess.run([*train, "--resume"], cwd=ROOT, env=driver_env, stdout=log,
+                                  stderr=subprocess.STDOUT, text=True, timeout=600)
+        text = resumed_log.read_text()
         assert proc.returncode == 0, text[-4000:]
-        assert "taking over the lock" in proc.stderr  # the killed driver's, released by the kernel
-        resumed_from = re.search(r"\[vidpeft\] resuming from (\S+)", proc.stdout)
+        assert "taking over the lock" in text  # the killed driver's, released by the kernel
+        resumed_from = re.search(r"\[vidpeft\] resuming from (\S+)", text)
         assert resumed_from and resumed_from[1].startswith(first.rsplit("/", 1)[0] + "/"), text[-4000:]  # killed fit's
         state = json.loads(read_bytes(f"{resumed_from[1]}/{STATE}"))
         assert progress(state) >= progress(json.loads(read_bytes(f"{first}/{STATE}"))) > (-1, 0)  # past the start
