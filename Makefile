@@ -20,12 +20,8 @@ demo: $(STAMP)
 
 # The paper-table campaigns end to end (tests marked paper_tables) take over an hour on 2 cores:
 # `make test-paper-tables` runs them; `make test` (CI) runs everything else.
-# Two pytest workers (pytest-xdist): an end-to-end test spends much of its time in one process while the
-# other core waits; tests that start Ray clusters of their own run on one worker, one at a time
-# (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
-TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not paper_tables" --durations=10
+	$(BIN)/pytest -q -m "not paper_tables" --durations=10
 
 test-paper-tables: $(STAMP)
 	$(BIN)/pytest -q -m paper_tables

@@ -12,13 +12,6 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # a warm Ray a developer keeps (`vidpeft ray up`) is not the suite's: tests start and share their own
 os.environ.setdefault("VIDPEFT_NO_WARM_RAY", "1")
 
-# Under pytest-xdist two workers share 2 cores: each worker's in-process tensors keep to one thread (torch's
-# default, one per core in each worker, would put 4 busy threads on 2 cores)
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    import torch
-
-    torch.set_num_threads(1)
-
 # The one-run example config (a tiny ViT with bottleneck adapters and a CAA): most e2e tests start from it.
 DEMO_CONFIG = Path(__file__).parents[1] / "pipelines" / "configs" / "demo.yaml"
 
@@ -29,15 +22,6 @@ TINY_VIT = {
     "num_frames": 4,
     "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
 }
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`): the tests that start Ray instances
-    of their own (marker own_ray) form one group, so one worker runs them one after another; two such clusters
-    at once beside the workers' session instances would crowd 2 cores and time out."""
-    for item in items:
-        if item.get_closest_marker("own_ray"):
-            item.add_marker(pytest.mark.xdist_group("own_ray"))
 
 
 def own_lines(text: str) -> str:

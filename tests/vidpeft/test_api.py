@@ -118,7 +118,6 @@ def test_the_installed_cli_lists_and_explains_shipped_presets_from_an_empty_dire
 
 
 @pytest.mark.e2e
-@pytest.mark.own_ray  # a fresh venv's run starts its own local Ray
 def test_the_wheel_trains_the_demo_config_from_an_empty_directory(wheel_env, synth_data, tmp_path):
     py, site, env = wheel_env
     r = subprocess.run([str(py), "-m", "pipelines.cli", "train", "--config", "demo", "-q",

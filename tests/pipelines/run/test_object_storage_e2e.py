@@ -19,7 +19,7 @@ from components.io import delete, list_files, write_bytes
 from tests.conftest import DEMO_CONFIG, TINY_VIT
 from tests.s3_server import moto_s3
 
-pytestmark = [pytest.mark.e2e, pytest.mark.own_ray]
+pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[3]
 
 

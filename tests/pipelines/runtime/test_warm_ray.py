@@ -14,7 +14,7 @@ import pytest
 
 from pipelines.runtime.phase_log import PHASE_LOG_ENV, read_marks
 
-pytestmark = [pytest.mark.e2e, pytest.mark.own_ray]
+pytestmark = pytest.mark.e2e
 
 
 def loopback(ip: str) -> bool:
