@@ -46,6 +46,7 @@ from pipelines.runtime.background import Background
 from pipelines.runtime.ray_env import (PRESTART_WORKERS, ensure_ray, on_loopback, torch_config, train_logging, use_gpu,
                                       verbose)
 from pipelines.runtime.redaction import redact_data, redact_urls
+from pipelines.runtime.resource_wait import ResourceWait
 from pipelines.runtime.stop_signals import stop_like_ctrl_c
 from pipelines.runtime.train_env import apply_train_env
 
@@ -281,8 +282,10 @@ class TrainRun:
         else:
             self._say(f"starting {n} Ray Train worker{'s' if n > 1 else ''} and the data pipeline; "
                       f"outputs in {self.out}")
+        # a run, not a trial (a search's trials wait for their turn by design), whose workers Ray places
+        watch = ResourceWait() if not (self.in_trial or isinstance(trainer, InProcessTrainer)) else contextlib.nullcontext()
         try:
-            with _stop_like_ctrl_c():
+            with _stop_like_ctrl_c(), watch:
                 return trainer.fit()
         except (KeyboardInterrupt, SystemExit):  # Ray Train's SIGINT handler ends with sys.exit
             if self.in_trial:  # the search stopped this trial (Tune ends its thread at a report): it says so
