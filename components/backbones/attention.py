@@ -89,9 +89,14 @@ def register_attention_internals(module_cls: type):
 
 
 def attention_internals(module: nn.Module) -> AttentionInternals:
-    for cls in type(module).__mro__:
-        if cls in _INTERNALS:
-            return _INTERNALS[cls](module)
+    for attempt in range(2):
+        for cls in type(module).__mro__:
+            if cls in _INTERNALS:
+                return _INTERNALS[cls](module)
+        if attempt == 0:  # a family registers its attention types when its module loads (lazily): load them all
+            from components.backbone_family import families
+
+            families()
     raise TypeError(
         f"prefix tuning does not know the internals of {type(module).__name__}; "
         f"known attention types: {sorted(c.__name__ for c in _INTERNALS)}"

@@ -116,6 +116,9 @@ class GradProbe:
 
     ``observe()`` runs before each optimizer step (after unscaling); a parameter's module is its
     name without the last part (``blocks.0.adapter.down.weight`` -> ``blocks.0.adapter.down``).
+    The probe's first step is not looked at: with zero-initialised up-projections every part before them
+    (down-projections, scales) gets a zero gradient at that step by design, and an epoch of one step (a
+    tiny dataset) would be called stalled.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -125,8 +128,12 @@ class GradProbe:
                 self.groups.setdefault(name.rpartition(".")[0] or name, []).append(p)
         self.alive: set[str] = set()
         self.steps = 0
+        self.first = True
 
     def observe(self) -> None:
+        if self.first:  # the zero-init step (see the class docstring)
+            self.first = False
+            return
         self.steps += 1
         for module, params in self.groups.items():
             if module in self.alive:

@@ -17,16 +17,24 @@ from pipelines.runtime.phase_log import mark
 from pipelines.runtime.redaction import REDACTED, looks_secret, redact_urls  # noqa: F401  (REDACTED re-exported)
 
 ENV_URI = "MLFLOW_TRACKING_URI"
+_NAMED_STORES = {"databricks", "databricks-uc", "uc"}  # tracking URIs MLflow reads as names, not paths
 
 
 def resolve_tracking_uri(configured: str = "", workdir: str | Path | None = None) -> str:
-    """Config value, else MLFLOW_TRACKING_URI, else an sqlite store at an absolute path."""
-    if configured:
-        return configured
-    if os.environ.get(ENV_URI):
-        return os.environ[ENV_URI]
+    """Config value, else MLFLOW_TRACKING_URI, else an sqlite store at an absolute path. A local store given
+    by a relative path (``sqlite:///mlflow.db``, ``mlruns``) is made absolute here, in the command's directory:
+    Ray Train workers and Tune trials run in directories of their own, where it would name another store."""
     base = Path(workdir or os.getcwd()).absolute()
-    return f"sqlite:///{base / 'mlflow.db'}"
+    uri = configured or os.environ.get(ENV_URI, "")
+    if not uri:
+        return f"sqlite:///{base / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # sqlite:///REL, not sqlite:////ABS
+        path, sep, query = uri.removeprefix("sqlite:///").partition("?")
+        return f"sqlite:///{base / path}{sep}{query}" if path and path != ":memory:" else uri
+    if ("://" not in uri and not uri.startswith(("/", "file:")) and ":" not in uri.split("/", 1)[0]
+            and uri not in _NAMED_STORES):
+        return str(base / uri)  # a plain local path: MLflow's file store
+    return uri
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:

@@ -91,7 +91,40 @@ def test_grad_probe_finds_modules_without_gradient(gate, dead):
     probe = GradProbe(model)
     step = TrainStep(model, opt)
     step.on_grads = probe.observe
-    for _ in range(3):
+    for _ in range(4):
         step({"x": torch.randn(8, 4), "y": torch.randint(0, 2, (8,))})
-    assert probe.steps == 3 and probe.dead() == dead
+    assert probe.steps == 3 and probe.dead() == dead  # the first step is not looked at
     assert probe.dead() == []  # reset: no step observed since
+
+
+def test_grad_probe_does_not_call_the_zero_init_step_stalled():
+    """A zero-initialised up-projection gives its down-projection a zero gradient at the first step by design:
+    an epoch of one step (a tiny dataset) is not stalled; the down-projection moves from the second step on."""
+    torch.manual_seed(0)
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down, self.up = nn.Linear(4, 3), nn.Linear(3, 2)
+            nn.init.zeros_(self.up.weight), nn.init.zeros_(self.up.bias)
+
+        def forward(self, batch):
+            out = self.up(torch.relu(self.down(batch["x"])))
+            return {"loss": nn.functional.cross_entropy(out, batch["y"]), "logits": out}
+
+    model = Residual()
+    probe = GradProbe(model)
+    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.5))
+    down_moved = []
+
+    def observe():
+        down_moved.append(bool(model.down.weight.grad.any()))
+        probe.observe()
+
+    step.on_grads = observe
+    batch = {"x": torch.randn(8, 4), "y": torch.randint(0, 2, (8,))}
+    step(batch)
+    assert probe.dead() == []  # epoch 1 of one step: nothing said
+    step(batch)
+    assert probe.steps == 1 and probe.dead() == []  # epoch 2: the down-projection got its gradient
+    assert down_moved == [False, True]  # zero at the first step by design, not after

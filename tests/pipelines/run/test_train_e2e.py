@@ -33,12 +33,15 @@ WHERE = {"in_process": (), "train_worker": ("--set", "scaling.in_process=false")
 
 
 @pytest.mark.parametrize("where", list(WHERE))
-def test_train_resume_and_tracking(ray_session, synth_data, tmp_path, capsys, where):
+def test_train_resume_and_tracking(ray_session, synth_data, tmp_path, capsys, monkeypatch, where):
     from mlflow.tracking import MlflowClient
 
+    # the store as MLflow's docs write it, relative to the command's directory: the Train worker, which runs in a
+    # directory of its own, logs to the same store (it once opened an empty one there and failed)
+    monkeypatch.chdir(tmp_path)
     out, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
     ema = ("--set", "optim.ema_decay=0.5", *WHERE[where])  # an EMA of the trainable weights (docs/regularisers.md)
-    assert main(train_args(synth_data, out, uri, 4, *ema)) == 0
+    assert main(train_args(synth_data, out, "sqlite:///mlflow.db", 4, *ema)) == 0
     said = capsys.readouterr().out
     assert ("training in this process" in said) == (where == "in_process"), said
     first = json.loads((out / "metrics.json").read_text())
@@ -68,11 +71,11 @@ def test_train_resume_and_tracking(ray_session, synth_data, tmp_path, capsys, wh
     assert {"config.yaml", "metrics.json", "weights"} <= artifacts
 
     # the same output dir without --resume is refused, with the way out in the message
-    assert main(train_args(synth_data, out, uri, 5)) == 2
+    assert main(train_args(synth_data, out, "sqlite:///mlflow.db", 5)) == 2
     assert "--resume" in capsys.readouterr().err
 
     # --resume continues from the saved epoch (one more epoch only), in the same MLflow run
-    assert main(train_args(synth_data, out, uri, 5, *ema, "--resume")) == 0
+    assert main(train_args(synth_data, out, "sqlite:///mlflow.db", 5, *ema, "--resume")) == 0
     second = json.loads((out / "metrics.json").read_text())
     # the resumed run continued the EMA (its update count), it did not start a new one
     assert torch.load(f"{latest_checkpoint(out / 'ray')}/ema.pt")["updates"] == first_ema["updates"] // 4 * 5
