@@ -88,15 +88,19 @@ def register_attention_internals(module_cls: type):
     return deco
 
 
-def attention_internals(module: nn.Module) -> AttentionInternals:
-    for attempt in range(2):
-        for cls in type(module).__mro__:
-            if cls in _INTERNALS:
-                return _INTERNALS[cls](module)
-        if attempt == 0:  # a family registers its attention types when its module loads (lazily): load them all
-            from components.backbone_family import families
+def _internals_class(module: nn.Module) -> type[AttentionInternals] | None:
+    return next((_INTERNALS[cls] for cls in type(module).__mro__ if cls in _INTERNALS), None)
 
-            families()
+
+def attention_internals(module: nn.Module) -> AttentionInternals:
+    found = _internals_class(module)
+    if found is None:  # a family registers its attention types when its module loads (lazily): load them all
+        from components.backbone_family import families
+
+        families()
+        found = _internals_class(module)
+    if found is not None:
+        return found(module)
     raise TypeError(
         f"prefix tuning does not know the internals of {type(module).__name__}; "
         f"known attention types: {sorted(c.__name__ for c in _INTERNALS)}"

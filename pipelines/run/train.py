@@ -283,7 +283,8 @@ class TrainRun:
             self._say(f"starting {n} Ray Train worker{'s' if n > 1 else ''} and the data pipeline; "
                       f"outputs in {self.out}")
         # a run, not a trial (a search's trials wait for their turn by design), whose workers Ray places
-        watch = ResourceWait() if not (self.in_trial or isinstance(trainer, InProcessTrainer)) else contextlib.nullcontext()
+        placed_by_ray = not (self.in_trial or isinstance(trainer, InProcessTrainer))
+        watch = ResourceWait() if placed_by_ray else contextlib.nullcontext()
         try:
             with _stop_like_ctrl_c(), watch:
                 return trainer.fit()

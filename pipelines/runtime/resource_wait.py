@@ -48,14 +48,12 @@ class ResourceWait:
         self.first_s = float(os.environ.get(WAIT_ENV, FIRST_S)) if first_s is None else first_s
         self.every_s = every_s
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "ResourceWait":
         import ray
 
         job = ray.get_runtime_context().get_job_id()
-        self._thread = threading.Thread(target=self._watch, args=(job,), name="vidpeft-resource-wait", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._watch, args=(job,), name="vidpeft-resource-wait", daemon=True).start()
         return self
 
     def _watch(self, job: str) -> None:

@@ -31,9 +31,8 @@ def resolve_tracking_uri(configured: str = "", workdir: str | Path | None = None
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # sqlite:///REL, not sqlite:////ABS
         path, sep, query = uri.removeprefix("sqlite:///").partition("?")
         return f"sqlite:///{base / path}{sep}{query}" if path and path != ":memory:" else uri
-    if ("://" not in uri and not uri.startswith(("/", "file:")) and ":" not in uri.split("/", 1)[0]
-            and uri not in _NAMED_STORES):
-        return str(base / uri)  # a plain local path: MLflow's file store
+    if ":" not in uri.split("/", 1)[0] and uri not in _NAMED_STORES:  # no scheme: a path, MLflow's file store
+        return str(base / Path(uri).expanduser())  # an absolute or ~ path stays where it points
     return uri
 
 

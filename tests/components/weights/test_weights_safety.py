@@ -250,13 +250,11 @@ print(json.dumps(results))
 
 def inspect_each(*argvs: list[str]) -> list[subprocess.CompletedProcess]:
     """``vidpeft weights inspect ARGV`` for each ARGV, in one fresh process: (returncode, stdout, stderr) each."""
-    import json as _json
-
-    proc = subprocess.run([sys.executable, "-c", _INSPECT_EACH, _json.dumps([list(a) for a in argvs])],
+    proc = subprocess.run([sys.executable, "-c", _INSPECT_EACH, json.dumps([list(a) for a in argvs])],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0 and not proc.stderr, proc.stderr[-3000:]
     return [subprocess.CompletedProcess(["vidpeft", "weights", "inspect", *a], rc, out, err)
-            for a, (rc, out, err) in zip(argvs, _json.loads(proc.stdout))]
+            for a, (rc, out, err) in zip(argvs, json.loads(proc.stdout))]
 
 
 def test_weights_inspect_cli(tmp_path):

@@ -22,8 +22,12 @@ def test_describe_names_what_the_run_needs_and_what_is_free():
 
 def test_a_run_waiting_for_cpus_says_so_and_starts_when_they_are_free(ray_session, synth_data, tmp_path):
     ray = ray_session
-    time.sleep(1)  # an earlier test's workers hand their CPUs back
-    held = ray.available_resources().get("CPU", 0) - 0.5  # half a CPU stays free: less than the worker asks
+    total = ray.cluster_resources()["CPU"]
+    deadline = time.monotonic() + 120
+    while ray.available_resources().get("CPU", 0) < total:  # an earlier test's actors hand their CPUs back
+        assert time.monotonic() < deadline, f"CPUs still held after 120 s: {ray.available_resources()}"
+        time.sleep(0.5)
+    held = total - 0.5  # half a CPU stays free: less than the worker asks
 
     @ray.remote
     class Holder:  # another job's actor, as far as the run can tell

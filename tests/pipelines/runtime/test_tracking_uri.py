@@ -3,6 +3,8 @@ makes it absolute in its own directory (Ray Train workers and Tune trials run in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipelines.runtime.tracking import ENV_URI, resolve_tracking_uri
@@ -16,6 +18,7 @@ from pipelines.runtime.tracking import ENV_URI, resolve_tracking_uri
     ("mlruns", "{d}/mlruns"),
     ("./mlruns", "{d}/mlruns"),
     ("/abs/mlruns", "/abs/mlruns"),
+    ("~/mlruns", "{home}/mlruns"),
     ("file:///abs/mlruns", "file:///abs/mlruns"),
     ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
     ("databricks", "databricks"),
@@ -23,9 +26,10 @@ from pipelines.runtime.tracking import ENV_URI, resolve_tracking_uri
 def test_relative_local_stores_become_absolute(tmp_path, monkeypatch, given, expected):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(ENV_URI, raising=False)
-    assert resolve_tracking_uri(given) == expected.format(d=tmp_path)
+    expected = expected.format(d=tmp_path, home=Path.home())
+    assert resolve_tracking_uri(given) == expected
     monkeypatch.setenv(ENV_URI, given)  # the environment's value too
-    assert resolve_tracking_uri("") == expected.format(d=tmp_path)
+    assert resolve_tracking_uri("") == expected
 
 
 def test_no_uri_is_a_store_in_the_working_directory(tmp_path, monkeypatch):
