@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 
+from components.config import ConfigError
+
 # Seconds before the first notice, then between notices while the run still waits (env: tests shorten it)
 WAIT_ENV = "VIDPEFT_RESOURCE_WAIT_S"
 FIRST_S, EVERY_S = 30.0, 300.0
@@ -40,12 +42,23 @@ def describe(pending: list[dict], free: dict, waited_s: float) -> str:
             f"(`ray status`, `ray list placement-groups`). The run starts when they are free; Ctrl-C stops it.")
 
 
+def _first_from_env() -> float:
+    raw = os.environ.get(WAIT_ENV, "")
+    try:
+        value = float(raw) if raw else FIRST_S
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{WAIT_ENV}={raw!r}: expected the seconds before a waiting run says so (a number > 0)")
+    return value
+
+
 class ResourceWait:
     """While in the block: after ``first_s`` and every ``every_s`` after, one line on stderr if this job's
     placement group is still pending. Quiet when everything was placed; stops at the end of the block."""
 
     def __init__(self, first_s: float | None = None, every_s: float = EVERY_S) -> None:
-        self.first_s = float(os.environ.get(WAIT_ENV, FIRST_S)) if first_s is None else first_s
+        self.first_s = _first_from_env() if first_s is None else first_s
         self.every_s = every_s
         self._stop = threading.Event()
 

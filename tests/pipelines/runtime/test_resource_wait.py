@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from pipelines.runtime.resource_wait import WAIT_ENV, describe
+from components.config import ConfigError
+from pipelines.runtime.resource_wait import WAIT_ENV, ResourceWait, describe
 from tests.pipelines.run.test_faults import finished, start_driver, train_args
 
 pytestmark = pytest.mark.e2e
@@ -18,6 +19,13 @@ def test_describe_names_what_the_run_needs_and_what_is_free():
                     {"CPU": 0.5, "memory": 1e9, "node:127.0.0.1": 1.0}, 30)
     assert line.startswith("[vidpeft] waiting for resources (30 s): ") and "\n" not in line
     assert "need 2 x (1.5 CPU)" in line and "has 0.5 CPU free" in line and "memory" not in line
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "nan"])
+def test_a_bad_wait_setting_is_one_error_naming_it(monkeypatch, value):
+    monkeypatch.setenv(WAIT_ENV, value)
+    with pytest.raises(ConfigError, match=rf"^{WAIT_ENV}='{value}': expected the seconds"):
+        ResourceWait()
 
 
 def test_a_run_waiting_for_cpus_says_so_and_starts_when_they_are_free(ray_session, synth_data, tmp_path):
