@@ -21,13 +21,13 @@ demo: $(STAMP)
 # The paper-table campaigns end to end (tests marked paper_tables) take over an hour on 2 cores:
 # `make test-paper-tables` runs them; `make test` (CI) runs everything else.
 test: $(STAMP)
-	$(BIN)/pytest -q -m "not paper_tables" --durations=10
+	$(BIN)/pytest -q -m "not paper_tables" -n 2 --dist loadgroup --durations=10
 
 test-paper-tables: $(STAMP)
 	$(BIN)/pytest -q -m paper_tables
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not e2e"
+	$(BIN)/pytest -q -m "not e2e" -n 2 --dist loadgroup
 
 clean:
 	rm -rf runs demo_data mlflow.db mlartifacts demo_summary.json demo_curves.png preds.parquet

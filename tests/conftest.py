@@ -34,6 +34,29 @@ def own_lines(text: str) -> str:
     return "\n".join(ln for ln in text.splitlines() if not ray_prefix.match(ln.strip()))
 
 
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share 2 cores: one torch thread each
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Two lanes for `make test` (pytest-xdist ``-n 2 --dist loadgroup``; a plain run keeps this order).
+
+    Every test that uses the shared Ray instance, and those that start Ray nodes of their own (marker
+    ``ray_cluster``), are one group: they run on one worker, in order, so there is one shared instance, as in
+    a serial run, and a cluster's nodes never start beside another test's load on the instance (a Ray node of
+    the two-node test timed out in its start, "the GCS has become overloaded", when the heavy tests were
+    spread over both workers). The other worker runs everything else. The cluster tests go last in their
+    lane: by then the other lane has finished and the machine is as quiet as in a serial run."""
+    lane = pytest.mark.xdist_group("ray")
+    for item in items:
+        if "ray_session" in item.fixturenames or item.get_closest_marker("ray_cluster"):
+            item.add_marker(lane)
+    items.sort(key=lambda item: item.get_closest_marker("ray_cluster") is not None)  # stable: order kept
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A real local Ray instance shared by every test that needs one (start-up costs ~5 s)."""

@@ -211,6 +211,7 @@ def stop_ray(proc: subprocess.Popen, temp_dir: str, keep_logs: Path | None = Non
 
 
 @pytest.mark.e2e
+@pytest.mark.ray_cluster
 def test_submitted_job_trains_on_a_local_cluster(synth_data, tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -30,7 +30,7 @@ from tests.pipelines.run.test_object_storage_e2e import backbone_file
 from tests.pipelines.runtime.test_cluster_e2e import clean_env, free_ports, stop_ray
 from tests.s3_server import moto_s3
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.ray_cluster]
 ROOT = Path(__file__).resolve().parents[3]
 RAY = str(Path(sys.executable).with_name("ray"))
 
