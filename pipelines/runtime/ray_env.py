@@ -12,6 +12,7 @@ from pipelines.runtime.phase_log import mark
 LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"  # quiet | info | verbose, set by the CLI's --quiet / --verbose
 LOOPBACK_GCS_ENV = "VIDPEFT_LOOPBACK_GCS"  # the GCS address of a loopback-only instance this process started
 PRESTART_WORKERS = 2  # worker processes asked for at once for a run's first actors (the raylet starts 1 per CPU)
+NAME_OWN_INSTANCE = f"{__name__}.name_own_instance"  # every worker of a run's job runs it first
 NO_WARM_ENV = "VIDPEFT_NO_WARM_RAY"  # set: never attach to the warm instance (`vidpeft ray up`); start a new one
 
 
@@ -128,10 +129,9 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
         local = address == os.environ.get(LOOPBACK_GCS_ENV)
         if local:  # the loopback-only instance a parent vidpeft (or `vidpeft ray up`) started:
             keep_local_node_on_loopback()  # join it as a node of the same kind (its raylet is on 127.0.0.1)
-            quiet = {**quiet, "runtime_env": {**quiet.get("runtime_env", {}),
-                                              "worker_process_setup_hook": f"{__name__}.name_own_instance"}}
-        ray.init(address=address, log_to_driver=True,
-                 **{k: v for k, v in quiet.items() if local or k != "runtime_env"})
+        own = quiet.get("runtime_env", {}) if local else {}
+        ray.init(address=address, log_to_driver=True, runtime_env={**own, "worker_process_setup_hook": NAME_OWN_INSTANCE},
+                 **{k: v for k, v in quiet.items() if k != "runtime_env"})
     else:
         _start_local(quiet, num_cpus)
         os.environ[LOOPBACK_GCS_ENV] = ray.get_runtime_context().gcs_address  # for child processes that join it
@@ -169,9 +169,11 @@ def attach_early(prestart: int = PRESTART_WORKERS) -> str:
 
 
 def name_own_instance() -> None:
-    """Runs in every Ray worker process of a local instance vidpeft started (a runtime-env setup hook):
-    the worker names its own instance in RAY_ADDRESS. Ray Train's placement-group cleaner looks the
-    cluster up without an address, which fails when a second Ray instance runs on the same machine."""
+    """Runs in every Ray worker process of a vidpeft run's job (a runtime-env setup hook), on a local instance
+    and on a cluster it joins: the worker names its own instance in RAY_ADDRESS. Ray Train's placement-group
+    cleaner looks the cluster up without an address, which fails when a second Ray instance runs on the same
+    machine ("Found multiple active Ray instances"): its watch thread dies, and when the run's driver is then
+    killed, nothing removes the run's placement group; a resumed run waited for those CPUs forever."""
     import ray
 
     os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
@@ -189,7 +191,7 @@ def _start_local(quiet: dict, num_cpus: int = 0) -> None:
     keep_local_node_on_loopback()
     if not verbose():
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    runtime_env = {**quiet.pop("runtime_env", {}), "worker_process_setup_hook": f"{__name__}.name_own_instance"}
+    runtime_env = {**quiet.pop("runtime_env", {}), "worker_process_setup_hook": NAME_OWN_INSTANCE}
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
              runtime_env=runtime_env, _system_config=keep_idle_workers(), **quiet)
 

@@ -73,7 +73,10 @@ def alive_nodes(address: str, env: dict[str, str], want: int) -> int:
     return int(lines[-1]) if proc.returncode == 0 and lines and lines[-1].isdigit() else 0
 
 
-def test_two_nodes_train_from_a_bucket_killed_and_resumed(tmp_path):
+def test_two_nodes_train_from_a_bucket_killed_and_resumed(ray_session, tmp_path):
+    """``ray_session``: a second Ray instance on this machine (as a developer's own local Ray would be), where Ray
+    Train's placement-group cleaner cannot find its cluster without an address: when it failed, the killed
+    driver's placement group outlived it and the resumed run waited for its CPUs until the test timed out."""
     from mlflow.tracking import MlflowClient
 
     from components.data.synth import make_synthetic_dataset
@@ -125,6 +128,7 @@ def test_two_nodes_train_from_a_bucket_killed_and_resumed(tmp_path):
                 os.killpg(driver.pid, signal.SIGKILL)
             driver.wait()
         assert driver.returncode == -signal.SIGKILL, f"run ended before the kill:\n{killed_log.read_text()[-4000:]}"
+        assert "Found multiple active Ray instances" not in killed_log.read_text(), killed_log.read_text()[-4000:]
         run_id = json.loads((out / "run_info.json").read_text())["run_id"]
         tracking = MlflowClient(uri)
         assert tracking.get_run(run_id).info.status == "RUNNING"  # nothing ended it: the kill left no trace
@@ -136,6 +140,7 @@ def test_two_nodes_train_from_a_bucket_killed_and_resumed(tmp_path):
                                   stderr=subprocess.STDOUT, text=True, timeout=600)
         text = resumed_log.read_text()
         assert proc.returncode == 0, text[-4000:]
+        assert "Found multiple active Ray instances" not in text, text[-4000:]  # every worker knows its cluster
         assert "taking over the lock" in text  # the killed driver's, released by the kernel
         resumed_from = re.search(r"\[vidpeft\] resuming from (\S+)", text)
         assert resumed_from and resumed_from[1].startswith(first.rsplit("/", 1)[0] + "/"), text[-4000:]  # killed fit's
