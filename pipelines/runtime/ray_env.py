@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines.runtime.phase_log import mark
 
 LOG_LEVEL_ENV = "VIDPEFT_LOG_LEVEL"  # quiet | info | verbose, set by the CLI's --quiet / --verbose
 LOOPBACK_GCS_ENV = "VIDPEFT_LOOPBACK_GCS"  # the GCS address of a loopback-only instance this process started
+LOOPBACK_WORKER_ENV = "VIDPEFT_LOOPBACK_WORKER_ENV"  # JSON: the environment that instance's workers inherit
 PRESTART_WORKERS = 2  # worker processes asked for at once for a run's first actors (the raylet starts 1 per CPU)
 NAME_OWN_INSTANCE = f"{__name__}.name_own_instance"  # every worker of a run's job runs it first
 NO_WARM_ENV = "VIDPEFT_NO_WARM_RAY"  # set: never attach to the warm instance (`vidpeft ray up`); start a new one
@@ -112,6 +116,8 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
         warm = warm_ray.attach_env()  # the CLI called it before Ray was imported; a no-op then
         if warm:  # joined as its own children join it: a node of the same loopback-only kind
             address = os.environ[LOOPBACK_GCS_ENV] = warm["address"]
+            if warm.get("worker_env") is not None:
+                os.environ[LOOPBACK_WORKER_ENV] = json.dumps(warm["worker_env"], sort_keys=True)
             if log_level() != "quiet":
                 print(f"[vidpeft] using the warm local Ray at {address} (`vidpeft ray down` stops it)", flush=True)
     quiet = {}
@@ -127,11 +133,14 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
         quiet = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": worker_env}}
     if address:  # a cluster: its nodes may not see a local file, so Ray Data keeps its own logging there
         local = address == os.environ.get(LOOPBACK_GCS_ENV)
+        wanted = quiet.pop("runtime_env", {}).get("env_vars", {})
+        runtime_env = {"worker_process_setup_hook": NAME_OWN_INSTANCE}
         if local:  # the loopback-only instance a parent vidpeft (or `vidpeft ray up`) started:
             keep_local_node_on_loopback()  # join it as a node of the same kind (its raylet is on 127.0.0.1)
-        own = quiet.get("runtime_env", {}) if local else {}
-        ray.init(address=address, log_to_driver=True, runtime_env={**own, "worker_process_setup_hook": NAME_OWN_INSTANCE},
-                 **{k: v for k, v in quiet.items() if k != "runtime_env"})
+            # its workers already have this environment (_start_local): a job without a runtime env starts
+            # each worker process directly, not through Ray's setup_worker (a second Python start)
+            runtime_env = None if inherited_worker_env() == wanted else {**runtime_env, "env_vars": wanted}
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env, **quiet)
     else:
         _start_local(quiet, num_cpus)
         os.environ[LOOPBACK_GCS_ENV] = ray.get_runtime_context().gcs_address  # for child processes that join it
@@ -169,8 +178,8 @@ def attach_early(prestart: int = PRESTART_WORKERS) -> str:
 
 
 def name_own_instance() -> None:
-    """Runs in every Ray worker process of a vidpeft run's job (a runtime-env setup hook), on a local instance
-    and on a cluster it joins: the worker names its own instance in RAY_ADDRESS. Ray Train's placement-group
+    """Runs in every Ray worker process of a vidpeft run's job on a cluster it joins (a runtime-env setup hook;
+    a local instance's workers inherit the name): the worker names its own instance in RAY_ADDRESS. Ray Train's placement-group
     cleaner looks the cluster up without an address, which fails when a second Ray instance runs on the same
     machine ("Found multiple active Ray instances"): its watch thread dies, and when the run's driver is then
     killed, nothing removes the run's placement group; a resumed run waited for those CPUs forever."""
@@ -191,9 +200,47 @@ def _start_local(quiet: dict, num_cpus: int = 0) -> None:
     keep_local_node_on_loopback()
     if not verbose():
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    runtime_env = {**quiet.pop("runtime_env", {}), "worker_process_setup_hook": NAME_OWN_INSTANCE}
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
-             runtime_env=runtime_env, _system_config=keep_idle_workers(), **quiet)
+    # The workers' environment goes into the raylet's, which every worker process inherits, instead of a
+    # runtime env: Ray starts each worker of a job that has one through its setup_worker script (a second
+    # Python start, about 0.4 s per worker process on 2 cores, and a run starts 6-10). RAY_ADDRESS names
+    # this instance to its workers (Ray Train's placement-group cleaner looks the cluster up without an
+    # address; with a second instance on the machine it failed and a killed driver's placement group
+    # stayed), so the GCS port is chosen here; address="local" starts an instance whatever RAY_ADDRESS says.
+    worker_env = quiet.pop("runtime_env", {}).get("env_vars", {})
+    port = _free_loopback_port()
+    with _environ({**worker_env, "RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_GCS_SERVER_PORT": str(port)}):
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
+                 dashboard_host="127.0.0.1", log_to_driver=True, _system_config=keep_idle_workers(), **quiet)
+    os.environ[LOOPBACK_WORKER_ENV] = json.dumps(worker_env, sort_keys=True)  # for processes that join it
+
+
+def inherited_worker_env() -> dict | None:
+    """The environment the workers of this process's loopback instance inherit (None: not known)."""
+    try:
+        return json.loads(os.environ[LOOPBACK_WORKER_ENV])
+    except (KeyError, ValueError):
+        return None
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def _environ(values: dict[str, str]):
+    """``values`` in os.environ for the block (what a process started in it inherits), then as before."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def on_loopback() -> bool:

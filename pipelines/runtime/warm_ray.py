@@ -83,12 +83,13 @@ def serve(cpus: int, start) -> int:
     import ray  # after the environment: Ray reads its authentication mode when it is imported
 
     start(num_cpus=cpus)
+    from pipelines.runtime.ray_env import inherited_worker_env
     from pipelines.runtime.ray_compat import start_data_services
 
     start_data_services()  # the first run that attaches does not wait for Ray Data's per-instance actors
     state = {"address": ray.get_runtime_context().gcs_address, "pid": os.getpid(),
              "cpus": int(ray.cluster_resources().get("CPU", 0)), "started": time.time(),
-             "token_path": str(token)}
+             "token_path": str(token), "worker_env": inherited_worker_env()}
     STATE.parent.mkdir(parents=True, exist_ok=True)
     tmp = STATE.with_suffix(".tmp")
     tmp.write_text(json.dumps(state))
