@@ -41,6 +41,7 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     """Two lanes for `make test` (pytest-xdist ``-n 2 --dist loadgroup``; a plain run keeps this order).
 
@@ -57,10 +58,33 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("ray_cluster") is not None)  # stable: order kept
 
 
+def one_lane_only() -> None:
+    """Under pytest-xdist, fail when a second worker asks for the shared instance: the lane grouping
+    (pytest_collection_modifyitems) was not applied, and two instances would load the machine twice."""
+    import tempfile
+
+    worker, run = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not (worker and run):
+        return
+    claim = Path(tempfile.gettempdir()) / f"vidpeft-tests-{run}.ray-lane"
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        holder = claim.read_text()
+        if holder != worker:
+            pytest.fail(f"the shared Ray instance's tests ran on two workers ({holder} and {worker}): the "
+                        "xdist_group lane was not applied (pytest-xdist's loadgroup and this pytest disagree)")
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(worker)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A real local Ray instance shared by every test that needs one (start-up costs ~5 s)."""
     import ray
+
+    one_lane_only()
 
     from pipelines.runtime.ray_env import ensure_ray
 
