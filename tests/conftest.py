@@ -41,39 +41,44 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+# The shared-instance tests of these folders form the second Ray lane (about half of that work, measured).
+SECOND_RAY_LANE = ("tests/pipelines/search/", "tests/pipelines/infer/", "tests/pipelines/demo/", "tests/benchmarks/",
+                   "tests/vidpeft/")
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
-    """Two lanes for `make test` (pytest-xdist ``-n 2 --dist loadgroup``; a plain run keeps this order).
+    """Lanes for `make test` (pytest-xdist ``-n 2 --dist loadgroup``; a plain run keeps this order).
 
-    Every test that uses the shared Ray instance, and those that start Ray nodes of their own (marker
-    ``ray_cluster``), are one group: they run on one worker, in order, so there is one shared instance, as in
-    a serial run, and a cluster's nodes never start beside another test's load on the instance (a Ray node of
-    the two-node test timed out in its start, "the GCS has become overloaded", when the heavy tests were
-    spread over both workers). The other worker runs everything else. The cluster tests go last in their
-    lane: by then the other lane has finished and the machine is as quiet as in a serial run."""
-    lane = pytest.mark.xdist_group("ray")
+    The tests that use a shared Ray instance are two groups ("ray", "ray2"), each run in order on one worker
+    with that worker's own instance (2 instances in all, as 2 workers need); the tests that start Ray nodes of
+    their own (marker ``ray_cluster``) close the "ray" group. Everything else (unit tests, the tests with
+    servers or a Ray of their own) fills in on whichever worker has finished its group."""
     for item in items:
-        if "ray_session" in item.fixturenames or item.get_closest_marker("ray_cluster"):
-            item.add_marker(lane)
+        if item.get_closest_marker("ray_cluster"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+        elif "ray_session" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("ray2" if item.nodeid.startswith(SECOND_RAY_LANE) else "ray"))
     items.sort(key=lambda item: item.get_closest_marker("ray_cluster") is not None)  # stable: order kept
 
 
-def one_lane_only() -> None:
-    """Under pytest-xdist, fail when a second worker asks for the shared instance: the lane grouping
-    (pytest_collection_modifyitems) was not applied, and two instances would load the machine twice."""
+def pytest_runtest_setup(item):
+    """Under pytest-xdist, a group's tests must all run on the worker that started them (one Ray instance per
+    group): fail when another worker gets one (pytest-xdist did not apply the groups)."""
     import tempfile
 
+    group = item.get_closest_marker("xdist_group")
     worker, run = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if not (worker and run):
+    if not (group and worker and run):
         return
-    claim = Path(tempfile.gettempdir()) / f"vidpeft-tests-{run}.ray-lane"
+    claim = Path(tempfile.gettempdir()) / f"vidpeft-tests-{run}.{group.args[0]}"
     try:
         fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         holder = claim.read_text()
-        if holder != worker:
-            pytest.fail(f"the shared Ray instance's tests ran on two workers ({holder} and {worker}): the "
-                        "xdist_group lane was not applied (pytest-xdist's loadgroup and this pytest disagree)")
+        if holder and holder != worker:
+            pytest.fail(f"test group {group.args[0]!r} ran on two workers ({holder} and {worker}): pytest-xdist "
+                        "did not keep it on one (its loadgroup and this pytest disagree)")
         return
     with os.fdopen(fd, "w") as f:
         f.write(worker)
@@ -83,8 +88,6 @@ def one_lane_only() -> None:
 def ray_session():
     """A real local Ray instance shared by every test that needs one (start-up costs ~5 s)."""
     import ray
-
-    one_lane_only()
 
     from pipelines.runtime.ray_env import ensure_ray
 
