@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	@# PYTHONWARNINGS: setuptools' build backend prints a 10-line notice for every editable install
 	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e '.[dev]'
+	@# the project's own bytecode now: where PYTHONDONTWRITEBYTECODE is set, every process (each Ray worker,
+	@# each CLI run) would otherwise compile the modules it imports from source
+	$(BIN)/python -m compileall -q components pipelines vidpeft >/dev/null
 	@touch $(STAMP)
 
 install: $(STAMP)
