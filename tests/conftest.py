@@ -82,6 +82,15 @@ def pytest_runtest_setup(item):
         return
     with os.fdopen(fd, "w") as f:
         f.write(worker)
+    _CLAIMS.append(claim)
+
+
+_CLAIMS: list[Path] = []  # the group claims this worker made, removed when its session ends
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for claim in _CLAIMS:
+        claim.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
