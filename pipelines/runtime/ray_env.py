@@ -179,10 +179,11 @@ def attach_early(prestart: int = PRESTART_WORKERS) -> str:
 
 def name_own_instance() -> None:
     """Runs in every Ray worker process of a vidpeft run's job on a cluster it joins (a runtime-env setup hook;
-    a local instance's workers inherit the name): the worker names its own instance in RAY_ADDRESS. Ray Train's placement-group
-    cleaner looks the cluster up without an address, which fails when a second Ray instance runs on the same
-    machine ("Found multiple active Ray instances"): its watch thread dies, and when the run's driver is then
-    killed, nothing removes the run's placement group; a resumed run waited for those CPUs forever."""
+    a local instance's workers inherit the name): the worker names its own instance in RAY_ADDRESS. Ray
+    Train's placement-group cleaner looks the cluster up without an address, which fails when a second Ray
+    instance runs on the same machine ("Found multiple active Ray instances"): its watch thread dies, and
+    when the run's driver is then killed, nothing removes the run's placement group; a resumed run waited
+    for those CPUs forever."""
     import ray
 
     os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
