@@ -8,17 +8,13 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pipelines.runtime.ray_env import free_loopback_port as free_port  # noqa: F401  (tests import it from here)
+from pipelines.runtime.ray_env import scoped_environ
 
 
 @dataclass
@@ -85,16 +81,8 @@ def moto_s3(bucket: str = "vidpeft", auth: bool = False) -> Iterator[S3Server]:
            "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
     with server_process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                         f"{endpoint}/moto-api/", "moto_server", server_env):
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with scoped_environ(env):
             import boto3
 
             boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
             yield S3Server(endpoint, bucket, env)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v

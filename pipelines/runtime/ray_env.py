@@ -120,7 +120,7 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
                 os.environ[LOOPBACK_WORKER_ENV] = json.dumps(warm["worker_env"], sort_keys=True)
             if log_level() != "quiet":
                 print(f"[vidpeft] using the warm local Ray at {address} (`vidpeft ray down` stops it)", flush=True)
-    quiet = {}
+    quiet, worker_env = {}, {}
     if not verbose():
         env = _data_logging_env()
         os.environ.update(env)  # the driver's own Ray Data logger (predict and zeroshot execute on the driver)
@@ -130,19 +130,18 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
         # and no C++ warnings from torch's DDP reducer (find_unused_parameters is on by design: adapters
         # of an absent modality get no gradient)
         worker_env = {**env, "PYTHONWARNINGS": "ignore::DeprecationWarning", "TORCH_CPP_LOG_LEVEL": "ERROR"}
-        quiet = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": worker_env}}
+        quiet = {"logging_level": logging.WARNING}
     if address:  # a cluster: its nodes may not see a local file, so Ray Data keeps its own logging there
         local = address == os.environ.get(LOOPBACK_GCS_ENV)
-        wanted = quiet.pop("runtime_env", {}).get("env_vars", {})
         runtime_env = {"worker_process_setup_hook": NAME_OWN_INSTANCE}
         if local:  # the loopback-only instance a parent vidpeft (or `vidpeft ray up`) started:
             keep_local_node_on_loopback()  # join it as a node of the same kind (its raylet is on 127.0.0.1)
             # its workers already have this environment (_start_local): a job without a runtime env starts
             # each worker process directly, not through Ray's setup_worker (a second Python start)
-            runtime_env = None if inherited_worker_env() == wanted else {**runtime_env, "env_vars": wanted}
+            runtime_env = None if inherited_worker_env() == worker_env else {**runtime_env, "env_vars": worker_env}
         ray.init(address=address, log_to_driver=True, runtime_env=runtime_env, **quiet)
     else:
-        _start_local(quiet, num_cpus)
+        _start_local(quiet, worker_env, num_cpus)
         os.environ[LOOPBACK_GCS_ENV] = ray.get_runtime_context().gcs_address  # for child processes that join it
     if not verbose():
         drop_forwarded_lines(_false_alarm, _DYING_DUMPS)
@@ -189,7 +188,7 @@ def name_own_instance() -> None:
     os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
-def _start_local(quiet: dict, num_cpus: int = 0) -> None:
+def _start_local(quiet: dict, worker_env: dict[str, str], num_cpus: int = 0) -> None:
     import ray
 
     from pipelines.runtime.ray_compat import keep_idle_workers, keep_local_node_on_loopback
@@ -207,9 +206,8 @@ def _start_local(quiet: dict, num_cpus: int = 0) -> None:
     # this instance to its workers (Ray Train's placement-group cleaner looks the cluster up without an
     # address; with a second instance on the machine it failed and a killed driver's placement group
     # stayed), so the GCS port is chosen here; address="local" starts an instance whatever RAY_ADDRESS says.
-    worker_env = quiet.pop("runtime_env", {}).get("env_vars", {})
-    port = _free_loopback_port()
-    with _environ({**worker_env, "RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_GCS_SERVER_PORT": str(port)}):
+    port = free_loopback_port()
+    with scoped_environ({**worker_env, "RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_GCS_SERVER_PORT": str(port)}):
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
                  dashboard_host="127.0.0.1", log_to_driver=True, _system_config=keep_idle_workers(), **quiet)
     os.environ[LOOPBACK_WORKER_ENV] = json.dumps(worker_env, sort_keys=True)  # for processes that join it
@@ -223,14 +221,15 @@ def inherited_worker_env() -> dict | None:
         return None
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
+    """A port nothing on 127.0.0.1 listens on now (free until another process takes it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 @contextmanager
-def _environ(values: dict[str, str]):
+def scoped_environ(values: dict[str, str]):
     """``values`` in os.environ for the block (what a process started in it inherits), then as before."""
     before = {k: os.environ.get(k) for k in values}
     os.environ.update(values)

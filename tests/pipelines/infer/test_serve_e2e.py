@@ -5,21 +5,15 @@ the service still answers after it; then it is stopped."""
 
 from __future__ import annotations
 
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from benchmarks.tiny_runs import LORA, TINY_CLIP, TINY_VIT, m2clip_overrides, write_run
+from pipelines.runtime.ray_env import free_loopback_port as free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_videos(root):

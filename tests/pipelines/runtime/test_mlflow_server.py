@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,19 +21,14 @@ from types import SimpleNamespace
 import pytest
 
 from pipelines.runtime import tracking
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pipelines.runtime.ray_env import free_loopback_port as free_port
 
 
 @contextlib.contextmanager
 def served_mlflow(root, extra_args: tuple = (), env: dict | None = None):
     """`mlflow server` (sqlite backend in ``root``, served artifacts) on 127.0.0.1, its own cwd ``root``;
     yields its http URI once it answers, and stops it (its whole process group) after."""
-    port = _free_port()
+    port = free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", *extra_args, "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
