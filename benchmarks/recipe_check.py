@@ -14,7 +14,10 @@
             (frames mean-pooled, their features read in order by the head, as the demo's target runs).
             Side modalities (cm3t, mhva_pt_mmca) get uninformative noise features: they too have to
             learn the motion from the frames. Data augmentation is not applied (a flip would swap
-            the direction labels).
+            the direction labels); the recipe's regularisers are (mixup/cutmix, label smoothing,
+            drop-path, EMA: built as a Train worker builds them, pipelines/run/regularisers.py).
+            ``--backbone video_vit`` swaps in the same-size ViT over space-time (VideoMAE's tubelets,
+            joint attention), pretrained the same way: an experiment beside the check, not its verdict.
 4. verdict  every preset's mean val top-1 over the seeds beats the linear probe's by >= ``--margin``, and
             no run collapsed (one predicted class on the val set, or a last-epoch train loss within 2%
             of ln C).
@@ -52,10 +55,15 @@ from components.tasks import model_task  # noqa: E402
 from pipelines.config import ExperimentConfig  # noqa: E402
 from pipelines.demo.cm3t import demo_config  # noqa: E402
 from pipelines.presets import PRESETS  # noqa: E402
+from pipelines.run.regularisers import WorkerRegularisers  # noqa: E402
 
 UNUSED = ["data.manifest=unused"]  # the check renders its clips in memory
 # The demo's small ViT, as its target runs build it (pipelines/configs/demo/target.yaml)
 SMALL_VIT = to_dict(demo_config(["target"], UNUSED).model.backbone)
+# The same size as a video ViT: tubelets of 2 frames, every block attending over space and time jointly
+SMALL_VIDEO_VIT = {"family": "videomae", "name": "videomae_small", "img_size": SMALL_VIT["img_size"],
+                   "kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 4, "num_heads": 4, "tubelet_size": 2}}
+BACKBONES = {"vit": SMALL_VIT, "video_vit": SMALL_VIDEO_VIT}
 SIDE_DIM = 16
 
 
@@ -126,13 +134,16 @@ def train(cfg: ExperimentConfig, num_classes: int, data: dict, batch: int, seed:
     optimizer, lr = optimizer_for(model, o, batch)
     per_epoch = math.ceil(len(data["train"][1]) / batch)
     scheduler = make_scheduler(optimizer, per_epoch * o.epochs, per_epoch * o.warmup_epochs, o.min_lr_ratio)
-    step = TrainStep(model, optimizer, "cpu", amp="off", grad_clip=o.grad_clip, scheduler=scheduler)
+    regs = WorkerRegularisers(cfg, model, num_classes)  # the recipe's mixing, smoothing, drop-path and EMA
+    step = TrainStep(model, optimizer, "cpu", amp="off", grad_clip=o.grad_clip, scheduler=scheduler,
+                     transform=regs.transform, ema=regs.ema)
     losses = []
     for epoch in range(o.epochs):
         r = run_pass(model, batches(*data["train"], batch, seed * 1000 + epoch, data.get("side_train")), task, step=step)
         step.apply()
         losses.append(float(r.acc.compute(None)["loss"]))
-    r = run_pass(model, batches(*data["val"], 64, None, data.get("side_val")), task, keep_scores=True)
+    with regs.evaluated():
+        r = run_pass(model, batches(*data["val"], 64, None, data.get("side_val")), task, keep_scores=True)
     predicted = torch.cat(r.scores).argmax(1)
     top1 = float((predicted == data["val"][1]).float().mean())
     return {"top1": top1, "predicted_classes": int(predicted.unique().numel()), "train_loss": losses, "lr": lr,
@@ -151,33 +162,37 @@ def collapsed(run: dict, num_classes: int) -> str:
     return ""
 
 
-def pretrain(size: Size, out: Path) -> tuple[Path, float]:
+def pretrain(size: Size, out: Path, backbone: str = "vit") -> tuple[Path, float]:
     """The small ViT in full on the source set, exported alone (timm layout) to ``out``; (file, its val top-1)."""
     from components.adapters.unwrap import native_backbone_state
     from components.checkpoint import save_safetensors
 
-    video, labels = render("appearance", 4, size.source_per_class, 2, seed=0)
+    frames = 2 if backbone == "vit" else size.frames  # a video ViT's positions span the target's clip
+    video, labels = render("appearance", 4, size.source_per_class, frames, seed=0)
     n_val = len(labels) // 5
     data = {"train": (video[n_val:], labels[n_val:]), "val": (video[:n_val], labels[:n_val])}
-    cfg = demo_config(["pretrain"], [*UNUSED, f"optim.epochs={size.pretrain_epochs}"])
+    sets = [] if backbone == "vit" else [f"model.backbone={json.dumps({**BACKBONES[backbone], 'num_frames': frames})}"]
+    cfg = demo_config(["pretrain"], [*UNUSED, f"optim.epochs={size.pretrain_epochs}", *sets])
     result, model = train(cfg, 4, data, size.batch, seed=0)
     save_safetensors(out, native_backbone_state(model.backbone), {})
     return out, result["top1"]
 
 
-def adapt_config(preset: str, backbone: Path, size: Size, overrides: list[str] = ()) -> ExperimentConfig:
+def adapt_config(preset: str, backbone: Path, size: Size, overrides: list[str] = (),
+                 arch: str = "vit") -> ExperimentConfig:
     """The preset with its own recipe, on the pretrained small ViT (widths follow its ratios)."""
-    vit = {**SMALL_VIT, "checkpoint": str(backbone), "num_frames": size.frames}
+    vit = {**BACKBONES[arch], "checkpoint": str(backbone), "num_frames": size.frames}
     sets = [*UNUSED, f"model.backbone={json.dumps(vit)}"]
     cfg = resolve(ExperimentConfig, [PRESETS / "cm3t" / f"{preset}.yaml"], [*sets, *overrides])
     modalities = [replace(m, dim=SIDE_DIM, tokens=1) for m in cfg.model.modalities]
     return replace(cfg, model=replace(cfg.model, modalities=modalities))
 
 
-def run_check(size: Size, work: Path, presets: list[str], margin: float, say=print, overrides: list[str] = ()) -> dict:
+def run_check(size: Size, work: Path, presets: list[str], margin: float, say=print, overrides: list[str] = (),
+              arch: str = "vit") -> dict:
     start = time.time()
     work.mkdir(parents=True, exist_ok=True)
-    backbone, source_top1 = pretrain(size, work / "small_vit.safetensors")
+    backbone, source_top1 = pretrain(size, work / "small_vit.safetensors", arch)
     say(f"pretrained the small ViT on the source set: val top-1 {source_top1:.3f}")
     c = size.target_classes
     train_v, train_y = render("motion_texture", c, size.target_train_per_class, size.frames, seed=1)
@@ -188,7 +203,7 @@ def run_check(size: Size, work: Path, presets: list[str], margin: float, say=pri
             "side_val": {n: torch.randn(len(val_y), SIDE_DIM, generator=noise) for n in ("audio", "flow")}}
     rows, seen = {}, {}
     for preset in ["linear_probe", *presets]:
-        cfg = adapt_config(preset, backbone, size, overrides if preset != "linear_probe" else [])
+        cfg = adapt_config(preset, backbone, size, overrides if preset != "linear_probe" else [], arch)
         same = json.dumps(to_dict(replace(cfg, name="")), sort_keys=True)
         if same in seen:  # e.g. mhva_pt_vivit: on the small ViT the same run as mhva_pt
             rows[preset] = {**rows[seen[same]], "same_as": seen[same]}
@@ -208,7 +223,7 @@ def run_check(size: Size, work: Path, presets: list[str], margin: float, say=pri
                         "collapsed_runs": sum(bool(r["collapsed"]) for r in runs), "epochs": cfg.optim.epochs,
                         "lr": runs[0]["lr"], "trainable_pct": runs[0]["trainable_pct"], "runs": runs}
     result = {"size": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(size).items()},
-              "chance": 1.0 / c, "margin": margin, "source_top1": source_top1, "rows": rows,
+              "backbone": arch, "chance": 1.0 / c, "margin": margin, "source_top1": source_top1, "rows": rows,
               "seconds": round(time.time() - start, 1)}
     return judge(result)
 
@@ -228,10 +243,10 @@ def judge(result: dict) -> dict:
 def merge(earlier: dict, new: dict, when: str, command: list[str]) -> dict:
     """``earlier``'s table with ``new``'s rows (the linear probe's included) in their place, judged
     again against the probe row now in it; ``reruns`` says which rows each merge replaced, when."""
-    for key in ("size", "margin", "source_top1"):
-        if earlier[key] != new[key]:
-            raise ValueError(f"--merge-into: its {key} ({earlier[key]}) differs from this run's ({new[key]}): "
-                             "its rows were not measured on the same check")
+    for key in ("size", "backbone", "margin", "source_top1"):
+        if earlier.get(key, "vit") != new.get(key, "vit"):  # tables from before --backbone are the per-frame ViT's
+            raise ValueError(f"--merge-into: its {key} ({earlier.get(key, 'vit')}) differs from this run's "
+                             f"({new.get(key, 'vit')}): its rows were not measured on the same check")
     rows = {**earlier["rows"], **new["rows"]}
     for name, row in rows.items():  # copies of a preset that was rerun follow it
         if row.get("same_as") in new["rows"]:
@@ -263,6 +278,8 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="", help="where the pretrained backbone is written (default: a temp dir)")
     p.add_argument("--set", action="append", default=[], help="key=value applied to every preset (experiments "
                    "only: the check's verdict is on the presets as shipped)")
+    p.add_argument("--backbone", choices=sorted(BACKBONES), default="vit",
+                   help="vit: the demo's per-frame small ViT; video_vit: the same size over space-time (tubelets)")
     p.add_argument("--out", default=str(RESULTS / "recipe_check.json"))
     p.add_argument("--merge-into", default="", metavar="FILE",
                    help="put this run's rows (and the linear probe's) in place of theirs in FILE, an earlier result "
@@ -282,7 +299,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         result = run_check(TINY if a.tiny else SIZES[a.size], Path(a.work or tmp), presets, a.margin,
-                           overrides=a.set)
+                           overrides=a.set, arch=a.backbone)
     result["size_name"] = "tiny" if a.tiny else a.size
     result["machine"] = machine()
     if earlier is not None:

@@ -61,3 +61,26 @@ def test_merge_replaces_the_rerun_rows_keeps_the_rest_and_judges_them_all_again(
                                  "command": "python benchmarks/recipe_check.py --presets pt_only", "machine": {"time": "T"}}]
     with pytest.raises(ValueError, match="source_top1"):
         merge(earlier, {**new, "source_top1": 0.4}, "T", [])
+    with pytest.raises(ValueError, match="backbone"):  # a table from before --backbone is the per-frame ViT's
+        merge(earlier, {**new, "backbone": "video_vit"}, "T", [])
+    assert merge(earlier, {**new, "backbone": "vit"}, "T", [])["all_pass"]
+
+
+def test_the_check_trains_with_the_recipes_regularisers():
+    """A preset's drop-path (and mixing, smoothing, EMA: one builder, WorkerRegularisers) reaches the
+    check's runs: the trained model carries the per-clip drop-path hooks."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.recipe_check import UNUSED, render, train
+    from components.engine.drop_path import ClipDropPath
+    from pipelines.demo.cm3t import demo_config
+
+    video, labels = render("appearance", 4, 2, 2, seed=0)
+    data = {"train": (video, labels), "val": (video, labels)}
+
+    def hooks(drop_path: float) -> int:
+        cfg = demo_config(["pretrain"], [*UNUSED, "optim.epochs=1", f"optim.drop_path={drop_path}"])
+        _, model = train(cfg, 4, data, batch=4, seed=0)
+        return sum(isinstance(h, ClipDropPath) for m in model.modules() for h in m._forward_hooks.values())
+
+    assert hooks(0.0) == 0
+    assert hooks(0.1) == 2 * 4  # both residual branches of the small ViT's 4 blocks
