@@ -95,6 +95,12 @@ def _false_alarm(line: str) -> bool:
     return any(text in line for text in _KNOWN_FALSE_ALARMS)
 
 
+# Ray's workers: no DeprecationWarnings about Ray's own internals (Ray Data's DatasetManager warns about
+# options it sets itself) and no C++ warnings from torch's DDP reducer (find_unused_parameters is on by
+# design: adapters of an absent modality get no gradient); --verbose shows them
+QUIET_WORKERS = {"PYTHONWARNINGS": "ignore::DeprecationWarning", "TORCH_CPP_LOG_LEVEL": "ERROR"}
+
+
 def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
     """Reuse a running Ray (tests share one), join ``address``/RAY_ADDRESS, attach to the warm local
     instance (`vidpeft ray up`), or start a local one that listens on 127.0.0.1 only (``num_cpus``:
@@ -125,15 +131,17 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
         env = _data_logging_env()
         os.environ.update(env)  # the driver's own Ray Data logger (predict and zeroshot execute on the driver)
         reconfigure_ray_data_logging()  # `import ray.data` above already read its logging config
-        # Ray's workers: no DeprecationWarnings about Ray's own internals (Ray Data's DatasetManager
-        # warns about options it sets itself); --verbose shows them
-        # and no C++ warnings from torch's DDP reducer (find_unused_parameters is on by design: adapters
-        # of an absent modality get no gradient)
-        worker_env = {**env, "PYTHONWARNINGS": "ignore::DeprecationWarning", "TORCH_CPP_LOG_LEVEL": "ERROR"}
+        worker_env = {**env, **QUIET_WORKERS}
         quiet = {"logging_level": logging.WARNING}
-    if address:  # a cluster: its nodes may not see a local file, so Ray Data keeps its own logging there
+    if address:
         local = address == os.environ.get(LOOPBACK_GCS_ENV)
         runtime_env = {"worker_process_setup_hook": NAME_OWN_INSTANCE}
+        if worker_env and not local:  # a cluster's nodes may not see a local file (Ray Data's logging config):
+            # they keep Ray Data's own logging. A variable the driver has (the user's, or a submitted job's env_vars,
+            # which Ray refuses to merge with the same key from ray.init) stays as it is.
+            mine = {k: v for k, v in QUIET_WORKERS.items() if k not in os.environ}
+            if mine:
+                runtime_env["env_vars"] = mine
         if local:  # the loopback-only instance a parent vidpeft (or `vidpeft ray up`) started:
             keep_local_node_on_loopback()  # join it as a node of the same kind (its raylet is on 127.0.0.1)
             # its workers already have this environment (_start_local): a job without a runtime env starts
