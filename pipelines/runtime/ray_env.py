@@ -136,17 +136,17 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
     if address:
         local = address == os.environ.get(LOOPBACK_GCS_ENV)
         runtime_env = {"worker_process_setup_hook": NAME_OWN_INSTANCE}
-        if worker_env and not local:  # a cluster's nodes may not see a local file (Ray Data's logging config):
-            # they keep Ray Data's own logging. A variable the driver has (the user's, or a submitted job's env_vars,
-            # which Ray refuses to merge with the same key from ray.init) stays as it is.
-            mine = {k: v for k, v in QUIET_WORKERS.items() if k not in os.environ}
-            if mine:
-                runtime_env["env_vars"] = mine
         if local:  # the loopback-only instance a parent vidpeft (or `vidpeft ray up`) started:
             keep_local_node_on_loopback()  # join it as a node of the same kind (its raylet is on 127.0.0.1)
             # its workers already have this environment (_start_local): a job without a runtime env starts
             # each worker process directly, not through Ray's setup_worker (a second Python start)
             runtime_env = None if inherited_worker_env() == worker_env else {**runtime_env, "env_vars": worker_env}
+        elif worker_env:  # a cluster's nodes may not see a local file (Ray Data's logging config): they keep Ray
+            # Data's own logging. A variable the driver has (the user's, or a submitted job's env_vars, which Ray
+            # refuses to merge with the same key from ray.init) stays as it is.
+            mine = {k: v for k, v in QUIET_WORKERS.items() if k not in os.environ}
+            if mine:
+                runtime_env["env_vars"] = mine
         ray.init(address=address, log_to_driver=True, runtime_env=runtime_env, **quiet)
     else:
         _start_local(quiet, worker_env, num_cpus)

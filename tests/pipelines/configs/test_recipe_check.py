@@ -84,3 +84,16 @@ def test_the_check_trains_with_the_recipes_regularisers():
 
     assert hooks(0.0) == 0
     assert hooks(0.1) == 2 * 4  # both residual branches of the small ViT's 4 blocks
+
+
+def test_a_run_with_soft_targets_is_not_called_collapsed_for_its_loss():
+    """Mixup or label smoothing puts the train loss's floor above 0 (near ln C for strong smoothing): only one
+    predicted class or a non-finite loss call such a run collapsed."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.recipe_check import collapsed
+
+    flat = {"predicted_classes": 4, "train_loss": [1.39, 1.385]}  # ln 4 = 1.386
+    assert collapsed(flat, 4).startswith("train loss")
+    assert collapsed(flat, 4, soft_targets=True) == ""
+    assert collapsed({**flat, "predicted_classes": 1}, 4, soft_targets=True) == "predicts one class"
+    assert collapsed({**flat, "train_loss": [float("nan")]}, 4, soft_targets=True) == "non-finite loss"
