@@ -19,8 +19,8 @@
             ``--backbone video_vit`` swaps in the same-size ViT over space-time (VideoMAE's tubelets,
             joint attention), pretrained the same way: an experiment beside the check, not its verdict.
 4. verdict  every preset's mean val top-1 over the seeds beats the linear probe's by >= ``--margin``, and
-            no run collapsed (one predicted class on the val set, or a last-epoch train loss within 2%
-            of ln C).
+            no run collapsed (one predicted class on the val set, a non-finite loss, or a last-epoch train
+            loss within 2% of ln C; not that last one for a recipe with soft targets: mixing, smoothing).
 
     python benchmarks/recipe_check.py                 # writes benchmarks/results/recipe_check.json
     python benchmarks/recipe_check.py --tiny --out /tmp/rc.json   # what the test runs (seconds per run)

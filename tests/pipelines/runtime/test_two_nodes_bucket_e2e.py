@@ -122,8 +122,8 @@ def test_two_nodes_train_from_a_bucket_killed_and_resumed(ray_session, tmp_path)
             driver = subprocess.Popen(train, cwd=ROOT, env=driver_env, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         try:
-            # a hang guard, not a speed check: on a slower 2-core box with the other pytest lane busy, the
-            # first checkpoint came 3 min in (Train workers placed at 50 s, the data splits at 100 s)
+            # a hang guard, not a speed check: on a slower 2-core box with the other pytest lane busy, there was
+            # none 3 min in (Train workers placed at 50 s, the data splits at 100 s, the decoder still starting)
             first = wait_for_checkpoint(storage, driver, killed_log, timeout=480)
         finally:
             if driver.poll() is None:
