@@ -53,7 +53,7 @@ from components.model import build_model  # noqa: E402
 from components.param_counts import parameter_counts  # noqa: E402
 from components.tasks import model_task  # noqa: E402
 from pipelines.config import ExperimentConfig  # noqa: E402
-from pipelines.config_checks import mixing  # noqa: E402
+from pipelines.config_checks import soft_targets  # noqa: E402
 from pipelines.demo.cm3t import demo_config  # noqa: E402
 from pipelines.presets import PRESETS  # noqa: E402
 from pipelines.run.regularisers import WorkerRegularisers  # noqa: E402
@@ -164,17 +164,17 @@ def collapsed(run: dict, num_classes: int, soft_targets: bool = False) -> str:
     return ""
 
 
-def pretrain(size: Size, out: Path, backbone: str = "vit") -> tuple[Path, float]:
-    """The small ViT (``backbone``: vit or video_vit) in full on the source set, exported alone in its family's
+def pretrain(size: Size, out: Path, arch: str = "vit") -> tuple[Path, float]:
+    """The small ViT (``arch``: vit or video_vit) in full on the source set, exported alone in its family's
     layout (what `vidpeft export --backbone-only` writes) to ``out``; (file, its val top-1)."""
     from components.adapters.unwrap import native_backbone_state
     from components.checkpoint import save_safetensors
 
-    frames = 2 if backbone == "vit" else size.frames  # a video ViT's positions span the target's clip
+    frames = 2 if arch == "vit" else size.frames  # a video ViT's positions span the target's clip
     video, labels = render("appearance", 4, size.source_per_class, frames, seed=0)
     n_val = len(labels) // 5
     data = {"train": (video[n_val:], labels[n_val:]), "val": (video[:n_val], labels[:n_val])}
-    sets = [] if backbone == "vit" else [f"model.backbone={json.dumps({**BACKBONES[backbone], 'num_frames': frames})}"]
+    sets = [] if arch == "vit" else [f"model.backbone={json.dumps({**BACKBONES[arch], 'num_frames': frames})}"]
     cfg = demo_config(["pretrain"], [*UNUSED, f"optim.epochs={size.pretrain_epochs}", *sets])
     result, model = train(cfg, 4, data, size.batch, seed=0)
     save_safetensors(out, native_backbone_state(model.backbone), {})
@@ -217,7 +217,7 @@ def run_check(size: Size, work: Path, presets: list[str], margin: float, say=pri
         for seed in size.seeds:
             run, model = train(replace(cfg, seed=seed), c, data, size.batch, seed)
             run["trainable_pct"] = parameter_counts(model)["trainable_pct"]
-            run["collapsed"] = collapsed(run, c, mixing(cfg) or cfg.optim.label_smoothing > 0)
+            run["collapsed"] = collapsed(run, c, soft_targets(cfg))
             runs.append(run)
             say(f"{preset:<18} seed {seed}: val top-1 {run['top1']:.3f}, {run['predicted_classes']} classes predicted, "
                 f"last train loss {run['train_loss'][-1]:.3f}{'  COLLAPSED: ' + run['collapsed'] if run['collapsed'] else ''}")

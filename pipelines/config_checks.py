@@ -43,11 +43,16 @@ def mixing(cfg) -> bool:
     return cfg.data.mixup_alpha > 0 or cfg.data.cutmix_alpha > 0
 
 
+def soft_targets(cfg) -> bool:
+    """The training loss is against soft targets: clips mixed (mixup/cutmix) or labels smoothed."""
+    return mixing(cfg) or cfg.optim.label_smoothing > 0
+
+
 def check_regularisers(cfg) -> None:
     """Checks across sections: what the model's head can take."""
-    smoothing = cfg.optim.label_smoothing > 0
-    if not (mixing(cfg) or smoothing):
+    if not soft_targets(cfg):
         return
+    smoothing = cfg.optim.label_smoothing > 0
     key = "data.mixup_alpha / data.cutmix_alpha" if mixing(cfg) else "optim.label_smoothing"
     if cfg.model.kind != "classifier":
         raise ConfigError(f"{key}: mixup, cutmix and label smoothing are for model.kind classifier, "

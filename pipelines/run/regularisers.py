@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.config_checks import mixing
+from pipelines.config_checks import soft_targets
 
 EMA_FILE = "ema.pt"
 
@@ -32,7 +32,7 @@ class WorkerRegularisers:
         if o.drop_path > 0:
             enable_drop_path(model, o.drop_path, cfg.model.backbone.num_frames)
         self.transform = None
-        if mixing(cfg) or o.label_smoothing > 0:
+        if soft_targets(cfg):
             import numpy as np
 
             np.random.seed((cfg.seed * 1009 + rank) % (1 << 32))  # timm's Mixup draws from numpy's global RNG
