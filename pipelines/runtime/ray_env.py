@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import sys
 from contextlib import contextmanager
@@ -230,10 +231,30 @@ def inherited_worker_env() -> dict | None:
 
 
 def free_loopback_port() -> int:
-    """A port nothing on 127.0.0.1 listens on now (free until another process takes it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing on 127.0.0.1 listens on now, below the kernel's ephemeral range and above Ray's worker
+    ports (10002-19999): a port the kernel handed out with bind(0) is the kind it hands to the next process
+    that binds port 0 too (a Ray instance starting beside this one binds dozens), which took a chosen GCS
+    port before the GCS bound it, and ray.init then failed after 40 s."""
+    low, high = 20000, min(32768, ephemeral_ports()[0])
+    rng = random.Random()  # not the seeded global one: two runs seeded alike would draw the same ports
+    for _ in range(200):
+        port = rng.randrange(low, high) if high > low else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError(f"no free port on 127.0.0.1 in {low}-{high - 1} after 200 tries")
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for bind(0) (Linux's; its default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 @contextmanager

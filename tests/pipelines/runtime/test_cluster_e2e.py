@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import pytest
 
 from components.config import ConfigError
 from pipelines.runtime import tracking
+from pipelines.runtime.ray_env import free_loopback_port
 from pipelines.cli import main
 from pipelines.runtime.submit import SubmitRequest, client_env, job_command, runtime_env, shown
 
@@ -131,14 +131,14 @@ def test_logged_params_carry_no_secrets(tmp_path, monkeypatch):
 # ---- a real cluster ----------------------------------------------------------------------------------
 
 def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` distinct free ports outside the kernel's bind(0) range (ray_env.free_loopback_port: the Ray
+    instances of the other pytest lane cannot take them before the node binds them)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_loopback_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def http_status(url: str, token: str | None = None) -> int:

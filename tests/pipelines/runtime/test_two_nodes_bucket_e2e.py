@@ -35,27 +35,43 @@ ROOT = Path(__file__).resolve().parents[3]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
+# what `ray start` prints when its raylet did not register with the GCS within Ray's fixed 30 s (node.py): on a
+# 2-core box with the other pytest lane busy, one GCS call took all of it. The node then starts again, as a node
+# pool (the cluster launcher, a KubeRay pod) would start it again
+REGISTER_TIMEOUT = "timed out during startup"
+
+
 @contextmanager
-def ray_node(args: list[str], env: dict[str, str], log: Path, ready):
-    """`ray start --block ARGS --temp-dir=<its own>` until ``ready()``; stopped by its own pids only."""
-    temp_dir = tempfile.mkdtemp(prefix="vdn", dir="/tmp")  # short: Ray's socket paths live in it
+def ray_node(args: list[str], env: dict[str, str], log: Path, ready, attempts: int = 1):
+    """`ray start --block ARGS --temp-dir=<its own>` until ``ready()``, up to ``attempts`` starts when it exits
+    with ``REGISTER_TIMEOUT``; stopped by its own pids only."""
     # no drain on SIGTERM: stop_ray signals the head's whole process group, its GCS too, and the head would
     # then wait 30 s for a drain through a GCS that is gone
     env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
-    with log.open("w") as f:
-        proc = subprocess.Popen([RAY, "start", "--block", f"--temp-dir={temp_dir}", "--disable-usage-stats", *args],
-                                env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    failed = True
-    try:
-        deadline = time.monotonic() + 300
-        while not ready():
-            why = "exited" if proc.poll() is not None else "not ready after 300 s"
-            assert proc.poll() is None and time.monotonic() < deadline, f"ray start {why}:\n{log.read_text()[-3000:]}"
-            time.sleep(1)
-        yield
-        failed = False
-    finally:  # a failure keeps the node's Ray logs beside its start log
-        stop_ray(proc, temp_dir, keep_logs=log.with_suffix(".ray_logs") if failed else None)
+    for attempt in range(1, attempts + 1):
+        temp_dir = tempfile.mkdtemp(prefix="vdn", dir="/tmp")  # short: Ray's socket paths live in it
+        start = log.stat().st_size if log.exists() else 0
+        with log.open("a") as f:  # every attempt's output stays in the one log
+            f.write(f"--- ray start, attempt {attempt} of {attempts}\n")
+            f.flush()
+            proc = subprocess.Popen([RAY, "start", "--block", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+                                     *args], env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        failed = True
+        try:
+            deadline = time.monotonic() + 300
+            while not ready():
+                if proc.poll() is not None and attempt < attempts and REGISTER_TIMEOUT in log.read_text()[start:]:
+                    break  # start again (the finally clause removes this attempt's processes and temp dir)
+                why = "exited" if proc.poll() is not None else "not ready after 300 s"
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    f"ray start {why}:\n{log.read_text()[-3000:]}"
+                time.sleep(1)
+            else:
+                yield
+                failed = False
+                return
+        finally:  # a failure keeps the node's Ray logs beside its start log
+            stop_ray(proc, temp_dir, keep_logs=log.with_suffix(".ray_logs") if failed else None)
 
 
 def alive_nodes(address: str, env: dict[str, str], want: int) -> int:
@@ -95,10 +111,10 @@ def test_two_nodes_train_from_a_bucket_killed_and_resumed(ray_session, tmp_path)
             ["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
              f"--dashboard-agent-listen-port={agent}", "--num-cpus=2"],
-            env, tmp_path / "head.log", lambda: alive_nodes(address, env, 1) >= 1))
+            env, tmp_path / "head.log", lambda: alive_nodes(address, env, 1) >= 1, attempts=3))
         stack.enter_context(ray_node(
             [f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2"],
-            env, tmp_path / "node2.log", lambda: alive_nodes(address, env, 2) >= 2))
+            env, tmp_path / "node2.log", lambda: alive_nodes(address, env, 2) >= 2, attempts=3))
         out, uri, storage = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", s3.uri("ckpt/demo")
         sets = [f"data.manifest={s3.uri('synth/manifest.parquet')}",
                 f"model.backbone.checkpoint={s3.uri('weights/backbone.safetensors')}",
