@@ -38,10 +38,10 @@ def quiet_ray_data() -> None:
     ray.data.DataContext.get_current().print_on_execution_start = verbose()
 
 
-def _data_logging_env() -> dict[str, str]:
-    """Ray Data's logging config with its console at ERROR (the per-dataset "execution finished" lines
-    and its notices about settings vidpeft chose, such as "Progress bars disabled", off; its log
-    files keep everything), for the processes Ray Data runs in."""
+def _data_logging_env(console: str = "ERROR") -> dict[str, str]:
+    """Ray Data's logging config with its console at ``console`` (ERROR: the per-dataset "execution finished"
+    lines and its notices about settings vidpeft chose, such as "Progress bars disabled", off; its log
+    files keep everything; "default": Ray Data's own), for the processes Ray Data runs in."""
     import tempfile
 
     import yaml
@@ -50,8 +50,9 @@ def _data_logging_env() -> dict[str, str]:
 
     defaults = ray_data_logging_defaults()
     config = {**defaults, "handlers": {**defaults["handlers"]}}
-    config["handlers"]["console"] = {**config["handlers"]["console"], "level": "ERROR"}
-    path = Path(tempfile.gettempdir()) / "vidpeft-ray-data-logging.yaml"
+    if console != "default":
+        config["handlers"]["console"] = {**config["handlers"]["console"], "level": console}
+    path = Path(tempfile.gettempdir()) / f"vidpeft-ray-data-logging-{console.lower()}.yaml"
     path.write_text(yaml.safe_dump(config))
     return {"RAY_DATA_LOGGING_CONFIG": str(path)}
 
@@ -102,6 +103,19 @@ def _false_alarm(line: str) -> bool:
 QUIET_WORKERS = {"PYTHONWARNINGS": "ignore::DeprecationWarning", "TORCH_CPP_LOG_LEVEL": "ERROR"}
 
 
+def _loud_env(inherited: dict[str, str]) -> dict[str, str]:
+    """Values that undo a quiet instance's worker environment (``inherited``) for one job's workers: Python's
+    and torch's own warning defaults, and Ray Data's own logging config (its console at its default level)."""
+    loud = {}
+    if "PYTHONWARNINGS" in inherited:
+        loud["PYTHONWARNINGS"] = ""  # empty is unset for Python: its default filters
+    if "TORCH_CPP_LOG_LEVEL" in inherited:
+        loud["TORCH_CPP_LOG_LEVEL"] = "WARNING"  # c10's default
+    if "RAY_DATA_LOGGING_CONFIG" in inherited:
+        loud.update(_data_logging_env(console="default"))
+    return loud
+
+
 def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
     """Reuse a running Ray (tests share one), join ``address``/RAY_ADDRESS, attach to the warm local
     instance (`vidpeft ray up`), or start a local one that listens on 127.0.0.1 only (``num_cpus``:
@@ -141,7 +155,11 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
             keep_local_node_on_loopback()  # join it as a node of the same kind (its raylet is on 127.0.0.1)
             # its workers already have this environment (_start_local): a job without a runtime env starts
             # each worker process directly, not through Ray's setup_worker (a second Python start)
-            runtime_env = None if inherited_worker_env() == worker_env else {**runtime_env, "env_vars": worker_env}
+            inherited = inherited_worker_env()
+            if inherited == worker_env:
+                runtime_env = None
+            else:  # a --verbose run on a quiet instance: its job's workers undo what they would inherit
+                runtime_env = {**runtime_env, "env_vars": {**_loud_env(inherited or {}), **worker_env}}
         elif worker_env:  # a cluster's nodes may not see a local file (Ray Data's logging config): they keep Ray
             # Data's own logging. A variable the driver has (the user's, or a submitted job's env_vars, which Ray
             # refuses to merge with the same key from ray.init) stays as it is.

@@ -58,3 +58,23 @@ def test_a_process_joining_the_instance_passes_no_runtime_env(ray_session):
     assert seen["gcs"] == gcs
     assert seen["job_runtime_env"] == {}
     assert seen["worker"]["RAY_ADDRESS"] == gcs and seen["worker"]["TORCH_CPP_LOG_LEVEL"] == "ERROR"
+
+
+def test_a_verbose_process_joining_a_quiet_instance_gets_loud_workers(ray_session):
+    """--verbose shows what a quiet instance's workers would hide (Python's DeprecationWarnings, torch's C++
+    warnings, Ray Data's console lines): its job's workers undo the environment they inherit."""
+    from pipelines.runtime.ray_env import LOG_LEVEL_ENV
+
+    gcs = ray_session.get_runtime_context().gcs_address
+    env = {**os.environ, "RAY_ADDRESS": gcs, "PYTHONPATH": str(ROOT), LOG_LEVEL_ENV: "verbose"}
+    probe = PROBE.replace('"PYTHONWARNINGS")', '"PYTHONWARNINGS", "RAY_DATA_LOGGING_CONFIG")')
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["worker"]["PYTHONWARNINGS"] == "" and seen["worker"]["TORCH_CPP_LOG_LEVEL"] == "WARNING"
+    import yaml
+
+    console = yaml.safe_load(Path(seen["worker"]["RAY_DATA_LOGGING_CONFIG"]).read_text())["handlers"]["console"]
+    assert console.get("level") != "ERROR"
+    assert seen["worker"]["RAY_ADDRESS"] == gcs  # still named (the setup hook)
