@@ -53,7 +53,9 @@ def _data_logging_env(console: str = "ERROR") -> dict[str, str]:
     if console != "default":
         config["handlers"]["console"] = {**config["handlers"]["console"], "level": console}
     path = Path(tempfile.gettempdir()) / f"vidpeft-ray-data-logging-{console.lower()}.yaml"
-    path.write_text(yaml.safe_dump(config))
+    part = path.with_name(f"{path.name}.{os.getpid()}")  # whole or not at all: another run may be reading it
+    part.write_text(yaml.safe_dump(config))
+    os.replace(part, path)
     return {"RAY_DATA_LOGGING_CONFIG": str(path)}
 
 
@@ -251,8 +253,8 @@ def inherited_worker_env() -> dict | None:
 def free_loopback_port() -> int:
     """A port nothing on 127.0.0.1 listens on now, below the kernel's ephemeral range and above Ray's worker
     ports (10002-19999): a port the kernel handed out with bind(0) is the kind it hands to the next process
-    that binds port 0 too (a Ray instance starting beside this one binds dozens), which took a chosen GCS
-    port before the GCS bound it, and ray.init then failed after 40 s."""
+    that binds port 0 too (a Ray instance starting beside this one binds dozens), so one could take a chosen
+    GCS port before the GCS bound it, and ray.init then failed after 40 s."""
     low, high = 20000, min(32768, ephemeral_ports()[0])
     rng = random.Random()  # not the seeded global one: two runs seeded alike would draw the same ports
     for _ in range(200):
