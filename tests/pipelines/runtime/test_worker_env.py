@@ -16,6 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.e2e
 
+# what a worker process sees of its environment, in this process's workers and in the probe's
+KEYS = ("RAY_ADDRESS", "TORCH_CPP_LOG_LEVEL", "PYTHONWARNINGS", "RAY_DATA_LOGGING_CONFIG")
 PROBE = """
 import json, os, ray
 from pipelines.runtime.ray_env import ensure_ray
@@ -23,17 +25,17 @@ ensure_ray()
 
 @ray.remote(num_cpus=0)
 def env():
-    return {k: os.environ.get(k) for k in ("RAY_ADDRESS", "TORCH_CPP_LOG_LEVEL", "PYTHONWARNINGS")}
+    return {k: os.environ.get(k) for k in %r}
 
 print(json.dumps({"job_runtime_env": dict(ray.get_runtime_context().runtime_env), "worker": ray.get(env.remote()),
                   "gcs": ray.get_runtime_context().gcs_address}))
-"""
+""" % (KEYS,)
 
 
 def worker_env(ray_session) -> dict:
     @ray_session.remote(num_cpus=0)
     def env():
-        return {k: os.environ.get(k) for k in ("RAY_ADDRESS", "TORCH_CPP_LOG_LEVEL", "PYTHONWARNINGS")}
+        return {k: os.environ.get(k) for k in KEYS}
 
     return ray_session.get(env.remote())
 
@@ -67,8 +69,7 @@ def test_a_verbose_process_joining_a_quiet_instance_gets_loud_workers(ray_sessio
 
     gcs = ray_session.get_runtime_context().gcs_address
     env = {**os.environ, "RAY_ADDRESS": gcs, "PYTHONPATH": str(ROOT), LOG_LEVEL_ENV: "verbose"}
-    probe = PROBE.replace('"PYTHONWARNINGS")', '"PYTHONWARNINGS", "RAY_DATA_LOGGING_CONFIG")')
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
