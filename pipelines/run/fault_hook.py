@@ -7,9 +7,11 @@ driver's). The ``once`` file is created just before the kill, so the restarted w
 Points: ``batch`` (after training batch ``batch`` of epoch ``epoch``, counted from 1) and
 ``before_report`` (epoch ``epoch``'s metrics and checkpoint made, not yet reported to Ray).
 ``action=hold`` makes rank 0 wait there instead (up to 600 s), so a test's signal lands while the run is
-surely mid-way, however fast its epochs are on a given machine. An optional ``clip_log=FILE`` field makes every worker append the (row, epoch) pairs it trains on to
-FILE, one "epoch row" line each, so a test can count each clip of an epoch over a kill and its restart.
-Without the variable nothing here does anything.
+surely mid-way, however fast its epochs are on a given machine. An optional ``clip_log=FILE`` field makes every
+worker append the (row, epoch) pairs it trains on to FILE, one "epoch row" line each, so a test can count each
+clip of an epoch over a kill and its restart.
+Several faults, each with its own ``once`` file, are joined with ``;``: one run is then killed at each in turn
+(a restart per kill, as many as ``scaling.max_failures`` allows). Without the variable nothing here does anything.
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ HOLD_S = 600.0
 def fault_from_env() -> str:
     """The driver's side: the spec to hand to the workers ('' = none). A bad spec fails the run early."""
     spec = os.environ.get(FAULT_ENV, "")
-    if spec:
-        parse(spec)
+    faults(spec)
     return spec
+
+
+def faults(spec: str) -> list[dict[str, str]]:
+    """The faults of ``spec`` (``;``-separated), each parsed."""
+    return [parse(one) for one in spec.split(";") if one.strip()]
 
 
 def parse(spec: str) -> dict[str, str]:
@@ -43,22 +49,21 @@ def parse(spec: str) -> dict[str, str]:
 
 
 def reached(spec: str, point: str, epoch: int, batch: int = 0) -> None:
-    """Called by rank 0 at each point: dies (or holds) once when ``spec`` names this point."""
-    if not spec:
-        return
-    f = parse(spec)
-    if f["point"] != point or int(f["epoch"]) != epoch or (point == "batch" and int(f.get("batch", 1)) != batch):
-        return
-    marker = Path(f["once"])
-    if marker.exists():
-        return
-    marker.write_text(f"{point} epoch {epoch} batch {batch}\n")
-    if f.get("action", "kill") == "hold":  # the test signals the run now; a signal interrupts the sleep
-        deadline = time.monotonic() + HOLD_S
-        while time.monotonic() < deadline:
-            time.sleep(0.1)
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
+    """Called by rank 0 at each point: dies (or holds) at the first fault of ``spec`` naming this point that has
+    not yet happened (its ``once`` file absent)."""
+    for f in faults(spec):
+        if f["point"] != point or int(f["epoch"]) != epoch or (point == "batch" and int(f.get("batch", 1)) != batch):
+            continue
+        marker = Path(f["once"])
+        if marker.exists():
+            continue
+        marker.write_text(f"{point} epoch {epoch} batch {batch}\n")
+        if f.get("action", "kill") == "hold":  # the test signals the run now; a signal interrupts the sleep
+            deadline = time.monotonic() + HOLD_S
+            while time.monotonic() < deadline:
+                time.sleep(0.1)
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def on_batch(spec: str, epoch: int, hook):
@@ -78,7 +83,7 @@ def on_batch(spec: str, epoch: int, hook):
 
 def clip_logger(spec: str):
     """A function appending a batch's (row, epoch) pairs to the spec's ``clip_log`` file; None without one."""
-    path = parse(spec).get("clip_log") if spec else None
+    path = next((f["clip_log"] for f in faults(spec) if f.get("clip_log")), None)
     if not path:
         return None
 

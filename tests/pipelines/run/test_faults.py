@@ -1,4 +1,4 @@
-"""Faults a run survives: a kill in the middle of a checkpoint save, a Train worker killed mid-run,
+"""Faults a run survives: a kill in the middle of a checkpoint save, a Train worker killed mid-run (twice),
 a driver stopped with Ctrl-C and resumed, and checkpoints on a local dir standing in for shared storage."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -205,6 +206,23 @@ def test_fault_hook_kills_once_at_its_point(tmp_path):
     assert again.returncode == 0 and again.stdout.strip() == "survived", again.stderr
 
 
+def test_fault_hook_with_two_faults_kills_at_each_in_turn(tmp_path):
+    """Two faults joined with ';' (one run killed twice): the first start dies at the first, the restarted worker
+    at the second, the next runs through."""
+    first, second = tmp_path / "killed1", tmp_path / "killed2"
+    spec = f"point=batch,epoch=0,batch=2,once={first};point=before_report,epoch=1,once={second}"
+    code = ("import sys; from pipelines.run.fault_hook import reached; "
+            "[reached(sys.argv[1], 'batch', 0, b) for b in (1, 2, 3)]; reached(sys.argv[1], 'before_report', 0); "
+            "reached(sys.argv[1], 'batch', 1, 2); reached(sys.argv[1], 'before_report', 1); print('survived')")
+    died_at = []
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-c", code, spec], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60)
+        died_at.append((proc.returncode, first.exists(), second.exists()))
+    assert died_at == [(-signal.SIGKILL, True, False), (-signal.SIGKILL, True, True), (0, True, True)], died_at
+    assert first.read_text() == "batch epoch 0 batch 2\n" and second.read_text() == "before_report epoch 1 batch 0\n"
+
+
 def test_max_failures_auto_restarts_lost_workers_on_a_cluster_only():
     from components.config import ConfigError, resolve
     from pipelines.config import CLUSTER_MAX_FAILURES
@@ -266,31 +284,42 @@ def wait_for_checkpoint(storage: Path, proc: subprocess.Popen, log: Path, timeou
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("point", ["before_report", "batch"])
-def test_worker_killed_mid_run_resumes_from_checkpoint(ray_session, synth_data, tmp_path, point):
-    """The Train worker SIGKILLs itself at a chosen point of epoch 2 (pipelines/run/fault_hook.py), so the test
-    does not depend on when a kill from outside lands: after epoch 2's metrics were computed and before Ray
-    has its checkpoint (the window where a metric was once logged twice), or after its first training batch.
-    The restarted worker redoes epoch 2 from epoch 1's checkpoint and every epoch has one MLflow point."""
+def test_worker_killed_twice_resumes_from_the_newest_checkpoint_each_time(ray_session, synth_data, tmp_path):
+    """The Train worker SIGKILLs itself at two chosen points of one run (pipelines/run/fault_hook.py), so the test
+    does not depend on when a kill from outside lands. A checkpoint after every step; 3 steps of 8 clips an epoch.
+    1. Right after the mid-epoch checkpoint at step 2 of epoch 1: the restarted worker goes on in that epoch,
+       after its first 16 clips.
+    2. After epoch 2's metrics and checkpoint were made, before Ray has the checkpoint (the window where a metric
+       was once logged twice): the restarted worker goes on from step 2's checkpoint and redoes the last step.
+    Every (clip, epoch) is trained once, but for the 8 clips of the step redone; every epoch and every step has one
+    MLflow point; the run stays one MLflow run."""
     from mlflow.tracking import MlflowClient
 
     from pipelines.run.fault_hook import FAULT_ENV
 
     out, uri, shared = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "shared"
-    log, marker = tmp_path / "train.log", tmp_path / "killed"
-    fault = f"point={point},epoch=1,batch=1,once={marker}"
-    proc = start_driver(ray_session, train_args(synth_data, out, uri, shared, 3, "--set", "scaling.max_failures=2",
-                                                  "--set", "log.metrics_steps=1"), log, {FAULT_ENV: fault})
-    text = finished(proc, log)
-    assert marker.read_text().startswith(point), marker.read_text()  # the kill happened where chosen
-    assert "resumed after epoch 1/3" in text, text[-4000:]  # the restarted worker loaded epoch 1's checkpoint
+    log, first, second, clips = (tmp_path / name for name in ("train.log", "killed1", "killed2", "clips.log"))
+    fault = f"point=batch,epoch=0,batch=2,once={first},clip_log={clips};point=before_report,epoch=1,once={second}"
+    args = train_args(synth_data, out, uri, shared, 2, "--set", "data.limit=24", "--set", "scaling.max_failures=2",
+                      "--set", "checkpoint.every_steps=1", "--set", "log.metrics_steps=1")
+    text = finished(start_driver(ray_session, args, log, {FAULT_ENV: fault}), log)
+    # each kill happened where chosen, and each restart went on from the checkpoint just before it
+    assert first.read_text().startswith("batch epoch 0 batch 2"), first.read_text()
+    assert second.read_text().startswith("before_report epoch 1"), second.read_text()
+    assert "resumed in epoch 1/2 after 16 of its clips" in text, text[-4000:]
+    assert "resumed in epoch 2/2 after 16 of its clips" in text, text[-4000:]
+    trained = Counter(tuple(map(int, line.split())) for line in clips.read_text().splitlines())
+    assert set(trained) == {(e, r) for e in range(2) for r in range(24)}  # no clip skipped
+    assert [trained[0, r] for r in range(24)] == [1] * 24  # killed right after a checkpoint: nothing redone
+    assert sorted(trained[1, r] for r in range(24)) == [1] * 16 + [2] * 8  # the last step, after its checkpoint
     final = json.loads((out / "metrics.json").read_text())
-    assert final["last_epoch"] == 2  # metrics.json: the best epoch's metrics, trained to the last
+    assert final["last_epoch"] == 1  # metrics.json: the best epoch's metrics, trained to the last
     client = MlflowClient(uri)
-    assert client.get_run(final["run_id"]).info.status == "FINISHED"
+    runs = client.search_runs([client.get_experiment_by_name("vidpeft-demo").experiment_id])
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(final["run_id"], "FINISHED")]
     # every epoch logged once: the epoch redone after the kill replaced the lost attempt, no second point
     for key in ("val_top1", "train_loss", "epoch"):
-        assert sorted(m.step for m in client.get_metric_history(final["run_id"], key)) == [0, 1, 2], key
+        assert sorted(m.step for m in client.get_metric_history(final["run_id"], key)) == [0, 1], key
     steps = [m.step for m in client.get_metric_history(final["run_id"], "step_train_loss")]
     assert len(steps) == len(set(steps)), steps  # per-step points once each too
     # checkpoints went to the shared storage, one folder per run name

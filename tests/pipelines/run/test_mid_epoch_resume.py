@@ -1,21 +1,19 @@
 """Mid-epoch checkpoints (checkpoint.every_steps / every_minutes) and the data stream's position: a run
-restarted from one neither repeats nor skips a clip of the interrupted epoch."""
+restarted from one neither repeats nor skips a clip of the interrupted epoch. End to end, with a Train worker
+killed right after one: test_faults.py::test_worker_killed_twice_resumes_from_the_newest_checkpoint_each_time."""
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 import torch
 
 from pipelines.data.epoch_stream import EPOCH, ROW, drop_consumed, split_epochs, stream_table
 from pipelines.run.checkpoints import MID_EPOCH, latest_checkpoint, save_checkpoint
 from pipelines.run.stream_position import MidEpoch, POSITION, read_position
-from tests.pipelines.run.test_faults import MODEL_CONFIG, finished, start_driver, tiny_training_state, train_args
+from tests.pipelines.run.test_faults import MODEL_CONFIG, tiny_training_state
 
 
 def test_drop_consumed_keeps_the_rest_in_order():
@@ -77,34 +75,6 @@ def test_due_every_steps_at_step_boundaries_only():
     assert [i + 1 for i, d in enumerate(due) if d] == [4, 8]
     assert len(mid.position()) == 40 and mid.state(mid.position(), step.updates)["steps"] == 5
     assert not MidEpoch(every_steps=2, every_minutes=0, enabled=False).active
-
-
-@pytest.mark.e2e
-def test_worker_killed_mid_epoch_trains_each_clip_once(ray_session, synth_data, tmp_path):
-    """Rank 0 SIGKILLs itself right after the mid-epoch checkpoint at step 2 of the first epoch (3 steps of 8
-    clips per epoch, a checkpoint every step); Ray restarts the worker from it. Every (clip, epoch) is trained
-    exactly once over both attempts, the epoch after the interrupted one runs in full, and the MLflow run
-    stays one run."""
-    from mlflow.tracking import MlflowClient
-
-    from pipelines.run.fault_hook import FAULT_ENV
-
-    out, uri, shared = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "shared"
-    log, marker, clips = tmp_path / "train.log", tmp_path / "killed", tmp_path / "clips.log"
-    fault = f"point=batch,epoch=0,batch=2,once={marker},clip_log={clips}"
-    args = train_args(synth_data, out, uri, shared, 2, "--set", "data.limit=24", "--set", "scaling.max_failures=1",
-                      "--set", "checkpoint.every_steps=1")
-    text = finished(start_driver(ray_session, args, log, {FAULT_ENV: fault}), log)
-    assert marker.read_text().startswith("batch epoch 0 batch 2"), marker.read_text()
-    assert "resumed in epoch 1/2 after 16 of its clips" in text, text[-4000:]
-    trained = Counter(tuple(map(int, line.split())) for line in clips.read_text().splitlines())
-    assert trained == Counter({(e, r): 1 for e in range(2) for r in range(24)})
-    final = json.loads((out / "metrics.json").read_text())
-    assert final["last_epoch"] == 1
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("vidpeft-demo").experiment_id])
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert sorted(m.step for m in client.get_metric_history(final["run_id"], "val_top1")) == [0, 1]
 
 
 def test_due_every_minutes_counts_from_the_last_checkpoint(monkeypatch):

@@ -1,21 +1,16 @@
-"""From laptop to cluster: `vidpeft submit` builds the `ray job submit` a user would type, and a real
-`ray start --head` cluster (its own ports and token, on 127.0.0.1) runs a submitted training job that
-logs to MLflow and checkpoints to storage given as a URI. Also: logged params never carry secrets."""
+"""From laptop to cluster: `vidpeft submit` builds the `ray job submit` a user would type (a real cluster runs a
+submitted job in tests/pipelines/runtime/test_two_nodes_bucket_e2e.py, with these helpers). Also: logged params
+never carry secrets."""
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
-import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -164,33 +159,6 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-@contextmanager
-def ray_head(env: dict[str, str], token: str, log: Path):
-    """`ray start --head --block` on 127.0.0.1 with its own ports and temp dir; stopped by its pids only
-    (`ray stop` would stop every Ray on the machine, other people's too)."""
-    gcs, dashboard, client, agent = free_ports(4)
-    temp_dir = tempfile.mkdtemp(prefix="vdr", dir="/tmp")  # short: Ray's socket paths live in it
-    cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-           f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-           f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
-           f"--temp-dir={temp_dir}", "--num-cpus=2", "--disable-usage-stats"]
-    # no drain on SIGTERM: stop_ray signals the head's whole process group, its GCS too, and the head would
-    # then wait 30 s for a drain through a GCS that is gone
-    env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
-    with log.open("w") as f:
-        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{dashboard}"
-    try:
-        deadline = time.monotonic() + 300
-        while http_status(url + "/api/version", token) != 200:
-            assert proc.poll() is None, f"ray start failed:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no dashboard at {url}:\n{log.read_text()[-3000:]}"
-            time.sleep(1)
-        yield url
-    finally:
-        stop_ray(proc, temp_dir)
-
-
 def stop_ray(proc: subprocess.Popen, temp_dir: str, keep_logs: Path | None = None) -> None:
     """A `ray start --block` process, its group and any Ray process using its temp dir; then the dir (its
     session logs copied to ``keep_logs`` first when given: a failed test's evidence)."""
@@ -208,46 +176,6 @@ def stop_ray(proc: subprocess.Popen, temp_dir: str, keep_logs: Path | None = Non
         for logs in Path(temp_dir).glob("session_2*/logs"):
             shutil.copytree(logs, keep_logs / logs.parent.name, dirs_exist_ok=True)
     shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-@pytest.mark.e2e
-@pytest.mark.ray_cluster
-def test_submitted_job_trains_on_a_local_cluster(synth_data, tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    token = secrets.token_hex(16)
-    token_file = tmp_path / "ray_token"
-    token_file.write_text(token)
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # `vidpeft` on the nodes
-    head_env = clean_env(PATH=path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file))
-    uri, storage = f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "shared").as_uri()
-    out = tmp_path / "run"
-    with ray_head(head_env, token, tmp_path / "head.log") as address:
-        # token auth is on: the job API turns away a request without the token
-        assert http_status(address + "/api/jobs/") == 401
-        # the user's side: the token file but no RAY_AUTH_MODE; MLflow and storage from the environment
-        user_env = clean_env(PATH=path, RAY_AUTH_TOKEN_PATH=str(token_file),
-                             MLFLOW_TRACKING_URI=uri, VIDPEFT_STORAGE_PATH=storage)
-        job_id = f"vidpeft-e2e-{secrets.token_hex(4)}"
-        submit = subprocess.run(
-            [str(Path(sys.executable).with_name("vidpeft")), "submit", "--address", address,
-             "--submission-id", job_id, "--",
-             "vidpeft", "train", "--config", "pipelines/configs/demo.yaml",  # relative: the shipped checkout
-             "--set", f"data.manifest={synth_data}", "--set", f"output_dir={out}",
-             "--set", "optim.epochs=1", "--set", "data.limit=16"],
-            cwd=ROOT, env=user_env, capture_output=True, text=True, timeout=1200)
-        assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
-        req = urllib.request.Request(f"{address}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            job = json.loads(r.read())
-        assert job["status"] == "SUCCEEDED", job
-        assert job["runtime_env"]["env_vars"]["VIDPEFT_STORAGE_PATH"] == storage  # forwarded by submit
-    final = json.loads((out / "metrics.json").read_text())
-    assert final["epoch"] == 0 and final["tracking_uri"] == uri
-    run = MlflowClient(uri).get_run(final["run_id"])
-    assert run.info.status == "FINISHED" and "val_top1" in run.data.metrics
-    # checkpoints went to the storage named by VIDPEFT_STORAGE_PATH (a URI), one folder per run name
-    assert list((tmp_path / "shared" / "demo").glob("train-*/checkpoint_*/weights.safetensors"))
 
 
 @pytest.mark.e2e

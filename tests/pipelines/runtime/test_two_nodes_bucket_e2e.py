@@ -2,8 +2,9 @@
 its own temp dir (token auth on, 127.0.0.1), moto's S3 server holding the manifest, the videos, the
 backbone weights and the checkpoints. `vidpeft train` with 2 workers (one per node: each reserves more
 than half a node's CPUs) reads everything from the bucket and checkpoints there. The driver is SIGKILLed
-once a checkpoint is in the bucket (a preempted or OOM-killed driver: no handler runs) and `train --resume`
-finishes the run from the bucket's checkpoint, in the same MLflow run."""
+once a checkpoint is in the bucket (a preempted or OOM-killed driver: no handler runs); the same command with
+`--resume`, sent as a Ray job by `vidpeft submit` (the `ray job submit` a user would type), finishes the run from
+the bucket's checkpoint in the same MLflow run. Then `evaluate` and `predict` on the cluster, from the bucket."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -24,10 +26,9 @@ import pytest
 
 from components.io import list_files, read_bytes, write_bytes
 from pipelines.run.checkpoints import STATE, progress
-from tests.conftest import DEMO_CONFIG
 from tests.pipelines.run.test_faults import wait_for_checkpoint
 from tests.pipelines.run.test_object_storage_e2e import backbone_file
-from tests.pipelines.runtime.test_cluster_e2e import clean_env, free_ports, stop_ray
+from tests.pipelines.runtime.test_cluster_e2e import clean_env, free_ports, http_status, stop_ray
 from tests.s3_server import moto_s3
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray_cluster]
@@ -44,10 +45,12 @@ REGISTER_TIMEOUT = "timed out during startup"
 @contextmanager
 def ray_node(args: list[str], env: dict[str, str], log: Path, ready, attempts: int = 1):
     """`ray start --block ARGS --temp-dir=<its own>` until ``ready()``, up to ``attempts`` starts when it exits
-    with ``REGISTER_TIMEOUT``; stopped by its own pids only."""
+    with ``REGISTER_TIMEOUT``; yields the node's temp dir; stopped by its own pids only."""
     # no drain on SIGTERM: stop_ray signals the head's whole process group, its GCS too, and the head would
-    # then wait 30 s for a drain through a GCS that is gone
-    env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    # then wait 30 s for a drain through a GCS that is gone. And a node is dead to the GCS after 12 failed health
+    # checks in a row, not Ray's 5 (one every 3 s, 10 s to answer): both "nodes" share this 2-core box with the
+    # other pytest lane, and a raylet starved of CPU that long is not a lost machine; the test never kills a node
+    env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "RAY_health_check_failure_threshold": "12"}
     for attempt in range(1, attempts + 1):
         temp_dir = tempfile.mkdtemp(prefix="vdn", dir="/tmp")  # short: Ray's socket paths live in it
         start = log.stat().st_size if log.exists() else 0
@@ -67,7 +70,7 @@ def ray_node(args: list[str], env: dict[str, str], log: Path, ready, attempts: i
                     f"ray start {why}:\n{log.read_text()[-3000:]}"
                 time.sleep(1)
             else:
-                yield
+                yield temp_dir
                 failed = False
                 return
         finally:  # a failure keeps the node's Ray logs beside its start log
@@ -89,7 +92,15 @@ def alive_nodes(address: str, env: dict[str, str], want: int) -> int:
     return int(lines[-1]) if proc.returncode == 0 and lines and lines[-1].isdigit() else 0
 
 
-def test_two_nodes_train_from_a_bucket_killed_and_resumed(ray_session, tmp_path):
+def cluster_report(address: str, env: dict[str, str], head_dir: str) -> str:
+    """What a stalled run's cluster looked like: its alive nodes, and what the GCS said of nodes and workers."""
+    said = [line for log in Path(head_dir).glob("session_latest/logs/gcs_server.out")
+            for line in log.read_text(errors="replace").splitlines()
+            if re.search(r"dead|unhealthy|health check|failed to", line, re.IGNORECASE)]
+    return f"cluster: {alive_nodes(address, env, 2)} of 2 nodes alive; the GCS on nodes:\n" + "\n".join(said[-12:])
+
+
+def test_two_nodes_train_from_a_bucket_killed_and_resumed_by_a_submitted_job(ray_session, tmp_path):
     """``ray_session``: a second Ray instance on this machine (as a developer's own local Ray would be), where Ray
     Train's placement-group cleaner cannot find its cluster without an address: when it failed, the killed
     driver's placement group outlived it and the resumed run waited for its CPUs until the test timed out."""
@@ -98,49 +109,54 @@ def test_two_nodes_train_from_a_bucket_killed_and_resumed(ray_session, tmp_path)
     from components.data.synth import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", num_classes=2, clips_per_class=8, frames=8, size=32, seed=4)
+    token = secrets.token_hex(16)
     token_file = tmp_path / "ray_token"
-    token_file.write_text(secrets.token_hex(16))
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    token_file.write_text(token)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # `vidpeft` on the nodes
     with moto_s3() as s3, ExitStack() as stack:
         s3.upload_tree(data.parent, "synth")
         write_bytes(s3.uri("weights/backbone.safetensors"), backbone_file(tmp_path).read_bytes())
         env = clean_env(PATH=path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file), **s3.env)
         gcs, dashboard, client, agent = free_ports(4)
-        address = f"127.0.0.1:{gcs}"
-        stack.enter_context(ray_node(
+        address, jobs = f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}"
+        head_dir = stack.enter_context(ray_node(
             ["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
              f"--dashboard-agent-listen-port={agent}", "--num-cpus=2"],
-            env, tmp_path / "head.log", lambda: alive_nodes(address, env, 1) >= 1, attempts=3))
+            env, tmp_path / "head.log", attempts=3,  # ready: its node up and its job API answering
+            ready=lambda: alive_nodes(address, env, 1) >= 1 and http_status(jobs + "/api/version", token) == 200))
         stack.enter_context(ray_node(
             [f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2"],
             env, tmp_path / "node2.log", lambda: alive_nodes(address, env, 2) >= 2, attempts=3))
-        out, uri, storage = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", s3.uri("ckpt/demo")
+        # MLflow and the checkpoint storage from the environment, as a user sets them: `vidpeft submit` forwards both
+        out, uri, storage = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", s3.uri("ckpt")
+        run_env = {"MLFLOW_TRACKING_URI": uri, "VIDPEFT_STORAGE_PATH": storage}
         sets = [f"data.manifest={s3.uri('synth/manifest.parquet')}",
                 f"model.backbone.checkpoint={s3.uri('weights/backbone.safetensors')}",
-                f"scaling.storage_path={s3.uri('ckpt')}", f"scaling.ray_address={address}",
                 "scaling.num_workers=2", "scaling.cpus_per_worker=1.5", "data.decode_cpus=0.25",
-                f"output_dir={out}", f"tracking.tracking_uri={uri}",  # out: the driver's own folder, no node reads it
+                f"output_dir={out}",  # the driver's own folder (the job's driver runs on this machine's head)
                 "model.backbone.num_frames=4", "model.backbone.kwargs={patch_size: 8, embed_dim: 32, depth: 2, "
                 "num_heads: 2}", "optim.warmup_epochs=0", "optim.epochs=2", "data.batch_size=4",
                 # 12 train clips, 2 workers of batch 4: 2 steps per epoch, a checkpoint after each
                 "checkpoint.every_steps=1",
                 f"data.cache_dir={tmp_path / 'node_cache'}"]  # the same local path on each node
-        train = [sys.executable, "-m", "pipelines.cli", "train", "--config", str(DEMO_CONFIG),
-                 *[x for kv in sets for x in ("--set", kv)]]
-        driver_env = {**env, "PYTHONPATH": str(ROOT)}
+        train = ["train", "--config", "pipelines/configs/demo.yaml", *[x for kv in sets for x in ("--set", kv)]]
+        driver_env = {**env, **run_env, "RAY_ADDRESS": address, "PYTHONPATH": str(ROOT)}
 
         # 1) the driver, SIGKILLed (its process group) as soon as a checkpoint of its run is in the bucket. SIGKILL,
         # as a preempted or OOM-killed driver dies: no handler runs (Ctrl-C/SIGTERM, which end the MLflow run as
         # KILLED, is tests/pipelines/run/test_faults.py::test_interrupted_driver_resumes)
         killed_log = tmp_path / "killed.log"
         with killed_log.open("w") as log:
-            driver = subprocess.Popen(train, cwd=ROOT, env=driver_env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+            driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *train], cwd=ROOT, env=driver_env,
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             # a hang guard, not a speed check: on a slower 2-core box with the other pytest lane busy, there was
             # none 3 min in (Train workers placed at 50 s, the data splits at 100 s, the decoder still starting)
-            first = wait_for_checkpoint(storage, driver, killed_log, timeout=480)
+            try:
+                first = wait_for_checkpoint(f"{storage}/demo", driver, killed_log, timeout=600)
+            except AssertionError as e:  # the cluster's state first: the driver's log ends in Ray's retries
+                raise AssertionError(f"{cluster_report(address, env, head_dir)}\n{e}") from None
         finally:
             if driver.poll() is None:
                 os.killpg(driver.pid, signal.SIGKILL)
@@ -151,13 +167,23 @@ def test_two_nodes_train_from_a_bucket_killed_and_resumed(ray_session, tmp_path)
         tracking = MlflowClient(uri)
         assert tracking.get_run(run_id).info.status == "RUNNING"  # nothing ended it: the kill left no trace
 
-        # 2) --resume: the same command, from the bucket's newest checkpoint, into the same MLflow run
-        resumed_log = tmp_path / "resumed.log"  # a file, so a hang leaves what the run printed
+        # 2) the same command with --resume, submitted as a Ray job: the user's side has the token file but no
+        # RAY_AUTH_MODE, and MLflow and the storage in its environment; the code ships as the job's working dir
+        assert http_status(jobs + "/api/jobs/") == 401  # token auth is on: a request without it is turned away
+        job_id = f"vidpeft-e2e-{secrets.token_hex(4)}"
+        user_env = clean_env(PATH=path, RAY_AUTH_TOKEN_PATH=str(token_file), **run_env)
+        resumed_log = tmp_path / "resumed.log"  # a file, so a hang leaves what the job printed
         with resumed_log.open("w") as log:
-            proc = subprocess.run([*train, "--resume"], cwd=ROOT, env=driver_env, stdout=log,
-                                  stderr=subprocess.STDOUT, text=True, timeout=600)
+            submit = subprocess.run([str(Path(sys.executable).with_name("vidpeft")), "submit", "--address", jobs,
+                                     "--submission-id", job_id, "--", "vidpeft", *train, "--resume"],
+                                    cwd=ROOT, env=user_env, stdout=log, stderr=subprocess.STDOUT, timeout=900)
         text = resumed_log.read_text()
-        assert proc.returncode == 0, text[-4000:]
+        assert submit.returncode == 0, text[-4000:]
+        req = urllib.request.Request(f"{jobs}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            job = json.loads(r.read())
+        assert job["status"] == "SUCCEEDED", job
+        assert {k: job["runtime_env"]["env_vars"].get(k) for k in run_env} == run_env  # forwarded by submit
         assert "Found multiple active Ray instances" not in text, text[-4000:]  # every worker knows its cluster
         # the cluster's workers are as quiet as a local instance's: no warning about Ray's own internals
         # (Ray Data's DatasetManager warned about an option Ray Train sets, on every run that joined a cluster)
@@ -171,7 +197,7 @@ def test_two_nodes_train_from_a_bucket_killed_and_resumed(ray_session, tmp_path)
         assert re.search(resumed, text), text[-4000:]
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["last_epoch"] == 1 and "val_top1" in metrics and metrics["skipped_clips"] == 0
-        assert metrics["run_id"] == run_id
+        assert metrics["run_id"] == run_id and metrics["tracking_uri"] == uri
         # the run's weights: the best checkpoint's, read from the bucket
         weights = [f for f in list_files(s3.uri("ckpt/")) if f.endswith("/weights.safetensors")]
         assert (out / "weights.safetensors").read_bytes() in [read_bytes(f) for f in weights]
@@ -179,7 +205,7 @@ def test_two_nodes_train_from_a_bucket_killed_and_resumed(ray_session, tmp_path)
         assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "FINISHED")]  # one run, continued
         assert sorted(m.step for m in tracking.get_metric_history(run_id, "val_top1")) == [0, 1]  # each epoch once
 
-        # 3) evaluate (2 workers) and predict on the cluster the run's config names, from the bucket
+        # 3) evaluate (2 workers) and predict on the cluster RAY_ADDRESS names, from the bucket
         vidpeft = [sys.executable, "-m", "pipelines.cli"]
         for args in (["evaluate", str(out), "--split", "val", "--workers", "2", "--no-mlflow"],
                      ["predict", str(out), s3.uri("synth/videos/"), "--out", str(tmp_path / "preds.parquet")]):
