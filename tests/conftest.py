@@ -51,9 +51,10 @@ def pytest_collection_modifyitems(config, items):
     """Lanes for `make test` (pytest-xdist ``-n 2 --dist loadgroup``; a plain run keeps this order).
 
     The tests that use a shared Ray instance are two groups ("ray", "ray2"), each run in order on one worker
-    with that worker's own instance (2 instances in all, as 2 workers need); the tests that start Ray nodes of
-    their own (marker ``ray_cluster``) close the "ray" group. Everything else (unit tests, the tests with
-    servers or a Ray of their own) fills in on whichever worker has finished its group."""
+    with that worker's own instance (2 instances in all, as 2 workers need). Everything else (unit tests, the
+    tests with servers or a Ray of their own) fills in on whichever worker has finished its group. The tests
+    that start Ray nodes of their own (marker ``ray_cluster``) run after the others in a run of their own
+    (`make test`); where one runs in the same session, it closes the "ray" group."""
     for item in items:
         if item.get_closest_marker("ray_cluster"):
             item.add_marker(pytest.mark.xdist_group("ray"))

@@ -251,13 +251,14 @@ def train_args(manifest, out, uri, storage, epochs, *extra) -> list[str]:
             "--set", f"scaling.storage_path={storage}", "--set", "data.limit=16", *extra]
 
 
-def start_driver(ray_session, args: list[str], log: Path, extra_env: dict | None = None) -> subprocess.Popen:
+def start_driver(ray_session, args: list[str], log: Path, extra_env: dict | None = None,
+                 cwd: Path = ROOT) -> subprocess.Popen:
     """`vidpeft train` in its own process, joining the session's Ray (as a job driver on a cluster does)."""
     env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address, **(extra_env or {}))
     with log.open("w") as f:
         # Ctrl-C reaches the driver as it reaches a command at a terminal, also when this suite runs as a
         # background job (which starts with SIGINT ignored, and a child would inherit that)
-        return subprocess.Popen(vidpeft() + args, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        return subprocess.Popen(vidpeft() + args, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
@@ -292,7 +293,9 @@ def test_worker_killed_twice_resumes_from_the_newest_checkpoint_each_time(ray_se
     2. After epoch 2's metrics and checkpoint were made, before Ray has the checkpoint (the window where a metric
        was once logged twice): the restarted worker goes on from step 2's checkpoint and redoes the last step.
     Every (clip, epoch) is trained once, but for the 8 clips of the step redone; every epoch and every step has one
-    MLflow point; the run stays one MLflow run."""
+    MLflow point; the run stays one MLflow run. The store is given as MLflow's docs write it, relative to the
+    command's directory: the Train workers, which run in directories of their own, log to the same store (they
+    once opened an empty one there and failed)."""
     from mlflow.tracking import MlflowClient
 
     from pipelines.run.fault_hook import FAULT_ENV
@@ -300,9 +303,11 @@ def test_worker_killed_twice_resumes_from_the_newest_checkpoint_each_time(ray_se
     out, uri, shared = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "shared"
     log, first, second, clips = (tmp_path / name for name in ("train.log", "killed1", "killed2", "clips.log"))
     fault = f"point=batch,epoch=0,batch=2,once={first},clip_log={clips};point=before_report,epoch=1,once={second}"
-    args = train_args(synth_data, out, uri, shared, 2, "--set", "data.limit=24", "--set", "scaling.max_failures=2",
-                      "--set", "checkpoint.every_steps=1", "--set", "log.metrics_steps=1")
-    text = finished(start_driver(ray_session, args, log, {FAULT_ENV: fault}), log)
+    args = train_args(synth_data, out, "sqlite:///mlflow.db", shared, 2, "--set", "data.limit=24",
+                      "--set", "scaling.max_failures=2", "--set", "checkpoint.every_steps=1",
+                      "--set", "log.metrics_steps=1")
+    text = finished(start_driver(ray_session, args, log, {FAULT_ENV: fault}, cwd=tmp_path), log)
+    assert "training in this process" not in text  # in Ray Train workers
     # each kill happened where chosen, and each restart went on from the checkpoint just before it
     assert first.read_text().startswith("batch epoch 0 batch 2"), first.read_text()
     assert second.read_text().startswith("before_report epoch 1"), second.read_text()
