@@ -40,3 +40,17 @@ def test_report_shows_one_view_and_the_protocols_views_side_by_side():
     assert ref.count("|") == head.count("|")  # the reference row has the same columns
     layout.pop("eval_views")
     assert "views" not in markdown(layout, summarise(layout, rows))  # without eval_views: the table as before
+
+
+def test_report_has_a_column_group_per_dataset_and_a_row_per_variant():
+    """Two datasets x two variants (the e2e campaign runs one dataset: each cell is a full run)."""
+    layout = {"name": "t", "metric": "val_top1", "mode": "max", "seeds": [0],
+              "datasets": [{"name": "a", "label": "A"}, {"name": "b", "label": "B"}],
+              "variants": [{"name": "v", "label": "V", "paper": {}}, {"name": "w", "label": "W", "paper": {}}]}
+    rows = [{"dataset": d, "variant": v, "seed": 0, "key": d + v, "run_id": "r" + d + v, "value": value, "epochs": 1,
+             "trainable_pct": 1.0, "trainable_pct_with_head": 2.0, "gflops": 0.1, "extra": {}}
+            for d, v, value in (("a", "v", 0.5), ("b", "v", 0.25), ("a", "w", 0.75), ("b", "w", 0.125))]
+    head, _, v, w = markdown(layout, summarise(layout, rows)).strip().splitlines()[-4:]
+    assert head.endswith("| A val_top1 (%) | A paper | A epochs | B val_top1 (%) | B paper | B epochs |")
+    assert v.startswith("| V |") and v.endswith("| 50.0 ± 0.0 | – | 1.0 | 25.0 ± 0.0 | – | 1.0 |")
+    assert w.startswith("| W |") and w.endswith("| 75.0 ± 0.0 | – | 1.0 | 12.5 ± 0.0 | – | 1.0 |")
