@@ -1,33 +1,19 @@
 """From laptop to cluster: `vidpeft submit` builds the `ray job submit` a user would type (a real cluster runs a
-submitted job in tests/pipelines/runtime/test_two_nodes_bucket_e2e.py, with these helpers). Also: logged params
-never carry secrets."""
+submitted job in tests/pipelines/runtime/test_two_nodes_bucket_e2e.py). Also: logged params never carry secrets."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from components.config import ConfigError
 from pipelines.runtime import tracking
-from pipelines.runtime.ray_env import free_loopback_port
 from pipelines.cli import main
 from pipelines.runtime.submit import SubmitRequest, client_env, job_command, runtime_env, shown
 
 ROOT = Path(__file__).resolve().parents[3]
-AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in AUTH_VARS}
-    return {**env, **extra}
 
 
 def submitted_spec(cmd: list[str]) -> dict:
@@ -121,61 +107,6 @@ def test_logged_params_carry_no_secrets(tmp_path, monkeypatch):
         assert secret not in text
     assert logged["tracking.tracking_uri"] == "https://alice:***@mlflow.internal:5000"
     assert logged["model.attn.key_dim"] == "64" and logged["model.backbone.name"] == "vit_tiny"
-
-
-# ---- a real cluster ----------------------------------------------------------------------------------
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports outside the kernel's bind(0) range (ray_env.free_loopback_port: the Ray
-    instances of the other pytest lane cannot take them before the node binds them)."""
-    ports: list[int] = []
-    while len(ports) < n:
-        port = free_loopback_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-def http_status(url: str, token: str | None = None) -> int:
-    """The HTTP status of a GET, 0 when nothing answers."""
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
-
-
-def processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                pids.append(int(proc.name))
-        except OSError:
-            pass
-    return pids
-
-
-def stop_ray(proc: subprocess.Popen, temp_dir: str, keep_logs: Path | None = None) -> None:
-    """A `ray start --block` process, its group and any Ray process using its temp dir; then the dir (its
-    session logs copied to ``keep_logs`` first when given: a failed test's evidence)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    for pid in [proc.pid, *processes_mentioning(temp_dir)]:  # Ray processes outside the group
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if keep_logs is not None:
-        for logs in Path(temp_dir).glob("session_2*/logs"):
-            shutil.copytree(logs, keep_logs / logs.parent.name, dirs_exist_ok=True)
-    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.e2e

@@ -12,11 +12,13 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -26,14 +28,74 @@ import pytest
 
 from components.io import list_files, read_bytes, write_bytes
 from pipelines.run.checkpoints import STATE, progress
+from pipelines.runtime.ray_env import free_loopback_port
 from tests.pipelines.run.test_faults import wait_for_checkpoint
 from tests.pipelines.run.test_object_storage_e2e import backbone_file
-from tests.pipelines.runtime.test_cluster_e2e import clean_env, free_ports, http_status, stop_ray
 from tests.s3_server import moto_s3
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray_cluster]
 ROOT = Path(__file__).resolve().parents[3]
 RAY = str(Path(sys.executable).with_name("ray"))
+# a user's own Ray settings stay out of the test cluster's processes and its client's
+AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in AUTH_VARS}
+    return {**env, **extra}
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports outside the kernel's bind(0) range (ray_env.free_loopback_port: the Ray
+    instances of the other pytest lane cannot take them before the node binds them)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_loopback_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def http_status(url: str, token: str | None = None) -> int:
+    """The HTTP status of a GET, 0 when nothing answers."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+def stop_ray(proc: subprocess.Popen, temp_dir: str, keep_logs: Path | None = None) -> None:
+    """A `ray start --block` process, its group and any Ray process using its temp dir; then the dir (its
+    session logs copied to ``keep_logs`` first when given: a failed test's evidence)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    for pid in [proc.pid, *processes_mentioning(temp_dir)]:  # Ray processes outside the group
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if keep_logs is not None:
+        for logs in Path(temp_dir).glob("session_2*/logs"):
+            shutil.copytree(logs, keep_logs / logs.parent.name, dirs_exist_ok=True)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 # what `ray start` prints when its raylet did not register with the GCS within Ray's fixed 30 s (node.py): on a
