@@ -46,6 +46,9 @@ SECOND_RAY_LANE = ("tests/pipelines/search/", "tests/pipelines/infer/", "tests/p
                    "tests/vidpeft/")
 
 
+CLUSTER_TESTS = "tests/pipelines/runtime/"  # the folder the Makefile's second step collects (CLUSTER_TESTS)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     """Lanes for `make test` (pytest-xdist ``-n 2 --dist loadgroup``; a plain run keeps this order).
@@ -57,6 +60,9 @@ def pytest_collection_modifyitems(config, items):
     (`make test`); where one runs in the same session, it closes the "ray" group."""
     for item in items:
         if item.get_closest_marker("ray_cluster"):
+            if not item.nodeid.startswith(CLUSTER_TESTS):  # make test's second step would never run it
+                raise pytest.UsageError(f"{item.nodeid}: a ray_cluster test belongs in {CLUSTER_TESTS} "
+                                        "(`make test` runs that folder's ray_cluster tests in a step of their own)")
             item.add_marker(pytest.mark.xdist_group("ray"))
         elif "ray_session" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("ray2" if item.nodeid.startswith(SECOND_RAY_LANE) else "ray"))

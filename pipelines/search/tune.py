@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray.tune.result import AUTO_RESULT_KEYS
 
 from components.config import ConfigError, dump_yaml, from_dict, resolve, to_dict
 from pipelines.runtime import ray_env, tracking
@@ -230,6 +231,7 @@ def close_trial_runs(uri: str, parent_run_id: str, results, ended: set[str]) -> 
     vidpeft.stopped_early; an interrupted one (not in ``ended``): KILLED, its run reopens when the
     search resumes. Returns trial id -> final status."""
     errored = {result_trial_id(r) for r in results if r.error is not None}
+    last = {result_trial_id(r): r.metrics or {} for r in results}
     client = tracking.client(uri)
     parent = client.get_run(parent_run_id)
     runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
@@ -241,6 +243,7 @@ def close_trial_runs(uri: str, parent_run_id: str, results, ended: set[str]) -> 
         if final != "FINISHED" and trial not in errored:
             if trial in ended:
                 client.set_tag(run.info.run_id, "vidpeft.stopped_early", "true")
+                log_reported_epoch(uri, run.info.run_id, last.get(trial, {}))
             client.set_terminated(run.info.run_id, status="KILLED")
             final = "KILLED"
         elif final == "RUNNING":
@@ -248,6 +251,22 @@ def close_trial_runs(uri: str, parent_run_id: str, results, ended: set[str]) -> 
             final = "FAILED"
         status[trial] = final
     return status
+
+
+# what Tune and the trial's reporter add to an epoch's metrics: not the run's own
+_NOT_EPOCH_METRICS = {*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag", TRAIN_PG, EPOCHS_DONE}
+
+
+def log_reported_epoch(uri: str, run_id: str, result: dict) -> None:
+    """A stopped trial's last epoch, as Tune got it, in its MLflow run once. The trial logs each epoch just
+    after reporting it, and Tune ends a stopped trial's process without waiting for it: on a loaded machine the
+    epoch the scheduler judged was missing from the run."""
+    epoch = result.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or "mid_epoch_clips" in result:
+        return
+    metrics = {k: v for k, v in result.items()
+               if k not in _NOT_EPOCH_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tracking.log_epoch_once(uri, run_id, metrics, epoch)
 
 
 def max_epochs(cfg: ExperimentConfig, space: SearchSpace) -> int:

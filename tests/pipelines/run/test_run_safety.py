@@ -65,14 +65,12 @@ def test_train_refuses_a_locked_output_dir_in_one_line(tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 0 and f"pid {os.getpid()}" in err and str(tmp_path / "run") in err
 
 
-def _open_run(uri: str) -> None:
-    tracking.start_run(uri, "exp", "race", {"a": "1"})
-
-
 def test_a_fresh_sqlite_store_survives_runs_starting_together(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_open_run, args=(uri,)) for _ in range(4)]
+    # the target by reference to its own module: each child imports MLflow and vidpeft's tracking, not this file's
+    # imports (torch, the CLI), which made the four starts take minutes on a loaded 2-core machine
+    procs = [ctx.Process(target=tracking.start_run, args=(uri, "exp", "race", {"a": "1"})) for _ in range(4)]
     for p in procs:
         p.start()
     for p in procs:

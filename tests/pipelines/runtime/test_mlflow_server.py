@@ -114,7 +114,8 @@ def test_concurrent_trials_get_one_nested_run_each(mlflow_server, tmp_path):
 
 
 def test_runs_of_stopped_and_failed_trials_are_closed(mlflow_server):
-    """A trial stopped by ASHA dies mid-run: its run is closed as KILLED, a crashed one's as FAILED."""
+    """A trial stopped by ASHA dies mid-run: its run is closed as KILLED, a crashed one's as FAILED. The epoch
+    the scheduler judged is in the stopped trial's run once, also when the trial died before logging it."""
     from mlflow.tracking import MlflowClient
 
     from pipelines.search.tune import close_trial_runs
@@ -122,7 +123,7 @@ def test_runs_of_stopped_and_failed_trials_are_closed(mlflow_server):
     uri = mlflow_server
     parent = tracking.start_run(uri, "server-status", "tune-y", {})
     runs = {}
-    for trial, end in [("a", "FINISHED"), ("b", None), ("c", None)]:
+    for trial, end in [("a", "FINISHED"), ("b", None), ("c", None), ("e", None)]:
         runs[trial] = tracking.start_run(uri, "server-status", trial, {},
                                          tags={"mlflow.parentRunId": parent, "vidpeft.trial_id": trial})
         if end:
@@ -130,12 +131,22 @@ def test_runs_of_stopped_and_failed_trials_are_closed(mlflow_server):
     # d: cut short by Ctrl-C (Tune never reported it ended): closed, but not as stopped early
     runs["d"] = tracking.start_run(uri, "server-status", "d", {},
                                    tags={"mlflow.parentRunId": parent, "vidpeft.trial_id": "d"})
-    results = [SimpleNamespace(path=f"/search/tune/{t}", error=err, metrics={})
-               for t, err in [("a", None), ("b", None), ("c", RuntimeError("boom")), ("d", None)]]
-    status = close_trial_runs(uri, parent, results, ended={"a", "b", "c"})
-    assert status == {"a": "FINISHED", "b": "KILLED", "c": "FAILED", "d": "KILLED"}
+    # b and e: stopped on their epoch 0, as Tune got it (its keys and the reporter's beside the run's metrics);
+    # e had logged that epoch before it was stopped, b had not
+    epoch0 = {"epoch": 0, "train_loss": 1.5, "val_loss": 1.25, "val_top1": 0.5}
+    tracking.log_metrics(uri, runs["e"], epoch0, step=0)
+    reported = {**epoch0, "training_iteration": 1, "time_total_s": 3.5, "timestamp": 1700000000, "done": False,
+                "trial_id": "b", "epochs_done": 1, "train_placement_group": "", "config": {"optim.lr": 2.0}}
+    results = [SimpleNamespace(path=f"/search/tune/{t}", error=err, metrics=reported if t in "be" else {})
+               for t, err in [("a", None), ("b", None), ("c", RuntimeError("boom")), ("d", None), ("e", None)]]
+    status = close_trial_runs(uri, parent, results, ended={"a", "b", "c", "e"})
+    assert status == {"a": "FINISHED", "b": "KILLED", "c": "FAILED", "d": "KILLED", "e": "KILLED"}
     client = MlflowClient(uri)
     assert client.get_run(runs["b"]).data.tags["vidpeft.stopped_early"] == "true"
+    for trial in "be":
+        logged = client.get_run(runs[trial]).data.metrics
+        assert logged == epoch0, logged  # nothing of Tune's
+        assert [(m.step, m.value) for m in client.get_metric_history(runs[trial], "val_loss")] == [(0, 1.25)]
     assert "vidpeft.stopped_early" not in client.get_run(runs["d"]).data.tags
     assert client.get_run(runs["c"]).info.status == "FAILED"
 
