@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	@# the venv's own pip (23.2 with Python 3.11) installs the project as it is: no upgrade round trip
 	@# PYTHONWARNINGS: setuptools' build backend prints a 10-line notice for every editable install
 	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e '.[dev]'
 	@# the project's own bytecode now: where PYTHONDONTWRITEBYTECODE is set, every process (each Ray worker,

@@ -110,21 +110,26 @@ def test_evaluate_equals_the_training_validation(run, capfd):
     assert "eval_val/confusion_val.png" in arts
 
 
-def test_predict_folder_with_a_corrupt_file_and_the_manifest(run, capsys):
+def test_predict_folder_with_a_corrupt_file_and_the_manifest(run, capfd):
+    """At the default level: the progress lines, no Ray lines, and a --top-k above the class count said once
+    and clamped."""
     folder = _folder_with_a_corrupt_video(run)
     preds = run["root"] / "preds.parquet"
-    assert main(["predict", str(run["out"]), str(folder), "--out", str(preds), "--top-k", "2"]) == 0
+    assert main(["predict", str(run["out"]), str(folder), "--out", str(preds), "--top-k", "9"]) == 0
     rows = pq.read_table(preds).to_pylist()
     assert len(rows) == 4  # three videos + the corrupt one; notes.txt is not a video
     bad = [r for r in rows if r["error"]]
     assert len(bad) == 1 and "broken.mp4" in bad[0]["error"] and bad[0]["label"] is None
     for r in rows:
         if not r["error"]:
-            assert r["label"] == r["top_k_labels"][0] and len(r["top_k_labels"]) == 2
-            assert r["top_k_scores"][0] >= r["top_k_scores"][1] and 0 < r["score"] <= 1
-    shown = capsys.readouterr().out
-    assert "(error)" in shown and "wrote 4 prediction row(s)" in shown
-    assert "in this process" in shown  # one local model worker: the model runs in the command's process
+            assert r["label"] == r["top_k_labels"][0] and len(r["top_k_labels"]) == 4  # 9 clamped to 4 classes
+            assert r["top_k_scores"] == sorted(r["top_k_scores"], reverse=True) and 0 < r["score"] <= 1
+    cap = capfd.readouterr()
+    shown = cap.out + cap.err
+    assert not any(n in shown for n in RAY_NOISE), shown
+    assert shown.count("--top-k 9: the model scores 4 classes") == 1 and "predicting 4 input clip(s)" in cap.out
+    assert "(error)" in cap.out and "wrote 4 prediction row(s)" in cap.out
+    assert "in this process" in cap.out  # one local model worker: the model runs in the command's process
     # the val split of the manifest (side features included), the model in a Ray Data actor pool as a run whose
     # config says scaling.in_process: false asks: top-1 accuracy is the run's val_top1
     m = json.loads((run["out"] / "metrics.json").read_text())
@@ -134,7 +139,7 @@ def test_predict_folder_with_a_corrupt_file_and_the_manifest(run, capsys):
     cfg = (in_ray / "config.yaml").read_text()
     (in_ray / "config.yaml").write_text(cfg.replace("in_process: auto", "in_process: false"))
     assert main(["predict", str(in_ray), str(run["manifest"]), "--split", "val", "--out", str(mp)]) == 0
-    assert "on 1 model worker(s)" in capsys.readouterr().out
+    assert "on 1 model worker(s)" in capfd.readouterr().out
     import pyarrow.parquet as pq_
 
     table = pq_.read_table(run["manifest"]).to_pylist()
@@ -153,8 +158,7 @@ RAY_NOISE = ("core_worker.cc", "has constructor arguments in the object store", 
 
 def test_quiet_predict_and_evaluate_print_only_their_results(run, tmp_path, capfd, monkeypatch):
     """-q: no progress lines, no Ray lines (Ray Data's logger on the driver, the core worker's false alarm
-    about the decoder actor pool), the results only. At the default level: the progress lines, still no
-    Ray lines, and a --top-k above the class count said once and clamped."""
+    about the decoder actor pool), the results only. The default level: the test above."""
     from pipelines.runtime.ray_env import LOG_LEVEL_ENV
 
     monkeypatch.setenv(LOG_LEVEL_ENV, "info")  # main() sets it from -q: restored after the test
@@ -170,13 +174,6 @@ def test_quiet_predict_and_evaluate_print_only_their_results(run, tmp_path, capf
     cap = capfd.readouterr()
     assert "evaluating" not in cap.out + cap.err and "[vidpeft] val: 8 clips" in cap.out
     assert not any(n in cap.out + cap.err for n in RAY_NOISE), cap.out + cap.err
-    monkeypatch.setenv(LOG_LEVEL_ENV, "info")
-    assert main(["predict", str(run["out"]), str(folder), "--out", str(preds), "--top-k", "9"]) == 0
-    cap = capfd.readouterr()
-    text = cap.out + cap.err
-    assert not any(n in text for n in RAY_NOISE), text
-    assert text.count("--top-k 9: the model scores 4 classes") == 1 and "predicting 4 input clip(s)" in cap.out
-    assert all(len(r["top_k_labels"]) == 4 for r in pq.read_table(preds).to_pylist() if not r["error"])
 
 
 def test_export_and_mlflow_model_score_as_the_run(run, tmp_path):

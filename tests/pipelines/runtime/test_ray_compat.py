@@ -153,11 +153,10 @@ def _record_listeners(config: dict) -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("loopback", [True, False], ids=["vidpeft", "ray_default"])
-def test_train_workers_rendezvous_listens_on_loopback_only(ray_session, tmp_path, loopback):
+def test_train_workers_rendezvous_listens_on_loopback_only(ray_session, tmp_path):
     """Two Train workers of a local instance: with vidpeft's torch config (what `vidpeft train` uses on a
-    local instance) no worker socket listens beyond 127.0.0.1; Ray's default torch config, the contrast,
-    leaves rank 0's rendezvous store on every interface (what this guards against)."""
+    local instance) no worker socket listens beyond 127.0.0.1. The contrast, what Ray's default config does,
+    is the test below."""
     import json
 
     import ray.train
@@ -166,15 +165,46 @@ def test_train_workers_rendezvous_listens_on_loopback_only(ray_session, tmp_path
     from pipelines.runtime.ray_env import on_loopback, torch_config
 
     assert on_loopback()  # the session's instance is the local, loopback-only one
-    config = torch_config() if loopback else None
-    assert (config is not None) == loopback
+    config = torch_config()
+    assert config is not None
     TorchTrainer(_record_listeners, train_loop_config={"out": str(tmp_path)}, torch_config=config,
                  scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.01}),
                  run_config=ray.train.RunConfig(storage_path=str(tmp_path / "ray"))).fit()
     found = {rank: json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)}
     assert found[0], found  # rank 0 hosts the store: at least that listener
     exposed = [(rank, ip, port) for rank, socks in found.items() for ip, port in socks if not _is_loopback(ip)]
-    assert (exposed == []) == loopback, found
+    assert exposed == [], found
+
+
+def test_the_default_rendezvous_store_listens_on_every_interface_and_vidpeft_s_on_loopback():
+    """What the loopback config guards against, without a Train run (one was 25-50 s of the suite): the store
+    rank 0 opens for torch's env:// rendezvous, as Ray's default torch config has it opened, listens on every
+    interface whatever MASTER_ADDR says; the one vidpeft opens (``_open_loopback_store``) on 127.0.0.1 only.
+    Also shows that the listener check above finds an exposed store."""
+    import datetime
+
+    from torch.distributed import TCPStore
+
+    from pipelines.runtime import ray_compat
+
+    before = set(_listening_sockets_of_this_process())
+    store = TCPStore("127.0.0.1", 0, 1, True, datetime.timedelta(seconds=30), wait_for_workers=False)
+    try:
+        default = [(ip, port) for ip, port in set(_listening_sockets_of_this_process()) - before]
+        assert any(port == store.port for _, port in default), default
+        assert [ip for ip, port in default if port == store.port and not _is_loopback(ip)], default
+    finally:
+        del store
+    before = set(_listening_sockets_of_this_process())
+    port = ray_compat._open_loopback_store(world_size=1, timeout_s=30)
+    try:
+        ours = [(ip, p) for ip, p in set(_listening_sockets_of_this_process()) - before if p == port]
+        assert ours and all(_is_loopback(ip) for ip, _ in ours), ours
+    finally:
+        store, sock = ray_compat._LOOPBACK_STORE
+        ray_compat._LOOPBACK_STORE.clear()
+        sock.detach()  # the store owns the listening fd now: it closes it
+        del store
 
 
 def test_run_checkpoints_keep_the_best_and_the_latest_as_ray_train_does(tmp_path):

@@ -4,7 +4,7 @@ backbone weights and the checkpoints. `vidpeft train` with 2 workers (one per no
 than half a node's CPUs) reads everything from the bucket and checkpoints there. The driver is SIGKILLed
 once a checkpoint is in the bucket (a preempted or OOM-killed driver: no handler runs); the same command with
 `--resume`, sent as a Ray job by `vidpeft submit` (the `ray job submit` a user would type), finishes the run from
-the bucket's checkpoint in the same MLflow run. Then `evaluate` on 2 workers of the cluster, from the bucket."""
+the bucket's checkpoint in the same MLflow run. Then `evaluate` and `predict` on the cluster, from the bucket."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import urllib.request
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from components.io import list_files, read_bytes, write_bytes
@@ -266,11 +267,14 @@ def test_two_nodes_train_from_a_bucket_killed_and_resumed_by_a_submitted_job(ray
         assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "FINISHED")]  # one run, continued
         assert sorted(m.step for m in tracking.get_metric_history(run_id, "val_top1")) == [0, 1]  # each epoch once
 
-        # 3) evaluate on 2 workers of the cluster RAY_ADDRESS names, from the bucket (predict of a bucket prefix:
-        # tests/pipelines/run/test_object_storage_e2e.py)
-        done = subprocess.run([sys.executable, "-m", "pipelines.cli", "evaluate", str(out), "--split", "val",
-                               "--workers", "2", "--no-mlflow"],
-                              cwd=ROOT, env=driver_env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, f"vidpeft evaluate:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        # 3) evaluate (2 workers) and predict on the cluster RAY_ADDRESS names, from the bucket
+        vidpeft = [sys.executable, "-m", "pipelines.cli"]
+        for args in (["evaluate", str(out), "--split", "val", "--workers", "2", "--no-mlflow"],
+                     ["predict", str(out), s3.uri("synth/videos/"), "--out", str(tmp_path / "preds.parquet")]):
+            done = subprocess.run(vidpeft + args, cwd=ROOT, env=driver_env, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, f"vidpeft {args[0]}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         result = json.loads((out / "eval_val.json").read_text())
         assert result["clips"] == 4 and result["manifest"] == s3.uri("synth/manifest.parquet")
+        preds = pq.read_table(tmp_path / "preds.parquet")
+        assert preds.num_rows == 16  # every video object below the prefix
+        assert all(p.startswith(s3.uri("synth/videos/")) for p in preds["video_path"].to_pylist())

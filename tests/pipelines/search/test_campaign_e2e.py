@@ -44,7 +44,7 @@ def write_campaign(tmp_path, uri="sqlite:////tmp/x.db", a="/data/a.parquet", b="
     path = tmp_path / "campaign.yaml"
     text = CAMPAIGN.format(demo=DEMO_CONFIG, uri=uri, a=a, b=b)
     drop = [*(["Motion B"] if b is None else []), *([] if adapters else ["{label: Adapters}"])]
-    path.write_text("\n".join(ln for ln in text.splitlines() if not any(d in ln for d in drop)))
+    path.write_text("".join(ln for ln in text.splitlines(keepends=True) if not any(d in ln for d in drop)))
     return path
 
 
