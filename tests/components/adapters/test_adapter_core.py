@@ -101,6 +101,13 @@ def test_parameter_counts_and_linear_probe():
     assert 0 < counts["trainable_pct"] < 100
     _, probe = make([], finetune="linear")
     assert {n for n, p in probe.named_parameters() if p.requires_grad} == {"head.1.weight", "head.1.bias"}
+    # the papers' column leaves the head out (what a campaign's table reports for each variant)
+    pct, with_head = {}, {}
+    for name, m in (("adapters", model), ("linear", probe)):
+        c = parameter_counts(m)
+        pct[name], with_head[name] = c["trainable_pct"], c["trainable_pct_with_head"]
+    assert pct["linear"] == 0 < pct["adapters"]
+    assert 0 < with_head["linear"] < with_head["adapters"] and with_head["adapters"] > pct["adapters"]
     with pytest.raises(ConfigError):
         make(ADAPTERS, finetune="linear")
 
