@@ -190,7 +190,7 @@ def test_the_default_rendezvous_store_listens_on_every_interface_and_vidpeft_s_o
     before = set(_listening_sockets_of_this_process())
     store = TCPStore("127.0.0.1", 0, 1, True, datetime.timedelta(seconds=30), wait_for_workers=False)
     try:
-        default = [(ip, port) for ip, port in set(_listening_sockets_of_this_process()) - before]
+        default = set(_listening_sockets_of_this_process()) - before
         assert any(port == store.port for _, port in default), default
         assert [ip for ip, port in default if port == store.port and not _is_loopback(ip)], default
     finally:
