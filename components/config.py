@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,23 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the dotted key."""
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: YAML 1.1 wants a dot in an exponent float, so
+    ``lr: 3e-4`` (the way every lr is written) would load as the string '3e-4'."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """``text`` as YAML, safely (no object tags), with YAML 1.2's exponent floats."""
+    return yaml.load(text, Loader=YamlLoader)
 
 
 def cfg(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None):
@@ -220,7 +238,7 @@ def apply_override(data: dict, assignment: str) -> dict:
     key, raw = assignment.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from None
     parts = key.split(".")
@@ -253,7 +271,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     if data is None:

@@ -18,8 +18,10 @@ def parse_kwargs(text: str) -> dict:
     """--kwargs as JSON or YAML flow style; anything else is one line saying what to write."""
     import yaml
 
+    from components.config import yaml_load
+
     try:
-        value = yaml.safe_load(text)
+        value = yaml_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"--kwargs: not a JSON / YAML mapping ({' '.join(str(e).split())}); write e.g. "
                           "'{\"patch_size\": 8}' or '{patch_size: 8}'") from None

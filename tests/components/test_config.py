@@ -68,3 +68,18 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
 @pytest.mark.parametrize("value, expected", [("true", True), ("false", False), ("auto", "auto")])
 def test_use_gpu_accepts_yaml_booleans(value, expected):
     assert resolve(ExperimentConfig, [], [f"scaling.use_gpu={value}"]).scaling.use_gpu == expected
+
+
+def test_exponent_floats_as_users_write_them(tmp_path):
+    """`--set optim.lr=3e-4` (the CLI's own example) and `lr: 1e-3` in a file are numbers, as in YAML 1.2;
+    PyYAML's 1.1 rules alone read them as strings and the run would stop on 'expected a number'."""
+    f = tmp_path / "c.yaml"
+    f.write_text("optim:\n  lr: 1e-3\n  weight_decay: 5E-2\n")
+    cfg = resolve(ExperimentConfig, [f], ["optim.min_lr_ratio=1e-2"])
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.min_lr_ratio) == (1e-3, 5e-2, 1e-2)
+    assert resolve(ExperimentConfig, [], ["optim.lr=3e-4"]).optim.lr == 3e-4
+    # what is not a number stays an error naming the key; an integer field still refuses a float
+    with pytest.raises(ConfigError, match="optim.lr"):
+        resolve(ExperimentConfig, [], ["optim.lr=3e-4x"])
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        resolve(ExperimentConfig, [], ["data.batch_size=1e1"])
