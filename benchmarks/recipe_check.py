@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -126,10 +127,19 @@ def batches(video, labels, batch: int, seed: int | None, side: dict | None = Non
         yield b
 
 
-def train(cfg: ExperimentConfig, num_classes: int, data: dict, batch: int, seed: int):
-    """Train ``cfg``'s model with its own optimiser recipe: (val top-1, classes predicted, losses, ...; the model)."""
+def train(cfg: ExperimentConfig, num_classes: int, data: dict, batch: int, seed: int, train_only: str = "",
+          pos_embed: str = "learned"):
+    """Train ``cfg``'s model with its own optimiser recipe: (val top-1, classes predicted, losses, ...; the model).
+    ``train_only`` (a diagnostic): of the backbone's trainable parameters only those whose name matches this
+    regex train, beside the head. ``pos_embed``: ``sincos`` sets the position embedding to MAE's 2D sin-cos
+    before training (for pretraining a stand-in)."""
     torch.manual_seed(seed)
     model = build_model(cfg.model, num_classes)
+    if pos_embed == "sincos":
+        sincos_position_embedding(model)
+    if train_only:
+        for name, p in model.backbone.named_parameters():
+            p.requires_grad_(p.requires_grad and re.search(train_only, name) is not None)
     task = model_task(cfg.model)
     o = cfg.optim
     optimizer, lr = optimizer_for(model, o, batch)
@@ -164,19 +174,36 @@ def collapsed(run: dict, num_classes: int, soft_targets: bool = False) -> str:
     return ""
 
 
-def pretrain(size: Size, out: Path, arch: str = "vit") -> tuple[Path, float]:
+def sincos_position_embedding(model: torch.nn.Module) -> None:
+    """Set a timm ViT's learned position embedding to MAE's fixed-form 2D sin-cos (the class token's row
+    0): position at the scale of the tokens, as a published checkpoint carries it."""
+    from timm.layers import build_sincos2d_pos_embed
+
+    vit = model.backbone.vit
+    grid = vit.patch_embed.grid_size
+    with torch.no_grad():
+        table = build_sincos2d_pos_embed(list(grid), vit.pos_embed.shape[-1])  # (H*W, D)
+        vit.pos_embed[0, -table.shape[0]:] = table
+        vit.pos_embed[0, :-table.shape[0]] = 0
+
+
+def pretrain(size: Size, out: Path, arch: str = "vit", standin: dict | None = None) -> tuple[Path, float]:
     """The small ViT (``arch``: vit or video_vit) in full on the source set, exported alone in its family's
-    layout (what `vidpeft export --backbone-only` writes) to ``out``; (file, its val top-1)."""
+    layout (what `vidpeft export --backbone-only` writes) to ``out``; (file, its val top-1). ``standin``
+    (experiments): ``lr`` replaces the demo's pretraining lr, ``pos_embed: sincos`` starts it from MAE's."""
     from components.adapters.unwrap import native_backbone_state
     from components.checkpoint import save_safetensors
 
+    standin = standin or {}
     frames = 2 if arch == "vit" else size.frames  # a video ViT's positions span the target's clip
     video, labels = render("appearance", 4, size.source_per_class, frames, seed=0)
     n_val = len(labels) // 5
     data = {"train": (video[n_val:], labels[n_val:]), "val": (video[:n_val], labels[:n_val])}
     sets = [] if arch == "vit" else [f"model.backbone={json.dumps({**BACKBONES[arch], 'num_frames': frames})}"]
+    if "lr" in standin:
+        sets.append(f"optim.lr={standin['lr']}")
     cfg = demo_config(["pretrain"], [*UNUSED, f"optim.epochs={size.pretrain_epochs}", *sets])
-    result, model = train(cfg, 4, data, size.batch, seed=0)
+    result, model = train(cfg, 4, data, size.batch, seed=0, pos_embed=standin.get("pos_embed", "learned"))
     save_safetensors(out, native_backbone_state(model.backbone), {})
     return out, result["top1"]
 
@@ -192,10 +219,10 @@ def adapt_config(preset: str, backbone: Path, size: Size, overrides: list[str] =
 
 
 def run_check(size: Size, work: Path, presets: list[str], margin: float, say=print, overrides: list[str] = (),
-              arch: str = "vit") -> dict:
+              arch: str = "vit", standin: dict | None = None, train_only: str = "") -> dict:
     start = time.time()
     work.mkdir(parents=True, exist_ok=True)
-    backbone, source_top1 = pretrain(size, work / "small_vit.safetensors", arch)
+    backbone, source_top1 = pretrain(size, work / "small_vit.safetensors", arch, standin)
     say(f"pretrained the small ViT on the source set: val top-1 {source_top1:.3f}")
     c = size.target_classes
     train_v, train_y = render("motion_texture", c, size.target_train_per_class, size.frames, seed=1)
@@ -215,7 +242,8 @@ def run_check(size: Size, work: Path, presets: list[str], margin: float, say=pri
         seen[same] = preset
         runs = []
         for seed in size.seeds:
-            run, model = train(replace(cfg, seed=seed), c, data, size.batch, seed)
+            run, model = train(replace(cfg, seed=seed), c, data, size.batch, seed,
+                               train_only if preset != "linear_probe" else "")
             run["trainable_pct"] = parameter_counts(model)["trainable_pct"]
             run["collapsed"] = collapsed(run, c, soft_targets(cfg))
             runs.append(run)
@@ -226,7 +254,8 @@ def run_check(size: Size, work: Path, presets: list[str], margin: float, say=pri
                         "collapsed_runs": sum(bool(r["collapsed"]) for r in runs), "epochs": cfg.optim.epochs,
                         "lr": runs[0]["lr"], "trainable_pct": runs[0]["trainable_pct"], "runs": runs}
     result = {"size": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(size).items()},
-              "backbone": arch, "chance": 1.0 / c, "margin": margin, "source_top1": source_top1, "rows": rows,
+              "backbone": arch, **({"standin": standin} if standin else {}),
+              **({"train_only": train_only} if train_only else {}), "chance": 1.0 / c, "margin": margin, "source_top1": source_top1, "rows": rows,
               "seconds": round(time.time() - start, 1)}
     return judge(result)
 
@@ -246,10 +275,12 @@ def judge(result: dict) -> dict:
 def merge(earlier: dict, new: dict, when: str, command: list[str]) -> dict:
     """``earlier``'s table with ``new``'s rows (the linear probe's included) in their place, judged
     again against the probe row now in it; ``reruns`` says which rows each merge replaced, when."""
-    for key in ("size", "backbone", "margin", "source_top1"):
-        if earlier.get(key, "vit") != new.get(key, "vit"):  # tables from before --backbone are the per-frame ViT's
-            raise ValueError(f"--merge-into: its {key} ({earlier.get(key, 'vit')}) differs from this run's "
-                             f"({new.get(key, 'vit')}): its rows were not measured on the same check")
+    for key, default in (("size", None), ("backbone", "vit"), ("margin", None), ("source_top1", None),
+                         ("standin", {}), ("train_only", "")):
+        # tables from before --backbone are the per-frame ViT's; from before --pretrain-lr etc. the demo's stand-in
+        if earlier.get(key, default) != new.get(key, default):
+            raise ValueError(f"--merge-into: its {key} ({earlier.get(key, default)}) differs from this run's "
+                             f"({new.get(key, default)}): its rows were not measured on the same check")
     rows = {**earlier["rows"], **new["rows"]}
     for name, row in rows.items():  # copies of a preset that was rerun follow it
         if row.get("same_as") in new["rows"]:
@@ -283,6 +314,14 @@ def main(argv=None) -> int:
                    "only: the check's verdict is on the presets as shipped)")
     p.add_argument("--backbone", choices=sorted(BACKBONES), default="vit",
                    help="vit: the demo's per-frame small ViT; video_vit: the same size over space-time (tubelets)")
+    p.add_argument("--source-per-class", type=int, default=0, help="stand-in experiments: source clips per class "
+                   "(0 = the size's)")
+    p.add_argument("--pretrain-epochs", type=int, default=0, help="stand-in experiments: pretraining epochs (0 = the size's)")
+    p.add_argument("--pretrain-lr", type=float, default=0.0, help="stand-in experiments: pretraining lr (0 = the demo's)")
+    p.add_argument("--pos-embed", choices=("learned", "sincos"), default="learned",
+                   help="stand-in experiments: sincos starts the stand-in's position embedding from MAE's 2D sin-cos")
+    p.add_argument("--train-only", default="", metavar="REGEX", help="diagnostics: of each preset's trainable backbone "
+                   "parameters only those whose name matches REGEX train (with the head), e.g. full_ft with pos_embed")
     p.add_argument("--out", default=str(RESULTS / "recipe_check.json"))
     p.add_argument("--merge-into", default="", metavar="FILE",
                    help="put this run's rows (and the linear probe's) in place of theirs in FILE, an earlier result "
@@ -291,6 +330,13 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     presets = [x.strip() for x in a.presets.split(",") if x.strip()] or adapter_presets()
+    size = TINY if a.tiny else SIZES[a.size]
+    size = replace(size, source_per_class=a.source_per_class or size.source_per_class,
+                   pretrain_epochs=a.pretrain_epochs or size.pretrain_epochs)
+    if a.pos_embed == "sincos" and a.backbone != "vit":
+        p.error("--pos-embed sincos is for the per-frame ViT (--backbone vit)")
+    standin = {**({"lr": a.pretrain_lr} if a.pretrain_lr else {}),
+               **({"pos_embed": a.pos_embed} if a.pos_embed != "learned" else {})}
     earlier = None
     if a.merge_into:  # read before the run: a bad file fails at once, not after it
         try:
@@ -301,10 +347,11 @@ def main(argv=None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_check(TINY if a.tiny else SIZES[a.size], Path(a.work or tmp), presets, a.margin,
-                           overrides=a.set, arch=a.backbone)
+        result = run_check(size, Path(a.work or tmp), presets, a.margin, overrides=a.set, arch=a.backbone,
+                           standin=standin, train_only=a.train_only)
     result["size_name"] = "tiny" if a.tiny else a.size
     result["machine"] = machine()
+    result["command"] = " ".join(["python", "benchmarks/recipe_check.py", *(sys.argv[1:] if argv is None else argv)])
     if earlier is not None:
         a.out = a.merge_into
         try:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[3]
 MHVA_PRESETS = ["mhva_pt", "mhva_pt_mmca", "cm3t"]  # the rest of the MHVA presets: the benchmark
@@ -64,6 +65,8 @@ def test_merge_replaces_the_rerun_rows_keeps_the_rest_and_judges_them_all_again(
     with pytest.raises(ValueError, match="backbone"):  # a table from before --backbone is the per-frame ViT's
         merge(earlier, {**new, "backbone": "video_vit"}, "T", [])
     assert merge(earlier, {**new, "backbone": "vit"}, "T", [])["all_pass"]
+    with pytest.raises(ValueError, match="standin"):  # another stand-in is another check
+        merge(earlier, {**new, "standin": {"pos_embed": "sincos"}}, "T", [])
 
 
 def test_the_check_trains_with_the_recipes_regularisers():
@@ -84,6 +87,25 @@ def test_the_check_trains_with_the_recipes_regularisers():
 
     assert hooks(0.0) == 0
     assert hooks(0.1) == 2 * 4  # both residual branches of the small ViT's 4 blocks
+
+
+def test_stand_in_and_train_only_diagnostics_do_what_they_say():
+    """--pos-embed sincos starts the stand-in from MAE's 2D sin-cos (class token row 0); --train-only REGEX
+    leaves only the matching backbone parameters (and the head) to the optimiser."""
+    sys.path.insert(0, str(ROOT))
+    from timm.layers import build_sincos2d_pos_embed
+
+    from benchmarks.recipe_check import UNUSED, render, train
+    from pipelines.demo.cm3t import demo_config
+
+    video, labels = render("appearance", 4, 2, 2, seed=0)
+    data = {"train": (video, labels), "val": (video, labels)}
+    cfg = demo_config(["pretrain"], [*UNUSED, "optim.epochs=1", "optim.lr=1e-9"])  # ~what was set stays
+    _, model = train(cfg, 4, data, batch=4, seed=0, train_only="pos_embed", pos_embed="sincos")
+    pos = model.backbone.vit.pos_embed.detach()[0]  # (1 + 4*4, 64)
+    assert pos[0].abs().max() < 1e-5 and torch.allclose(pos[1:], build_sincos2d_pos_embed([4, 4], 64), atol=1e-5)
+    trains = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trains == {"backbone.vit.pos_embed", "head.1.weight", "head.1.bias"}
 
 
 def test_a_run_with_soft_targets_is_not_called_collapsed_for_its_loss():
