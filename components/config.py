@@ -24,15 +24,24 @@ class ConfigError(ValueError):
 
 
 class YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's floats: YAML 1.1 wants a dot in an exponent float, so
-    ``lr: 3e-4`` (the way every lr is written) would load as the string '3e-4'."""
+    """PyYAML's safe loader with YAML 1.2's numbers and booleans. YAML 1.1 wants a dot in an exponent
+    float, so ``lr: 3e-4`` (the way every lr is written) would be the string '3e-4'; and it reads
+    on/off/yes/no as booleans, so ``amp: off`` would be False. Boolean fields still take yes/no/on/off
+    (``_convert``)."""
 
 
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."),
 )
+_WORD_BOOLS = {"yes": True, "on": True, "no": False, "off": False}
 
 
 def yaml_load(text: str) -> Any:
@@ -158,6 +167,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in _WORD_BOOLS:  # YAML 1.1's words for them
+            return _WORD_BOOLS[value.lower()]
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -170,6 +181,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # a name like 2024
+            return str(value)
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     if tp is Path:
         if isinstance(value, (str, Path)):
@@ -231,16 +244,29 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+def override_value(raw: str) -> Any:
+    """A ``--set`` value: YAML (numbers, lists, mappings), except where YAML would not keep the text as
+    typed: ``#`` after a space (a comment in YAML, text on a command line), ``|`` or ``>`` (block
+    scalars: empty), and text YAML cannot parse (``,``): those are the text itself."""
+    text = raw.strip()
+    if not text or text.startswith("#") or " #" in text:
+        return text
+    try:
+        value = yaml_load(text)
+    except yaml.YAMLError:
+        return text
+    if value == "" and text[0] in "|>":
+        return text
+    return value
+
+
 def apply_override(data: dict, assignment: str) -> dict:
     """Apply one ``a.b.0.c=value`` override (value parsed as YAML) to nested plain data."""
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r} is not of the form key=value")
     key, raw = assignment.split("=", 1)
     key = key.strip()
-    try:
-        value = yaml_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from None
+    value = override_value(raw)
     parts = key.split(".")
     node: Any = data
     for i, part in enumerate(parts[:-1]):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -190,8 +192,10 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.epochs <= 0:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not self.lr > 0 or math.isinf(self.lr):  # `not >` also refuses nan
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         if self.collapse_patience < 1:

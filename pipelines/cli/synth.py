@@ -30,9 +30,24 @@ def run(args) -> int:
     from components.data.synth import make_synthetic_dataset
     from pipelines.cli.args import guard_output
 
+    check_args(args)
     guard_output(Path(args.out_dir) / "manifest.parquet", "out_dir", overwrite=args.overwrite)
     path = make_synthetic_dataset(args.out_dir, num_classes=args.classes, clips_per_class=args.clips_per_class,
                                   frames=args.frames, size=args.size, seed=args.seed, feature_dim=args.feature_dim,
                                   corrupt=args.corrupt, task=args.task)
     print(f"manifest: {path}")
     return 0
+
+
+def check_args(args) -> None:
+    """One line naming the flag, before any file is written (the generator's own checks would be tracebacks)."""
+    from components.config import ConfigError
+
+    limits = [("--classes", args.classes, 2), ("--clips-per-class", args.clips_per_class, 1),
+              ("--frames", args.frames, 2), ("--size", args.size, 8), ("--seed", args.seed, 0),
+              ("--feature-dim", args.feature_dim, 0), ("--corrupt", args.corrupt, 0)]
+    for flag, value, least in limits:
+        if value < least:
+            raise ConfigError(f"{flag} must be >= {least}, got {value}")
+    if args.size % 2:
+        raise ConfigError(f"--size must be even (the videos are yuv420p), got {args.size}")

@@ -188,7 +188,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
 
     # 1) options, model, manifest and views, checked before Ray starts
     check_view_counts(clips, crops)
-    check_split(split)
+    split = check_split(split)
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     t = load_trained(source, backbone_checkpoint)
@@ -209,7 +209,9 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     if not manifest:
         raise ConfigError(f"{source}: the run names no manifest: pass --manifest")
     if not exists(manifest):  # a local file or an s3:// / gs:// / https:// object
-        raise FileNotFoundError(f"manifest not found: {manifest}")
+        saved = "" if manifest != cfg.data.manifest or "://" in manifest or Path(manifest).is_absolute() else \
+            f" (the run's data.manifest, relative to where it was trained); pass --manifest PATH"
+        raise ConfigError(f"manifest not found: {manifest}{saved}")
     m = read_manifest(manifest, check_files=cfg.data.check_files, required_columns=[make_task(t.task).column],
                       feature_columns=[mod.column for mod in cfg.model.modalities])
     check_classes(t, manifest, m.class_names)

@@ -256,11 +256,12 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
 
     # 1) options and inputs, checked before Ray starts
     check_options(out, top_k, window_sec, stride_sec, workers, batch_size)
-    check_split(split)
+    split = check_split(split)
     from pipelines.cli.args import guard_output
 
     # predict replaces its own earlier table, never one of its inputs (e.g. a manifest given as INPUT)
     guard_output(out, "--out", [("RUN_DIR", source)] + [("INPUT", i) for i in inputs], overwrite=True)
+    refuse_manifest_out(out)
     window_sec, stride_sec = window_sec or 0.0, stride_sec or 0.0
     quiet = log_level() == "quiet"
     trained = load_trained(source, backbone_checkpoint)
@@ -341,3 +342,19 @@ def run_predict(source: str, inputs: list[str], out: str, top_k: int | None = No
     print(f"[vidpeft] wrote {done} prediction row(s) to {out_path}" +
           (f" ({failed} could not be decoded: see their error column)" if failed else ""), flush=True)
     return {"rows": done, "failed": failed, "out": str(out_path)}
+
+
+def refuse_manifest_out(out) -> None:
+    """predict replaces an earlier table of its own at ``out``, but never a manifest (one whose schema holds
+    vidpeft's manifest metadata): that would lose a dataset's annotations."""
+    from components.data.manifest import METADATA_KEY
+
+    path = Path(out)
+    if not path.is_file():
+        return
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return  # not Parquet: nothing of vidpeft's to lose beyond what --out always replaced
+    if METADATA_KEY in meta:
+        raise ConfigError(f"--out {out}: is a vidpeft manifest, not an earlier prediction table; write to another file")

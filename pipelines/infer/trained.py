@@ -166,12 +166,18 @@ def build_trained(t: Trained, device="cpu"):
     return model.to(torch.device(device)).eval()
 
 
-def check_split(split: str | None) -> None:
-    """--split names one of the manifest splits (checked before anything is loaded)."""
+def check_split(split: str | None) -> str | None:
+    """--split as the manifest names it (``validation`` is ``val``, as `prepare` reads it), checked before
+    anything is loaded."""
+    from components.data.converters.base import SPLIT_WORDS
     from components.data.manifest import SPLITS
 
-    if split is not None and split not in SPLITS:
+    if split is None:
+        return None
+    name = SPLIT_WORDS.get(split.lower(), split)
+    if name not in SPLITS:
         raise ConfigError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
+    return name
 
 
 def check_classes(t: Trained, manifest_path: str | Path, manifest_names: list[str]) -> None:

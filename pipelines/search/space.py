@@ -49,9 +49,8 @@ class ParamSpec:
         for name in ("lower", "upper"):
             v = getattr(self, name)
             if not isinstance(v, number) or isinstance(v, bool):
-                hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(v, str) else ""
                 kind = "an integer" if number is int else "a number"
-                raise ValueError(f"{self.type} needs {kind} for '{name}', got {v!r}{hint}")
+                raise ValueError(f"{self.type} needs {kind} for '{name}', got {v!r}")
         if not self.lower < self.upper:
             raise ValueError(f"lower ({self.lower}) must be below upper ({self.upper})")
         if self.type == "loguniform" and self.lower <= 0:

@@ -83,3 +83,19 @@ def test_exponent_floats_as_users_write_them(tmp_path):
         resolve(ExperimentConfig, [], ["optim.lr=3e-4x"])
     with pytest.raises(ConfigError, match="data.batch_size"):
         resolve(ExperimentConfig, [], ["data.batch_size=1e1"])
+
+
+def test_words_and_text_as_users_type_them(tmp_path):
+    """YAML 1.1 read off/on/yes/no as booleans, so `optim.amp=off` (a documented value) was refused; a text
+    field takes a number-like name (2024) and a ' #' (not a YAML comment on a command line); boolean fields
+    still take the words."""
+    f = tmp_path / "c.yaml"
+    f.write_text("optim:\n  amp: off\n")
+    assert resolve(ExperimentConfig, [f]).optim.amp == "off"
+    cfg = resolve(ExperimentConfig, [], ["optim.amp=off", "tracking.experiment=2024", "output_dir=runs/mine #1",
+                                         "scaling.use_gpu=no", "tracking.enabled=yes"])
+    assert (cfg.optim.amp, cfg.tracking.experiment, cfg.output_dir) == ("off", "2024", "runs/mine #1")
+    assert cfg.scaling.use_gpu is False and cfg.tracking.enabled is True
+    for bad, key in (("optim.lr=.nan", "optim"), ("optim.lr=.inf", "optim"), ("optim.weight_decay=-0.1", "optim")):
+        with pytest.raises(ConfigError, match=key):
+            resolve(ExperimentConfig, [], [bad])

@@ -26,7 +26,7 @@ from components.io import is_remote, join, list_files, local_path
 MISSING_POLICIES = ("error", "skip")
 
 # File-name words that tell the split (EPIC_100_validation.csv, something-something-v2-train.json).
-_SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val",
+SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val",
                 "validation": "val", "validate": "val", "test": "test", "testing": "test"}
 
 
@@ -56,8 +56,8 @@ class AnnotationFile:
     def parse(cls, arg: str | os.PathLike) -> AnnotationFile:
         text = str(arg)
         head, sep, tail = text.partition("=")
-        if sep and head in _SPLIT_WORDS and not os.path.exists(text):
-            return cls(Path(tail), _SPLIT_WORDS[head])
+        if sep and head.lower() in SPLIT_WORDS and not os.path.exists(text):
+            return cls(Path(tail), SPLIT_WORDS[head.lower()])
         return cls(Path(text), split_from_name(text))
 
     def require_split(self) -> str:
@@ -70,15 +70,15 @@ class AnnotationFile:
 def split_from_name(path: str | os.PathLike) -> str | None:
     """train/val/test from the words of a file name, or None when it names no split."""
     words = re.split(r"[^a-z]+", Path(path).name.lower())
-    found = {_SPLIT_WORDS[w] for w in words if w in _SPLIT_WORDS}
+    found = {SPLIT_WORDS[w] for w in words if w in SPLIT_WORDS}
     return found.pop() if len(found) == 1 else None
 
 
 def normalise_split(value: str, path: str | os.PathLike, where: str) -> str:
-    split = _SPLIT_WORDS.get(str(value).strip().lower())
+    split = SPLIT_WORDS.get(str(value).strip().lower())
     if split is None:
         raise ConverterError(path, f"unknown split value {value!r}; expected one of "
-                                   f"{sorted(_SPLIT_WORDS)}", where)
+                                   f"{sorted(SPLIT_WORDS)}", where)
     return split
 
 
@@ -316,13 +316,15 @@ def build_manifest(converted: Converted, finder: VideoFinder, out: str | os.Path
     out = Path(out).absolute()
     skipped = list(converted.dropped)
     rows: list[dict[str, Any]] = []
+    origins = []  # the annotation record of each row, to name its file and line in an error
     seen: dict[str, str] = {}
     for r in converted.rows:
         if r.split not in SPLITS:
             raise ConverterError(r.source, f"split {r.split!r} is not one of {SPLITS}", r.where, r.clip_id)
         if r.clip_id in seen:
-            raise ConverterError(r.source, f"duplicate clip id (first at {seen[r.clip_id]})",
-                                 r.where, r.clip_id)
+            raise ConverterError(r.source, f"duplicate clip id (first at {seen[r.clip_id]}); ids default to the "
+                                           "file name without its extension: --set clip_id_column=COLUMN gives "
+                                           "each row its own (e.g. video_path)", r.where, r.clip_id)
         seen[r.clip_id] = f"{r.source}, {r.where}"
         path, reason = finder.find(r.videos, r.names)
         if path is None:
@@ -337,6 +339,7 @@ def build_manifest(converted: Converted, finder: VideoFinder, out: str | os.Path
             columns["video_path"] = os.path.relpath(columns["video_path"], out.parent)
         rows.append({"clip_id": r.clip_id, **columns, "split": r.split,
                      "dataset": dataset or converted.dataset, **r.fields})
+        origins.append(r)
     if not rows:
         raise ConverterError(out, f"no rows left to write ({len(skipped)} skipped; the first: "
                                   f"{skipped[0]['reason'] if skipped else 'none'})")
@@ -345,8 +348,15 @@ def build_manifest(converted: Converted, finder: VideoFinder, out: str | os.Path
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.parquet", dir=out.parent)
     os.close(fd)
     try:
-        write_manifest(tmp, rows, converted.class_names, feature_dims={},
-                       regression_names=converted.regression_names)
+        try:
+            write_manifest(tmp, rows, converted.class_names, feature_dims={},
+                           regression_names=converted.regression_names)
+        except ManifestError as e:  # a bad value in a row: name its annotation line, not the temporary file
+            if isinstance(e, ConverterError) or e.row is None or e.row >= len(origins):
+                raise
+            r = origins[e.row]
+            raise ConverterError(r.source, f"column {e.column!r}: {e.reason}" if e.column else e.reason,
+                                 r.where, r.clip_id) from None
         stats = add_features(tmp, [_with_files(s, converted) for s in features]) if features else []
         os.replace(tmp, out)
     finally:

@@ -41,6 +41,10 @@ class GenericCsvOptions:
                                          "to the annotation file's folder; empty cell = none); set by "
                                          "`prepare --feature NAME=COLUMN`")
 
+    def __post_init__(self) -> None:
+        if self.multi_label_column and not self.multi_label_sep:
+            raise ValueError("multi_label_sep is empty: give the separator, e.g. --set 'multi_label_sep=|'")
+
 
 def _time(value: str, unit: str, path: Path, where: str, column: str) -> float | int:
     if unit == "frame":

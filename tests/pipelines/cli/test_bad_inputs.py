@@ -266,3 +266,79 @@ def test_more_workers_than_training_clips_is_a_one_line_error(ray_session, synth
                                           "--set", "scaling.num_workers=2"))
     assert rc != 0 and "Traceback" not in text
     assert "scaling.num_workers: 1 training clip(s) cannot be shared among 2 workers" in text
+
+
+# ---- values users type: synth's flags, prepare's separators and time ranges, predict's --out ------------------
+
+@pytest.mark.parametrize("flags, names", [(["--classes", "1"], "--classes"), (["--frames", "1"], "--frames"),
+                                          (["--size", "7"], "--size"), (["--seed", "-1"], "--seed")])
+def test_synth_flags_out_of_range_are_one_line(tmp_path, capsys, flags, names):
+    rc, err = run_cli(capsys, ["synth", tmp_path / "s", *flags])
+    assert_one_line(rc, err, names)
+    assert not (tmp_path / "s").exists()  # checked before anything is written
+
+
+def csv_videos(tmp_path: Path, rows: list[list[str]], header: list[str]) -> tuple[Path, Path]:
+    vids = tmp_path / "v"
+    vids.mkdir(exist_ok=True)
+    for name in ("a", "b"):
+        (vids / f"{name}.mp4").write_bytes(b"not checked by prepare")
+    ann = tmp_path / "train.csv"
+    with open(ann, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    return ann, vids
+
+
+def test_a_bad_time_range_names_the_annotation_line_not_a_temporary_file(tmp_path, capsys):
+    ann, vids = csv_videos(tmp_path, [["a.mp4", "x", "0", "1"], ["b.mp4", "y", "5", "2"]],
+                           ["video_path", "label", "start", "end"])
+    out = tmp_path / "m.parquet"
+    rc, err = run_cli(capsys, ["prepare", "csv", "--annotations", ann, "--videos", vids, "--out", out,
+                               "--set", "start_column=start", "--set", "end_column=end"])
+    assert_one_line(rc, err, f"{ann}, line 3")
+    assert "partial" not in err and "end_sec" in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["train.csv", "v"]  # no temporary left
+
+
+def test_multi_label_separators_as_typed_and_the_manifest_follows_the_umask(tmp_path, capsys):
+    """`--set multi_label_sep=|` is the character (YAML alone reads '|' as an empty block); an empty separator is
+    one line; the manifest gets the umask's mode (mkstemp's 0600 hid it from workers under another user)."""
+    import os
+
+    from components.data.manifest import read_manifest
+
+    ann, vids = csv_videos(tmp_path, [["a.mp4", "cut|stir"], ["b.mp4", "stir"]], ["video_path", "tags"])
+    common = ["prepare", "csv", "--annotations", ann, "--videos", vids, "--set", "label_column=",
+              "--set", "multi_label_column=tags"]
+    rc, err = run_cli(capsys, [*common, "--out", tmp_path / "none.parquet", "--set", "multi_label_sep="])
+    assert_one_line(rc, err, "multi_label_sep")
+    old = os.umask(0o022)
+    try:
+        rc, err = run_cli(capsys, [*common, "--out", tmp_path / "m.parquet", "--set", "multi_label_sep=|"])
+    finally:
+        os.umask(old)
+    assert rc == 0, err
+    assert read_manifest(tmp_path / "m.parquet").class_names == ["cut", "stir"]
+    assert (tmp_path / "m.parquet").stat().st_mode & 0o777 == 0o644
+
+
+def test_predict_never_replaces_a_manifest_and_reads_validation_as_val(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.config import ConfigError
+    from components.data.manifest import write_manifest
+    from pipelines.infer.predict import refuse_manifest_out
+    from pipelines.infer.trained import check_split
+
+    manifest = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "video_path": "a.mp4", "split": "train",
+                                                        "dataset": "d", "label": 0}], ["x"])
+    with pytest.raises(ConfigError, match="is a vidpeft manifest"):
+        refuse_manifest_out(manifest)
+    earlier = tmp_path / "predictions.parquet"
+    pq.write_table(pa.table({"clip_id": ["a"], "label": ["x"]}), earlier)
+    refuse_manifest_out(earlier)  # its own earlier table: replaced, as documented
+    refuse_manifest_out(tmp_path / "new.parquet")
+    assert [check_split(s) for s in ("validation", "Val", "test", None)] == ["val", "val", "test", None]
+    with pytest.raises(ConfigError, match="--split 'dev'"):
+        check_split("dev")

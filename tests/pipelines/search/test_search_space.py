@@ -67,7 +67,7 @@ def test_a_key_or_value_the_config_rejects_stops_the_search(tmp_path, params, wo
     ("{type: normal, lower: 0, upper: 1}", ["type", "normal"]),
     ("{type: uniform, lower: 0.5}", ["upper"]),
     ("{type: loguniform, lower: 0.0, upper: 1.0}", ["lower > 0"]),
-    ("{type: loguniform, lower: 1e-4, upper: 1.0e-2}", ["1.0e-4"]),  # YAML reads 1e-4 as a string
+    ("{type: loguniform, lower: 1e-4x, upper: 1.0e-2}", ["'1e-4x'"]),  # not a number (1e-4 is: YAML 1.2)
     ("{type: randint, lower: 1.5, upper: 4}", ["integer"]),
     ("{type: choice, values: []}", ["values"]),
     ("{type: choice, value: [1, 2]}", ["value"]),  # typo'd field
@@ -87,7 +87,7 @@ def test_yaml_maps_to_tune_domains_and_back(tmp_path):
 metric: val_loss
 mode: min
 params:
-  optim.lr: {type: loguniform, lower: 1.0e-4, upper: 1.0e-2}
+  optim.lr: {type: loguniform, lower: 1e-4, upper: 1.0e-2}
   optim.weight_decay: {type: uniform, lower: 0.0, upper: 0.1}
   optim.epochs: {type: randint, lower: 1, upper: 4}
   model.adapters.0.bottleneck: {type: choice, values: [8, 16]}
