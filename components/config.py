@@ -45,7 +45,7 @@ _WORD_BOOLS = {"yes": True, "on": True, "no": False, "off": False}
 
 
 def yaml_load(text: str) -> Any:
-    """``text`` as YAML, safely (no object tags), with YAML 1.2's exponent floats."""
+    """``text`` as YAML, safely (no object tags), with YAML 1.2's exponent floats and booleans."""
     return yaml.load(text, Loader=YamlLoader)
 
 

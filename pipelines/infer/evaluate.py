@@ -210,7 +210,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
         raise ConfigError(f"{source}: the run names no manifest: pass --manifest")
     if not exists(manifest):  # a local file or an s3:// / gs:// / https:// object
         saved = "" if manifest != cfg.data.manifest or "://" in manifest or Path(manifest).is_absolute() else \
-            f" (the run's data.manifest, relative to where it was trained); pass --manifest PATH"
+            " (the run's data.manifest, relative to where it was trained); pass --manifest PATH"
         raise ConfigError(f"manifest not found: {manifest}{saved}")
     m = read_manifest(manifest, check_files=cfg.data.check_files, required_columns=[make_task(t.task).column],
                       feature_columns=[mod.column for mod in cfg.model.modalities])
