@@ -150,7 +150,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+            hint = f" (one item is a list too: [{value}])" if isinstance(value, (str, int, float)) else ""
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}{hint}")
         item_tp = args[0] if args else Any
         return [_convert(v, item_tp, f"{key}.{i}") for i, v in enumerate(value)]
     if origin is dict:

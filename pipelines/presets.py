@@ -26,7 +26,13 @@ def find_preset(name: str) -> Path:
     try:
         return find("preset", name)
     except ConfigError:
-        raise ConfigError(f"--preset {name}: no such preset file (presets: {', '.join(names('preset'))})") from None
+        pass
+    try:  # a shipped config that is no preset (demo/target): it has no sources to show
+        find("config", name)
+        what = "is a shipped config, not a preset: it names no source per value (`vidpeft explain` lists every key)"
+    except ConfigError:
+        what = "no such preset file"
+    raise ConfigError(f"--preset {name}: {what} (presets: {', '.join(names('preset'))})") from None
 
 
 def leaves(data, prefix: str = "") -> list[tuple[str, object]]:

@@ -45,8 +45,8 @@ def one_line(e: BaseException) -> str:
     from pipelines.runtime.redaction import redact_urls
 
     text = " ".join(str(e).split()) or type(e).__name__
-    if isinstance(e, OSError):
-        where = e.filename or _path_of(e)
+    if isinstance(e, OSError):  # a message that names its path already is not given another frame's
+        where = e.filename or (None if os.sep in text or "://" in text else _path_of(e))
         if where and str(where) not in text:
             text = f"{where}: {text}"
     return redact_urls(text)

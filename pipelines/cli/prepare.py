@@ -55,6 +55,8 @@ def run(args) -> int:
                                              for t, specs in ((False, args.feature), (True, args.feature_time))
                                              for s in specs]
     guard_output(args.out, "--out", inputs, args.overwrite)
+    if str(args.out).endswith(("/", os.sep)) or Path(args.out).suffix.lower() != ".parquet":
+        raise ConfigError(f"--out {args.out}: a manifest is one Parquet file; give a path ending in .parquet")
     options: dict = {}
     for ov in args.overrides:
         apply_override(options, ov)

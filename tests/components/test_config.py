@@ -44,6 +44,7 @@ def test_override_into_list_item(tmp_path):
         (["data.train_sampling=random"], "data"),
         (["optim.lr"], "key=value"),
         (["model.adapters.3.bottleneck=1"], "model.adapters.3"),
+        (["model.adapters=bottleneck"], "one item is a list too: [bottleneck]"),
     ],
 )
 def test_errors_name_the_key(overrides, fragment):

@@ -63,10 +63,15 @@ MISSING_CELLS = {"", "nan", "na", "n/a", "null", "none"}
 
 
 def _check_labels(af: AnnotationFile, line: int, r: dict, opts: GenericCsvOptions) -> None:
-    """Every row carries a label: an empty or NaN cell is an error naming file, line and column."""
+    """Every row carries a label: an empty or NaN cell is an error naming file, line and column. With
+    ``label_type: name`` only an empty cell is missing, so a class may be called None or NA."""
     cols = [c for c in (opts.label_column, opts.multi_label_column) if c]
-    if cols and all((r.get(c) or "").strip().lower() in MISSING_CELLS for c in cols):
-        raise ConverterError(af.path, f"empty or NaN label in column {' / '.join(map(repr, cols))}", f"line {line}")
+    missing = {""} if opts.label_type == "name" else MISSING_CELLS
+    cells = [(r.get(c) or "").strip() for c in cols]
+    if cols and all(v.lower() in missing for v in cells):
+        hint = "; for a class named so, --set label_type=name" if any(cells) else ""
+        raise ConverterError(af.path, f"empty or NaN label in column {' / '.join(map(repr, cols))}{hint}",
+                             f"line {line}")
 
 
 def _index_classes(records: list, opts: GenericCsvOptions, cells) -> list[str]:

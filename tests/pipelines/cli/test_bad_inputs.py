@@ -342,3 +342,25 @@ def test_predict_never_replaces_a_manifest_and_reads_validation_as_val(tmp_path)
     assert [check_split(s) for s in ("validation", "Val", "test", None)] == ["val", "val", "test", None]
     with pytest.raises(ConfigError, match="--split 'dev'"):
         check_split("dev")
+
+
+def test_a_class_called_none_needs_label_type_name_and_says_so(tmp_path, capsys):
+    from components.data.manifest import read_manifest
+
+    ann, vids = csv_videos(tmp_path, [["a.mp4", "None"], ["b.mp4", "cut"]], ["video_path", "label"])
+    common = ["prepare", "csv", "--annotations", ann, "--videos", vids]
+    rc, err = run_cli(capsys, [*common, "--out", tmp_path / "auto.parquet"])
+    assert_one_line(rc, err, "line 2")
+    assert "label_type=name" in err  # an exported NaN reads the same, so auto refuses it and says how to keep it
+    rc, err = run_cli(capsys, [*common, "--out", tmp_path / "m.parquet", "--set", "label_type=name"])
+    assert rc == 0, err
+    assert read_manifest(tmp_path / "m.parquet").class_names == ["None", "cut"]
+
+
+@pytest.mark.parametrize("name", ["newdir/", "m.csv"])
+def test_prepare_out_must_be_a_parquet_file(tmp_path, capsys, name):
+    ann, vids = csv_videos(tmp_path, [["a.mp4", "x"], ["b.mp4", "y"]], ["video_path", "label"])
+    out = f"{tmp_path}/{name}"
+    rc, err = run_cli(capsys, ["prepare", "csv", "--annotations", ann, "--videos", vids, "--out", out])
+    assert_one_line(rc, err, ".parquet")
+    assert not (tmp_path / name.rstrip("/")).exists()

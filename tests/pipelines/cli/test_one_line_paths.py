@@ -53,3 +53,15 @@ def test_read_only_output_dir_error_names_the_file(tmp_path):
     finally:
         os.chmod(out, 0o700)
     assert str(out / "metrics.json") in line
+
+
+def test_a_message_that_names_its_path_is_not_given_another(tmp_path):
+    """`prepare --out data/manifest.parquet` with a missing --videos folder: the line names the folder, not
+    the output path a frame happened to hold."""
+    def _finds(out):
+        raise FileNotFoundError(f"videos folder not found: {tmp_path / 'videos'}")
+
+    try:
+        _finds(out=str(tmp_path / "data" / "manifest.parquet"))
+    except OSError as e:
+        assert one_line(e) == f"videos folder not found: {tmp_path / 'videos'}"

@@ -47,6 +47,9 @@ def test_explain_preset_prints_each_value_and_its_source(capsys):
 def test_an_unknown_preset_is_one_line_naming_the_known_ones():
     with pytest.raises(ConfigError, match=r"--preset cm3t/nope: no such preset file \(presets: .*cm3t/mhva_pt"):
         find_preset("cm3t/nope")
+    # a name `vidpeft list configs` prints that is no preset: said as such, not "no such file"
+    with pytest.raises(ConfigError, match=r"--preset demo/target: is a shipped config, not a preset"):
+        find_preset("demo/target")
 
 
 def test_the_m2clip_recipe_is_the_official_codes():
