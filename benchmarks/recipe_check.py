@@ -255,8 +255,8 @@ def run_check(size: Size, work: Path, presets: list[str], margin: float, say=pri
                         "lr": runs[0]["lr"], "trainable_pct": runs[0]["trainable_pct"], "runs": runs}
     result = {"size": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(size).items()},
               "backbone": arch, **({"standin": standin} if standin else {}),
-              **({"train_only": train_only} if train_only else {}), "chance": 1.0 / c, "margin": margin, "source_top1": source_top1, "rows": rows,
-              "seconds": round(time.time() - start, 1)}
+              **({"train_only": train_only} if train_only else {}), "chance": 1.0 / c, "margin": margin,
+              "source_top1": source_top1, "rows": rows, "seconds": round(time.time() - start, 1)}
     return judge(result)
 
 
@@ -335,6 +335,10 @@ def main(argv=None) -> int:
                    pretrain_epochs=a.pretrain_epochs or size.pretrain_epochs)
     if a.pos_embed == "sincos" and a.backbone != "vit":
         p.error("--pos-embed sincos is for the per-frame ViT (--backbone vit)")
+    try:
+        re.compile(a.train_only)
+    except re.error as e:
+        p.error(f"--train-only {a.train_only!r}: not a regular expression ({e})")
     standin = {**({"lr": a.pretrain_lr} if a.pretrain_lr else {}),
                **({"pos_embed": a.pos_embed} if a.pos_embed != "learned" else {})}
     earlier = None
