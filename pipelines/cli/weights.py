@@ -61,6 +61,27 @@ def _kwargs_hint(wf) -> str:
     return f", e.g. --family {family} --name {fit[0]} --kwargs '{flow(fit[1])}'" if fit else ""
 
 
+def _exported_model(path: Path) -> str:
+    """What a `vidpeft export` file holds, said for a person ('' for any other file): a whole model, not a
+    backbone checkpoint, so its layout is vidpeft's own."""
+    if path.suffix != ".safetensors":
+        return ""
+    from pipelines.infer.trained import read_standalone_meta
+
+    try:
+        meta = read_standalone_meta(path)
+    except ConfigError:
+        return ""
+    if meta is None:
+        return ""
+    model = (meta.get("config") or {}).get("model") or {}
+    backbone, adapters = model.get("backbone") or {}, model.get("adapters") or []
+    kinds = ", ".join(sorted({a.get("type", "?") for a in adapters})) or "none"
+    return (f"a `vidpeft export` file: backbone {backbone.get('family', '?')} {backbone.get('name', '?')}, "
+            f"adapters: {kinds}; a whole model: give it to `vidpeft predict` / `evaluate` (`export --backbone-only` "
+            f"writes the backbone alone)")
+
+
 def cmd_inspect(args) -> int:
     import components.backbones  # noqa: F401  (registers the families whose layouts are recognised)
     from components.weights.identify import looks_like
@@ -68,6 +89,10 @@ def cmd_inspect(args) -> int:
     from components.weights.reader import WeightsError, read_weights_file
 
     path = Path(args.file)
+    if path.is_dir():
+        print(f"vidpeft: error: {path}: is a directory; give a weights file (a run's weights.safetensors, or the "
+              f"file `vidpeft export` writes)", file=sys.stderr)
+        return 2
     try:
         wf = read_weights_file(path, key_hint="weights inspect")
     except WeightsError as e:
@@ -81,6 +106,10 @@ def cmd_inspect(args) -> int:
         print(f"other:      {', '.join(sorted(wf.metadata)[:8])} (non-tensor entries, not used)")
     if wf.dropped:
         print(f"dropped:    {', '.join(wf.dropped[:4])} (classifier head)")
+    whole = _exported_model(path)
+    if whole:
+        print(f"vidpeft:    {whole}")
+        return 0
     layout = detect_layout(wf.tensors)
     print(f"layout:     {layout_name(layout)}")
     guesses = looks_like(wf.tensors)

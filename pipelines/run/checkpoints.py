@@ -78,7 +78,11 @@ def checkpoint_complete(state: dict, sizes: dict[str, int]) -> bool:
 
 def restore_checkpoint(directory: Path, model, optimizer, scheduler, model_config: dict, scaler=None) -> dict:
     """Load weights, optimizer, schedule (and the fp16 scaler's state) from a checkpoint dir; returns
-    its state.json."""
+    its state.json, with ``schedule_steps: [saved, now]`` when this run plans another length (optim.epochs
+    raised on --resume): the steps taken are kept and the rest follows this run's schedule, where the saved
+    one would hold the added epochs at its floor lr."""
+    import warnings
+
     import torch
 
     from components.checkpoint import load_weights
@@ -86,10 +90,23 @@ def restore_checkpoint(directory: Path, model, optimizer, scheduler, model_confi
 
     load_weights(unwrap(model), directory / WEIGHTS, model_config)
     optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
+    saved, planned = torch.load(directory / "scheduler.pt", weights_only=True), scheduler.state_dict()
+    saved_total = saved.get("total_steps")
+    changed = saved_total is not None and saved_total != planned.get("total_steps")
+    if changed:
+        saved = {**saved, "total_steps": planned["total_steps"], "_schedule_phases": planned["_schedule_phases"]}
+    scheduler.load_state_dict(saved)
+    if changed:  # the lr of the step it resumes at, on this run's curve (the optimizer holds the saved one)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # get_lr outside step() warns; here it is the point
+            for group, lr in zip(optimizer.param_groups, scheduler.get_lr()):
+                group["lr"] = lr
     if scaler is not None and (directory / SCALER).exists():
         scaler.load_state_dict(torch.load(directory / SCALER, weights_only=True))
-    return json.loads((directory / STATE).read_text())
+    state = json.loads((directory / STATE).read_text())
+    if changed:
+        state["schedule_steps"] = [saved_total, planned["total_steps"]]
+    return state
 
 
 def latest_checkpoint(storage: str | Path) -> str | None:

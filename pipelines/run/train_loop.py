@@ -230,6 +230,10 @@ class WorkerRun:
                     f"{state[MID_EPOCH]['clips']} of its clips (a mid-epoch checkpoint)")
             elif self.rank == 0 and cfg.log.level != "quiet":
                 say(f"[vidpeft] resumed after epoch {state['epoch'] + 1}/{cfg.optim.epochs} (its checkpoint)")
+            if self.rank == 0 and cfg.log.level != "quiet" and state.get("schedule_steps"):
+                was, now = state["schedule_steps"]
+                say(f"[vidpeft] the lr schedule now spans {now} steps, not the checkpoint's {was} (optim.epochs or "
+                    f"the batch changed): lr resumes at {self.optimizer.param_groups[0]['lr']:.2e} on the new curve")
 
     # 5) logging: the driver's live board, MLflow (rank 0 into the driver's run), the health checks
     def open_logging(self) -> None:

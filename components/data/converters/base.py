@@ -268,7 +268,9 @@ class VideoFinder:
         return self._index
 
     def find(self, videos: Sequence[str], names: Sequence[str] = ()) -> tuple[str | None, str]:
-        """(absolute path or URI, or None; reason when None)."""
+        """(absolute path or URI, or None; reason when None). A path written on Windows (``a\\b.mp4``) is
+        also tried with forward slashes."""
+        videos = list(videos) + [v.replace("\\", "/") for v in videos if "\\" in v and os.sep != "\\"]
         for rel in videos:
             if self._objects is not None:
                 p = join(self.root + "/", rel)

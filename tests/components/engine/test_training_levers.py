@@ -142,3 +142,33 @@ def test_steps_per_epoch_plans_shards_batches_and_accumulation():
     assert steps_per_epoch(100, 8, 2, 1) == 7  # 50 clips per worker
     assert steps_per_epoch(100, 8, 2, 4) == 2
     assert steps_per_epoch(0, 8, 1, 1) == 1
+
+
+def test_raising_epochs_on_resume_follows_the_new_schedule_not_the_saved_floor(tmp_path):
+    """`train --resume --set optim.epochs=N` (more than the checkpoint planned): the saved schedule had ended,
+    so the added epochs ran at its floor lr; the steps taken are kept and the rest follows the new curve."""
+    model = build("timm_vit", False)
+    opt = make_optimizer(trainable_groups(model, 1e-3), 1e-3, 0.0)
+    sched = make_scheduler(opt, 4, 0, 0.01)
+    step = TrainStep(model, opt, scheduler=sched)
+    for _ in range(4):
+        step(batch())
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5)  # the floor: the 4-step schedule is over
+    save_checkpoint(tmp_path, model, opt, sched, {"epoch": 0}, {})
+
+    fresh = build("timm_vit", False)
+    opt2 = make_optimizer(trainable_groups(fresh, 1e-3), 1e-3, 0.0)
+    sched2 = make_scheduler(opt2, 12, 0, 0.01)  # three times the steps
+    state = restore_checkpoint(tmp_path, fresh, opt2, sched2, {})
+    assert state["schedule_steps"] == [4, 12] and sched2.last_epoch == sched.last_epoch
+    mid = opt2.param_groups[0]["lr"]
+    assert 1e-4 < mid < 1e-3  # a third of the way down a 12-step cosine, not the floor
+    step2 = TrainStep(fresh, opt2, scheduler=sched2)
+    lrs = []
+    for _ in range(8):
+        step2(batch())
+        lrs.append(opt2.param_groups[0]["lr"])
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(1e-5)  # down to the floor at step 12
+    # the same length: nothing changes, nothing is said
+    sched3 = make_scheduler(make_optimizer(trainable_groups(fresh, 1e-3), 1e-3, 0.0), 4, 0, 0.01)
+    assert "schedule_steps" not in restore_checkpoint(tmp_path, fresh, sched3.optimizer, sched3, {})

@@ -164,3 +164,21 @@ def test_train_preflight_says_the_same_one_line(tmp_path):
         check_model(experiment(f"model.backbone.checkpoint={tmp_path / 'swin.pth'}"))
     assert str(err.value) == (f"model.backbone.checkpoint: {tmp_path / 'swin.pth'}: a torchvision swin3d state dict "
                               "file, which the timm_vit family does not load: set model.backbone.family: video_swin")
+
+
+def test_inspect_says_what_vidpeft_s_own_files_are(tmp_path, inspect):
+    """An `export` file (a whole model, config inside) was 'an unrecognised layout: give --family and --name';
+    a run directory was 'weights file not found'."""
+    import json
+
+    from pipelines.infer.trained import STANDALONE_KEY
+
+    config = {"model": {"backbone": {"family": "timm_vit", "name": "vit_tiny_patch16_224"},
+                        "adapters": [{"type": "mhva"}, {"type": "prefix"}]}}
+    save_file({"backbone.vit.pos_embed": torch.zeros(1, 17, 8), "head.1.weight": torch.zeros(3, 8)},
+              str(tmp_path / "model.safetensors"), metadata={STANDALONE_KEY: json.dumps({"config": config})})
+    run = inspect(str(tmp_path / "model.safetensors"))
+    assert run.returncode == 0
+    assert "a `vidpeft export` file: backbone timm_vit vit_tiny_patch16_224, adapters: mhva, prefix" in one_line(run)
+    run = inspect(str(tmp_path))
+    assert run.returncode == 2 and "is a directory; give a weights file" in one_line(run)

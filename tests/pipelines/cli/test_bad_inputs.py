@@ -364,3 +364,18 @@ def test_prepare_out_must_be_a_parquet_file(tmp_path, capsys, name):
     rc, err = run_cli(capsys, ["prepare", "csv", "--annotations", ann, "--videos", vids, "--out", out])
     assert_one_line(rc, err, ".parquet")
     assert not (tmp_path / name.rstrip("/")).exists()
+
+
+def test_windows_style_paths_in_a_csv_are_found(tmp_path, capsys):
+    from components.data.manifest import read_manifest
+
+    (tmp_path / "v" / "chop").mkdir(parents=True)
+    for name in ("0001", "0002"):
+        (tmp_path / "v" / "chop" / f"{name}.mp4").write_bytes(b"not checked by prepare")
+    ann = tmp_path / "train.csv"
+    ann.write_text("video_path,label\r\nchop\\0001.mp4,a\r\nchop\\0002.mp4,b\r\n")
+    rc, err = run_cli(capsys, ["prepare", "csv", "--annotations", ann, "--videos", tmp_path / "v",
+                               "--out", tmp_path / "m.parquet"])
+    assert rc == 0, err
+    paths = sorted(read_manifest(tmp_path / "m.parquet").table["video_path"].to_pylist())
+    assert [Path(p).relative_to(tmp_path / "v").as_posix() for p in paths] == ["chop/0001.mp4", "chop/0002.mp4"]
