@@ -2,8 +2,9 @@
 
 A small ViT pretrained with vidpeft on an appearance task and exported alone, then every CM3T preset
 built on MHVA (with its own recipe, widths scaled by its ratios) on a motion task over 3 seeds: each
-beats the linear probe by >= 0.1 top-1 and no run collapses. AdaptFormer + PT and PT alone do not at
-this size (as in the paper, far behind MHVA + PT); benchmarks/results/recipe_check.json has them.
+beats the linear probe by >= 0.1 top-1 and no run collapses. AdaptFormer + PT, LoRA and PT alone do not
+(as in the paper, far behind MHVA + PT); benchmarks/results/recipe_check*.json has them, and
+docs/recipes.md what the verdict rests on (position in the frozen stand-in).
 """
 
 from __future__ import annotations
