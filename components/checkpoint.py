@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from components.io.fs import as_new_file
 from components.model_config import drop_other_kinds
 
 CONFIG_KEY = "vidpeft_model_config"
@@ -56,9 +57,7 @@ def save_safetensors(path: str | Path, state: dict[str, torch.Tensor], metadata:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    as_new_file(tmp)
     os.replace(tmp, path)
     return path
 

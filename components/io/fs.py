@@ -277,3 +277,12 @@ def delete(uri: str | os.PathLike) -> None:
         pass
     except STORE_ERRORS as e:
         raise classify(uri, e) from None
+
+
+def as_new_file(path: str | os.PathLike) -> None:
+    """Give a local file the mode a file created here normally gets (0666 less the umask: 0644 usually).
+    Writers that create owner-only files (mkstemp, safetensors: 0600) would otherwise hide what is renamed
+    into place from a worker running as another user on a shared disk."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -180,7 +180,7 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     import ray
 
     from components.data.manifest import read_manifest
-    from components.io import absolute, exists
+    from components.io import absolute, exists, is_uri
     from components.tasks import make_task
     from pipelines.data.ingest import decode_settings
     from pipelines.run.in_process import scores_here
@@ -209,9 +209,9 @@ def run_evaluate(source: str, manifest: str | None = None, split: str = "test", 
     if not manifest:
         raise ConfigError(f"{source}: the run names no manifest: pass --manifest")
     if not exists(manifest):  # a local file or an s3:// / gs:// / https:// object
-        saved = "" if manifest != cfg.data.manifest or "://" in manifest or Path(manifest).is_absolute() else \
-            " (the run's data.manifest, relative to where it was trained); pass --manifest PATH"
-        raise ConfigError(f"manifest not found: {manifest}{saved}")
+        relative = manifest == cfg.data.manifest and not is_uri(manifest) and not Path(manifest).is_absolute()
+        hint = " (the run's data.manifest, relative to where it was trained); pass --manifest PATH" if relative else ""
+        raise ConfigError(f"manifest not found: {manifest}{hint}")
     m = read_manifest(manifest, check_files=cfg.data.check_files, required_columns=[make_task(t.task).column],
                       feature_columns=[mod.column for mod in cfg.model.modalities])
     check_classes(t, manifest, m.class_names)

@@ -113,12 +113,6 @@ def write_manifest(path: str | os.PathLike, rows_or_table: pa.Table | Sequence[M
     return write_parquet_atomic(table, path)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
     """Write ``table`` to ``path`` through a temporary file in the same folder (never half a file)."""
     path = Path(path)
@@ -127,7 +121,7 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         pq.write_table(table, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the manifest from other users' workers
+        storage.as_new_file(tmp)  # not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
