@@ -333,6 +333,10 @@ def main(argv=None) -> int:
     size = TINY if a.tiny else SIZES[a.size]
     size = replace(size, source_per_class=a.source_per_class or size.source_per_class,
                    pretrain_epochs=a.pretrain_epochs or size.pretrain_epochs)
+    for flag, value in (("--source-per-class", a.source_per_class), ("--pretrain-epochs", a.pretrain_epochs),
+                        ("--pretrain-lr", a.pretrain_lr)):
+        if value < 0:
+            p.error(f"{flag} must be > 0 (or 0 for the default), got {value}")
     if a.pos_embed == "sincos" and a.backbone != "vit":
         p.error("--pos-embed sincos is for the per-frame ViT (--backbone vit)")
     try:
