@@ -65,6 +65,9 @@ def run(args) -> int:
                      features=_sources(args))
     print(f"manifest: {report.manifest} ({report.rows} clips, {report.num_classes} classes, "
           f"splits {report.splits})")
+    if report.no_class:
+        print(f"{report.no_class} clip(s) have none of the classes (an empty multi-label cell): each is a negative "
+              "for every class")
     if report.skipped:
         print(f"skipped {len(report.skipped)} row(s), listed in {report.skip_list}; the first: "
               f"{report.skipped[0]['file']}, {report.skipped[0]['where']}: {report.skipped[0]['reason']}")

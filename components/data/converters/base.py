@@ -305,6 +305,7 @@ class ConvertReport:
     skipped: list[dict[str, str]]  # {"file", "where", "clip_id", "reason"}
     skip_list: Path | None
     features: list[FeatureStats] = field(default_factory=list)
+    no_class: int = 0  # multi-label clips with none of the classes (negatives for every one)
 
 
 def build_manifest(converted: Converted, finder: VideoFinder, out: str | os.PathLike,
@@ -374,8 +375,9 @@ def build_manifest(converted: Converted, finder: VideoFinder, out: str | os.Path
     splits: dict[str, int] = {}
     for row in rows:
         splits[row["split"]] = splits.get(row["split"], 0) + 1
+    no_class = sum(1 for row in rows if row.get("multi_label") == [] and row.get("label") is None)
     return ConvertReport(out, len(rows), dict(sorted(splits.items())), len(converted.class_names),
-                         skipped, skip_list, stats)
+                         skipped, skip_list, stats, no_class)
 
 
 def _with_files(src: FeatureSource, converted: Converted) -> FeatureSource:

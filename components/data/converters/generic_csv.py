@@ -62,11 +62,18 @@ def _is_int(text: str) -> bool:
 MISSING_CELLS = {"", "nan", "na", "n/a", "null", "none"}
 
 
+def _missing(opts: GenericCsvOptions) -> set[str]:
+    """Cells that mean "no label": with ``label_type: name`` only the empty one, so a class may be called None or NA."""
+    return {""} if opts.label_type == "name" else MISSING_CELLS
+
+
 def _check_labels(af: AnnotationFile, line: int, r: dict, opts: GenericCsvOptions) -> None:
-    """Every row carries a label: an empty or NaN cell is an error naming file, line and column. With
-    ``label_type: name`` only an empty cell is missing, so a class may be called None or NA."""
+    """Every row carries a label: an empty or NaN cell is an error naming file, line and column. A
+    multi-label column alone may be empty: that clip has none of the classes (a negative for every one)."""
+    if not opts.label_column:
+        return
     cols = [c for c in (opts.label_column, opts.multi_label_column) if c]
-    missing = {""} if opts.label_type == "name" else MISSING_CELLS
+    missing = _missing(opts)
     cells = [(r.get(c) or "").strip() for c in cols]
     if cols and all(v.lower() in missing for v in cells):
         hint = "; for a class named so, --set label_type=name" if any(cells) else ""
@@ -136,9 +143,14 @@ def parse(files: list[AnnotationFile], opts: GenericCsvOptions, finder: VideoFin
         out = []
         if opts.label_column and r.get(opts.label_column):
             out.append(r[opts.label_column])
-        if opts.multi_label_column and r.get(opts.multi_label_column):
-            out.extend(v.strip() for v in r[opts.multi_label_column].split(opts.multi_label_sep) if v.strip())
-        return out
+        return out + multi(r)
+
+    def multi(r: dict) -> list[str]:
+        """The multi-label cell's class names or indices ([] for an empty or NaN cell)."""
+        raw = (r.get(opts.multi_label_column) or "") if opts.multi_label_column else ""
+        if raw.strip().lower() in _missing(opts):
+            return []
+        return [v.strip() for v in raw.split(opts.multi_label_sep) if v.strip()]
 
     values = [v for *_, r in records for v in cells(r)]
     if opts.label_type == "auto" and not opts.classes_file:
@@ -150,6 +162,9 @@ def parse(files: list[AnnotationFile], opts: GenericCsvOptions, finder: VideoFin
         class_names = _index_classes(records, opts, cells)
     else:
         class_names = sorted(set(values))
+    if not class_names and (opts.label_column or opts.multi_label_column):
+        cols = " / ".join(repr(c) for c in (opts.label_column, opts.multi_label_column) if c)
+        raise ConverterError(files[0].path, f"no row names a class in column {cols}: nothing to learn")
     index = {c: i for i, c in enumerate(class_names)}
 
     def to_index(v: str, af: AnnotationFile, where: str, cid: str) -> int:
@@ -186,9 +201,7 @@ def parse(files: list[AnnotationFile], opts: GenericCsvOptions, finder: VideoFin
         if opts.label_column and r.get(opts.label_column):
             fields["label"] = to_index(r[opts.label_column], af, where, cid)
         if opts.multi_label_column:
-            raw = r.get(opts.multi_label_column) or ""
-            fields["multi_label"] = sorted({to_index(v.strip(), af, where, cid)
-                                            for v in raw.split(opts.multi_label_sep) if v.strip()})
+            fields["multi_label"] = sorted({to_index(v, af, where, cid) for v in multi(r)})
         if opts.regression_columns:
             fields["regression"] = [parse_float(r[c], af.path, where, c) for c in opts.regression_columns]
         for c in opts.keep_columns:

@@ -322,6 +322,29 @@ def test_multi_label_separators_as_typed_and_the_manifest_follows_the_umask(tmp_
     assert (tmp_path / "m.parquet").stat().st_mode & 0o777 == 0o644
 
 
+def test_an_empty_multi_label_cell_is_a_clip_with_none_of_the_classes(tmp_path, capsys):
+    """Multi-label sets have clips where nothing happens (no behaviour in a group-interaction frame): an empty
+    or NaN cell is a negative for every class, counted in prepare's output; a column empty on every row is
+    one line, since there is nothing to learn."""
+    from components.data.manifest import read_manifest
+
+    ann, vids = csv_videos(tmp_path, [["a.mp4", "cut;stir"], ["b.mp4", ""]], ["video_path", "tags"])
+    common = ["prepare", "csv", "--annotations", ann, "--videos", vids, "--set", "label_column=",
+              "--set", "multi_label_column=tags"]
+    main([str(a) for a in [*common, "--out", tmp_path / "m.parquet"]])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and "1 clip(s) have none of the classes" in out.out, out.err
+    m = read_manifest(tmp_path / "m.parquet")
+    assert m.class_names == ["cut", "stir"]
+    assert {r["clip_id"]: r["multi_label"] for r in m.table.to_pylist()} == {"a": [0, 1], "b": []}
+    (tmp_path / "none").mkdir()
+    ann, vids = csv_videos(tmp_path / "none", [["a.mp4", "nan"], ["b.mp4", ""]], ["video_path", "tags"])
+    rc, err = run_cli(capsys, ["prepare", "csv", "--annotations", ann, "--videos", vids, "--set", "label_column=",
+                               "--set", "multi_label_column=tags", "--out", tmp_path / "none.parquet"])
+    assert_one_line(rc, err, "no row names a class in column 'tags'")
+    assert not (tmp_path / "none.parquet").exists()
+
+
 def test_predict_never_replaces_a_manifest_and_reads_validation_as_val(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
