@@ -18,6 +18,7 @@
             drop-path, EMA: built as a Train worker builds them, pipelines/run/regularisers.py).
             ``--backbone video_vit`` swaps in the same-size ViT over space-time (VideoMAE's tubelets,
             joint attention), pretrained the same way: an experiment beside the check, not its verdict.
+            So is ``--pretrain-objective mae``: the stand-in pretrained self-supervised (benchmarks/standin_mae.py).
 4. verdict  every preset's mean val top-1 over the seeds beats the linear probe's by >= ``--margin``, and
             no run collapsed (one predicted class on the val set, a non-finite loss, or a last-epoch train
             loss within 2% of ln C; not that last one for a recipe with soft targets: mixing, smoothing).
@@ -128,13 +129,13 @@ def batches(video, labels, batch: int, seed: int | None, side: dict | None = Non
 
 
 def train(cfg: ExperimentConfig, num_classes: int, data: dict, batch: int, seed: int, train_only: str = "",
-          pos_embed: str = "learned"):
+          pos_embed: str = "learned", model: torch.nn.Module | None = None):
     """Train ``cfg``'s model with its own optimiser recipe: (val top-1, classes predicted, losses, ...; the model).
     ``train_only`` (a diagnostic): of the backbone's trainable parameters only those whose name matches this
     regex train, beside the head. ``pos_embed``: ``sincos`` sets the position embedding to MAE's 2D sin-cos
-    before training (for pretraining a stand-in)."""
+    before training (for pretraining a stand-in). ``model``: train this one (built from ``cfg``) instead."""
     torch.manual_seed(seed)
-    model = build_model(cfg.model, num_classes)
+    model = model if model is not None else build_model(cfg.model, num_classes)
     if pos_embed == "sincos":
         sincos_position_embedding(model)
     if train_only:
@@ -203,7 +204,18 @@ def pretrain(size: Size, out: Path, arch: str = "vit", standin: dict | None = No
     if "lr" in standin:
         sets.append(f"optim.lr={standin['lr']}")
     cfg = demo_config(["pretrain"], [*UNUSED, f"optim.epochs={size.pretrain_epochs}", *sets])
-    result, model = train(cfg, 4, data, size.batch, seed=0, pos_embed=standin.get("pos_embed", "learned"))
+    if standin.get("objective") == "mae":  # no labels: MAE on the source frames; top-1 is a linear probe's
+        from benchmarks.standin_mae import mae_pretrain
+
+        torch.manual_seed(0)
+        model = build_model(cfg.model, 4)
+        mae_pretrain(model, data["train"][0][:, :1], size.pretrain_epochs, **({"lr": standin["lr"]} if "lr" in standin else {}))
+        probe = replace(cfg, model=replace(cfg.model, finetune="linear"))
+        probe_model = build_model(probe.model, 4)
+        probe_model.backbone.load_state_dict(model.backbone.state_dict())
+        result, _ = train(probe, 4, data, size.batch, seed=0, model=probe_model)
+    else:
+        result, model = train(cfg, 4, data, size.batch, seed=0, pos_embed=standin.get("pos_embed", "learned"))
     save_safetensors(out, native_backbone_state(model.backbone), {})
     return out, result["top1"]
 
@@ -320,6 +332,9 @@ def main(argv=None) -> int:
     p.add_argument("--pretrain-lr", type=float, default=0.0, help="stand-in experiments: pretraining lr (0 = the demo's)")
     p.add_argument("--pos-embed", choices=("learned", "sincos"), default="learned",
                    help="stand-in experiments: sincos starts the stand-in's position embedding from MAE's 2D sin-cos")
+    p.add_argument("--pretrain-objective", choices=("supervised", "mae"), default="supervised",
+                   help="stand-in experiments: mae pretrains it self-supervised (benchmarks/standin_mae.py: masked "
+                        "patches, fixed sin-cos positions) instead of on the source labels")
     p.add_argument("--train-only", default="", metavar="REGEX", help="diagnostics: of each preset's trainable backbone "
                    "parameters only those whose name matches REGEX train (with the head), e.g. full_ft with pos_embed")
     p.add_argument("--out", default=str(RESULTS / "recipe_check.json"))
@@ -337,14 +352,15 @@ def main(argv=None) -> int:
                         ("--pretrain-lr", a.pretrain_lr)):
         if value < 0:
             p.error(f"{flag} must be > 0 (or 0 for the default), got {value}")
-    if a.pos_embed == "sincos" and a.backbone != "vit":
-        p.error("--pos-embed sincos is for the per-frame ViT (--backbone vit)")
+    if a.backbone != "vit" and (a.pos_embed == "sincos" or a.pretrain_objective == "mae"):
+        p.error("--pos-embed sincos and --pretrain-objective mae are for the per-frame ViT (--backbone vit)")
     try:
         re.compile(a.train_only)
     except re.error as e:
         p.error(f"--train-only {a.train_only!r}: not a regular expression ({e})")
     standin = {**({"lr": a.pretrain_lr} if a.pretrain_lr else {}),
-               **({"pos_embed": a.pos_embed} if a.pos_embed != "learned" else {})}
+               **({"pos_embed": a.pos_embed} if a.pos_embed != "learned" else {}),
+               **({"objective": a.pretrain_objective} if a.pretrain_objective != "supervised" else {})}
     earlier = None
     if a.merge_into:  # read before the run: a bad file fails at once, not after it
         try:

@@ -120,3 +120,38 @@ def test_a_run_with_soft_targets_is_not_called_collapsed_for_its_loss():
     assert collapsed(flat, 4, soft_targets=True) == ""
     assert collapsed({**flat, "predicted_classes": 1}, 4, soft_targets=True) == "predicts one class"
     assert collapsed({**flat, "train_loss": [float("nan")]}, 4, soft_targets=True) == "non-finite loss"
+
+
+def test_mae_stand_in_decodes_each_patch_in_its_place_and_keeps_its_fixed_position_table():
+    """--pretrain-objective mae: the decoder puts every kept token back at its own patch and the mask token
+    at every dropped one (the loss is then on the right patches); the position table is MAE's fixed sin-cos
+    after pretraining, and the loss falls."""
+    sys.path.insert(0, str(ROOT))
+    from timm.layers import build_sincos2d_pos_embed
+    from torch import nn
+
+    from benchmarks.recipe_check import UNUSED, build_model, render
+    from benchmarks.standin_mae import MaeDecoder, mae_pretrain
+    from pipelines.demo.cm3t import demo_config
+
+    dec = MaeDecoder(4, (2, 2), 4, width=4)
+    with torch.no_grad():  # a decoder that only moves tokens: identity maps, no position, no blocks
+        dec.embed.weight.copy_(torch.eye(4))
+        dec.embed.bias.zero_()
+        dec.mask_token.zero_()
+    dec.pos.zero_()
+    dec.blocks, dec.norm, dec.pred = nn.Sequential(), nn.Identity(), nn.Identity()
+    patches = torch.arange(1, 5, dtype=torch.float32)[:, None].repeat(1, 4)[None]  # (1, 4, 4): patch i is all i+1
+    order = torch.tensor([[2, 0, 3, 1]])  # keep patches 2 and 0, drop 3 and 1
+    encoded = torch.cat([torch.full((1, 1, 4), -1.0), patches[:, order[0, :2]]], dim=1)  # class token first
+    out = dec(encoded, order.argsort(dim=1))
+    assert out[0, :, 0].tolist() == [1.0, 0.0, 3.0, 0.0]  # kept in place, mask token (0) where dropped
+
+    video, _ = render("appearance", 4, 16, 1, seed=0)
+    model = build_model(demo_config(["pretrain"], UNUSED).model, 4)
+    losses = []
+    mae_pretrain(model, video, epochs=6, batch=16, say=lambda line: losses.append(float(line.rsplit(" ", 1)[1])))
+    assert losses[-1] < losses[0]
+    pos = model.backbone.vit.pos_embed.detach()[0]
+    assert torch.allclose(pos[1:], build_sincos2d_pos_embed([4, 4], 64), atol=1e-5) and pos[0].abs().max() < 1e-5
+    assert model.backbone.vit.pos_embed.requires_grad  # trainable again for whatever uses the stand-in next
