@@ -13,6 +13,16 @@ from components.config import ConfigError
 from pipelines.cli.args import add_overwrite_arg
 
 
+def earlier_report(path: str) -> bool:
+    """``path`` holds what check-videos writes (its JSON report or its CSV's header), so a new check may replace it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"path,reason,clips,datasets") or (head.lstrip().startswith(b"{") and b'"bad_clips"' in head)
+
+
 def run(args) -> int:
     from pipelines.data.check_videos import Decoders, check_manifest, write_clean_manifest, write_reports
 
@@ -30,8 +40,13 @@ def run(args) -> int:
     json_path = args.report or str(stem.with_name(stem.name + ".check.json"))
     csv_path = args.csv or str(stem.with_name(stem.name + ".check.csv"))
     manifest = [("MANIFEST", args.manifest)]
-    for option, path in (("--report", json_path), ("--csv", csv_path)):  # reports are rewritten on each check
-        guard_output(path, option, manifest, overwrite=True)
+    if args.report and args.csv and Path(args.report).absolute() == Path(args.csv).absolute():
+        raise ConfigError(f"--report and --csv are both {args.report}: give each report its own file")
+    for option, path, given in (("--report", json_path, args.report), ("--csv", csv_path, args.csv)):
+        # reports are rewritten on each check; any other file the user names only with --overwrite
+        guard_output(path, option, manifest, overwrite=args.overwrite or not given or earlier_report(path))
+        if not Path(path).absolute().parent.is_dir():
+            raise ConfigError(f"{option} {path}: its folder does not exist; create it or choose another path")
     if args.clean:
         guard_output(args.clean, "--clean", manifest + [("--report", json_path), ("--csv", csv_path)],
                      args.overwrite)
@@ -70,7 +85,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--report", default="", help="JSON report path (default MANIFEST.check.json)")
     p.add_argument("--csv", default="", help="CSV report path (default MANIFEST.check.csv)")
     p.add_argument("--clean", default="", metavar="OUT", help="also write a manifest without the bad clips")
-    add_overwrite_arg(p, "the --clean manifest")
+    add_overwrite_arg(p, "the --clean manifest, or a --report / --csv file given")
     p.add_argument("--no-fail", action="store_true", help="exit 0 even when bad files are found")
     p.add_argument("--progress", action="store_true", help="print progress to stderr")
     p.set_defaults(fn=run)

@@ -31,8 +31,20 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from components.config import ConfigError
     from pipelines.cli.args import guard_output
 
+    if args.register is not None and (not args.register.strip() or any(c in args.register for c in "/:")):
+        # MLflow's own rule, checked before anything is written or the run's MLflow record is touched
+        raise ConfigError(f"--register {args.register!r}: a registered model's name is not empty and has no '/' or ':'")
+    if args.register and args.no_mlflow:
+        raise ConfigError("--register needs the MLflow model that --no-mlflow leaves out: drop one of them")
+    if args.backbone_only:
+        given = [f for f, on in (("--merge", args.merge), ("--onnx", args.onnx), ("--register", args.register),
+                                 ("--top-k", args.top_k != 5)) if on]
+        if given:
+            raise ConfigError(f"--backbone-only writes the backbone file alone: {', '.join(given)} would be ignored; "
+                              "drop them, or export the whole model (without --backbone-only)")
     inputs = [("RUN_DIR", args.model), ("--backbone-checkpoint", args.backbone_checkpoint),
               ("RUN_DIR's weights", Path(args.model) / "weights.safetensors")]
     if args.backbone_only:

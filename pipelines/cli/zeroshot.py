@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("zeroshot", help="classify clips among unseen class names with a CLIP text tower")
@@ -17,22 +19,31 @@ def add_parser(sub) -> None:
                    help="spatial crops per clip from a decode at img_size * data.decode_scale "
                         "(default: data.eval_crops)")
     p.add_argument("--output", help="where to write the metrics JSON (default RUN_DIR/zeroshot.json)")
-    p.add_argument("--config", action="append", default=[], metavar="FILE",
-                   help="experiment YAML(s), e.g. a frozen-CLIP preset when there is no --checkpoint")
+    p.add_argument("--config", "--preset", action="append", default=[], metavar="FILE|NAME",
+                   help="experiment YAML(s), a path or a shipped name, e.g. m2clip/zeroshot_frozen when there is "
+                        "no --checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
-    from pipelines.cli.args import add_verbosity_args
+    from pipelines.cli.args import add_overwrite_arg, add_verbosity_args
 
+    add_overwrite_arg(p, "an --output file given")
     add_verbosity_args(p)
     p.set_defaults(fn=run)
 
 
 def run(args) -> int:
+    from components.config import ConfigError
+    from pipelines.cli.args import config_files, guard_output
+    from pipelines.infer.trained import check_split
     from pipelines.infer.zeroshot import run_zeroshot
 
     if not args.checkpoint and not args.config:
-        from components.config import ConfigError
-
         raise ConfigError("give --checkpoint RUN_DIR or --config FILE (e.g. the zeroshot_frozen preset)")
-    run_zeroshot(args.checkpoint, args.classes, args.manifest, args.config, args.overrides, args.split,
+    split = check_split(args.split)
+    if args.output:  # checked before the model and the clips are loaded: the JSON is written at the end
+        guard_output(args.output, "--output", [("--manifest", args.manifest), ("--classes", args.classes)],
+                     args.overwrite)
+        if not Path(args.output).absolute().parent.is_dir():
+            raise ConfigError(f"--output {args.output}: its folder does not exist; create it or choose another path")
+    run_zeroshot(args.checkpoint, args.classes, args.manifest, config_files(args.config), args.overrides, split,
                  args.templates, args.output, args.clips, args.crops)
     return 0

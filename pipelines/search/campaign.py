@@ -264,6 +264,21 @@ def check_cells(campaign_file, cells: list[Cell]) -> None:
                           + "; ".join(f"{why} (cells {named(names)})" for why, names in problems.items()))
 
 
+def check_column_metrics(campaign_file: str, camp: Campaign, cells: list[Cell]) -> None:
+    """Each column's metric is one its cells' train loop reports: a misspelt ``metric:`` would otherwise
+    train every cell and leave the table empty. (``metrics:`` may name zero-shot results: not checked.)"""
+    from pipelines.run.reported_metrics import check_reported
+
+    seen = set()
+    for c in cells:
+        spec = camp.datasets[c.dataset]
+        where = f"{campaign_file}: datasets.{c.dataset}.metric" if spec.metric else f"{campaign_file}: metric"
+        metric = spec.metric or camp.metric
+        if (c.dataset, c.variant, metric) not in seen:
+            seen.add((c.dataset, c.variant, metric))
+            check_reported(metric, from_dict(ExperimentConfig, c.data), where)
+
+
 def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", max_concurrent: int = 0) -> int:
     from ray import tune
 
@@ -281,6 +296,9 @@ def run_campaign(campaign_file: str, overrides: list[str] = (), out: str = "", m
     uri_cfg, experiment, enabled = trackings.pop()
     if not enabled:
         raise ConfigError(f"{campaign_file}: tracking.enabled is false, but a campaign's table is built from MLflow")
+    check_column_metrics(campaign_file, camp, cells)
+    if camp_dir.exists() and not camp_dir.is_dir():  # before the parent run and any cell: nothing left behind
+        raise ConfigError(f"--out {out}: is a file; a campaign's folder is a directory (give a new or earlier one)")
     uri = tracking.resolve_tracking_uri(uri_cfg)
     todo = [c for c in cells if not c.finished()]
     stages = waves(todo, {c.name for c in cells} - {c.name for c in todo})

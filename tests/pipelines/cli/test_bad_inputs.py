@@ -402,3 +402,55 @@ def test_windows_style_paths_in_a_csv_are_found(tmp_path, capsys):
     assert rc == 0, err
     paths = sorted(read_manifest(tmp_path / "m.parquet").table["video_path"].to_pylist())
     assert [Path(p).relative_to(tmp_path / "v").as_posix() for p in paths] == ["chop/0001.mp4", "chop/0002.mp4"]
+
+
+# ---- outputs the walk of session 21 found unguarded: checked before any work, nothing replaced --------------
+
+def test_check_videos_and_zeroshot_never_replace_a_file_they_were_not_told_to(tmp_path, capsys):
+    """check-videos --report/--csv and zeroshot --output replaced any file (a video, another manifest) and
+    zeroshot did so only after the whole evaluation: now each is one line first, and the file is unchanged."""
+    taken = tmp_path / "clip.mp4"
+    taken.write_bytes(b"a video the user keeps")
+    manifest = tmp_path / "m.parquet"  # never read: the outputs are checked first
+    for flag in ("--report", "--csv"):
+        rc, err = run_cli(capsys, ["check-videos", manifest, flag, taken])
+        assert_one_line(rc, err, f"{flag} {taken}: already exists")
+    rc, err = run_cli(capsys, ["check-videos", manifest, "--report", tmp_path / "r", "--csv", tmp_path / "r"])
+    assert_one_line(rc, err, "give each report its own file")
+    rc, err = run_cli(capsys, ["check-videos", manifest, "--report", tmp_path / "nodir" / "r.json"])
+    assert_one_line(rc, err, "its folder does not exist")
+    common = ["zeroshot", "--config", "m2clip/zeroshot_frozen", "--classes", tmp_path / "c.txt", "--manifest", manifest]
+    rc, err = run_cli(capsys, [*common, "--output", taken])
+    assert_one_line(rc, err, f"--output {taken}: already exists")
+    rc, err = run_cli(capsys, [*common, "--output", manifest])
+    assert_one_line(rc, err, "is this command's input (--manifest)")
+    rc, err = run_cli(capsys, [*common, "--split", "bogus"])
+    assert_one_line(rc, err, "--split 'bogus'")
+    assert taken.read_bytes() == b"a video the user keeps"
+
+
+def test_export_refuses_flags_it_would_ignore_or_a_name_the_registry_refuses_before_touching_the_run(tmp_path, capsys):
+    run = tmp_path / "run"  # never read: the flags are checked first
+    rc, err = run_cli(capsys, ["export", run, "--out", tmp_path / "e", "--register", "team/model"])
+    assert_one_line(rc, err, "--register 'team/model'")
+    rc, err = run_cli(capsys, ["export", run, "--out", tmp_path / "e", "--register", "m", "--no-mlflow"])
+    assert_one_line(rc, err, "--no-mlflow")
+    rc, err = run_cli(capsys, ["export", run, "--out", tmp_path / "b.safetensors", "--backbone-only", "--onnx"])
+    assert_one_line(rc, err, "--onnx would be ignored")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_misspelt_campaign_metric_is_one_line_before_any_cell_trains(tmp_path, capsys):
+    """ablate trained every cell and then printed an empty table (exit 0) for `metric: val_top_1`."""
+    from pipelines.presets import PRESETS
+
+    camp = tmp_path / "c.yaml"
+    camp.write_text(f"name: c\nconfig: [{PRESETS.parent / 'demo.yaml'}]\nmetric: val_top_1\nseeds: [0]\n"
+                    "datasets: {a: {set: [data.manifest=unused.parquet]}}\nvariants: {full: {}}\n")
+    rc, err = run_cli(capsys, ["ablate", "--campaign", camp, "--out", tmp_path / "out"])
+    assert_one_line(rc, err, f"{camp}: metric: 'val_top_1' is not a metric the train loop reports")
+    assert not (tmp_path / "out").exists()
+    camp.write_text(camp.read_text().replace("val_top_1", "val_top1"))
+    (tmp_path / "file").write_text("")
+    rc, err = run_cli(capsys, ["ablate", "--campaign", camp, "--out", tmp_path / "file"])
+    assert_one_line(rc, err, "is a file; a campaign's folder is a directory")
