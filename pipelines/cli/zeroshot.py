@@ -25,9 +25,20 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
     from pipelines.cli.args import add_overwrite_arg, add_verbosity_args
 
-    add_overwrite_arg(p, "an --output file given")
+    add_overwrite_arg(p, "an --output file given (an earlier zero-shot result is replaced anyway)")
     add_verbosity_args(p)
     p.set_defaults(fn=run)
+
+
+def earlier_result(path: str) -> bool:
+    """``path`` holds an earlier zero-shot result (its JSON), which a new run of the command may replace."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"adapters_loaded", "clips", "views"} <= set(data)
 
 
 def run(args) -> int:
@@ -41,7 +52,7 @@ def run(args) -> int:
     split = check_split(args.split)
     if args.output:  # checked before the model and the clips are loaded: the JSON is written at the end
         guard_output(args.output, "--output", [("--manifest", args.manifest), ("--classes", args.classes)],
-                     args.overwrite)
+                     args.overwrite or earlier_result(args.output))
         if not Path(args.output).absolute().parent.is_dir():
             raise ConfigError(f"--output {args.output}: its folder does not exist; create it or choose another path")
     run_zeroshot(args.checkpoint, args.classes, args.manifest, config_files(args.config), args.overrides, split,
