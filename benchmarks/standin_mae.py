@@ -7,7 +7,7 @@ stand-in is pretrained with labels; this one asks whether the baselines train on
 
 MAE in short: 75% of each image's patches are dropped, the encoder sees the rest (with a fixed 2D
 sin-cos position table), a light decoder fills the dropped ones in, and the loss is the pixel MSE on
-the dropped patches, each patch's pixels normalised first (MAE's ``norm_pix_loss``).
+the dropped patches (MAE's per-patch ``norm_pix_loss`` is an option, off here: ``mae_pretrain`` says why).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class MaeDecoder(nn.Module):
 
 
 def mae_loss(vit: nn.Module, decoder: MaeDecoder, images: torch.Tensor, mask_ratio: float,
-             generator: torch.Generator, norm_pix: bool = True) -> torch.Tensor:
+             generator: torch.Generator, norm_pix: bool = False) -> torch.Tensor:
     """images (B, C, H, W), normalised as the backbone takes them -> the MSE on the dropped patches."""
     p = vit.patch_embed.patch_size[0]
     target = rearrange(images, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)

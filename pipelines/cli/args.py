@@ -91,6 +91,14 @@ def _same(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+def require_folder(out, option: str) -> None:
+    """One ConfigError when ``out``'s folder does not exist, for a writer that would find out only after its work."""
+    from components.config import ConfigError
+
+    if not Path(out).absolute().parent.is_dir():
+        raise ConfigError(f"{option} {out}: its folder does not exist; create it or choose another path")
+
+
 def guard_output(out, option: str, inputs=(), overwrite: bool = False) -> None:
     """One ConfigError naming ``out`` when writing it would lose data. ``option``: how the user named the
     output (e.g. ``--out``); ``inputs``: (option, path) pairs of this command's inputs."""

@@ -29,7 +29,7 @@ def run(args) -> int:
     def progress(done: int, total: int) -> None:
         print(f"check-videos: {done}/{total} videos", file=sys.stderr, flush=True)
 
-    from pipelines.cli.args import guard_output
+    from pipelines.cli.args import guard_output, require_folder
 
     if args.workers < 0:
         raise ConfigError(f"--workers {args.workers}: give 0 (one per CPU) or a positive number of processes")
@@ -45,8 +45,7 @@ def run(args) -> int:
     for option, path, given in (("--report", json_path, args.report), ("--csv", csv_path, args.csv)):
         # reports are rewritten on each check; any other file the user names only with --overwrite
         guard_output(path, option, manifest, overwrite=args.overwrite or not given or earlier_report(path))
-        if not Path(path).absolute().parent.is_dir():
-            raise ConfigError(f"{option} {path}: its folder does not exist; create it or choose another path")
+        require_folder(path, option)
     if args.clean:
         guard_output(args.clean, "--clean", manifest + [("--report", json_path), ("--csv", csv_path)],
                      args.overwrite)

@@ -43,7 +43,7 @@ def earlier_result(path: str) -> bool:
 
 def run(args) -> int:
     from components.config import ConfigError
-    from pipelines.cli.args import config_files, guard_output
+    from pipelines.cli.args import config_files, guard_output, require_folder
     from pipelines.infer.trained import check_split
     from pipelines.infer.zeroshot import run_zeroshot
 
@@ -53,8 +53,7 @@ def run(args) -> int:
     if args.output:  # checked before the model and the clips are loaded: the JSON is written at the end
         guard_output(args.output, "--output", [("--manifest", args.manifest), ("--classes", args.classes)],
                      args.overwrite or earlier_result(args.output))
-        if not Path(args.output).absolute().parent.is_dir():
-            raise ConfigError(f"--output {args.output}: its folder does not exist; create it or choose another path")
+        require_folder(args.output, "--output")
     run_zeroshot(args.checkpoint, args.classes, args.manifest, config_files(args.config), args.overrides, split,
                  args.templates, args.output, args.clips, args.crops)
     return 0
